@@ -1,0 +1,1 @@
+"""mock_pi: a PI Web API simulator with deterministic data, limits and faults."""

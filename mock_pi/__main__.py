@@ -1,0 +1,5 @@
+import sys
+
+from mock_pi.cli import main
+
+sys.exit(main())

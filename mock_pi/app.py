@@ -1,0 +1,27 @@
+"""The aiohttp application: middleware (limits, auth, faults) and the route modules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from mock_pi.settings import MockSettings
+from mock_pi.state import MockState
+
+STATE = web.AppKey("state", MockState)
+
+
+def create_app(settings: MockSettings, clock: Callable[[], float] = time.time) -> web.Application:
+    state = MockState.create(settings, clock)
+    app = web.Application(client_max_size=settings.max_body_bytes * 4)
+    app[STATE] = state
+    return app
+
+
+def serve(settings: MockSettings) -> None:
+    web.run_app(
+        create_app(settings), host=settings.host, port=settings.port, access_log=None,
+        print=lambda msg: print(f"mock-pi: {msg} (/piwebapi, {settings.tag_count} tags)"),
+    )

@@ -1,0 +1,48 @@
+"""`mock-pi` command line: flags override `MOCK_PI_` variables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from mock_pi.settings import MockSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mock-pi", description="PI Web API simulator served under /piwebapi."
+    )
+    for name, field in MockSettings.model_fields.items():
+        kind = field.annotation if field.annotation in (int, float, bool) else str
+        if kind is bool:
+            parser.add_argument(
+                f"--{name.replace('_', '-')}", type=lambda v: v.lower() in ("1", "true", "yes")
+            )
+        else:
+            parser.add_argument(
+                f"--{name.replace('_', '-')}", type=kind, help=f"MOCK_PI_{name.upper()}"
+            )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        settings = MockSettings(**overrides)
+    except ValidationError as exc:
+        from service.settings import describe_validation_error
+
+        print(f"mock-pi: {describe_validation_error(exc, 'MOCK_PI_')}", file=sys.stderr)
+        return 2
+    from mock_pi.app import serve
+
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

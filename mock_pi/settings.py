@@ -1,0 +1,55 @@
+"""mock-pi settings: `MOCK_PI_` environment variables, command-line flags override."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FAULT_KINDS = ("503", "429", "500", "reset", "slow", "truncate")
+
+
+class MockSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MOCK_PI_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8440, ge=0, le=65535)
+    tag_count: int = Field(default=1000, ge=1, le=5_000_000)
+    seed: int = 42
+    history_days: float = Field(default=30, gt=0)
+    auth: Literal["none", "basic", "bearer"] = "none"
+    username: str = "pi"
+    password: SecretStr = SecretStr("pi")
+    token: SecretStr = SecretStr("token")
+    faults: str = ""
+    late_fraction: float = Field(default=0.0, ge=0, le=1)
+    late_seconds: float = Field(default=300.0, ge=0)
+    # Server limits, as the PI Web API configuration names them.
+    max_returned_items_per_call: int = Field(default=150_000, ge=1)
+    rate_limit: int = Field(default=1000, ge=0, description="requests per second; 0 disables")
+    max_url_bytes: int = Field(default=16_384, ge=256)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    csrf: bool = True
+    marker_retention: float = Field(default=600.0, gt=0, description="seconds a marker lives")
+    af_version: int = Field(default=0, ge=0, description="starting AF hierarchy version")
+
+    @field_validator("faults")
+    @classmethod
+    def _faults(cls, value: str) -> str:
+        parse_faults(value)
+        return value
+
+
+def parse_faults(spec: str) -> dict[str, float]:
+    """`503=0.05,429=0.05,reset=0.01` -> {kind: probability}; raises ValueError."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, sep, rate = part.partition("=")
+        if not sep or kind not in FAULT_KINDS:
+            raise ValueError(f"bad fault {part!r}: use kind=rate with kind in {FAULT_KINDS}")
+        prob = float(rate)
+        if not 0 <= prob <= 1:
+            raise ValueError(f"bad fault {part!r}: rate must be in [0, 1]")
+        out[kind] = prob
+    return out

@@ -1,0 +1,1 @@
+"""pidelta service: settings, command line, process lifecycle, metrics and health."""

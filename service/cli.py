@@ -1,0 +1,119 @@
+"""`pidelta` command line: parse, build the settings once, dispatch, map errors to exit codes.
+
+Exit codes (contract): 0 done; 2 bad configuration or arguments (one line, no traceback);
+1 anything else, logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from service.errors import ConfigError
+from service.settings import Settings, load_settings
+
+log = logging.getLogger("pidelta")
+
+# Command-line flags that override a setting of the same name.
+_GLOBAL_FLAGS: tuple[tuple[str, str, type], ...] = (
+    ("--pi-url", "PI Web API base URL (PIDELTA_PI_URL)", str),
+    ("--target", "table location: folder, s3://, az://, gs://, uc:// (PIDELTA_TARGET)", str),
+    ("--shard-index", "shard this worker owns (PIDELTA_SHARD_INDEX)", int),
+    ("--shard-count", "number of shards (PIDELTA_SHARD_COUNT)", int),
+    ("--tag-filter", "PI point name filter (PIDELTA_TAG_FILTER)", str),
+    ("--start", "start of a tag with no checkpoint (PIDELTA_START)", str),
+    ("--metrics-port", "port of /metrics, /healthz, /readyz (PIDELTA_METRICS_PORT)", int),
+    ("--log-format", "text or json (PIDELTA_LOG_FORMAT)", str),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pidelta",
+        description=(
+            "Copy PI System time series, AF and event frames into Delta tables, exactly once. "
+            "Configured by PIDELTA_* environment variables; flags override them."
+        ),
+        epilog=_settings_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for flag, help_text, kind in _GLOBAL_FLAGS:
+        parser.add_argument(flag, help=help_text, type=kind, default=None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    sub.add_parser("run", help="continuous worker for one shard until SIGTERM/SIGINT")
+    sub.add_parser("once", help="catch this shard up to now minus the safety lag, then exit")
+    backfill = sub.add_parser("backfill", help="load a historical range for this shard")
+    backfill.add_argument("--start", dest="backfill_start", required=True, help="ISO 8601 or PI")
+    backfill.add_argument("--end", dest="backfill_end", required=True, help="ISO 8601 or PI")
+    sub.add_parser("discover", help="list the tags in scope and their owning shard")
+    shards = sub.add_parser("shards", help="shard planning")
+    shards_sub = shards.add_subparsers(dest="shards_command", metavar="SUBCOMMAND")
+    shards_sub.required = True
+    plan = shards_sub.add_parser("plan", help="how tags spread over N shards")
+    plan.add_argument("--shards", type=int, required=True, help="number of shards N")
+    sub.add_parser("status", help="per-shard lag, last commit, rows and files per table")
+    return parser
+
+
+def _settings_epilog() -> str:
+    lines = ["environment variables (defaults):"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = "" if default is None else f" [{default}]"
+        lines.append(f"  PIDELTA_{name.upper()}{shown}")
+    return "\n".join(lines)
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from service import commands
+
+    handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+        "run": commands.run,
+        "once": commands.once,
+        "backfill": commands.backfill,
+        "discover": commands.discover,
+        "shards": commands.shards_plan,
+        "status": commands.status,
+    }
+    return handlers[args.command](args, settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pidelta` console script and of `python -m service`."""
+    try:
+        args = build_parser().parse_args(argv)
+        overrides = {
+            flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_"))
+            for flag, _, _ in _GLOBAL_FLAGS
+        }
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"pidelta: {exc}", file=sys.stderr)
+        return 2
+    from service.logs import configure_logging
+
+    configure_logging(settings)
+    try:
+        return _dispatch(args, settings)
+    except ConfigError as exc:
+        print(f"pidelta: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        log.exception("pidelta %s failed", args.command)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

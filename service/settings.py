@@ -1,0 +1,133 @@
+"""The one settings model: every `PIDELTA_` variable, validated once at start-up.
+
+Built by `load_settings()` in the CLI and passed down explicitly; no other module
+reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import ConfigError
+
+AuthKind = Literal["none", "basic", "bearer", "oidc", "kerberos"]
+
+
+class Settings(BaseSettings):
+    """pidelta configuration (environment variables with the `PIDELTA_` prefix)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIDELTA_", extra="ignore", validate_default=True, frozen=True
+    )
+
+    # PI Web API connection
+    pi_url: str = "http://127.0.0.1:8440/piwebapi"
+    pi_auth: AuthKind = "none"
+    pi_username: str | None = None
+    pi_password: SecretStr | None = None
+    pi_token: SecretStr | None = None
+    pi_client_id: str | None = None
+    pi_client_secret: SecretStr | None = None
+    pi_token_url: str | None = None
+    pi_verify_tls: bool = True
+    pi_ca_bundle: Path | None = None
+    pi_data_server: str | None = Field(
+        default=None, description="data server name to read; all data servers when unset"
+    )
+
+    # Client behaviour
+    pi_max_concurrency: int = Field(default=16, ge=1, le=512)
+    pi_max_requests_per_second: float = Field(default=500.0, gt=0)
+    pi_request_timeout: float = Field(default=60.0, gt=0)
+    pi_max_attempts: int = Field(default=8, ge=1, le=100)
+    pi_max_retry_seconds: float = Field(default=120.0, gt=0)
+    pi_max_url_bytes: int = Field(default=16_000, ge=1024)
+    pi_max_items_per_call: int = Field(default=150_000, ge=1000)
+    pi_page_size: int = Field(default=10_000, ge=1, description="maxCount per stream")
+
+    # Target and sharding
+    target: str = "./lakehouse"
+    shard_index: int = Field(default=0, ge=0)
+    shard_count: int = Field(default=1, ge=1, le=100_000)
+    tag_filter: str = "*"
+
+    # Time
+    start: str = "*-1h"
+    safety_lag: float = Field(default=10.0, ge=0)
+    poll_interval: float = Field(default=5.0, gt=0)
+    late_lookback: float = Field(
+        default=600.0, ge=0, description="seconds re-read behind each checkpoint for late values"
+    )
+    rediscover_interval: float = Field(default=300.0, gt=0)
+    backfill_window: float = Field(default=3600.0, gt=0, description="seconds per backfill batch")
+
+    # Commits
+    commit_max_rows: int = Field(default=1_000_000, ge=1)
+    commit_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    commit_max_age: float = Field(default=30.0, gt=0)
+    max_commit_retries: int = Field(default=100, ge=1)
+
+    # Service
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("pi_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("s3://", "az://", "gs://", "uc://", "file://")):
+            raise ValueError("must be a folder, s3://, az://, gs://, file:// or uc://catalog.schema")
+        return value.rstrip("/") or "/"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.shard_index >= self.shard_count:
+            raise ValueError(
+                f"PIDELTA_SHARD_INDEX={self.shard_index} must be below "
+                f"PIDELTA_SHARD_COUNT={self.shard_count}"
+            )
+        needs: dict[str, tuple[str, ...]] = {
+            "basic": ("pi_username", "pi_password"),
+            "bearer": ("pi_token",),
+            "oidc": ("pi_client_id", "pi_client_secret", "pi_token_url"),
+        }
+        missing = [n for n in needs.get(self.pi_auth, ()) if getattr(self, n) is None]
+        if missing:
+            names = ", ".join(f"PIDELTA_{n.upper()}" for n in missing)
+            raise ValueError(f"PIDELTA_PI_AUTH={self.pi_auth} needs {names}")
+        if self.pi_ca_bundle is not None and not self.pi_ca_bundle.is_file():
+            raise ValueError(f"PIDELTA_PI_CA_BUNDLE={self.pi_ca_bundle} is not a file")
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment plus command-line overrides.
+
+    Raises ConfigError with one readable line naming the variable at fault.
+    """
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, "PIDELTA_")) from None
+
+
+def describe_validation_error(exc: ValidationError, prefix: str) -> str:
+    """One line per validation error, naming environment variables, never values of secrets."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+        msg = err.get("msg", "invalid").removeprefix("Value error, ")
+        parts.append(f"{prefix}{loc[0].upper()}: {msg}" if loc else msg)
+    return "invalid configuration: " + "; ".join(parts)
