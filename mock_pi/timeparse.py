@@ -16,11 +16,24 @@ DAY = 86_400.0
 TICKS_PER_SECOND = 10_000_000
 
 _UNITS = {
-    "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
-    "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0,
-    "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
-    "d": DAY, "day": DAY, "days": DAY,
-    "w": 7 * DAY, "week": 7 * DAY, "weeks": 7 * DAY,
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hr": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+    "d": DAY,
+    "day": DAY,
+    "days": DAY,
+    "w": 7 * DAY,
+    "week": 7 * DAY,
+    "weeks": 7 * DAY,
 }
 _OFFSET = re.compile(r"\s*([+-])\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)")
 _ISO = re.compile(
@@ -57,7 +70,7 @@ def parse_pi_ticks(text: str, now: float) -> int:
         ("y", _midnight(now) - DAY),
     ):
         if low.startswith(word):
-            base, rest = value, low[len(word):]
+            base, rest = value, low[len(word) :]
             break
     else:
         if low[0] in "+-":
@@ -83,8 +96,9 @@ def _midnight(now: float) -> float:
 def _iso_ticks(m: re.Match[str], text: str) -> int:
     year, month, day, hh, mm, ss, frac, zone = m.groups()
     try:
-        dt = datetime(int(year), int(month), int(day), int(hh or 0), int(mm or 0),
-                      int(ss or 0), tzinfo=UTC)
+        dt = datetime(
+            int(year), int(month), int(day), int(hh or 0), int(mm or 0), int(ss or 0), tzinfo=UTC
+        )
     except ValueError:
         raise TimeParseError(f"Cannot parse time string '{text}'.") from None
     if zone and zone != "Z":

@@ -51,7 +51,9 @@ def data_server(server_id: uuid.UUID, name: str) -> str:
 
 def pi_point(server_id: uuid.UUID, point_id: int, server_name: str, point_name: str) -> str:
     return (
-        "F1DP" + encode_guid(server_id) + encode_int(point_id)
+        "F1DP"
+        + encode_guid(server_id)
+        + encode_int(point_id)
         + encode_path(f"{server_name}\\{point_name}")
     )
 
@@ -79,7 +81,10 @@ def event_frame(frame_id: uuid.UUID, path: str) -> str:
 def attribute(owner_marker: str, owner_id: uuid.UUID, attribute_id: uuid.UUID, path: str) -> str:
     """Owner marker `E` for an element attribute, `F` for an event frame attribute."""
     return (
-        "F1Ab" + owner_marker + encode_guid(owner_id) + encode_guid(attribute_id)
+        "F1Ab"
+        + owner_marker
+        + encode_guid(owner_id)
+        + encode_guid(attribute_id)
         + encode_path(path)
     )
 

@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     @classmethod
     def _target(cls, value: str) -> str:
         if "://" in value and not value.startswith(("s3://", "az://", "gs://", "uc://", "file://")):
-            raise ValueError("must be a folder, s3://, az://, gs://, file:// or uc://catalog.schema")
+            raise ValueError(
+                "must be a folder, s3://, az://, gs://, file:// or uc://catalog.schema"
+            )
         return value.rstrip("/") or "/"
 
     @model_validator(mode="after")

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +51,11 @@ def start_mock(**env: object) -> MockServer:
     full_env.update({f"MOCK_PI_{k.upper()}": str(v) for k, v in env.items()})
     full_env["MOCK_PI_PORT"] = str(port)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mock_pi"], cwd=ROOT, env=full_env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "mock_pi"],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     server = MockServer(proc, port, full_env)
     deadline = time.monotonic() + 30

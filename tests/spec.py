@@ -17,7 +17,9 @@ from typing import Any
 import jsonschema
 
 REFERENCE = Path(
-    os.environ.get("PIDELTA_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference")
+    os.environ.get(
+        "PIDELTA_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"
+    )
 )
 SWAGGER = REFERENCE / "piwebapi-2018sp1-swagger.json"
 
@@ -29,8 +31,10 @@ def swagger() -> dict[str, Any]:
 
 def _relax(node: Any) -> Any:
     if isinstance(node, dict):
-        if node.get("type") == "object" and "properties" not in node and (
-            "additionalProperties" not in node
+        if (
+            node.get("type") == "object"
+            and "properties" not in node
+            and ("additionalProperties" not in node)
         ):
             return {k: v for k, v in node.items() if k != "type"}
         return {k: _relax(v) for k, v in node.items()}
