@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from mock_pi import routes_data
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
 
@@ -17,6 +18,7 @@ def create_app(settings: MockSettings, clock: Callable[[], float] = time.time) -
     state = MockState.create(settings, clock)
     app = web.Application(client_max_size=settings.max_body_bytes * 4)
     app[STATE] = state
+    routes_data.register(app, state)
     return app
 
 
