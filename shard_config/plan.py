@@ -89,7 +89,7 @@ def format_plan(report: PlanReport) -> str:
         lines.append("shard  tags")
         lines.extend(f"{i:>5}  {c:>{width},}" for i, c in enumerate(counts))
     else:
-        label = len(f"{n - 1}-{n - 1}")
+        label = max(len("shards"), len(f"{n - 1}-{n - 1}"))
         lines.append(f"{'shards':<{label}}  tags, {_PER_ROW} shards a row")
         for start in range(0, n, _PER_ROW):
             row = counts[start : start + _PER_ROW]
