@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from mock_pi import routes_data
+from mock_pi import middleware, routes_data
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
 
@@ -16,7 +16,11 @@ STATE = web.AppKey("state", MockState)
 
 def create_app(settings: MockSettings, clock: Callable[[], float] = time.time) -> web.Application:
     state = MockState.create(settings, clock)
-    app = web.Application(client_max_size=settings.max_body_bytes * 4)
+    app = web.Application(
+        middlewares=middleware.build(state),
+        handler_args=middleware.handler_args(settings),
+        client_max_size=settings.max_body_bytes * 4,
+    )
     app[STATE] = state
     routes_data.register(app, state)
     return app
