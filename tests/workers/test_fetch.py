@@ -1,0 +1,103 @@
+"""Pure parts of the fetch layer: URL splitting, maxCount, paging continuations."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.fetch import (
+    Call,
+    FetchError,
+    Span,
+    StreamPage,
+    continuation,
+    format_us,
+    leading_at,
+    page_of,
+    parse_time_us,
+    plan_calls,
+    webid_cost,
+)
+
+T0 = 1_700_000_000_000_000
+
+
+def _webids(n: int) -> list[str]:
+    return [f"F1DPabcdefghijklmnopqrstuvwxyz{i:06d}" for i in range(n)]
+
+
+def test_time_round_trip_and_seven_digits() -> None:
+    assert format_us(T0) == "2023-11-14T22:13:20Z"
+    assert format_us(T0 + 5) == "2023-11-14T22:13:20.000005Z"
+    assert parse_time_us("2023-11-14T22:13:20.0000059Z") == T0 + 5
+    assert parse_time_us("2023-11-14T22:13:20Z") == T0
+    assert parse_time_us("2023-11-15T00:13:20+02:00") == T0
+
+
+def test_calls_stay_under_url_and_item_limits() -> None:
+    spans = [Span(w, T0, T0 + 3_600_000_000, expected=100) for w in _webids(1000)]
+    calls = plan_calls(
+        spans, base_url_length=300, max_url_bytes=4000, max_items=150_000, page_size=10_000
+    )
+    assert sorted(s.webid for c in calls for s in c.spans) == sorted(s.webid for s in spans)
+    for call in calls:
+        assert 300 + sum(webid_cost(s.webid) for s in call.spans) <= 4000
+        assert len(call.spans) * call.max_count <= 150_000
+        assert call.max_count >= 101
+
+
+def test_fast_streams_get_fewer_per_call_and_a_page_each() -> None:
+    fast = [Span(w, T0, T0 + 10, expected=3600) for w in _webids(100)]
+    calls = plan_calls(
+        fast, base_url_length=300, max_url_bytes=100_000, max_items=150_000, page_size=10_000
+    )
+    assert all(len(c.spans) <= 150_000 // 3601 for c in calls)
+    assert all(c.max_count >= 3601 for c in calls)
+
+
+def test_spans_with_different_ranges_never_share_a_call() -> None:
+    a = Span("A", T0, T0 + 10)
+    b = Span("B", T0 + 1, T0 + 10)
+    calls = plan_calls(
+        [a, b], base_url_length=10, max_url_bytes=10_000, max_items=1000, page_size=1000
+    )
+    assert sorted((c.start, [s.webid for s in c.spans]) for c in calls) == [
+        (T0, ["A"]),
+        (T0 + 1, ["B"]),
+    ]
+
+
+def test_call_params_carry_every_webid_and_max_count() -> None:
+    call = Call(T0, T0 + 1, 500, (Span("A", T0, T0 + 1), Span("B", T0, T0 + 1)))
+    params = call.params()
+    assert [v for k, v in params if k == "webId"] == ["A", "B"]
+    assert ("maxCount", "500") in params
+    assert ("boundaryType", "Inside") in params
+
+
+def _item(us: int) -> dict[str, object]:
+    return {"Timestamp": format_us(us), "Value": 1.0}
+
+
+def test_page_summary_counts_values_at_the_last_timestamp() -> None:
+    items = [_item(T0), _item(T0 + 1), _item(T0 + 2), _item(T0 + 2)]
+    assert page_of(items) == StreamPage(4, T0 + 2, 2)
+    assert leading_at(items, T0) == 1
+    assert leading_at(items, T0 - 1) == 0
+    assert page_of([{"Value": 1}]) is None
+
+
+def test_short_page_is_complete_and_full_page_continues_from_last_timestamp() -> None:
+    span = Span("A", T0, T0 + 100)
+    assert continuation(span, StreamPage(9, T0 + 50, 1), 10, 1000) is None
+    nxt = continuation(span, StreamPage(10, T0 + 50, 3), 10, 1000)
+    assert nxt is not None
+    assert (nxt.start, nxt.end, nxt.skip) == (T0 + 50, T0 + 100, 3)
+
+
+def test_page_stuck_at_one_timestamp_asks_for_more_then_gives_up() -> None:
+    span = Span("A", T0, T0 + 100, skip=10)
+    nxt = continuation(span, StreamPage(10, T0, 10), 10, 1000)
+    assert nxt is not None
+    assert (nxt.start, nxt.skip, nxt.min_count) == (T0, 10, 20)
+    with pytest.raises(FetchError):
+        continuation(span, StreamPage(1000, T0, 1000), 1000, 1000)

@@ -1,0 +1,450 @@
+"""`/streamsets/recorded` calls within the server's URL and item limits, paging per stream.
+
+Why this shape: one HTTP call carries as many WebIDs as the URL allows, and `maxCount`
+is chosen so that streams × maxCount stays under `MaxReturnedItemsPerCall` (150,000 by
+default; above it the server answers 400). Streams are grouped by expected value count
+(learned from the previous range of the same tag) so that a call full of slow tags is not
+starved by one fast tag's maxCount. PI does not signal truncation at maxCount: a stream
+whose page is full continues from its last timestamp with boundary `Inside`, and the
+values already delivered at that timestamp are dropped (counted in `FetchStats`).
+
+Times are integer epoch microseconds (the resolution of `pi_timeseries.timestamp`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import orjson
+import pyarrow as pa
+
+from workers.decode import DecodeError, SequenceStart, TagLike, decode_streamset
+
+RECORDED_PATH = "/streamsets/recorded"
+ENDPOINT = "streamsets/recorded"
+# The fields the decoder reads; everything else (Links, Name, Path) is left on the server.
+SELECTED_FIELDS = ";".join(
+    (
+        "Items.WebId",
+        "Items.UnitsAbbreviation",
+        "Items.Items.Timestamp",
+        "Items.Items.Value",
+        "Items.Items.Good",
+        "Items.Items.Questionable",
+        "Items.Items.Substituted",
+        "Items.Items.Annotated",
+        "Items.Items.UnitsAbbreviation",
+        "Items.Items.Errors",
+    )
+)
+# Expected values of a tag never seen before, per second of range: PI's fastest usual scan.
+DEFAULT_RATE = 1.0
+
+
+class FetchError(Exception):
+    """A stream that cannot be paged (more values at one timestamp than one call may hold)."""
+
+
+def format_us(us: int) -> str:
+    """ISO 8601 UTC with microseconds, as the PI Web API reads it."""
+    seconds, rem = divmod(us, 1_000_000)
+    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{rem:06d}Z" if rem else f"{base}Z"
+
+
+def to_us(moment: datetime) -> int:
+    """Epoch microseconds of an aware datetime, exactly (no float rounding)."""
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """What to read of one stream: values with `start` < t <= `end`.
+
+    A continuation (`skip` not None) reads from `start` inclusive and drops the first
+    `skip` values at `start`, which an earlier page already delivered.
+    """
+
+    webid: str
+    start: int
+    end: int
+    skip: int | None = None
+    expected: float = 0.0  # values expected in the span, to size maxCount
+    min_count: int = 0  # a maxCount this span needs (more values at one time than a page)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One `/streamsets/recorded` request: spans sharing (start, end), one maxCount."""
+
+    start: int
+    end: int
+    max_count: int
+    spans: tuple[Span, ...]
+
+    def params(self) -> list[tuple[str, str]]:
+        out = [
+            ("startTime", format_us(self.start)),
+            ("endTime", format_us(self.end)),
+            ("boundaryType", "Inside"),
+            ("maxCount", str(self.max_count)),
+            ("selectedFields", SELECTED_FIELDS),
+        ]
+        out.extend(("webId", s.webid) for s in self.spans)
+        return out
+
+
+def webid_cost(webid: str) -> int:
+    """Bytes one `&webId=...` adds to the URL."""
+    return len("&webId=") + len(quote(webid, safe=""))
+
+
+def plan_calls(
+    spans: Iterable[Span],
+    *,
+    base_url_length: int,
+    max_url_bytes: int,
+    max_items: int,
+    page_size: int,
+) -> list[Call]:
+    """Group spans into calls: same (start, end), URL under the limit, items under the cap.
+
+    Within a group, spans are taken largest expected count first, and a call holds n
+    streams only while n × (largest expected + skip + 1) ≤ max_items, so that a call's
+    maxCount (max_items // n, at most page_size) covers its streams in one page when the
+    estimate holds. `base_url_length` is the URL length of a call with no WebIDs.
+    """
+    groups: dict[tuple[int, int], list[Span]] = {}
+    for span in spans:
+        groups.setdefault((span.start, span.end), []).append(span)
+    calls: list[Call] = []
+    room = max_url_bytes - base_url_length
+    for (start, end), members in groups.items():
+        members.sort(key=lambda s: s.expected + (s.skip or 0), reverse=True)
+        chunk: list[Span] = []
+        used = 0
+        need = 1
+        for span in members:
+            cost = webid_cost(span.webid)
+            span_need = max(
+                span.min_count, min(page_size, math.ceil(span.expected) + (span.skip or 0) + 1)
+            )
+            new_need = max(need, span_need)
+            if chunk and (used + cost > room or (len(chunk) + 1) * new_need > max_items):
+                calls.append(_call(start, end, chunk, max_items, page_size, need))
+                chunk, used, new_need = [], 0, span_need
+            chunk.append(span)
+            used += cost
+            need = new_need
+        if chunk:
+            calls.append(_call(start, end, chunk, max_items, page_size, need))
+    return calls
+
+
+def _call(
+    start: int, end: int, chunk: list[Span], max_items: int, page_size: int, need: int
+) -> Call:
+    max_count = max(1, min(page_size, max_items // len(chunk)))
+    return Call(start, end, max(max_count, min(need, max_items)), tuple(chunk))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPage:
+    """What one page said about one stream: item count, last timestamp, items at it."""
+
+    items: int
+    last: int
+    at_last: int
+
+
+def continuation(span: Span, page: StreamPage, max_count: int, max_items: int) -> Span | None:
+    """The span still to read after a page, or None when the stream is complete.
+
+    A page shorter than maxCount is complete. A full page continues from its last
+    timestamp; the continuation drops the `at_last` values it will get again there. A full
+    page entirely at the span's start has made no progress: it is asked again with twice
+    the maxCount (FetchError past the server's item cap).
+    """
+    if page.items < max_count:
+        return None
+    if page.last == span.start and page.at_last == page.items:
+        if max_count >= max_items:
+            raise FetchError(
+                f"stream {span.webid} has more than {max_items} values at {format_us(page.last)}"
+            )
+        return Span(
+            span.webid,
+            span.start,
+            span.end,
+            span.skip,
+            span.expected,
+            min(max_items, 2 * max_count),
+        )
+    rate = page.items / max(1, page.last - span.start)
+    return Span(span.webid, page.last, span.end, page.at_last, rate * (span.end - page.last))
+
+
+class ClientLike(Protocol):
+    """What the fetcher needs of `workers.pi_client.PIClient`."""
+
+    def url_length(self, path: str, params: Sequence[tuple[str, str]]) -> int: ...
+
+    async def get_bytes(
+        self, path: str, params: Sequence[tuple[str, str]] = (), *, endpoint: str
+    ) -> bytes: ...
+
+
+def parse_time_us(text: str) -> int:
+    """Epoch microseconds of a PI timestamp (ISO 8601, up to 7 fractional digits, truncated)."""
+    head, dot, frac = text.rstrip("Z").partition(".")
+    zone = ""
+    for sign in ("+", "-"):
+        if sign in frac:
+            frac, _, rest = frac.partition(sign)
+            zone = sign + rest
+    if not dot and len(head) > 19:
+        head, zone = head[:19], head[19:]
+    moment = datetime.fromisoformat(head + zone) if zone else datetime.fromisoformat(head)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return to_us(moment) + (int(frac[:6].ljust(6, "0")) if frac else 0)
+
+
+def _timestamp_us(item: Any) -> int | None:
+    """The microsecond timestamp of one raw TimedValue, None when it has none that parses."""
+    if type(item) is not dict or type(item.get("Timestamp")) is not str:
+        return None
+    try:
+        return parse_time_us(item["Timestamp"])
+    except ValueError:
+        return None
+
+
+def page_of(items: list[Any]) -> StreamPage | None:
+    """Count, last timestamp and values at it for one stream's page (None: no timestamps)."""
+    for pos in range(len(items) - 1, -1, -1):
+        last = _timestamp_us(items[pos])
+        if last is not None:
+            at_last = 1
+            for earlier in range(pos - 1, -1, -1):
+                if _timestamp_us(items[earlier]) != last:
+                    break
+                at_last += 1
+            return StreamPage(len(items), last, at_last)
+    return None
+
+
+def leading_at(items: list[Any], start: int) -> int:
+    """How many values at the front of a page carry the timestamp `start`."""
+    n = 0
+    for item in items:
+        if _timestamp_us(item) != start:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class FetchStats:
+    """Counters of one fetch, for metrics and tests."""
+
+    calls: int = 0
+    bytes: int = 0
+    values: int = 0
+    continued: int = 0  # streams that needed another page
+    redelivered: int = 0  # values dropped because an earlier page had them
+    decode_retries: int = 0
+    stream_errors: int = 0  # streams answered with a WebException (e.g. a deleted point)
+
+    def add(self, other: FetchStats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class FetchResult:
+    """Decoded rows of every span (pi_timeseries schema), quarantine rows and counters."""
+
+    rows: list[pa.Table] = field(default_factory=list)
+    quarantine: list[pa.Table] = field(default_factory=list)
+    stats: FetchStats = field(default_factory=FetchStats)
+    quarantine_counts: dict[str, int] = field(default_factory=dict)
+    non_finite: int = 0
+
+    @property
+    def row_count(self) -> int:
+        return sum(t.num_rows for t in self.rows)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.rows)
+
+
+class Fetcher:
+    """Reads spans of many streams with concurrent `/streamsets/recorded` calls.
+
+    `rates` remembers values per second seen for each tag, so the next range of a tag is
+    packed with tags of a similar rate and usually needs one page.
+    """
+
+    def __init__(
+        self,
+        client: ClientLike,
+        *,
+        max_url_bytes: int,
+        max_items: int,
+        page_size: int,
+        max_attempts: int,
+        tags: Mapping[str, TagLike],
+        on_retry: Callable[[str], None] | None = None,
+        max_in_flight: int = 16,
+    ) -> None:
+        self.client = client
+        self.max_url_bytes = max_url_bytes
+        self.max_items = max_items
+        self.page_size = page_size
+        self.max_attempts = max_attempts
+        self.tags = tags
+        self.on_retry = on_retry
+        self.rates: dict[str, float] = {}
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._base_length: int | None = None
+
+    def spans(self, ranges: Iterable[tuple[str, int, int]]) -> list[Span]:
+        """Spans for (webid, start exclusive, end inclusive) with expected counts."""
+        return [
+            Span(w, s, e, None, self.rates.get(w, DEFAULT_RATE) * (e - s) / 1e6)
+            for w, s, e in ranges
+            if e > s
+        ]
+
+    def base_url_length(self) -> int:
+        if self._base_length is None:
+            probe = Call(0, 0, self.max_items, ())
+            self._base_length = self.client.url_length(RECORDED_PATH, probe.params())
+        return self._base_length
+
+    def plan(self, spans: Iterable[Span]) -> list[Call]:
+        return plan_calls(
+            spans,
+            base_url_length=self.base_url_length() + 64,  # room for longer time strings
+            max_url_bytes=self.max_url_bytes,
+            max_items=self.max_items,
+            page_size=self.page_size,
+        )
+
+    async def fetch(self, ranges: Iterable[tuple[str, int, int]]) -> FetchResult:
+        """Every value with start < t <= end of each (webid, start, end), in PI order."""
+        result = FetchResult()
+        spans = self.spans(ranges)
+        firsts = {s.webid: s for s in spans}
+        counts: dict[str, int] = {}
+        pending: set[asyncio.Task[list[Span]]] = set()
+
+        def launch(calls: list[Call]) -> None:
+            for call in calls:
+                pending.add(asyncio.ensure_future(self._one(call, result, counts)))
+
+        launch(self.plan(spans))
+        try:
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                more: list[Span] = []
+                for task in done:
+                    pending.discard(task)
+                    more.extend(task.result())
+                if more:
+                    result.stats.continued += len(more)
+                    launch(self.plan(more))
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        for webid, span in firsts.items():
+            seconds = (span.end - span.start) / 1e6
+            if seconds > 0:
+                self.rates[webid] = counts.get(webid, 0) / seconds
+        return result
+
+    async def _one(self, call: Call, result: FetchResult, counts: dict[str, int]) -> list[Span]:
+        """One call, retried while its body does not decode; returns continuations."""
+        params = call.params()
+        async with self._slots:
+            for attempt in range(1, self.max_attempts + 1):
+                body = await self.client.get_bytes(RECORDED_PATH, params, endpoint=ENDPOINT)
+                result.stats.calls += 1
+                result.stats.bytes += len(body)
+                try:
+                    return self._absorb(call, body, result, counts)
+                except DecodeError:
+                    if attempt == self.max_attempts:
+                        raise
+                    result.stats.decode_retries += 1
+                    if self.on_retry is not None:
+                        self.on_retry("decode")
+        raise AssertionError("unreachable")
+
+    def _absorb(
+        self, call: Call, body: bytes, result: FetchResult, counts: dict[str, int]
+    ) -> list[Span]:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(str(exc), source=ENDPOINT, size=len(body)) from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("Items"), list):
+            raise DecodeError("no Items list", source=ENDPOINT, size=len(body))
+        by_webid = {s.webid: s for s in call.spans}
+        continues: dict[str, Any] = {}
+        following: list[Span] = []
+        for stream in doc["Items"]:
+            if not isinstance(stream, dict):
+                continue
+            span = by_webid.get(stream.get("WebId"))  # type: ignore[arg-type]
+            items = stream.get("Items")
+            if span is None or not isinstance(items, list):
+                if stream.get("WebException") is not None:
+                    result.stats.stream_errors += 1
+                continue
+            page = page_of(items) if len(items) >= call.max_count else None
+            if page is not None:
+                nxt = continuation(span, page, call.max_count, self.max_items)
+                if nxt is not None:
+                    following.append(nxt)
+            drop = leading_at(items, span.start)
+            if span.skip is not None:
+                drop = min(drop, span.skip)
+                if span.skip:
+                    continues[span.webid] = (span.start, span.skip)
+            if drop:
+                result.stats.redelivered += drop if span.skip is not None else 0
+                stream["Items"] = items = items[drop:]
+            counts[span.webid] = counts.get(span.webid, 0) + len(items)
+        decoded = decode_streamset(
+            doc, self.tags, source=ENDPOINT, continues=_sequence_starts(continues)
+        )
+        result.stats.values += decoded.rows.num_rows
+        if decoded.rows.num_rows:
+            result.rows.append(decoded.rows)
+        if decoded.quarantine.num_rows:
+            result.quarantine.append(decoded.quarantine)
+            for reason, n in decoded.quarantine_counts.items():
+                result.quarantine_counts[reason] = result.quarantine_counts.get(reason, 0) + n
+        result.non_finite += decoded.non_finite
+        return following
+
+
+def _sequence_starts(continues: dict[str, tuple[int, int]]) -> dict[str, SequenceStart] | None:
+    if not continues:
+        return None
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return {
+        w: SequenceStart(epoch + timedelta(microseconds=at), k) for w, (at, k) in continues.items()
+    }
