@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     pi_client_id: str | None = None
     pi_client_secret: SecretStr | None = None
     pi_token_url: str | None = None
+    pi_token_scope: str | None = Field(
+        default=None, description="OAuth scope for the OIDC client-credentials grant, if needed"
+    )
     pi_verify_tls: bool = True
     pi_ca_bundle: Path | None = None
     pi_data_server: str | None = Field(

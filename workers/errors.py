@@ -1,0 +1,120 @@
+"""Typed errors of the PI client: what failed, where (URL without credentials), and why.
+
+Every message is one line and is built only from the method, a redacted URL, the HTTP
+status and the PI error texts, so no credential or Authorization header can leak through
+`str()`, `repr()` or a log line that formats the exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from service.errors import PideltaError
+
+MAX_QUERY_CHARS = 300
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def redact_url(url: str, max_query: int = MAX_QUERY_CHARS) -> str:
+    """The URL without user:password@, with a very long query cut (WebID lists run to 16 kB)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    query = parts.query
+    if len(query) > max_query:
+        query = f"{query[:max_query]}...(+{len(query) - max_query} chars)"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class PIError(PideltaError):
+    """Base of every failure to talk to the PI Web API."""
+
+
+class PIWebAPIError(PIError):
+    """The PI Web API answered with an error status (after retries when it was retryable)."""
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        status: int,
+        errors: Sequence[str] = (),
+        reason: str = "",
+        attempts: int = 1,
+    ) -> None:
+        self.method = method.upper()
+        self.url = redact_url(url)
+        self.status = status
+        self.errors = [str(e) for e in errors]
+        self.reason = reason
+        self.attempts = attempts
+        super().__init__(self._line())
+
+    @property
+    def retryable(self) -> bool:
+        """True for statuses worth trying again later (throttling, server trouble)."""
+        return self.status in RETRYABLE_STATUSES
+
+    def _line(self) -> str:
+        text = f"{self.method} {self.url} -> HTTP {self.status}"
+        if self.reason:
+            text += f" {self.reason}"
+        if self.errors:
+            text += ": " + "; ".join(" ".join(e.split()) for e in self.errors)
+        if self.attempts > 1:
+            text += f" (after {self.attempts} attempts)"
+        return text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            type(self),
+            (self.method, self.url, self.status, self.errors, self.reason, self.attempts),
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._line()!r})"
+
+
+class AuthError(PIWebAPIError):
+    """Credentials refused (401/403) or no token could be obtained; never retried blindly."""
+
+
+class PIConnectionError(PIError):
+    """No usable answer: connection failures, timeouts or cut bodies, retries exhausted.
+
+    `reason` is one of "timeout", "reset", "truncated", "tls", "connect".
+    """
+
+    def __init__(
+        self, method: str, url: str, reason: str, detail: str = "", attempts: int = 1
+    ) -> None:
+        self.method = method.upper()
+        self.url = redact_url(url)
+        self.reason = reason
+        self.detail = " ".join(detail.split())
+        self.attempts = attempts
+        super().__init__(self._line())
+
+    def _line(self) -> str:
+        text = f"{self.method} {self.url} failed: {self.reason}"
+        if self.detail:
+            text += f" ({self.detail})"
+        if self.attempts > 1:
+            text += f" after {self.attempts} attempts"
+        return text
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.method, self.url, self.reason, self.detail, self.attempts))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._line()!r})"

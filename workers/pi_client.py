@@ -1,0 +1,476 @@
+"""The PI Web API client: one pooled aiohttp session per worker, bounded and polite.
+
+Few large requests with many in flight is what makes ingestion fast, so the client keeps
+`pi_max_concurrency` connections alive, asks for gzip, and holds the request rate under
+`pi_max_requests_per_second` (below the server's `RateLimitMaxRequests`) so that 429s stay
+rare. Everything transient is retried the same way: 429, 500, 502, 503, 504, timeouts,
+connection resets and cut bodies, with exponential backoff and full jitter, never sooner
+than a `Retry-After`, bounded by `pi_max_attempts` and `pi_max_retry_seconds`; then a typed
+error. A 4xx other than 401-with-refreshable-credentials is the caller's mistake and is
+raised at once with PI's own error text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from asyncio_throttle import Throttler
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from service.settings import Settings
+from workers.auth import Authenticator, make_authenticator, tls_context
+from workers.errors import (
+    RETRYABLE_STATUSES,
+    AuthError,
+    PIConnectionError,
+    PIWebAPIError,
+    redact_url,
+)
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 30.0
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Characters left as they are in a query: unreserved plus the sub-delimiters PI uses
+# (`;` in selectedFields, `*` in name filters and PI times, `:` in ISO times).
+_QUERY_SAFE = "-_.~*:;,!$'()@/"
+_PATH_SAFE = "/-_.~%:@!$&'()*+,;="
+
+
+class ClientObserver(Protocol):
+    """Metrics hook, so the client does not depend on the metrics module."""
+
+    def on_request(self, endpoint: str, status: str, seconds: float) -> None:
+        """One HTTP attempt ended: status is "200", "429", ... or "error:<reason>"."""
+        ...
+
+    def on_retry(self, reason: str) -> None:
+        """A retry is about to happen: reason is "429", "5xx", "timeout", "reset", "truncated"."""
+        ...
+
+
+class NullObserver:
+    def on_request(self, endpoint: str, status: str, seconds: float) -> None:
+        return None
+
+    def on_retry(self, reason: str) -> None:
+        return None
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**(attempt-1)))."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempt - 1))
+    return (rng or random).uniform(0.0, ceiling)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def pi_errors(body: bytes) -> list[str]:
+    """The texts of a PI error body `{"Errors": [...]}` (or `Message`), else a short snippet."""
+    if not body:
+        return []
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return [" ".join(body[:200].decode("utf-8", "replace").split())]
+    return _errors_of(doc)
+
+
+def _errors_of(doc: Any) -> list[str]:
+    if isinstance(doc, dict):
+        errors = doc.get("Errors")
+        if isinstance(errors, list) and errors:
+            return [str(e) for e in errors]
+        if doc.get("Message"):
+            return [str(doc["Message"])]
+        return []
+    if isinstance(doc, str) and doc:
+        return [doc]
+    return []
+
+
+def batch_content(responses: Mapping[str, Any], request_id: str, method: str = "GET") -> Any:
+    """The `Content` of one sub-response of `PIClient.batch`, or its PIWebAPIError."""
+    sub = responses.get(request_id)
+    if not isinstance(sub, Mapping):
+        raise PIWebAPIError(method, f"batch:{request_id}", 0, [], "no response for this id")
+    status = int(sub.get("Status") or 0)
+    if 200 <= status < 300:
+        return sub.get("Content")
+    cls = AuthError if status in (401, 403) else PIWebAPIError
+    raise cls(method, f"batch:{request_id}", status, _errors_of(sub.get("Content")))
+
+
+@dataclass(slots=True)
+class _Reply:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    value: Any = None
+
+
+@dataclass(slots=True)
+class _Failure:
+    reason: str  # "timeout", "reset", "truncated"
+    detail: str
+
+
+class PIClient:
+    """`async with PIClient(settings) as client:`; one per worker, shared by its tasks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        observer: ClientObserver | None = None,
+        *,
+        auth: Authenticator | None = None,
+    ) -> None:
+        self.settings = settings
+        self.observer: ClientObserver = observer or NullObserver()
+        self.auth: Authenticator = auth or make_authenticator(settings)
+        self._base = settings.pi_url.rstrip("/")
+        self._semaphore = asyncio.Semaphore(settings.pi_max_concurrency)
+        rps = settings.pi_max_requests_per_second
+        self._throttler = (
+            Throttler(rate_limit=int(rps), period=1.0)
+            if rps >= 1
+            else Throttler(rate_limit=1, period=1.0 / rps)
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"PIClient(url={redact_url(self._base)!r}, auth={self.auth.scheme!r})"
+
+    async def __aenter__(self) -> PIClient:
+        limit = self.settings.pi_max_concurrency
+        connector = aiohttp.TCPConnector(
+            limit=limit,
+            limit_per_host=limit,
+            ssl=tls_context(self.settings, self._base),
+            ttl_dns_cache=300,
+            keepalive_timeout=30,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.settings.pi_request_timeout),
+            headers={"Accept": "application/json", "Accept-Encoding": "gzip, deflate"},
+            auto_decompress=True,
+        )
+        # aiohttp silently re-sends an idempotent request once when a reused connection
+        # drops; every retry here is ours instead, with backoff and counted by the observer
+        # (aiohttp's own test client turns it off the same way).
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ------------------------------------------------------------------ public API
+
+    def url_length(self, path: str, params: Sequence[tuple[str, str]] = ()) -> int:
+        """Bytes of the URL as sent, so callers can split WebID lists under the limit."""
+        return len(self._url(path, params).encode("ascii"))
+
+    async def get_bytes(
+        self, path: str, params: Sequence[tuple[str, str]] = (), *, endpoint: str
+    ) -> bytes:
+        """The complete raw body of a GET (cut bodies are detected and retried)."""
+        reply = await self._send("GET", self._url(path, params), None, endpoint, parse=False)
+        return reply.body
+
+    async def get_json(
+        self, path: str, params: Sequence[tuple[str, str]] = (), *, endpoint: str
+    ) -> Any:
+        reply = await self._send("GET", self._url(path, params), None, endpoint, parse=True)
+        return reply.value
+
+    async def post_json(
+        self, path: str, body: Any, params: Sequence[tuple[str, str]] = (), *, endpoint: str
+    ) -> Any:
+        """POST a JSON body; the parsed answer (None when PI answers without a body)."""
+        reply = await self._send(
+            "POST", self._url(path, params), orjson.dumps(body), endpoint, parse=True
+        )
+        return reply.value
+
+    async def batch(self, requests: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """POST /batch; the 207 object keyed by request id, in the order of `requests`.
+
+        Sub-responses with 429 or 5xx are sent again, with every request they depend on
+        (`ParentIds`, transitively) and every request that depends on them, so that
+        `{0}` substitutions see fresh parent results; bounded like any other retry. What
+        still fails then, and every other error status, is returned as it came: read each
+        id with `batch_content`, which raises PIWebAPIError for a non-2xx status.
+        """
+        order = list(requests)
+        results: dict[str, Any] = {}
+        pending = set(order)
+        start = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            sub = {rid: requests[rid] for rid in order if rid in pending}
+            reply = await self.post_json("batch", sub, endpoint="batch")
+            if not isinstance(reply, dict):
+                raise PIWebAPIError(
+                    "POST", self._url("batch", ()), 207, [], "batch answer is not a JSON object"
+                )
+            results.update({rid: reply[rid] for rid in sub if rid in reply})
+            failed = {rid for rid in sub if _sub_status(reply.get(rid)) in RETRYABLE_STATUSES}
+            if not failed:
+                break
+            retry_after = max(
+                (v for rid in failed if (v := _sub_retry_after(reply[rid])) is not None),
+                default=0.0,
+            )
+            delay = max(backoff_delay(attempt), retry_after)
+            if attempt >= self.settings.pi_max_attempts or (
+                time.monotonic() - start + delay > self.settings.pi_max_retry_seconds
+            ):
+                log.warning(
+                    "batch: %d of %d requests still failing after %d attempts",
+                    len(failed),
+                    len(order),
+                    attempt,
+                )
+                break
+            for rid in failed:
+                self.observer.on_retry("429" if _sub_status(reply[rid]) == 429 else "5xx")
+            pending = _closure(requests, failed)
+            log.debug(
+                "batch: retrying %d requests (%d failed) in %.2f s",
+                len(pending),
+                len(failed),
+                delay,
+            )
+            await asyncio.sleep(delay)
+        return {rid: results[rid] for rid in order if rid in results}
+
+    # ------------------------------------------------------------------ internals
+
+    def _url(self, path: str, params: Sequence[tuple[str, str]]) -> str:
+        if path.startswith(("http://", "https://")):
+            if not (path == self._base or path.startswith((self._base + "/", self._base + "?"))):
+                raise ValueError(f"{redact_url(path)} is not under PIDELTA_PI_URL")
+            url = path
+        else:
+            url = f"{self._base}/{quote(path.lstrip('/'), safe=_PATH_SAFE)}"
+        if params:
+            query = "&".join(
+                f"{quote(str(k), safe=_QUERY_SAFE)}={quote(str(v), safe=_QUERY_SAFE)}"
+                for k, v in params
+            )
+            url += ("&" if "?" in url else "?") + query
+        return url
+
+    async def _send(
+        self, method: str, url: str, body: bytes | None, endpoint: str, *, parse: bool
+    ) -> _Reply:
+        start = time.monotonic()
+        attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            outcome = await self._attempt(method, url, body, endpoint, parse)
+            retry_after: float | None = None
+            if isinstance(outcome, _Reply):
+                status = outcome.status
+                if status < 400:
+                    return outcome
+                if status == 401 and not refreshed and await self.auth.refresh(self._open()):
+                    refreshed = True
+                    continue
+                if status in (401, 403):
+                    raise self._auth_error(method, url, outcome)
+                if status not in RETRYABLE_STATUSES:
+                    raise PIWebAPIError(method, url, status, pi_errors(outcome.body))
+                reason = "429" if status == 429 else "5xx"
+                retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
+            else:
+                reason = outcome.reason
+            delay = max(backoff_delay(attempt), retry_after or 0.0)
+            elapsed = time.monotonic() - start
+            if attempt >= self.settings.pi_max_attempts or (
+                elapsed + delay > self.settings.pi_max_retry_seconds
+            ):
+                if isinstance(outcome, _Reply):
+                    raise PIWebAPIError(
+                        method,
+                        url,
+                        outcome.status,
+                        pi_errors(outcome.body),
+                        "retries exhausted",
+                        attempt,
+                    )
+                raise PIConnectionError(method, url, outcome.reason, outcome.detail, attempt)
+            self.observer.on_retry(reason)
+            log.debug(
+                "%s %s: %s, attempt %d, retrying in %.2f s",
+                method,
+                redact_url(url),
+                reason,
+                attempt,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, method: str, url: str, body: bytes | None, endpoint: str, parse: bool
+    ) -> _Reply | _Failure:
+        session = self._open()
+        headers = await self.auth.headers(session)
+        if method in WRITE_METHODS:
+            headers["X-Requested-With"] = "XMLHttpRequest"
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        async with self._semaphore:
+            await self._throttler.acquire()
+            started = time.monotonic()
+            outcome = await self._exchange(session, method, url, body, headers, parse)
+            seconds = time.monotonic() - started
+        label = str(outcome.status) if isinstance(outcome, _Reply) else f"error:{outcome.reason}"
+        self.observer.on_request(endpoint, label, seconds)
+        return outcome
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        parse: bool,
+    ) -> _Reply | _Failure:
+        try:
+            async with session.request(
+                method, URL(url, encoded=True), data=body, headers=headers
+            ) as resp:
+                data = await resp.read()
+                reply = _Reply(resp.status, resp.headers, data)
+        except aiohttp.ClientSSLError as exc:
+            raise PIConnectionError(
+                method,
+                url,
+                "tls",
+                f"{type(exc).__name__}: TLS handshake failed; check PIDELTA_PI_CA_BUNDLE "
+                "(or PIDELTA_PI_VERIFY_TLS)",
+            ) from None
+        except TimeoutError:
+            return _Failure("timeout", f"no answer within {self.settings.pi_request_timeout} s")
+        except aiohttp.ClientPayloadError as exc:
+            return _Failure("truncated", type(exc).__name__)
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            return _Failure("reset", type(exc).__name__)
+        if 200 <= reply.status < 300:
+            return self._check_body(method, reply, parse)
+        return reply
+
+    def _check_body(self, method: str, reply: _Reply, parse: bool) -> _Reply | _Failure:
+        """Parse (or, for raw reads not framed by length or chunks, validate) a 2xx body."""
+        if not reply.body and (reply.status == 204 or method != "GET"):
+            return reply
+        framed = "Content-Length" in reply.headers or (
+            "chunked" in reply.headers.get("Transfer-Encoding", "").lower()
+        )
+        if not parse and framed:
+            return reply
+        try:
+            value = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            return _Failure("truncated", f"invalid JSON in a {len(reply.body)}-byte body")
+        if parse:
+            reply.value = value
+        return reply
+
+    def _auth_error(self, method: str, url: str, reply: _Reply) -> AuthError:
+        offered = ", ".join(
+            sorted({h.split(" ", 1)[0] for h in reply.headers.getall("WWW-Authenticate", [])})
+        )
+        hint = (
+            f"credentials refused (PIDELTA_PI_AUTH={self.settings.pi_auth})"
+            if reply.status == 401
+            else "access denied to this resource"
+        )
+        if offered:
+            hint += f"; server offers {offered}"
+        return AuthError(method, url, reply.status, pi_errors(reply.body), hint)
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("PIClient used outside `async with`")
+        return self._session
+
+
+def _sub_status(sub: Any) -> int:
+    if isinstance(sub, Mapping):
+        try:
+            return int(sub.get("Status") or 0)
+        except (TypeError, ValueError):
+            return 0
+    return 0
+
+
+def _sub_retry_after(sub: Mapping[str, Any]) -> float | None:
+    headers = sub.get("Headers")
+    if not isinstance(headers, Mapping):
+        return None
+    for key, value in headers.items():
+        if str(key).lower() == "retry-after":
+            return parse_retry_after(str(value))
+    return None
+
+
+def _closure(requests: Mapping[str, Mapping[str, Any]], failed: set[str]) -> set[str]:
+    """Failed ids, everything that depends on them, and everything those depend on."""
+    children: dict[str, set[str]] = {}
+    for rid, req in requests.items():
+        for parent in req.get("ParentIds") or ():
+            children.setdefault(parent, set()).add(rid)
+    out = set(failed)
+    stack = list(failed)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in out:
+                out.add(child)
+                stack.append(child)
+    stack = list(out)
+    while stack:
+        for parent in requests.get(stack.pop(), {}).get("ParentIds") or ():
+            if parent in requests and parent not in out:
+                out.add(parent)
+                stack.append(parent)
+    return out
