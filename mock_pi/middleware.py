@@ -117,16 +117,23 @@ def challenge(settings: MockSettings) -> str:
     return f'Basic realm="{REALM}"' if settings.auth == "basic" else "Bearer"
 
 
-def http_exception_response(request: web.BaseRequest, exc: web.HTTPException) -> web.Response:
-    """An aiohttp HTTP exception as PI shapes errors (also used for batch sub-requests)."""
+def http_exception_response(
+    request: web.BaseRequest, exc: web.HTTPException, unmatched: bool | None = None
+) -> web.Response:
+    """An aiohttp HTTP exception as PI shapes errors (also used for batch sub-requests).
+
+    `unmatched`: the router found no route (None: read it from the request's match info).
+    """
+    if unmatched is None:
+        unmatched = isinstance(request.match_info, MatchInfoError)
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
     if (exc.content_type or "").startswith("application/json") and exc.text:
         return web.Response(
             status=exc.status, text=exc.text, content_type="application/json", headers=headers
         )
-    if isinstance(request.match_info, MatchInfoError) and exc.status == 404:
+    if unmatched and exc.status == 404:
         message = f"No HTTP resource was found that matches the request URI '{request.url}'."
-    elif isinstance(request.match_info, MatchInfoError) and exc.status == 405:
+    elif unmatched and exc.status == 405:
         message = f"The requested resource does not support http method '{request.method}'."
     elif exc.text and exc.text != f"{exc.status}: {exc.reason}":
         message = exc.text
