@@ -7,10 +7,15 @@ through, and fields that no path names are dropped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
+import polars as pl
 from aiohttp import web
+
+from mock_pi import catalog, series
 
 ALL: dict[str, Any] = {}  # the subtree marker "keep everything below"
 
@@ -86,3 +91,130 @@ def json_response(obj: Any, fields: Fields | None = None, status: int = 200) -> 
     if fields is not None:
         obj = fields.prune(obj)
     return json_bytes(orjson.dumps(obj), status)
+
+
+ITEM_KEYS = (
+    "Timestamp",
+    "Value",
+    "UnitsAbbreviation",
+    "Good",
+    "Questionable",
+    "Substituted",
+    "Annotated",
+)
+PLACEHOLDER = "\x1f@items@\x1f"
+PLACEHOLDER_JSON = orjson.dumps(PLACEHOLDER)
+_SYSTEM_FRAGMENTS = [
+    {"Name": name, "Value": code, "IsSystem": True} for name, code in series.SYSTEM_TABLE
+]
+
+
+def _label_objects(s: series.Series, codes: np.ndarray) -> list[Any]:
+    """The JSON values of non-numeric, non-system codes of one point."""
+    digital = s.point.kind.digital_set
+    if digital is not None:
+        names = catalog.DIGITAL_SETS[digital]
+        return [{"Name": names[c], "Value": int(c), "IsSystem": False} for c in codes]
+    return [s.text(int(c)) for c in codes]
+
+
+def render_values(
+    streams: Sequence[tuple[series.Series, series.Events]], fields: Fields
+) -> list[bytes]:
+    """Each stream's values as the JSON text of a TimedValue array, built column-wise.
+
+    `fields` is the selection below the array (`Items.Items` of a streamset). Rows are
+    concatenated strings of pre-rendered fragments, never a dict per value.
+    """
+    lens = np.array([len(ev) for _, ev in streams], np.int64)
+    total = int(lens.sum())
+    if total == 0:
+        return [b"[]"] * len(streams)
+    keys = [k for k in ITEM_KEYS if fields.has(k)]
+    parts: list[pl.Expr] = []
+    columns: dict[str, Any] = {}
+    stream_idx = np.repeat(np.arange(len(streams), dtype=np.uint32), lens)
+    events = series.Events.concat([ev for _, ev in streams])
+    if "Timestamp" in keys:
+        us = events.ticks // series.TICKS_PER_US
+        columns["us"] = us
+        columns["frac"] = us % 1_000_000
+        ts = pl.from_epoch("us", "us").dt.strftime("%Y-%m-%dT%H:%M:%S")
+        frac = (
+            pl.when(pl.col("frac") > 0)
+            .then(pl.lit(".") + (pl.col("frac") * 10).cast(pl.String).str.zfill(7))
+            .otherwise(pl.lit(""))
+        )
+        parts.append(pl.concat_str([pl.lit('"Timestamp":"'), ts, frac, pl.lit('Z"')]))
+    if "Value" in keys:
+        parts.append(pl.lit('"Value":') + _value_expr(streams, events, lens, fields, columns))
+    if "UnitsAbbreviation" in keys:
+        units = pl.Series(
+            [orjson.dumps(s.point.units).decode() for s, _ in streams], dtype=pl.String
+        )
+        columns["units"] = units.gather(stream_idx)
+        parts.append(pl.lit('"UnitsAbbreviation":') + pl.col("units"))
+    for key, flag in (
+        ("Good", ~events.system),
+        ("Questionable", events.questionable),
+        ("Substituted", events.substituted),
+        ("Annotated", events.annotated),
+    ):
+        if key in keys:
+            columns[key] = flag
+            parts.append(
+                pl.lit(f'"{key}":')
+                + pl.when(pl.col(key)).then(pl.lit("true")).otherwise(pl.lit("false"))
+            )
+    columns["stream"] = stream_idx
+    frame = pl.DataFrame(columns)
+    row = pl.lit("{") + pl.concat_str(parts, separator=",") + pl.lit("}") if parts else pl.lit("{}")
+    joined = (
+        frame.select(pl.col("stream"), row.alias("row"))
+        .group_by("stream", maintain_order=True)
+        .agg(pl.col("row").str.join(","))
+    )
+    texts = dict(zip(joined["stream"].to_list(), joined["row"].to_list(), strict=True))
+    return [f"[{texts.get(i, '')}]".encode() for i in range(len(streams))]
+
+
+def _value_expr(
+    streams: Sequence[tuple[series.Series, series.Events]],
+    events: series.Events,
+    lens: np.ndarray,
+    fields: Fields,
+    columns: dict[str, Any],
+) -> pl.Expr:
+    """The `Value` JSON of each row: a number, or a pre-rendered state object or string."""
+    value_fields = fields.sub("Value") or Fields(None)
+    objects: list[Any] = list(_SYSTEM_FRAGMENTS)
+    label = events.code.copy()
+    numeric = np.repeat(np.array([s.numeric for s, _ in streams]), lens) & ~events.system
+    integer = (
+        np.repeat(np.array([s.point.point_type == "Int32" for s, _ in streams]), lens)
+        & ~events.system
+    )
+    start = 0
+    for s, ev in streams:
+        stop = start + len(ev)
+        if not s.numeric and len(ev):
+            plain = ~ev.system
+            codes, inverse = np.unique(ev.code[plain], return_inverse=True)
+            label[start:stop][plain] = inverse + len(objects)
+            objects.extend(_label_objects(s, codes))
+        start = stop
+    fragments = pl.Series(
+        [orjson.dumps(value_fields.prune(o)).decode() for o in objects], dtype=pl.String
+    )
+    columns["label"] = fragments.gather(np.where(numeric, 0, label))
+    columns["num"] = events.value
+    columns["int"] = np.where(integer, events.value, 0).astype(np.int64)
+    columns["numeric"] = numeric
+    columns["integer"] = integer
+    return (
+        pl.when(pl.col("integer"))
+        .then(pl.col("int").cast(pl.String))
+        .when(pl.col("numeric"))
+        .then(pl.col("num").cast(pl.String))
+        .otherwise(pl.col("label"))
+    )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from mock_pi.catalog import Catalog
+from mock_pi.catalog import Catalog, Point
+from mock_pi.series import TICKS, Series
 from mock_pi.settings import MockSettings
 
 DAY = 86_400.0
@@ -20,8 +22,26 @@ class MockState:
     # Start of the archive: midnight UTC, HISTORY_DAYS before the day the process started.
     history_start: float = field(default=0.0)
 
+    def __post_init__(self) -> None:
+        self._series = lru_cache(maxsize=100_000)(self._make_series)
+
     @classmethod
     def create(cls, settings: MockSettings, clock: Callable[[], float] = time.time) -> MockState:
         catalog = Catalog(settings.seed, settings.tag_count, settings.late_fraction)
         today = (clock() // DAY) * DAY
         return cls(settings, catalog, clock, today - settings.history_days * DAY)
+
+    @property
+    def history_start_ticks(self) -> int:
+        return round(self.history_start * TICKS)
+
+    def now_ticks(self) -> int:
+        """Wall clock in 100 ns ticks, truncated to whole microseconds as values are."""
+        return int(self.clock() * 1_000_000) * 10
+
+    def series(self, point: Point) -> Series:
+        """The value generator of a point (cached: building one hashes the seed)."""
+        return self._series(point)
+
+    def _make_series(self, point: Point) -> Series:
+        return Series(self.settings.seed, point, self.settings.late_seconds)

@@ -1,0 +1,223 @@
+"""Ground truth: what mock-pi serves, computed in-process without HTTP, for tests to compare.
+
+    truth = GroundTruth(settings)            # or GroundTruth.from_state(state)
+    truth.point(webid_or_name_or_point) -> catalog.Point
+    truth.recorded(webid_or_point, start, end, at=None) -> list[dict]
+        exactly the TimedValue dicts `GET streams/{webId}/recorded` (boundaryType Inside,
+        no maxCount limit) returns when called at wall-clock instant `at`;
+        descending when end < start.
+    truth.recorded_table(points, start, end, at=None) -> pyarrow.Table
+        the same values as `pi_timeseries` columns (docs/DESIGN.md): tag_webid, tag_name,
+        timestamp (timestamp[us, UTC]), sequence (int32, position among values sharing a
+        timestamp, from 0), value (float64, null when not numeric), value_string,
+        digital_state, digital_code (int32), is_system_state, units, quality_good,
+        quality_questionable, quality_substituted, quality_annotated, value_error (null);
+        rows ordered by tag (as given), timestamp, sequence.
+    truth.arrivals(point, after_ticks, upto_ticks) -> list[dict]
+        TimedValue dicts of the values whose visibility instant (the timestamp, or the
+        timestamp + LATE_SECONDS for a late tag's value stamped inside an outage) falls in
+        (after_ticks, upto_ticks]: the events a stream-updates marker reports, in
+        (timestamp, sequence) order.
+    truth.visible_at(webid_or_point, start, end) -> list[tuple[dict, int]]
+        every value with start <= timestamp <= end and the tick at which it becomes visible.
+
+Times: `start`/`end` are PI time strings or ISO 8601 (read relative to `at`), `datetime`s,
+or ints of 100 ns ticks since the UNIX epoch; `at` is epoch seconds (float), default now.
+`history_start` defaults to the server's rule (midnight UTC HISTORY_DAYS before today), so
+build the truth on the same UTC day as the server, or pass the server's value.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mock_pi import catalog as cat
+from mock_pi.series import SYSTEM_TABLE, TICKS_PER_US, Events, Series
+from mock_pi.settings import MockSettings
+from mock_pi.state import MockState
+from mock_pi.timeparse import format_ticks, parse_pi_ticks
+
+Instant = str | datetime | int
+
+SCHEMA = pa.schema(
+    [
+        ("tag_webid", pa.string()),
+        ("tag_name", pa.string()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("sequence", pa.int32()),
+        ("value", pa.float64()),
+        ("value_string", pa.string()),
+        ("digital_state", pa.string()),
+        ("digital_code", pa.int32()),
+        ("is_system_state", pa.bool_()),
+        ("units", pa.string()),
+        ("quality_good", pa.bool_()),
+        ("quality_questionable", pa.bool_()),
+        ("quality_substituted", pa.bool_()),
+        ("quality_annotated", pa.bool_()),
+        ("value_error", pa.string()),
+    ]
+)
+
+
+class GroundTruth:
+    """The values of a mock-pi started with the same settings."""
+
+    def __init__(
+        self,
+        settings: MockSettings,
+        history_start: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = MockState.create(settings, clock)
+        if history_start is not None:
+            self.state.history_start = history_start
+
+    @classmethod
+    def from_state(cls, state: MockState) -> GroundTruth:
+        truth = cls.__new__(cls)
+        truth.state = state
+        return truth
+
+    def point(self, ref: str | cat.Point) -> cat.Point:
+        if isinstance(ref, cat.Point):
+            return ref
+        found = self.state.catalog.by_webid(ref) or self.state.catalog.by_name(ref)
+        if found is None:
+            raise KeyError(ref)
+        return found
+
+    def _ticks(self, when: Instant, at: float) -> int:
+        if isinstance(when, datetime):
+            return int(when.timestamp() * 1_000_000) * TICKS_PER_US
+        if isinstance(when, str):
+            return parse_pi_ticks(when, at)
+        return int(when)
+
+    def _now(self, at: float | None) -> tuple[float, int]:
+        at = self.state.clock() if at is None else at
+        return at, int(at * 1_000_000) * TICKS_PER_US
+
+    def events(
+        self, ref: str | cat.Point, start: Instant, end: Instant, at: float | None = None
+    ) -> tuple[Series, Events]:
+        """The raw columns behind `recorded`."""
+        at, now = self._now(at)
+        s = self.state.series(self.point(ref))
+        lo, hi = self._ticks(start, at), self._ticks(end, at)
+        desc = hi < lo
+        if desc:
+            lo, hi = hi, lo
+        return s, s.scan(lo, hi, now, self.state.history_start_ticks, descending=desc)
+
+    def recorded(
+        self, ref: str | cat.Point, start: Instant, end: Instant, at: float | None = None
+    ) -> list[dict[str, Any]]:
+        return timed_values(*self.events(ref, start, end, at))
+
+    def recorded_table(
+        self,
+        points: Sequence[str | cat.Point],
+        start: Instant,
+        end: Instant,
+        at: float | None = None,
+    ) -> pa.Table:
+        tables = [table(*self.events(p, start, end, at)) for p in points]
+        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+    def arrivals(self, ref: str | cat.Point, after_ticks: int, upto_ticks: int) -> list[dict]:
+        s = self.state.series(self.point(ref))
+        hs = self.state.history_start_ticks
+        ev = s.scan(after_ticks - s.late_ticks, upto_ticks, upto_ticks, hs, visible_upto=upto_ticks)
+        return timed_values(s, ev.take(ev.visible > after_ticks))
+
+    def visible_at(
+        self, ref: str | cat.Point, start: Instant, end: Instant
+    ) -> list[tuple[dict[str, Any], int]]:
+        at, _ = self._now(None)
+        s = self.state.series(self.point(ref))
+        lo, hi = sorted((self._ticks(start, at), self._ticks(end, at)))
+        far = hi + s.late_ticks
+        ev = s.scan(lo, hi, far, self.state.history_start_ticks, visible_upto=far)
+        return list(zip(timed_values(s, ev), (int(v) for v in ev.visible), strict=True))
+
+
+def value_object(s: Series, ev: Events, i: int) -> Any:
+    """The JSON `Value` of row i, as the PI Web API renders it."""
+    code = int(ev.code[i])
+    if ev.system[i]:
+        name, number = SYSTEM_TABLE[code]
+        return {"Name": name, "Value": number, "IsSystem": True}
+    kind = s.point.kind
+    if kind.digital_set is not None:
+        return {"Name": cat.DIGITAL_SETS[kind.digital_set][code], "Value": code, "IsSystem": False}
+    if kind.point_type == "String":
+        return s.text(code)
+    if kind.point_type == "Int32":
+        return int(ev.value[i])
+    return float(ev.value[i])
+
+
+def timed_values(s: Series, ev: Events) -> list[dict[str, Any]]:
+    """TimedValue dicts of the rows, in row order."""
+    units = s.point.units
+    return [
+        {
+            "Timestamp": format_ticks(int(ev.ticks[i])),
+            "Value": value_object(s, ev, i),
+            "UnitsAbbreviation": units,
+            "Good": not bool(ev.system[i]),
+            "Questionable": bool(ev.questionable[i]),
+            "Substituted": bool(ev.substituted[i]),
+            "Annotated": bool(ev.annotated[i]),
+        }
+        for i in range(len(ev))
+    ]
+
+
+def table(s: Series, ev: Events) -> pa.Table:
+    """The rows as `pi_timeseries` columns."""
+    point = s.point
+    n = len(ev)
+    kind = point.kind
+    system_names = np.array([name for name, _ in SYSTEM_TABLE], dtype=object)
+    system_codes = np.array([code for _, code in SYSTEM_TABLE], dtype=np.int32)
+    sys_idx = np.where(ev.system, ev.code, 0)
+    state = np.where(ev.system, system_names[sys_idx], None)
+    code = np.where(ev.system, system_codes[sys_idx], 0).astype(np.int32)
+    has_code = ev.system.copy()
+    text: list[str | None] = [None] * n
+    if kind.digital_set is not None:
+        names = np.array(cat.DIGITAL_SETS[kind.digital_set], dtype=object)
+        state = np.where(ev.system, state, names[np.where(ev.system, 0, ev.code)])
+        code = np.where(ev.system, code, ev.code).astype(np.int32)
+        has_code[:] = True
+    elif kind.point_type == "String":
+        text = [None if ev.system[i] else s.text(int(ev.code[i])) for i in range(n)]
+    numeric = s.numeric & ~ev.system
+    return pa.table(
+        {
+            "tag_webid": pa.array([point.webid] * n, pa.string()),
+            "tag_name": pa.array([point.name] * n, pa.string()),
+            "timestamp": pa.array(ev.ticks // TICKS_PER_US, pa.timestamp("us", tz="UTC")),
+            "sequence": pa.array(ev.seq, pa.int32()),
+            "value": pa.array(ev.value, pa.float64(), mask=~numeric),
+            "value_string": pa.array(text, pa.string()),
+            "digital_state": pa.array(state, pa.string()),
+            "digital_code": pa.array(code, pa.int32(), mask=~has_code),
+            "is_system_state": pa.array(ev.system, pa.bool_()),
+            "units": pa.array([point.units] * n, pa.string()),
+            "quality_good": pa.array(~ev.system, pa.bool_()),
+            "quality_questionable": pa.array(ev.questionable, pa.bool_()),
+            "quality_substituted": pa.array(ev.substituted, pa.bool_()),
+            "quality_annotated": pa.array(ev.annotated, pa.bool_()),
+            "value_error": pa.nulls(n, pa.string()),
+        },
+        schema=SCHEMA,
+    )
