@@ -1,0 +1,1 @@
+"""pidelta workers: the stages between the PI Web API and the Delta tables."""

@@ -1,0 +1,577 @@
+"""PI JSON bytes → Arrow columns in the `pi_timeseries` schema, plus quarantine rows.
+
+Why it is shaped like this: the body is parsed once with orjson (the PI `Value` field is
+polymorphic, which neither `pyarrow.json` nor `polars.read_json` can read, and both parse
+no faster than orjson); after that every column is built with one list comprehension over
+all values and converted by pyarrow in C. Values are converted per stream with one
+`pyarrow.array` call (a stream of a numeric point is almost always all numbers); only a
+stream that contains an odd value (a system state, an error, a bad value) goes through the
+per-value classifier. A bad value becomes a quarantine row, never an exception; only a body
+that is not JSON, or not shaped like a PI answer, raises `DecodeError`.
+
+Timestamps: PI sends up to seven fractional digits (100 ns); they are parsed at nanosecond
+resolution and truncated (not rounded) to microseconds, so `...00.1234567Z` becomes
+`...00.123456Z` and a value never moves into the next microsecond or the next day.
+
+Sequence: `sequence` is the position of a value among the values of its tag that share its
+timestamp, in PI order, counting every value whose timestamp parses (a quarantined value
+keeps its slot, so re-reading the same data yields the same keys). When a page continues a
+run of equal timestamps, the fetch layer either concatenates the pages of a stream before
+decoding, or passes `continues={webid: SequenceStart(timestamp, k)}` to say that the first
+`k` values at that timestamp came in an earlier page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import chain, repeat
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from service.errors import PideltaError
+from workers.tables import PI_TIMESERIES_SCHEMA, QUARANTINE_SCHEMA, UTC_US
+
+NUMERIC_POINT_TYPES = frozenset({"Float16", "Float32", "Float64", "Int16", "Int32", "Int64"})
+STRING_POINT_TYPES = frozenset({"String"})
+DIGITAL_POINT_TYPES = frozenset({"Digital"})
+
+NON_FINITE_STRINGS: Mapping[str, float] = {
+    "NaN": float("nan"),
+    "Infinity": float("inf"),
+    "-Infinity": float("-inf"),
+}
+
+REASON_NOT_AN_OBJECT = "not_an_object"
+REASON_MISSING_TIMESTAMP = "missing_timestamp"
+REASON_BAD_TIMESTAMP = "bad_timestamp"
+REASON_WRONG_VALUE_TYPE = "wrong_value_type"
+REASON_BAD_DIGITAL_STATE = "bad_digital_state"
+QUARANTINE_REASONS: tuple[str, ...] = (
+    REASON_NOT_AN_OBJECT,
+    REASON_MISSING_TIMESTAMP,
+    REASON_BAD_TIMESTAMP,
+    REASON_WRONG_VALUE_TYPE,
+    REASON_BAD_DIGITAL_STATE,
+)
+
+_NUMERIC, _STRING, _DIGITAL, _ANY = "numeric", "string", "digital", "any"
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_US_PER_DAY = 86_400_000_000
+
+
+class DecodeError(PideltaError):
+    """The body is not JSON or not shaped like a PI answer (e.g. truncated): retry the call."""
+
+    def __init__(self, message: str, *, source: str, size: int | None = None) -> None:
+        where = f"{source}, {size} bytes" if size is not None else source
+        super().__init__(f"cannot decode {where}: {message}")
+        self.source = source
+        self.size = size
+
+
+class TagLike(Protocol):
+    """What the decoder needs of a tag; `workers.discovery.TagInfo` has this shape."""
+
+    @property
+    def webid(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def point_type(self) -> str | None: ...
+    @property
+    def units(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TagMeta:
+    """Minimal tag metadata for callers (and tests) that have no discovery `TagInfo`."""
+
+    webid: str
+    name: str
+    point_type: str | None = None
+    units: str | None = None
+    digital_set: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceStart:
+    """The first `offset` values of a tag at `timestamp` were delivered by an earlier page."""
+
+    timestamp: datetime
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """Decoded rows (pi_timeseries schema) and quarantine rows (app id and batch id null)."""
+
+    rows: pa.Table
+    quarantine: pa.Table
+    non_finite: int = 0
+    quarantine_counts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def values(self) -> int:
+        return self.rows.num_rows
+
+    @property
+    def quarantined(self) -> int:
+        return self.quarantine.num_rows
+
+
+@dataclass(slots=True)
+class _Stream:
+    webid: str
+    name: str | None
+    units: str | None
+    items: list[Any]
+
+
+@dataclass(slots=True)
+class _ValueColumns:
+    """Value columns of one stream, plus the local indexes of rejected values."""
+
+    value: pa.Array
+    value_string: pa.Array
+    digital_state: pa.Array
+    digital_code: pa.Array
+    is_system_state: pa.Array
+    rejected: list[tuple[int, str]]
+    non_finite: int = 0
+
+
+def decode_streamset(
+    body: bytes | str | Mapping[str, Any],
+    tags: Mapping[str, TagLike],
+    *,
+    source: str = "streamsets/recorded",
+    ingestion_time: datetime | None = None,
+    continues: Mapping[str, SequenceStart] | None = None,
+) -> DecodedBatch:
+    """Decode a `/streamsets/recorded` body, or the `Content` of a `/batch` sub-response.
+
+    `body` may already be parsed (a `/batch` answer parsed once by the fetch layer).
+    """
+    size = len(body) if isinstance(body, bytes | str) else None
+    doc = _parse(body, source) if isinstance(body, bytes | str) else body
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("Items"), list):
+        raise DecodeError("no Items list at the top level", source=source, size=size)
+    streams = []
+    for stream in doc["Items"]:
+        if not isinstance(stream, Mapping) or not isinstance(stream.get("WebId"), str):
+            raise DecodeError("a stream has no WebId", source=source, size=size)
+        items = stream.get("Items") or []
+        if not isinstance(items, list):
+            raise DecodeError(f"Items of {stream['WebId']} is not a list", source=source)
+        streams.append(
+            _Stream(stream["WebId"], stream.get("Name"), stream.get("UnitsAbbreviation"), items)
+        )
+    return _decode(streams, tags, source, ingestion_time, continues)
+
+
+def decode_streams(
+    streams: Iterable[tuple[str, Sequence[Any]]],
+    tags: Mapping[str, TagLike],
+    *,
+    source: str = "streams/recorded",
+    ingestion_time: datetime | None = None,
+    continues: Mapping[str, SequenceStart] | None = None,
+) -> DecodedBatch:
+    """Decode per-stream lists of TimedValue dicts (e.g. pages concatenated per stream)."""
+    parsed = [_Stream(webid, None, None, list(items)) for webid, items in streams]
+    return _decode(parsed, tags, source, ingestion_time, continues)
+
+
+def decode_values(
+    webid: str,
+    values: Sequence[Any],
+    tags: Mapping[str, TagLike],
+    **kwargs: Any,
+) -> DecodedBatch:
+    """Decode the TimedValue list of one stream."""
+    return decode_streams([(webid, values)], tags, **kwargs)
+
+
+def _parse(body: bytes | str, source: str) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(str(exc), source=source, size=len(body)) from None
+
+
+def _point_kind(tag: TagLike | None) -> str:
+    point_type = tag.point_type if tag is not None else None
+    if point_type in NUMERIC_POINT_TYPES:
+        return _NUMERIC
+    if point_type in STRING_POINT_TYPES:
+        return _STRING
+    if point_type in DIGITAL_POINT_TYPES:
+        return _DIGITAL
+    return _ANY
+
+
+def _decode(
+    streams: list[_Stream],
+    tags: Mapping[str, TagLike],
+    source: str,
+    ingestion_time: datetime | None,
+    continues: Mapping[str, SequenceStart] | None,
+) -> DecodedBatch:
+    ingested = ingestion_time or datetime.now(UTC)
+    names = [_tag_name(s, tags) for s in streams]
+    quarantine = _QuarantineRows(source, ingested)
+
+    flat = list(chain.from_iterable(s.items for s in streams))
+    try:
+        ts_raw = _field(flat, "Timestamp")
+    except TypeError:
+        for i, s in enumerate(streams):
+            for v in s.items:
+                if type(v) is not dict:
+                    quarantine.add(s.webid, names[i], v, REASON_NOT_AN_OBJECT)
+            s.items = [v for v in s.items if type(v) is dict]
+        flat = list(chain.from_iterable(s.items for s in streams))
+        ts_raw = _field(flat, "Timestamp")
+
+    n = len(flat)
+    lengths = np.fromiter((len(s.items) for s in streams), dtype=np.int64, count=len(streams))
+    starts = np.concatenate(([0], np.cumsum(lengths)))
+    stream_of = np.repeat(np.arange(len(streams), dtype=np.int32), lengths)
+
+    timestamps, ts_missing = _timestamps(ts_raw)
+    keep = np.ones(n, dtype=bool)
+    if timestamps.null_count:
+        bad = np.asarray(timestamps.is_null().to_numpy(zero_copy_only=False))
+        for i in np.flatnonzero(bad):
+            s = int(stream_of[i])
+            reason = REASON_MISSING_TIMESTAMP if ts_missing[i] else REASON_BAD_TIMESTAMP
+            quarantine.add(streams[s].webid, names[s], flat[i], reason)
+        keep &= ~bad
+
+    columns = [_values(s, _point_kind(tags.get(s.webid))) for s in streams]
+    non_finite = 0
+    for i, (s, col) in enumerate(zip(streams, columns, strict=True)):
+        non_finite += col.non_finite
+        for local, reason in col.rejected:
+            at = int(starts[i]) + local
+            if keep[at]:
+                quarantine.add(s.webid, names[i], s.items[local], reason)
+                keep[at] = False
+
+    ts_us = timestamps.cast(pa.int64()).fill_null(0).to_numpy()
+    valid = np.asarray(timestamps.is_valid().to_numpy(zero_copy_only=False))
+    sequence = _sequence(streams, stream_of, ts_us, valid, starts, continues)
+    fallback_units = pa.array([_stream_units(s, tags) for s in streams], pa.string())
+    units = _strings(_field(flat, "UnitsAbbreviation"))
+    if units.null_count and len(fallback_units):
+        units = pc.coalesce(units, fallback_units.take(stream_of))
+
+    table = pa.Table.from_arrays(
+        [
+            pa.array([s.webid for s in streams], pa.string()).take(stream_of),
+            pa.array(names, pa.string()).take(stream_of),
+            timestamps,
+            pa.array(sequence),
+            _concat([c.value for c in columns], pa.float64()),
+            _concat([c.value_string for c in columns], pa.string()),
+            _concat([c.digital_state for c in columns], pa.string()),
+            _concat([c.digital_code for c in columns], pa.int32()),
+            _concat([c.is_system_state for c in columns], pa.bool_()),
+            units,
+            _bools(_field(flat, "Good")),
+            _bools(_field(flat, "Questionable")),
+            _bools(_field(flat, "Substituted")),
+            _bools(_field(flat, "Annotated")),
+            _errors(_field(flat, "Errors")),
+            pa.array(np.full(n, _to_us(ingested), dtype=np.int64)).cast(UTC_US),
+            pa.array((ts_us // _US_PER_DAY).astype(np.int32)).cast(pa.date32()),
+        ],
+        schema=PI_TIMESERIES_SCHEMA,
+    )
+    if not keep.all():
+        table = table.filter(pa.array(keep))
+    return DecodedBatch(table, quarantine.table(), non_finite, quarantine.counts)
+
+
+def _field(items: list[dict[str, Any]], key: str) -> list[Any]:
+    """One field of every value (None where absent): the fastest pure-Python column read."""
+    return list(map(dict.get, items, repeat(key)))
+
+
+def _tag_name(stream: _Stream, tags: Mapping[str, TagLike]) -> str | None:
+    tag = tags.get(stream.webid)
+    return tag.name if tag is not None else stream.name
+
+
+def _stream_units(stream: _Stream, tags: Mapping[str, TagLike]) -> str | None:
+    if stream.units:
+        return stream.units
+    tag = tags.get(stream.webid)
+    return tag.units if tag is not None else None
+
+
+def _to_us(moment: datetime) -> int:
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _timestamps(raw: list[Any]) -> tuple[pa.Array, list[bool]]:
+    """ISO 8601 strings → timestamp[us, UTC] (nulls where missing or unparseable)."""
+    try:
+        strings = pa.array(raw, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        strings = pa.array([t if type(t) is str else None for t in raw], pa.string())
+    missing = [t is None for t in raw] if strings.null_count else []
+    try:
+        parsed = strings.cast(pa.timestamp("ns", tz="UTC")).cast(UTC_US, safe=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        parsed = (
+            pl.Series(strings)
+            .str.to_datetime(
+                "%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="ns", time_zone="UTC", strict=False
+            )
+            .dt.cast_time_unit("us")
+            .to_arrow()
+            .cast(UTC_US)
+        )
+        if not missing:
+            missing = [t is None for t in raw]
+    return parsed, missing
+
+
+def _sequence(
+    streams: list[_Stream],
+    stream_of: np.ndarray,
+    ts_us: np.ndarray,
+    valid: np.ndarray,
+    starts: np.ndarray,
+    continues: Mapping[str, SequenceStart] | None,
+) -> np.ndarray:
+    """Position among values of the same tag and timestamp, in input order (vectorised).
+
+    PI returns each stream in time order, so the rows are usually already grouped and the
+    positions are run lengths (O(n)); otherwise a stable sort groups them first.
+    """
+    codes: dict[str, int] = {}
+    tag_code = np.array([codes.setdefault(s.webid, len(codes)) for s in streams], dtype=np.int64)
+    rows = np.flatnonzero(valid)
+    tag = tag_code[stream_of[rows]] if len(streams) else np.zeros(0, np.int64)
+    ts = ts_us[rows]
+    ordered = bool(np.all((tag[1:] > tag[:-1]) | ((tag[1:] == tag[:-1]) & (ts[1:] >= ts[:-1]))))
+    order = np.arange(len(rows)) if ordered else np.lexsort((ts, tag))
+    tag, ts = tag[order], ts[order]
+    new_run = np.ones(len(rows), dtype=bool)
+    new_run[1:] = (tag[1:] != tag[:-1]) | (ts[1:] != ts[:-1])
+    position = np.arange(len(rows))
+    run_start = np.maximum.accumulate(np.where(new_run, position, 0)) if len(rows) else position
+    seq = np.zeros(len(ts_us), dtype=np.int32)
+    seq[rows[order]] = position - run_start
+    for webid, start in (continues or {}).items():
+        at_us = _to_us(start.timestamp)
+        for i, s in enumerate(streams):
+            if s.webid == webid:
+                lo, hi = int(starts[i]), int(starts[i + 1])
+                hit = (ts_us[lo:hi] == at_us) & valid[lo:hi]
+                seq[lo:hi][hit] += start.offset
+    return seq
+
+
+def _values(stream: _Stream, kind: str) -> _ValueColumns:
+    """Value columns of one stream: one pyarrow call when the stream is uniform."""
+    raw = _field(stream.items, "Value")
+    n = len(raw)
+    try:
+        arr = pa.array(raw)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        arr = None
+    if arr is not None and arr.null_count == 0:
+        if kind in (_NUMERIC, _ANY) and (pa.types.is_floating(arr.type) or arr.type == pa.int64()):
+            return _ValueColumns(
+                arr.cast(pa.float64()),
+                pa.nulls(n, pa.string()),
+                pa.nulls(n, pa.string()),
+                pa.nulls(n, pa.int32()),
+                pa.array(np.zeros(n, dtype=bool)),
+                [],
+            )
+        if kind in (_STRING, _ANY) and arr.type == pa.string():
+            return _ValueColumns(
+                pa.nulls(n, pa.float64()),
+                arr,
+                pa.nulls(n, pa.string()),
+                pa.nulls(n, pa.int32()),
+                pa.array(np.zeros(n, dtype=bool)),
+                [],
+            )
+        digital = _digital_fast(arr, n)
+        if digital is not None:
+            return digital
+    return _values_slow(stream.items, kind)
+
+
+def _digital_fast(arr: pa.Array, n: int) -> _ValueColumns | None:
+    """A stream of well-formed digital state objects, converted without a Python loop."""
+    if not pa.types.is_struct(arr.type):
+        return None
+    names = {f.name for f in arr.type}
+    if not {"Name", "Value"} <= names or not names <= {"Name", "Value", "IsSystem"}:
+        return None
+    state, code = arr.field("Name"), arr.field("Value")
+    system = arr.field("IsSystem") if "IsSystem" in names else pa.array(np.zeros(n, dtype=bool))
+    if state.type != pa.string() or code.type != pa.int64() or system.type != pa.bool_():
+        return None
+    if state.null_count or code.null_count or system.null_count:
+        return None
+    try:
+        code32 = code.cast(pa.int32())
+    except pa.ArrowInvalid:
+        return None
+    return _ValueColumns(
+        pa.nulls(n, pa.float64()), pa.nulls(n, pa.string()), state, code32, system, []
+    )
+
+
+def _values_slow(items: list[dict[str, Any]], kind: str) -> _ValueColumns:
+    """Per-value classification, only for streams holding an odd value."""
+    value: list[float | None] = []
+    text: list[str | None] = []
+    state: list[str | None] = []
+    code: list[int | None] = []
+    system: list[bool | None] = []
+    rejected: list[tuple[int, str]] = []
+    non_finite = 0
+    for i, item in enumerate(items):
+        v, t, s, c, y, reason = None, None, None, None, None, None
+        if "Value" in item:
+            x = item["Value"]
+            kind_of = type(x)
+            if kind_of is dict:
+                s, c, y = x.get("Name"), x.get("Value"), x.get("IsSystem", False)
+                if not (
+                    type(s) is str
+                    and type(c) is int
+                    and _INT32_MIN <= c <= _INT32_MAX
+                    and type(y) is bool
+                ):
+                    reason = REASON_BAD_DIGITAL_STATE
+            elif x is None:
+                if not item.get("Errors"):
+                    reason = REASON_WRONG_VALUE_TYPE
+            elif kind_of is float or kind_of is int:
+                if kind in (_NUMERIC, _ANY):
+                    v, y = float(x), False
+                else:
+                    reason = REASON_WRONG_VALUE_TYPE
+            elif kind_of is str:
+                if kind == _NUMERIC and x in NON_FINITE_STRINGS:
+                    v, y = NON_FINITE_STRINGS[x], False
+                    non_finite += 1
+                elif kind in (_STRING, _ANY):
+                    t, y = x, False
+                else:
+                    reason = REASON_WRONG_VALUE_TYPE
+            else:
+                reason = REASON_WRONG_VALUE_TYPE
+        if reason is not None:
+            rejected.append((i, reason))
+            v, t, s, c, y = None, None, None, None, None
+        value.append(v)
+        text.append(t)
+        state.append(s)
+        code.append(c)
+        system.append(y)
+    return _ValueColumns(
+        pa.array(value, pa.float64()),
+        pa.array(text, pa.string()),
+        pa.array(state, pa.string()),
+        pa.array(code, pa.int32()),
+        pa.array(system, pa.bool_()),
+        rejected,
+        non_finite,
+    )
+
+
+def _concat(parts: list[pa.Array], type_: pa.DataType) -> pa.Array:
+    if not parts:
+        return pa.array([], type_)
+    return pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
+
+
+def _bools(raw: list[Any]) -> pa.Array:
+    try:
+        return pa.array(raw, pa.bool_())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([x if type(x) is bool else None for x in raw], pa.bool_())
+
+
+def _strings(raw: list[Any]) -> pa.Array:
+    try:
+        return pa.array(raw, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([x if type(x) is str else None for x in raw], pa.string())
+
+
+def _errors(raw: list[Any]) -> pa.Array:
+    """`Errors` lists → one text per value: `Field: message; message`, null when none."""
+    if raw.count(None) == len(raw):
+        return pa.nulls(len(raw), pa.string())
+    return pa.array([_error_text(e) if e else None for e in raw], pa.string())
+
+
+def _error_text(errors: Any) -> str:
+    if not isinstance(errors, list):
+        return orjson.dumps(errors).decode()
+    parts = []
+    for err in errors:
+        if isinstance(err, dict):
+            messages = err.get("Message")
+            if isinstance(messages, list):
+                messages = "; ".join(str(m) for m in messages)
+            field_name = err.get("FieldName")
+            parts.append(f"{field_name}: {messages}" if field_name else str(messages))
+        else:
+            parts.append(str(err))
+    return " | ".join(parts)
+
+
+class _QuarantineRows:
+    """Collects rejected values; rare, so plain lists are fine here."""
+
+    def __init__(self, source: str, ingested: datetime) -> None:
+        self.source = source
+        self.ingested = ingested
+        self.webids: list[str | None] = []
+        self.names: list[str | None] = []
+        self.raw: list[str] = []
+        self.reasons: list[str] = []
+        self.counts: dict[str, int] = {}
+
+    def add(self, webid: str | None, name: str | None, value: Any, reason: str) -> None:
+        self.webids.append(webid)
+        self.names.append(name)
+        self.raw.append(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode())
+        self.reasons.append(reason)
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+
+    def table(self) -> pa.Table:
+        n = len(self.raw)
+        return pa.Table.from_arrays(
+            [
+                pa.array(self.webids, pa.string()),
+                pa.array(self.names, pa.string()),
+                pa.array(self.raw, pa.string()),
+                pa.array(self.reasons, pa.string()),
+                pa.array([self.source] * n, pa.string()),
+                pa.nulls(n, pa.string()),
+                pa.nulls(n, pa.int64()),
+                pa.array([self.ingested] * n, UTC_US),
+            ],
+            schema=QUARANTINE_SCHEMA,
+        )

@@ -1,0 +1,186 @@
+"""Arrow schemas of every time-series table and their creation, up front and idempotent.
+
+Tables are created with their explicit schema before the first write, so that an empty
+batch, a concurrent shard or a reader never sees a table whose schema was inferred from
+whatever data happened to come first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
+
+from service.errors import PideltaError
+from service.settings import Settings
+
+UTC_US = pa.timestamp("us", tz="UTC")
+
+PI_TIMESERIES = "pi_timeseries"
+QUARANTINE = "_pidelta_quarantine"
+BATCHES = "_pidelta_batches"
+CHECKPOINTS = "_pidelta_checkpoints"
+
+PI_TIMESERIES_SCHEMA = pa.schema(
+    [
+        pa.field("tag_webid", pa.string(), nullable=False),
+        pa.field("tag_name", pa.string()),
+        pa.field("timestamp", UTC_US, nullable=False),
+        pa.field("sequence", pa.int32(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("value_string", pa.string()),
+        pa.field("digital_state", pa.string()),
+        pa.field("digital_code", pa.int32()),
+        pa.field("is_system_state", pa.bool_()),
+        pa.field("units", pa.string()),
+        pa.field("quality_good", pa.bool_()),
+        pa.field("quality_questionable", pa.bool_()),
+        pa.field("quality_substituted", pa.bool_()),
+        pa.field("quality_annotated", pa.bool_()),
+        pa.field("value_error", pa.string()),
+        pa.field("ingestion_timestamp", UTC_US, nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("tag_webid", pa.string()),
+        pa.field("tag_name", pa.string()),
+        pa.field("raw", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("source", pa.string()),
+        pa.field("app_id", pa.string()),
+        pa.field("batch_id", pa.int64()),
+        pa.field("ingestion_timestamp", UTC_US, nullable=False),
+    ]
+)
+
+BATCHES_SCHEMA = pa.schema(
+    [
+        pa.field("app_id", pa.string(), nullable=False),
+        pa.field("batch_id", pa.int64(), nullable=False),
+        pa.field("tag_webid", pa.string(), nullable=False),
+        pa.field("range_start", UTC_US, nullable=False),
+        pa.field("range_end", UTC_US, nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("planned_at", UTC_US, nullable=False),
+    ]
+)
+
+CHECKPOINTS_SCHEMA = pa.schema(
+    [
+        pa.field("tag_webid", pa.string(), nullable=False),
+        pa.field("checkpoint", UTC_US, nullable=False),
+        pa.field("app_id", pa.string(), nullable=False),
+        pa.field("batch_id", pa.int64(), nullable=False),
+        pa.field("committed_at", UTC_US, nullable=False),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """A table's name, Arrow schema and partition columns."""
+
+    name: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...] = ()
+
+
+TABLES: Mapping[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(PI_TIMESERIES, PI_TIMESERIES_SCHEMA, ("date",)),
+        TableSpec(QUARANTINE, QUARANTINE_SCHEMA),
+        TableSpec(BATCHES, BATCHES_SCHEMA),
+        TableSpec(CHECKPOINTS, CHECKPOINTS_SCHEMA),
+    )
+}
+
+
+class SinkError(PideltaError):
+    """A Delta table could not be created, opened or written (URI and cause, no secrets)."""
+
+    def __init__(self, message: str, *, table: str, uri: str) -> None:
+        super().__init__(f"{message} (table {table} at {uri})")
+        self.table = table
+        self.uri = uri
+
+
+def _same_columns(actual: pa.Schema, declared: pa.Schema) -> bool:
+    """Names and types must match; nullability is not compared (Delta may relax it)."""
+    return [(f.name, f.type) for f in actual] == [(f.name, f.type) for f in declared]
+
+
+class TableStore:
+    """Knows where the tables live and creates them; shared by the sink and checkpoints."""
+
+    def __init__(self, target: str, storage_options: Mapping[str, str] | None = None) -> None:
+        self.target = target.rstrip("/") or "/"
+        self.storage_options: dict[str, str] = dict(storage_options or {})
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TableStore:
+        return cls(settings.target)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.target or self.target.startswith("file://")
+
+    def uri(self, name: str) -> str:
+        """`<target>/<name>`; a local folder is made absolute so logs name the real place."""
+        if "://" in self.target:
+            return f"{self.target}/{name}"
+        return str(Path(self.target).resolve() / name)
+
+    def spec(self, name: str) -> TableSpec:
+        return TABLES[name]
+
+    def create_all(self) -> None:
+        """Create every table that does not exist yet; safe to call from many shards at once."""
+        for name in TABLES:
+            self.create(name)
+
+    def create(self, name: str) -> None:
+        """Create one table with its declared schema, tolerating a concurrent creator."""
+        spec = TABLES[name]
+        uri = self.uri(name)
+        if self.is_local:
+            Path(uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        if not self.exists(name):
+            try:
+                DeltaTable.create(
+                    uri,
+                    spec.schema,
+                    mode="ignore",
+                    partition_by=list(spec.partition_by) or None,
+                    name=name,
+                    storage_options=self.storage_options or None,
+                )
+            except (DeltaError, OSError) as exc:
+                # Another shard may have committed version 0 between our check and our write.
+                if not self.exists(name):
+                    raise SinkError(f"cannot create: {exc}", table=name, uri=uri) from exc
+        actual = pa.schema(self.open(name).schema().to_arrow())
+        if not _same_columns(actual, spec.schema):
+            raise SinkError(
+                f"existing schema differs from the declared one: {actual}", table=name, uri=uri
+            )
+
+    def exists(self, name: str) -> bool:
+        return DeltaTable.is_deltatable(
+            self.uri(name), storage_options=self.storage_options or None
+        )
+
+    def open(self, name: str) -> DeltaTable:
+        """Open the latest version of a table."""
+        uri = self.uri(name)
+        try:
+            return DeltaTable(uri, storage_options=self.storage_options or None)
+        except (DeltaError, OSError) as exc:
+            raise SinkError(f"cannot open: {exc}", table=name, uri=uri) from exc
