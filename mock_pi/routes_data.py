@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
+import numpy as np
+import orjson
 from aiohttp import web
 
 from mock_pi import catalog as cat
 from mock_pi.errors import error_response
-from mock_pi.render import Fields, base_url, json_response
+from mock_pi.render import (
+    PLACEHOLDER,
+    PLACEHOLDER_JSON,
+    Fields,
+    base_url,
+    json_response,
+    render_values,
+)
+from mock_pi.series import EMPTY, Events, Series
 from mock_pi.state import MockState
+from mock_pi.timeparse import TimeParseError, parse_pi_ticks
 
 SERVER_VERSION = "3.4.440.477"
 MAX_COLLECTION = 1000
+BOUNDARY_TYPES = {"inside": "Inside", "outside": "Outside", "interpolated": "Interpolated"}
+GZIP_MIN_BYTES = 1024
 
 
 class BadRequest(Exception):
@@ -53,6 +67,37 @@ class Query:
 
     def fields(self) -> Fields:
         return Fields.parse(self.get("selectedFields"))
+
+    def time(self, name: str, default: str, now: int) -> int:
+        """A PI time string in ticks, read relative to `now` (ticks)."""
+        text = self.get(name, default) or default
+        try:
+            return parse_pi_ticks(text, now / 10_000_000)
+        except TimeParseError as exc:
+            raise BadRequest(400, str(exc)) from None
+
+    def interval(self, default: str) -> int:
+        text = (self.get("interval", default) or default).strip()
+        try:
+            ticks = parse_pi_ticks("+" + text.lstrip("+"), 0.0)
+        except TimeParseError:
+            ticks = 0
+        if ticks <= 0:
+            raise BadRequest(400, f"The value '{text}' is not valid for interval.")
+        return ticks
+
+    def boundary(self) -> str:
+        text = self.get("boundaryType", "Inside") or "Inside"
+        found = BOUNDARY_TYPES.get(text.strip().lower())
+        if found is None:
+            raise BadRequest(400, f"The value '{text}' is not valid for boundaryType.")
+        return found
+
+    def webids(self) -> list[str]:
+        ids = [w for w in self.all("webId") if w]
+        if not ids:
+            raise BadRequest(400, "The 'webId' parameter is required.")
+        return ids
 
 
 def unknown_webid(web_id: str) -> BadRequest:
@@ -197,6 +242,244 @@ async def get_point_by_path(state: MockState, request: web.Request, q: Query) ->
     return json_response(point_json(state, point, base_url(request)), q.fields())
 
 
+def too_many(name: str, limit: int) -> BadRequest:
+    """MaxReturnedItemsPerCall exceeded, worded as the PI Web API documentation words it."""
+    return BadRequest(400, f"Parameter '{name}' is greater than the maximum allowed ({limit}).")
+
+
+def recorded_events(
+    state: MockState, s: Series, start: int, end: int, boundary: str, max_count: int, now: int
+) -> Events:
+    """Recorded values from start to end (descending when end < start), with boundaries."""
+    hs = state.history_start_ticks
+    desc = end < start
+    lo, hi = (end, start) if desc else (start, end)
+    if boundary == "Inside":
+        return s.scan(lo, hi, now, hs, limit=max_count, descending=desc)
+    if boundary == "Outside":
+        inside = s.scan(lo, hi, now, hs, limit=max_count, descending=desc)
+        before = EMPTY
+        if not len(s.scan(lo, lo, now, hs, limit=1)):
+            before = s.scan(hs, lo - 1, now, hs, limit=1, descending=True)
+        after = EMPTY
+        if not len(s.scan(hi, hi, now, hs, limit=1)):
+            after = s.scan(hi + 1, now, now, hs, limit=1)
+        parts = [after, inside, before] if desc else [before, inside, after]
+    else:
+        first = s.interpolate(np.array([start], np.int64), now, hs)
+        if lo == hi:
+            return first
+        inside = s.scan(lo + 1, hi - 1, now, hs, limit=max_count, descending=desc)
+        parts = [first, inside, s.interpolate(np.array([end], np.int64), now, hs)]
+    out = Events.concat(parts)
+    return out if len(out) <= max_count else out.take(slice(0, max_count))
+
+
+def interpolation_times(start: int, end: int, interval: int) -> np.ndarray:
+    count = abs(end - start) // interval + 1
+    step = interval if end >= start else -interval
+    return start + np.arange(count, dtype=np.int64) * step
+
+
+def end_event(state: MockState, s: Series, now: int) -> Events:
+    """The last recorded value (the last of a run sharing its timestamp)."""
+    hs = state.history_start_ticks
+    last = s.scan(hs, now, now, hs, limit=1, descending=True)
+    return last if len(last) else s.interpolate(np.array([now], np.int64), now, hs)
+
+
+def stream_head(point: cat.Point, base: str, key: str) -> dict[str, Any]:
+    head: dict[str, Any] = {
+        "WebId": point.webid,
+        "Name": point.name,
+        "Path": point.path,
+        "Links": {"Source": f"{base}points/{point.webid}"},
+        key: PLACEHOLDER,
+    }
+    if key == "Items":
+        head["UnitsAbbreviation"] = point.units
+    return head
+
+
+def splice(obj: dict[str, Any], fields: Fields, inner: bytes) -> bytes:
+    """Prune `obj`, dump it and put the pre-rendered `inner` where the placeholder was."""
+    return orjson.dumps(fields.prune(obj)).replace(PLACEHOLDER_JSON, inner, 1)
+
+
+def single(rendered: bytes) -> bytes:
+    """The one TimedValue of a one-row array."""
+    return rendered[1:-1] or b"null"
+
+
+Result = tuple[str, Series | None, Events, BadRequest | None]
+
+
+def streamset_body(request: web.Request, q: Query, results: list[Result], key: str) -> bytes:
+    """`Items[StreamValues]` (key Items) or `Items[StreamValue]` (key Value) JSON."""
+    top = q.fields()
+    stream_fields = top.sub("Items")
+    parts: list[bytes] = []
+    if top.has("Links"):
+        parts.append(b'"Links":{}')
+    if stream_fields is not None:
+        inner_fields = stream_fields.sub(key)
+        good = [(s, ev) for _, s, ev, err in results if s is not None and err is None]
+        rendered = iter(render_values(good, inner_fields) if inner_fields else [b""] * len(good))
+        base = base_url(request)
+        items = []
+        for web_id, s, _, err in results:
+            if err is not None or s is None:
+                failed: dict[str, Any] = {"WebId": web_id}
+                if key == "Items":
+                    failed["Items"] = []
+                failed = stream_fields.prune(failed)
+                failed["WebException"] = {
+                    "StatusCode": err.status if err else 404,
+                    "Errors": list(err.messages) if err else [],
+                }
+                items.append(orjson.dumps(failed))
+                continue
+            inner = next(rendered)
+            items.append(
+                splice(
+                    stream_head(s.point, base, key),
+                    stream_fields,
+                    single(inner) if key == "Value" else inner,
+                )
+            )
+        parts.append(b'"Items":[' + b",".join(items) + b"]")
+    return b"{" + b",".join(parts) + b"}"
+
+
+def send(request: web.Request, body: bytes) -> web.Response:
+    """A JSON 200, gzipped (fast level) when the client accepts it, as IIS would."""
+    response = web.Response(body=body, content_type="application/json", charset="utf-8")
+    if len(body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("Accept-Encoding", ""):
+        packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+        response.body = packer.compress(body) + packer.flush()
+        response.headers["Content-Encoding"] = "gzip"
+        response.headers["Vary"] = "Accept-Encoding"
+    return response
+
+
+def lookup(
+    state: MockState, web_ids: list[str]
+) -> list[tuple[str, Series | None, BadRequest | None]]:
+    out: list[tuple[str, Series | None, BadRequest | None]] = []
+    for web_id in web_ids:
+        try:
+            out.append((web_id, state.series(find_point(state, web_id)), None))
+        except BadRequest as exc:
+            out.append((web_id, None, exc))
+    return out
+
+
+def single_stream_body(q: Query, s: Series, ev: Events) -> bytes:
+    top = q.fields()
+    item_fields = top.sub("Items")
+    inner = render_values([(s, ev)], item_fields)[0] if item_fields else b"[]"
+    obj = {"Links": {}, "Items": PLACEHOLDER, "UnitsAbbreviation": s.point.units}
+    return splice(obj, top, inner)
+
+
+def recorded_params(state: MockState, q: Query, streams: int) -> tuple[int, int, str, int, int]:
+    now = state.now_ticks()
+    start = q.time("startTime", "*-1d", now)
+    end = q.time("endTime", "*", now)
+    boundary = q.boundary()
+    max_count = q.integer("maxCount", MAX_COLLECTION, minimum=1)
+    limit = state.settings.max_returned_items_per_call
+    if max_count * streams > limit:
+        raise too_many("maxCount", limit)
+    return start, end, boundary, max_count, now
+
+
+def interpolated_params(state: MockState, q: Query, streams: int) -> tuple[np.ndarray, int]:
+    now = state.now_ticks()
+    start = q.time("startTime", "*-1d", now)
+    end = q.time("endTime", "*", now)
+    interval = q.interval("1h")
+    limit = state.settings.max_returned_items_per_call
+    if (abs(end - start) // interval + 1) * streams > limit:
+        raise too_many("interval", limit)
+    return interpolation_times(start, end, interval), now
+
+
+async def get_recorded(state: MockState, request: web.Request, q: Query) -> web.Response:
+    s = state.series(find_point(state, request.match_info["webId"]))
+    start, end, boundary, max_count, now = recorded_params(state, q, 1)
+    ev = recorded_events(state, s, start, end, boundary, max_count, now)
+    return send(request, single_stream_body(q, s, ev))
+
+
+async def get_interpolated(state: MockState, request: web.Request, q: Query) -> web.Response:
+    s = state.series(find_point(state, request.match_info["webId"]))
+    times, now = interpolated_params(state, q, 1)
+    ev = s.interpolate(times, now, state.history_start_ticks)
+    return send(request, single_stream_body(q, s, ev))
+
+
+def value_event(state: MockState, q: Query, s: Series, now: int) -> Events:
+    if q.get("time") is None:
+        return end_event(state, s, now)
+    t = q.time("time", "*", now)
+    return s.interpolate(np.array([t], np.int64), now, state.history_start_ticks)
+
+
+async def get_value(state: MockState, request: web.Request, q: Query) -> web.Response:
+    s = state.series(find_point(state, request.match_info["webId"]))
+    now = state.now_ticks()
+    ev = value_event(state, q, s, now)
+    return send(request, single(render_values([(s, ev)], q.fields())[0]))
+
+
+async def get_end(state: MockState, request: web.Request, q: Query) -> web.Response:
+    s = state.series(find_point(state, request.match_info["webId"]))
+    ev = end_event(state, s, state.now_ticks())
+    return send(request, single(render_values([(s, ev)], q.fields())[0]))
+
+
+async def get_set_recorded(state: MockState, request: web.Request, q: Query) -> web.Response:
+    web_ids = q.webids()
+    start, end, boundary, max_count, now = recorded_params(state, q, len(web_ids))
+    results: list[Result] = [
+        (w, s, recorded_events(state, s, start, end, boundary, max_count, now) if s else EMPTY, err)
+        for w, s, err in lookup(state, web_ids)
+    ]
+    return send(request, streamset_body(request, q, results, "Items"))
+
+
+async def get_set_interpolated(state: MockState, request: web.Request, q: Query) -> web.Response:
+    web_ids = q.webids()
+    times, now = interpolated_params(state, q, len(web_ids))
+    hs = state.history_start_ticks
+    results: list[Result] = [
+        (w, s, s.interpolate(times, now, hs) if s else EMPTY, err)
+        for w, s, err in lookup(state, web_ids)
+    ]
+    return send(request, streamset_body(request, q, results, "Items"))
+
+
+async def get_set_value(state: MockState, request: web.Request, q: Query) -> web.Response:
+    web_ids = q.webids()
+    now = state.now_ticks()
+    results: list[Result] = [
+        (w, s, value_event(state, q, s, now) if s else EMPTY, err)
+        for w, s, err in lookup(state, web_ids)
+    ]
+    return send(request, streamset_body(request, q, results, "Value"))
+
+
+async def get_set_end(state: MockState, request: web.Request, q: Query) -> web.Response:
+    web_ids = q.webids()
+    now = state.now_ticks()
+    results: list[Result] = [
+        (w, s, end_event(state, s, now) if s else EMPTY, err)
+        for w, s, err in lookup(state, web_ids)
+    ]
+    return send(request, streamset_body(request, q, results, "Value"))
+
+
 def register(app: web.Application, state: MockState) -> None:
     """Add the data routes to the application."""
     routes = [
@@ -207,6 +490,14 @@ def register(app: web.Application, state: MockState) -> None:
         ("/piwebapi/dataservers/{webId}/points", get_points),
         ("/piwebapi/points", get_point_by_path),
         ("/piwebapi/points/{webId}", get_point),
+        ("/piwebapi/streams/{webId}/recorded", get_recorded),
+        ("/piwebapi/streams/{webId}/interpolated", get_interpolated),
+        ("/piwebapi/streams/{webId}/value", get_value),
+        ("/piwebapi/streams/{webId}/end", get_end),
+        ("/piwebapi/streamsets/recorded", get_set_recorded),
+        ("/piwebapi/streamsets/interpolated", get_set_interpolated),
+        ("/piwebapi/streamsets/value", get_set_value),
+        ("/piwebapi/streamsets/end", get_set_end),
     ]
     for path, fn in routes:
         app.router.add_get(path, handler(state, fn))
