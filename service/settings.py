@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     pi_max_url_bytes: int = Field(default=16_000, ge=1024)
     pi_max_items_per_call: int = Field(default=150_000, ge=1000)
     pi_page_size: int = Field(default=10_000, ge=1, description="maxCount per stream")
+    discovery_page_size: int = Field(
+        default=10_000, ge=1, description="points per page when listing a data server"
+    )
 
     # Target and sharding
     target: str = "./lakehouse"
