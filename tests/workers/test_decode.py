@@ -1,0 +1,271 @@
+"""Decoder: every value kind, exact rows, quarantine rows and reasons, typed errors."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from workers.decode import (
+    REASON_BAD_DIGITAL_STATE,
+    REASON_BAD_TIMESTAMP,
+    REASON_MISSING_TIMESTAMP,
+    REASON_NOT_AN_OBJECT,
+    REASON_WRONG_VALUE_TYPE,
+    DecodeError,
+    SequenceStart,
+    TagMeta,
+    decode_streams,
+    decode_streamset,
+    decode_values,
+)
+from workers.tables import PI_TIMESERIES_SCHEMA, QUARANTINE_SCHEMA
+
+NOW = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
+T0 = "2026-11-27T10:00:00Z"
+TAGS = {
+    "WF": TagMeta("WF", "flow", "Float32", "m3/h"),
+    "WI": TagMeta("WI", "count", "Int32", "pcs"),
+    "WS": TagMeta("WS", "batch", "String"),
+    "WD": TagMeta("WD", "valve", "Digital", digital_set="OpenClose"),
+}
+
+
+def tv(value: Any = None, ts: str | None = T0, **extra: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {} if ts is None else {"Timestamp": ts}
+    if value is not None:
+        item["Value"] = value
+    flags = {"Good": True, "Questionable": False, "Substituted": False, "Annotated": False}
+    return item | flags | extra
+
+
+def body(*streams: tuple[str, list[Any]], units: str | None = None) -> bytes:
+    items = [{"WebId": w, "Name": f"name-{w}", "Items": v} for w, v in streams]
+    if units is not None:
+        for s in items:
+            s["UnitsAbbreviation"] = units
+    return orjson.dumps({"Items": items, "Links": {}})
+
+
+def decode(*streams: tuple[str, list[Any]]) -> Any:
+    return decode_streamset(body(*streams), TAGS, ingestion_time=NOW)
+
+
+def rows(batch: Any) -> list[dict[str, Any]]:
+    return batch.rows.to_pylist()
+
+
+def test_float_int_and_units_fallbacks() -> None:
+    out = decode(
+        ("WF", [tv(12.5, UnitsAbbreviation="l/s"), tv(7, "2026-11-27T10:00:01Z")]),
+        ("WI", [tv(3)]),
+    )
+    assert out.rows.schema == PI_TIMESERIES_SCHEMA
+    got = rows(out)
+    assert [(r["tag_webid"], r["tag_name"], r["value"], r["units"]) for r in got] == [
+        ("WF", "flow", 12.5, "l/s"),
+        ("WF", "flow", 7.0, "m3/h"),
+        ("WI", "count", 3.0, "pcs"),
+    ]
+    first = got[0]
+    assert first["timestamp"] == datetime(2026, 11, 27, 10, tzinfo=UTC)
+    assert first["date"] == date(2026, 11, 27)
+    assert first["ingestion_timestamp"] == NOW
+    assert (first["value_string"], first["digital_state"], first["digital_code"]) == (None,) * 3
+    assert first["is_system_state"] is False
+    assert (first["quality_good"], first["quality_questionable"]) == (True, False)
+    assert (first["quality_substituted"], first["quality_annotated"]) == (False, False)
+    assert first["value_error"] is None
+    assert out.quarantined == 0
+
+
+def test_stream_units_come_before_tag_units() -> None:
+    raw = body(("WF", [{"Timestamp": T0, "Value": 1.0}]), units="bar")
+    assert rows(decode_streamset(raw, TAGS))[0]["units"] == "bar"
+
+
+def test_string_digital_and_system_states() -> None:
+    out = decode(
+        ("WS", [tv("lot-42")]),
+        ("WD", [tv({"Name": "Open", "Value": 1, "IsSystem": False})]),
+        ("WF", [tv(1.5), tv({"Name": "I/O Timeout", "Value": 246, "IsSystem": True}, Good=False)]),
+    )
+    got = [
+        (
+            r["tag_webid"],
+            r["value"],
+            r["value_string"],
+            r["digital_state"],
+            r["digital_code"],
+            r["is_system_state"],
+            r["quality_good"],
+        )
+        for r in rows(out)
+    ]
+    assert got == [
+        ("WS", None, "lot-42", None, None, False, True),
+        ("WD", None, None, "Open", 1, False, True),
+        ("WF", 1.5, None, None, None, False, True),
+        ("WF", None, None, "I/O Timeout", 246, True, False),
+    ]
+
+
+def test_quality_flags_and_seven_digit_timestamps_truncate() -> None:
+    out = decode(
+        (
+            "WF",
+            [
+                tv(1.0, "2026-11-27T23:59:59.9999999Z", Questionable=True),
+                tv(2.0, "2026-11-27T10:00:00.1234567Z", Substituted=True, Annotated=True),
+            ],
+        )
+    )
+    a, b = rows(out)
+    assert a["timestamp"] == datetime(2026, 11, 27, 23, 59, 59, 999999, tzinfo=UTC)
+    assert a["date"] == date(2026, 11, 27)
+    assert (a["quality_questionable"], a["quality_substituted"]) == (True, False)
+    assert b["timestamp"] == datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=UTC)
+    assert (b["quality_substituted"], b["quality_annotated"]) == (True, True)
+
+
+def test_errors_are_kept_as_text() -> None:
+    err = [{"FieldName": "Value", "Message": ["Point not found.", "Try again."]}]
+    out = decode(("WF", [tv(ts=T0, Errors=err), tv(4.0, "2026-11-27T10:00:01Z")]))
+    assert [(r["value"], r["value_error"]) for r in rows(out)] == [
+        (None, "Value: Point not found.; Try again."),
+        (4.0, None),
+    ]
+    assert out.quarantined == 0
+
+
+def test_selected_fields_trimmed_items() -> None:
+    items = [{"Timestamp": T0, "Value": 1.25}, {"Timestamp": "2026-11-27T10:00:01Z", "Value": 2}]
+    got = rows(decode(("WF", items)))
+    assert [(r["value"], r["quality_good"], r["units"]) for r in got] == [
+        (1.25, None, "m3/h"),
+        (2.0, None, "m3/h"),
+    ]
+
+
+def test_shared_timestamps_get_sequences() -> None:
+    out = decode(
+        ("WF", [tv(1.0), tv(2.0), tv(3.0), tv(4.0, "2026-11-27T10:00:01Z")]),
+        ("WI", [tv(1), tv(2)]),
+    )
+    assert [(r["tag_webid"], r["value"], r["sequence"]) for r in rows(out)] == [
+        ("WF", 1.0, 0),
+        ("WF", 2.0, 1),
+        ("WF", 3.0, 2),
+        ("WF", 4.0, 0),
+        ("WI", 1.0, 0),
+        ("WI", 2.0, 1),
+    ]
+
+
+def test_unordered_and_split_streams_still_number_per_tag() -> None:
+    out = decode_streams(
+        [("WF", [tv(1.0), tv(2.0, "2026-11-27T09:00:00Z")]), ("WF", [tv(3.0)])],
+        TAGS,
+    )
+    assert [(r["value"], r["sequence"]) for r in rows(out)] == [(1.0, 0), (2.0, 0), (3.0, 1)]
+
+
+def test_page_continuing_a_run_offsets_sequences() -> None:
+    start = SequenceStart(datetime(2026, 11, 27, 10, tzinfo=UTC), 2)
+    out = decode_values(
+        "WF",
+        [tv(1.0), tv(2.0), tv(3.0, "2026-11-27T10:00:01Z")],
+        TAGS,
+        continues={"WF": start},
+    )
+    assert [r["sequence"] for r in rows(out)] == [2, 3, 0]
+
+
+def test_non_finite_strings_are_floats_on_numeric_points() -> None:
+    out = decode(("WF", [tv("NaN"), tv("Infinity"), tv("-Infinity")]), ("WS", [tv("NaN")]))
+    values = [r["value"] for r in rows(out)]
+    assert math.isnan(values[0])
+    assert values[1:3] == [math.inf, -math.inf]
+    assert rows(out)[3]["value_string"] == "NaN"
+    assert out.non_finite == 3
+    assert out.quarantined == 0
+
+
+def test_bad_values_are_quarantined_never_raised() -> None:
+    bad = [
+        tv([1, 2]),
+        tv(True),
+        {"Timestamp": T0, "Value": None, "Good": True},
+        tv("high"),
+        tv({"Name": "Open"}),
+        tv(1.0, "yesterday"),
+        tv(1.0, ts=None),
+        tv(1.0, 20261127),
+        42,
+    ]
+    out = decode(("WF", [tv(9.0), *bad]), ("WS", [tv(5)]), ("WD", [tv(1)]))
+    assert [r["value"] for r in rows(out)] == [9.0]
+    assert out.quarantine.schema == QUARANTINE_SCHEMA
+    got = [
+        (q["tag_webid"], q["tag_name"], q["reason"], q["raw"]) for q in out.quarantine.to_pylist()
+    ]
+    flags = '"Good":true,"Questionable":false,"Substituted":false,"Annotated":false'
+    assert got == [
+        ("WF", "flow", REASON_NOT_AN_OBJECT, "42"),
+        ("WF", "flow", REASON_BAD_TIMESTAMP, f'{{"Timestamp":"yesterday","Value":1.0,{flags}}}'),
+        ("WF", "flow", REASON_MISSING_TIMESTAMP, f'{{"Value":1.0,{flags}}}'),
+        ("WF", "flow", REASON_BAD_TIMESTAMP, f'{{"Timestamp":20261127,"Value":1.0,{flags}}}'),
+        ("WF", "flow", REASON_WRONG_VALUE_TYPE, f'{{"Timestamp":"{T0}","Value":[1,2],{flags}}}'),
+        ("WF", "flow", REASON_WRONG_VALUE_TYPE, f'{{"Timestamp":"{T0}","Value":true,{flags}}}'),
+        ("WF", "flow", REASON_WRONG_VALUE_TYPE, f'{{"Timestamp":"{T0}","Value":null,"Good":true}}'),
+        ("WF", "flow", REASON_WRONG_VALUE_TYPE, f'{{"Timestamp":"{T0}","Value":"high",{flags}}}'),
+        (
+            "WF",
+            "flow",
+            REASON_BAD_DIGITAL_STATE,
+            f'{{"Timestamp":"{T0}","Value":{{"Name":"Open"}},{flags}}}',
+        ),
+        ("WS", "batch", REASON_WRONG_VALUE_TYPE, f'{{"Timestamp":"{T0}","Value":5,{flags}}}'),
+        ("WD", "valve", REASON_WRONG_VALUE_TYPE, f'{{"Timestamp":"{T0}","Value":1,{flags}}}'),
+    ]
+    assert dict(out.quarantine_counts) == {
+        REASON_NOT_AN_OBJECT: 1,
+        REASON_BAD_TIMESTAMP: 2,
+        REASON_MISSING_TIMESTAMP: 1,
+        REASON_WRONG_VALUE_TYPE: 6,
+        REASON_BAD_DIGITAL_STATE: 1,
+    }
+    assert set(out.quarantine.column("source").to_pylist()) == {"streamsets/recorded"}
+
+
+def test_unknown_tag_uses_stream_name_and_json_types() -> None:
+    out = decode_streamset(body(("WX", [tv(1.0), tv("text", "2026-11-27T10:00:01Z")])), {})
+    assert [(r["tag_name"], r["value"], r["value_string"]) for r in rows(out)] == [
+        ("name-WX", 1.0, None),
+        ("name-WX", None, "text"),
+    ]
+
+
+def test_batch_content_already_parsed() -> None:
+    content = orjson.loads(body(("WF", [tv(1.0)])))
+    out = decode_streamset(content, TAGS, source="batch")
+    assert out.values == 1
+
+
+def test_empty_body() -> None:
+    out = decode_streamset(b'{"Items":[],"Links":{}}', TAGS)
+    assert out.values == 0
+    assert out.rows.schema == PI_TIMESERIES_SCHEMA
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"Items":[{"WebId":"WF","Items":[{"Timestamp":"2026-11', b"", b"[1,2]", b'{"Items":[3]}'],
+)
+def test_broken_bodies_raise_decode_error(raw: bytes) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode_streamset(raw, TAGS, source="streamsets/recorded")
+    assert "streamsets/recorded" in str(caught.value)
