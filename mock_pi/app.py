@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from mock_pi import middleware, routes_batch, routes_data, routes_updates
+from mock_pi import middleware, routes_af, routes_batch, routes_data, routes_updates
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
 
@@ -23,6 +23,7 @@ def create_app(settings: MockSettings, clock: Callable[[], float] = time.time) -
     )
     app[STATE] = state
     routes_data.register(app, state)
+    routes_af.register(app, state)
     routes_batch.register(app, state)
     routes_updates.register(app, state)
     return app

@@ -33,6 +33,10 @@ class MockSettings(BaseSettings):
     csrf: bool = True
     marker_retention: float = Field(default=600.0, gt=0, description="seconds a marker lives")
     af_version: int = Field(default=0, ge=0, description="starting AF hierarchy version")
+    ef_slot_seconds: float = Field(
+        default=600.0, ge=0.05, description="event frame time slot; durations scale with it"
+    )
+    ef_per_slot: int = Field(default=3, ge=1, le=1000, description="event frames per slot")
 
     @field_validator("faults")
     @classmethod
