@@ -1,0 +1,50 @@
+"""Time `discover_tags` against a local mock-pi: `python scripts/bench_discovery.py [TAGS]`.
+
+Starts mock-pi with MOCK_PI_TAG_COUNT=TAGS (default 100,000, rate limit off), discovers
+every point once with the default settings, checks the count, and prints the time.
+Timing stays out of the tests, where a loaded machine would make it flaky.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from conftest import start_mock  # noqa: E402
+
+from service.settings import Settings  # noqa: E402
+from workers.discovery import discover_tags  # noqa: E402
+from workers.pi_client import PIClient  # noqa: E402
+
+
+async def run(url: str, expected: int) -> None:
+    settings = Settings(pi_url=url)
+    async with PIClient(settings) as client:
+        started = time.perf_counter()
+        tags = await discover_tags(client, settings)
+        seconds = time.perf_counter() - started
+    if len(tags) != expected:
+        raise SystemExit(f"discovered {len(tags)} points, expected {expected}")
+    print(
+        f"discovered {len(tags):,} points in {seconds:.2f} s "
+        f"({len(tags) / seconds:,.0f} points/s; page {settings.discovery_page_size:,}, "
+        f"concurrency {settings.pi_max_concurrency})"
+    )
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    server = start_mock(tag_count=count, rate_limit=0)
+    try:
+        asyncio.run(run(server.url, count))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

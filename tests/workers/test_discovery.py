@@ -1,0 +1,86 @@
+"""Discovery against the real mock-pi: exactly the catalog's points, in a stable order."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from mock_pi.catalog import SERVER_NAME, Catalog
+from service.errors import ConfigError
+from service.settings import Settings
+from tests.conftest import MockServer
+from tests.workers.test_pi_client import Recorder, injected
+from workers.discovery import TagInfo, discover_tags
+from workers.pi_client import PIClient
+
+
+def expected_tags(seed: int, tag_count: int, name_filter: str = "*") -> list[TagInfo]:
+    catalog = Catalog(seed, tag_count)
+    tags = [
+        TagInfo(
+            webid=p.webid,
+            name=p.name,
+            point_type=p.point_type,
+            units=p.units,
+            digital_set=p.digital_set,
+            descriptor=p.descriptor,
+            data_server=SERVER_NAME,
+        )
+        for p in (catalog.point(i) for i in range(tag_count))
+        if fnmatch.fnmatch(p.name.upper(), name_filter.upper())
+    ]
+    return sorted(tags, key=lambda t: (t.name, t.data_server, t.webid))
+
+
+async def discover(url: str, recorder: Recorder | None = None, **overrides: Any) -> list[TagInfo]:
+    settings = Settings(pi_url=url, **overrides)
+    async with PIClient(settings, recorder) as client:
+        return await discover_tags(client, settings)
+
+
+async def test_discovers_exactly_the_catalog_in_waves_of_pages(
+    mock_pi_factory: Callable[..., MockServer],
+) -> None:
+    server = mock_pi_factory(seed=5, tag_count=2500, rate_limit=0)
+    recorder = Recorder()
+    tags = await discover(server.url, recorder, discovery_page_size=300, pi_max_concurrency=4)
+    assert tags == expected_tags(5, 2500)
+    pages = [r for r in recorder.requests if r[0] == "dataservers/points"]
+    # Page 0 alone, then waves of 4 until the short page 8: pages 1-4 and 5-8.
+    assert len(pages) == 9
+
+
+async def test_a_name_filter_selects_exactly_the_matching_points(mock_pi: MockServer) -> None:
+    tags = await discover(mock_pi.url, tag_filter="TI-*", discovery_page_size=50)
+    expected = expected_tags(42, 1000, "TI-*")
+    assert tags == expected
+    assert 100 < len(tags) < 400
+    assert all(t.point_type == "Float32" and t.units == "°C" for t in tags)
+
+
+async def test_a_count_that_fills_the_last_page_exactly(mock_pi: MockServer) -> None:
+    tags = await discover(mock_pi.url, discovery_page_size=250, pi_max_concurrency=2)
+    assert tags == expected_tags(42, 1000)
+    assert len({t.webid for t in tags}) == 1000
+
+
+async def test_one_named_data_server_or_a_clear_error(mock_pi: MockServer) -> None:
+    tags = await discover(mock_pi.url, pi_data_server=SERVER_NAME.lower(), tag_filter="XV-*")
+    assert tags == expected_tags(42, 1000, "XV-*")
+    assert {t.digital_set for t in tags} == {"Valve"}
+    with pytest.raises(ConfigError, match=f"no such data server .*lists: {SERVER_NAME}"):
+        await discover(mock_pi.url, pi_data_server="NOPE")
+
+
+async def test_discovery_through_faults_gives_the_same_tags(
+    mock_pi_factory: Callable[..., MockServer],
+) -> None:
+    server = mock_pi_factory(
+        seed=9, tag_count=1200, rate_limit=0, faults="500=0.1,reset=0.05,truncate=0.05"
+    )
+    tags = await discover(server.url, discovery_page_size=100, pi_max_attempts=20)
+    assert tags == expected_tags(9, 1200)
+    assert sum(injected(server)["Injected"].values()) > 0
