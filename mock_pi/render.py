@@ -148,24 +148,16 @@ def render_values(
         parts.append(pl.concat_str([pl.lit('"Timestamp":"'), ts, frac, pl.lit('Z"')]))
     if "Value" in keys:
         parts.append(pl.lit('"Value":') + _value_expr(streams, events, lens, fields, columns))
-    if "UnitsAbbreviation" in keys:
-        units = pl.Series(
-            [orjson.dumps(s.point.units).decode() for s, _ in streams], dtype=pl.String
+    tail_keys = [k for k in keys if k not in ("Timestamp", "Value")]
+    if tail_keys:
+        columns["tail"] = _tail_fragments(streams, tail_keys).gather(
+            stream_idx.astype(np.int64) * 16
+            + (~events.system) * 8
+            + events.questionable * 4
+            + events.substituted * 2
+            + events.annotated
         )
-        columns["units"] = units.gather(stream_idx)
-        parts.append(pl.lit('"UnitsAbbreviation":') + pl.col("units"))
-    for key, flag in (
-        ("Good", ~events.system),
-        ("Questionable", events.questionable),
-        ("Substituted", events.substituted),
-        ("Annotated", events.annotated),
-    ):
-        if key in keys:
-            columns[key] = flag
-            parts.append(
-                pl.lit(f'"{key}":')
-                + pl.when(pl.col(key)).then(pl.lit("true")).otherwise(pl.lit("false"))
-            )
+        parts.append(pl.col("tail"))
     columns["stream"] = stream_idx
     frame = pl.DataFrame(columns)
     row = pl.lit("{") + pl.concat_str(parts, separator=",") + pl.lit("}") if parts else pl.lit("{}")
@@ -176,6 +168,26 @@ def render_values(
     )
     texts = dict(zip(joined["stream"].to_list(), joined["row"].to_list(), strict=True))
     return [f"[{texts.get(i, '')}]".encode() for i in range(len(streams))]
+
+
+def _tail_fragments(
+    streams: Sequence[tuple[series.Series, series.Events]], keys: list[str]
+) -> pl.Series:
+    """`"UnitsAbbreviation":..,"Good":..` text for each (stream, 4 flag bits) combination:
+    one gather per row instead of five string operations."""
+    out = []
+    for s, _ in streams:
+        units = orjson.dumps(s.point.units).decode()
+        for bits in range(16):
+            flags = {
+                "UnitsAbbreviation": units,
+                "Good": "true" if bits & 8 else "false",
+                "Questionable": "true" if bits & 4 else "false",
+                "Substituted": "true" if bits & 2 else "false",
+                "Annotated": "true" if bits & 1 else "false",
+            }
+            out.append(",".join(f'"{k}":{flags[k]}' for k in keys))
+    return pl.Series(out, dtype=pl.String)
 
 
 def _value_expr(
