@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.base_protocol import BaseProtocol
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
@@ -161,9 +162,9 @@ def _strings(value: Any) -> bool:
 def _parse_one(rid: str, raw: Any) -> BatchRequest:
     if not isinstance(raw, dict):
         raise BatchError(f"Request '{rid}' must be a JSON object.")
-    method = raw.get("Method", "GET")
+    method = raw.get("Method")
     if not isinstance(method, str) or method.upper() not in METHODS:
-        raise BatchError(f"Request '{rid}' has an unsupported Method: {method!r}.")
+        raise BatchError(f"Request '{rid}' needs a Method: GET, POST, PUT, PATCH or DELETE.")
     resource = raw.get("Resource")
     template_raw = raw.get("RequestTemplate")
     template = None
@@ -279,18 +280,6 @@ class CaptureWriter(AbstractStreamWriter):
         return b"".join(self.chunks)
 
 
-class _Unpaused:
-    """Flow control for a sub-request body that is already in memory: nothing to pause."""
-
-    _reading_paused = False
-
-    def pause_reading(self) -> None:
-        return None
-
-    def resume_reading(self) -> None:
-        return None
-
-
 def local_target(resource: str) -> str:
     """Path and query on this server: a URL's authority is ignored, as PI ignores it."""
     url = URL(resource)
@@ -333,9 +322,9 @@ class Dispatcher:
     ) -> web.Request:
         payload = EMPTY_PAYLOAD
         if content is not None:
-            payload = StreamReader(
-                _Unpaused(), 2 * len(content) + 2, loop=asyncio.get_running_loop()
-            )
+            loop = asyncio.get_running_loop()
+            # The body is already in memory: the reader's flow control has nothing to pause.
+            payload = StreamReader(BaseProtocol(loop), 2 * len(content) + 2, loop=loop)
             payload.feed_data(content)
             payload.feed_eof()
         return make_mocked_request(
