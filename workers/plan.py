@@ -1,0 +1,126 @@
+"""Pure planning: which time range of which tag the next batch reads. No I/O.
+
+A range is `(start, end]`: start exclusive (the checkpoint, already delivered), end
+inclusive. Live ends stop `safety_lag` behind now, where every value is recorded, so a run
+of equal timestamps is never split between batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+LIVE = "live"
+BACKFILL = "backfill"
+LATE = "late"
+RANGE_KINDS = (LIVE, BACKFILL, LATE)
+
+
+@dataclass(frozen=True, slots=True)
+class TagRange:
+    """Values of one tag with `start < timestamp <= end`."""
+
+    webid: str
+    start: datetime
+    end: datetime
+    kind: str = LIVE
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedBatch:
+    """The ranges of one batch; re-run exactly as planned after a crash."""
+
+    app_id: str
+    batch_id: int
+    ranges: tuple[TagRange, ...]
+
+    @property
+    def forward(self) -> tuple[TagRange, ...]:
+        """Ranges that move checkpoints (everything but late look-back ranges)."""
+        return tuple(r for r in self.ranges if r.kind != LATE)
+
+    @property
+    def late(self) -> tuple[TagRange, ...]:
+        return tuple(r for r in self.ranges if r.kind == LATE)
+
+    def checkpoints(self) -> dict[str, datetime]:
+        """The checkpoint of each tag once this batch is committed."""
+        return {r.webid: r.end for r in self.forward}
+
+
+def app_id_for(shard_index: int, shard_count: int, kind: str = LIVE) -> str:
+    """`pidelta-ts-<i>-of-<n>` for live runs; backfill runs get their own id and progress."""
+    prefix = "pidelta-ts" if kind == LIVE else "pidelta-bf"
+    return f"{prefix}-{shard_index}-of-{shard_count}"
+
+
+def live_until(now: datetime, safety_lag: timedelta) -> datetime:
+    return now - safety_lag
+
+
+def next_batch(
+    app_id: str,
+    batch_id: int,
+    tags: Iterable[str],
+    checkpoints: Mapping[str, datetime],
+    *,
+    start: datetime,
+    until: datetime,
+    window: timedelta,
+    late_lookback: timedelta = timedelta(0),
+    kind: str = LIVE,
+) -> PlannedBatch:
+    """Next batch: per tag `(checkpoint, min(until, checkpoint + window)]`.
+
+    A tag without a checkpoint starts at `start`. Tags that are caught up get no forward
+    range. With `late_lookback`, each tag that has a checkpoint also gets the late range
+    `(checkpoint - late_lookback, checkpoint]`, whose values are kept only when absent
+    from the table.
+    """
+    ranges: list[TagRange] = []
+    for webid in sorted(set(tags)):
+        checkpoint = checkpoints.get(webid)
+        begin = checkpoint if checkpoint is not None else start
+        end = min(until, begin + window)
+        if end > begin:
+            ranges.append(TagRange(webid, begin, end, kind))
+        if checkpoint is not None and late_lookback > timedelta(0):
+            ranges.append(TagRange(webid, checkpoint - late_lookback, checkpoint, LATE))
+    ranges.sort(key=lambda r: (r.webid, r.kind, r.start))
+    return PlannedBatch(app_id, batch_id, tuple(ranges))
+
+
+def backfill_windows(start: datetime, end: datetime, window: timedelta) -> list[datetime]:
+    """Window ends from `start` (exclusive) to `end` (inclusive): the progress bar's steps."""
+    if window <= timedelta(0):
+        raise ValueError("window must be positive")
+    ends: list[datetime] = []
+    edge = start
+    while edge < end:
+        edge = min(end, edge + window)
+        ends.append(edge)
+    return ends
+
+
+def backfill_batch(
+    app_id: str,
+    batch_id: int,
+    tags: Iterable[str],
+    checkpoints: Mapping[str, datetime],
+    *,
+    start: datetime,
+    end: datetime,
+    window: timedelta,
+) -> PlannedBatch:
+    """Next backfill window of each tag, resumable from the backfill's own checkpoints."""
+    return next_batch(
+        app_id,
+        batch_id,
+        tags,
+        {w: max(c, start) for w, c in checkpoints.items()},
+        start=start,
+        until=end,
+        window=window,
+        kind=BACKFILL,
+    )
