@@ -1,0 +1,183 @@
+"""The Prometheus metric catalog and the `/metrics`, `/healthz`, `/readyz` server.
+
+Every metric lives in the `Metrics` object's own `CollectorRegistry` (plus the process
+collector), passed down explicitly, so tests build as many isolated instances as they like.
+Labels are bounded: shard, table, endpoint, status, reason and kind, never a tag name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+ROWS_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """The answer of a readiness check: ready, else a short reason for people."""
+
+    ready: bool
+    reason: str = ""
+
+
+ReadinessCheck = Callable[[], Awaitable[Readiness]]
+
+
+class Metrics:
+    """All pidelta metrics, registered in one private registry."""
+
+    def __init__(self, version: str = "0.0.0", *, process: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        if process:
+            ProcessCollector(registry=self.registry)
+        r = self.registry
+        self.values_ingested = Counter(
+            "pidelta_values_ingested", "PI values decoded.", ["table", "shard"], registry=r
+        )
+        self.rows_committed = Counter(
+            "pidelta_rows_committed", "Rows committed to Delta.", ["table", "shard"], registry=r
+        )
+        self.pi_requests = Counter(
+            "pidelta_pi_requests", "PI Web API requests.", ["endpoint", "status"], registry=r
+        )
+        self.pi_request_duration = Histogram(
+            "pidelta_pi_request_duration_seconds",
+            "PI Web API request duration.",
+            ["endpoint"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.pi_retries = Counter(
+            "pidelta_pi_retries", "PI Web API retries by cause.", ["reason"], registry=r
+        )
+        self.commit_duration = Histogram(
+            "pidelta_commit_duration_seconds",
+            "Delta commit duration.",
+            ["table"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.commit_rows = Histogram(
+            "pidelta_commit_rows",
+            "Rows per Delta commit.",
+            ["table"],
+            buckets=ROWS_BUCKETS,
+            registry=r,
+        )
+        self.delta_table_version = Gauge(
+            "pidelta_delta_table_version", "Latest Delta version written.", ["table"], registry=r
+        )
+        self.lag = Gauge(
+            "pidelta_lag_seconds", "Now minus the oldest tag checkpoint.", ["shard"], registry=r
+        )
+        self.oldest_unprocessed = Gauge(
+            "pidelta_oldest_unprocessed_seconds",
+            "Age of the oldest fetched value not committed yet.",
+            ["shard"],
+            registry=r,
+        )
+        self.tags_owned = Gauge(
+            "pidelta_tags_owned", "Tags owned by this shard.", ["shard"], registry=r
+        )
+        self.buffered_rows = Gauge(
+            "pidelta_buffered_rows", "Rows waiting in the commit buffer.", ["shard"], registry=r
+        )
+        self.quarantined_values = Counter(
+            "pidelta_quarantined_values",
+            "Values written to the quarantine table, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.errors = Counter("pidelta_errors", "Errors by kind.", ["kind"], registry=r)
+        self.build_info = Gauge(
+            "pidelta_build_info", "Always 1; the version label.", ["version"], registry=r
+        )
+        self.build_info.labels(version=version).set(1)
+
+    def observe_commit(
+        self, table: str, shard: str, rows: int, seconds: float, version: int
+    ) -> None:
+        """One successful Delta commit."""
+        self.commit_duration.labels(table=table).observe(seconds)
+        self.commit_rows.labels(table=table).observe(rows)
+        self.rows_committed.labels(table=table, shard=shard).inc(rows)
+        self.delta_table_version.labels(table=table).set(version)
+
+    def count_quarantine(self, counts: dict[str, int]) -> None:
+        for reason, n in counts.items():
+            self.quarantined_values.labels(reason=reason).inc(n)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def _always_ready() -> Readiness:
+    return Readiness(True)
+
+
+class MetricsServer:
+    """aiohttp app serving the metrics and the health checks on `0.0.0.0:<port>`."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        port: int,
+        readiness: ReadinessCheck = _always_ready,
+        host: str = "0.0.0.0",
+    ) -> None:
+        self.metrics = metrics
+        self.readiness = readiness
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        return app
+
+    async def start(self) -> int:
+        """Start serving; returns the bound port (useful with port 0)."""
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.requested_port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        try:
+            answer = await self.readiness()
+        except Exception as exc:
+            answer = Readiness(False, f"readiness check failed: {type(exc).__name__}")
+        if answer.ready:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready", "reason": answer.reason}, status=503)

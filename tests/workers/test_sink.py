@@ -1,0 +1,197 @@
+"""Sink: real Delta tables, idempotent appends, partitions, exact schemas, late anti-join."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import orjson
+import polars as pl
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from service.metrics import Metrics, MetricsServer, Readiness
+from workers.decode import TagMeta, decode_streamset
+from workers.sink import CommitBuffer, DeltaSink
+from workers.tables import (
+    PI_TIMESERIES,
+    PI_TIMESERIES_SCHEMA,
+    QUARANTINE,
+    TABLES,
+    SinkError,
+    TableStore,
+)
+
+TAGS = {"WF": TagMeta("WF", "flow", "Float64", "m3/h")}
+NOW = datetime(2026, 11, 28, 1, tzinfo=UTC)
+
+
+def decoded(*values: tuple[str, object]) -> pa.Table:
+    items = [{"Timestamp": ts, "Value": v, "Good": True} for ts, v in values]
+    raw = orjson.dumps({"Items": [{"WebId": "WF", "Items": items}]})
+    return decode_streamset(raw, TAGS, ingestion_time=NOW).rows
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> TableStore:
+    s = TableStore(str(tmp_path / "lake"))
+    s.create_all()
+    return s
+
+
+def read(store: TableStore, name: str = PI_TIMESERIES) -> pl.DataFrame:
+    return pl.from_arrow(DeltaTable(store.uri(name)).to_pyarrow_table()).sort(
+        ["tag_webid", "timestamp", "sequence"]
+    )
+
+
+def test_tables_created_with_declared_schemas_idempotently(store: TableStore) -> None:
+    store.create_all()
+    TableStore(store.target).create_all()
+    for name, spec in TABLES.items():
+        table = DeltaTable(store.uri(name))
+        assert table.version() == 0
+        assert pa.schema(table.schema().to_arrow()) == spec.schema
+        assert table.metadata().partition_columns == list(spec.partition_by)
+
+
+def test_schema_mismatch_is_a_sink_error(tmp_path: Path) -> None:
+    s = TableStore(str(tmp_path))
+    DeltaTable.create(s.uri(QUARANTINE), pa.schema([("x", pa.int64())]))
+    with pytest.raises(SinkError, match="differs"):
+        s.create(QUARANTINE)
+
+
+def test_append_is_idempotent_per_app_and_batch(store: TableStore) -> None:
+    metrics = Metrics(process=False)
+    sink = DeltaSink(store, metrics=metrics, shard="3")
+    rows = decoded(("2026-11-27T10:00:00Z", 1.0), ("2026-11-28T00:00:00Z", 2.0))
+    assert sink.append_batch(PI_TIMESERIES, rows, "app", 1) is True
+    assert sink.append_batch(PI_TIMESERIES, rows, "app", 1) is False
+    assert DeltaSink(store).append_batch(PI_TIMESERIES, rows, "app", 1) is False
+    assert sink.committed_version(PI_TIMESERIES, "app") == 1
+    more = decoded(("2026-11-28T00:00:01Z", 3.0))
+    assert sink.append_batch(PI_TIMESERIES, more, "app", 2) is True
+    assert sink.append_batch(PI_TIMESERIES, more, "app", 1) is False
+    assert sink.append_batch(PI_TIMESERIES, rows, "other", 1) is True
+    table = read(store)
+    assert table.height == 5
+    assert table.filter(pl.col("value") == 1.0).height == 2
+    assert DeltaTable(store.uri(PI_TIMESERIES)).transaction_version("app") == 2
+    labels = {"table": PI_TIMESERIES, "shard": "3"}
+    assert metrics.registry.get_sample_value("pidelta_rows_committed_total", labels) == 5
+    assert (
+        metrics.registry.get_sample_value("pidelta_delta_table_version", {"table": PI_TIMESERIES})
+        == 3
+    )
+    assert b"pidelta_commit_duration_seconds_count" in metrics.render()
+
+
+def test_partitions_and_exact_schema(store: TableStore) -> None:
+    rows = decoded(("2026-11-27T23:59:59.9999999Z", 1.0), ("2026-11-28T00:00:00Z", 2.0))
+    DeltaSink(store).append_batch(PI_TIMESERIES, rows, "app", 1)
+    table = DeltaTable(store.uri(PI_TIMESERIES))
+    folders = {Path(f).parent.name for f in table.file_uris()}
+    assert folders == {"date=2026-11-27", "date=2026-11-28"}
+    data = table.to_pyarrow_table()
+    assert data.schema == PI_TIMESERIES_SCHEMA
+    history = table.history(1)[0]
+    assert history["pidelta.app_id"] == "app"
+    assert history["pidelta.batch_id"] == "1"
+
+
+def test_empty_batch_writes_nothing(store: TableStore) -> None:
+    sink = DeltaSink(store)
+    assert sink.append_batch(PI_TIMESERIES, PI_TIMESERIES_SCHEMA.empty_table(), "app", 1) is False
+    assert DeltaTable(store.uri(PI_TIMESERIES)).version() == 0
+
+
+def test_commit_timeseries_keeps_only_new_late_values_and_quarantine(store: TableStore) -> None:
+    sink = DeltaSink(store)
+    first = decoded(("2026-11-27T10:00:00Z", 1.0), ("2026-11-27T10:00:00Z", 2.0))
+    assert sink.commit_timeseries(first, "app", 1) == 2
+    late = decoded(
+        ("2026-11-27T10:00:00Z", 1.0),
+        ("2026-11-27T10:00:00Z", 2.0),
+        ("2026-11-27T10:00:00Z", 2.5),
+        ("2026-11-27T10:00:05Z", 3.0),
+    )
+    fresh = decoded(("2026-11-27T10:00:05Z", 3.0), ("2026-11-27T10:00:06Z", 4.0))
+    quarantine = decode_streamset(
+        orjson.dumps({"Items": [{"WebId": "WF", "Items": [{"Value": 1.0}]}]}), TAGS
+    ).quarantine
+    assert sink.commit_timeseries(fresh, "app", 2, late=late, quarantine=quarantine) == 3
+    assert sink.commit_timeseries(fresh, "app", 2, late=late, quarantine=quarantine) == 0
+    table = read(store)
+    assert table.select("value", "sequence").rows() == [
+        (1.0, 0),
+        (2.0, 1),
+        (2.5, 2),
+        (3.0, 0),
+        (4.0, 0),
+    ]
+    q = read_quarantine(store)
+    assert q == [("WF", "missing_timestamp", "app", 2)]
+
+
+def read_quarantine(store: TableStore) -> list[tuple[object, ...]]:
+    table = DeltaTable(store.uri(QUARANTINE)).to_pyarrow_table()
+    return pl.from_arrow(table).select("tag_webid", "reason", "app_id", "batch_id").rows()
+
+
+def test_commit_buffer_flushes_by_rows_bytes_and_age() -> None:
+    clock = [0.0]
+    rows = decoded(("2026-11-27T10:00:00Z", 1.0), ("2026-11-27T10:00:01Z", 2.0))
+    by_rows = CommitBuffer(max_rows=3, max_bytes=10**9, max_age=60, clock=lambda: clock[0])
+    assert not by_rows.should_flush()
+    by_rows.add(rows)
+    assert (by_rows.rows, by_rows.should_flush()) == (2, False)
+    by_rows.add(rows)
+    assert by_rows.should_flush()
+    drained = by_rows.drain(PI_TIMESERIES_SCHEMA)
+    assert (drained.num_rows, by_rows.rows, by_rows.nbytes) == (4, 0, 0)
+    by_bytes = CommitBuffer(max_rows=10**9, max_bytes=rows.nbytes, max_age=60)
+    by_bytes.add(rows)
+    assert by_bytes.should_flush()
+    by_age = CommitBuffer(max_rows=10**9, max_bytes=10**9, max_age=30, clock=lambda: clock[0])
+    by_age.add(rows)
+    clock[0] = 29.9
+    assert not by_age.should_flush()
+    clock[0] = 30.0
+    assert by_age.should_flush()
+    assert by_age.drain(PI_TIMESERIES_SCHEMA).num_rows == 2
+    assert by_age.drain(PI_TIMESERIES_SCHEMA).num_rows == 0
+
+
+async def test_metrics_server_serves_metrics_health_and_readiness() -> None:
+    metrics = Metrics("1.2.3", process=False)
+    metrics.observe_commit(PI_TIMESERIES, "0", 10, 0.2, 4)
+    ready = [Readiness(False, "PI unreachable")]
+
+    async def check() -> Readiness:
+        return ready[0]
+
+    server = MetricsServer(metrics, 0, check, host="127.0.0.1")
+    port = await server.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+                assert resp.status == 200
+            assert 'pidelta_build_info{version="1.2.3"} 1.0' in text
+            assert 'pidelta_commit_rows_sum{table="pi_timeseries"} 10.0' in text
+            async with client.get(f"{base}/healthz") as resp:
+                assert resp.status == 200
+            async with client.get(f"{base}/readyz") as resp:
+                assert (resp.status, await resp.json()) == (
+                    503,
+                    {"status": "not ready", "reason": "PI unreachable"},
+                )
+            ready[0] = Readiness(True)
+            async with client.get(f"{base}/readyz") as resp:
+                assert resp.status == 200
+    finally:
+        await server.stop()

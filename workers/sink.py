@@ -1,0 +1,262 @@
+"""Delta appends with delta-rs, idempotent per (app id, batch id).
+
+Each append carries `Transaction(app_id, batch_id)` in the same commit as the data. delta-rs
+records it but does not refuse a stale version, so `append_batch` reads
+`transaction_version(app_id)` first and skips a batch already in the table: a batch re-run
+after a crash lands once. A commit may cover several consecutive planned batches; its
+version is then the highest batch id it holds, and every lower id counts as committed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction
+from deltalake import write_deltalake as _write_deltalake
+from deltalake.exceptions import DeltaError
+
+from service.metrics import Metrics
+from service.settings import Settings
+from workers.tables import PI_TIMESERIES, QUARANTINE, TABLES, SinkError, TableStore
+
+__all__ = ["KEY_COLUMNS", "CommitBuffer", "DeltaSink", "SinkError"]
+
+KEY_COLUMNS = ("tag_webid", "timestamp", "sequence")
+
+
+class DeltaSink:
+    """Writes Arrow tables to the Delta tables of one `TableStore`."""
+
+    def __init__(
+        self,
+        store: TableStore,
+        *,
+        max_commit_retries: int = 100,
+        metrics: Metrics | None = None,
+        shard: str = "0",
+    ) -> None:
+        self.store = store
+        self.max_commit_retries = max_commit_retries
+        self.metrics = metrics
+        self.shard = shard
+        self._tables: dict[str, DeltaTable] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, store: TableStore, metrics: Metrics | None = None
+    ) -> DeltaSink:
+        return cls(
+            store,
+            max_commit_retries=settings.max_commit_retries,
+            metrics=metrics,
+            shard=str(settings.shard_index),
+        )
+
+    def table(self, name: str) -> DeltaTable:
+        """The table at its latest version (cached, refreshed incrementally)."""
+        table = self._tables.get(name)
+        if table is None:
+            table = self._tables[name] = self.store.open(name)
+        else:
+            try:
+                table.update_incremental()
+            except (DeltaError, OSError) as exc:
+                raise SinkError(
+                    f"cannot refresh: {exc}", table=name, uri=self.store.uri(name)
+                ) from exc
+        return table
+
+    def committed_version(self, name: str, app_id: str) -> int | None:
+        """Highest batch id of `app_id` committed to the table, None when none."""
+        return self.table(name).transaction_version(app_id)
+
+    def append_batch(
+        self,
+        name: str,
+        rows: pa.Table,
+        app_id: str,
+        batch_id: int,
+        *,
+        custom_metadata: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Append `rows` unless batch `batch_id` of `app_id` is already in; True if written.
+
+        An empty table writes nothing (there is nothing to make idempotent).
+        """
+        table = self.table(name)
+        done = table.transaction_version(app_id)
+        if (done is not None and done >= batch_id) or rows.num_rows == 0:
+            return False
+        spec = TABLES[name]
+        metadata = {"pidelta.app_id": app_id, "pidelta.batch_id": str(batch_id)}
+        metadata.update(custom_metadata or {})
+        began = time.perf_counter()
+        try:
+            _write_deltalake(
+                table,
+                rows.select(spec.schema.names).cast(spec.schema),
+                mode="append",
+                partition_by=list(spec.partition_by) or None,
+                storage_options=self.store.storage_options or None,
+                commit_properties=CommitProperties(
+                    custom_metadata=metadata,
+                    max_commit_retries=self.max_commit_retries,
+                    app_transactions=[Transaction(app_id, batch_id)],
+                ),
+                post_commithook_properties=PostCommitHookProperties(create_checkpoint=True),
+            )
+            table.update_incremental()
+        except (DeltaError, OSError) as exc:
+            raise SinkError(
+                f"append of batch {batch_id} for {app_id} failed: {exc}",
+                table=name,
+                uri=self.store.uri(name),
+            ) from exc
+        if self.metrics is not None:
+            self.metrics.observe_commit(
+                name, self.shard, rows.num_rows, time.perf_counter() - began, table.version()
+            )
+        return True
+
+    def drop_existing(self, late: pa.Table, fresh: pa.Table | None = None) -> pa.Table:
+        """Late look-back rows whose key is neither in `fresh` nor already in pi_timeseries.
+
+        Duplicates among the late rows (overlapping look-backs) are dropped first; the table
+        is read only for the tags, dates and times the late rows span.
+        """
+        if late.num_rows == 0:
+            return late
+        candidates = pl.from_arrow(late.select(list(KEY_COLUMNS))).with_row_index("_row")
+        candidates = candidates.unique(subset=list(KEY_COLUMNS), keep="first", maintain_order=True)
+        if fresh is not None and fresh.num_rows:
+            known = pl.from_arrow(fresh.select(list(KEY_COLUMNS)))
+            candidates = candidates.join(known, on=list(KEY_COLUMNS), how="anti")
+        existing = self._existing_keys(late)
+        if existing.height:
+            candidates = candidates.join(existing, on=list(KEY_COLUMNS), how="anti")
+        rows = candidates.get_column("_row").sort().to_arrow()
+        return late.take(rows)
+
+    def _existing_keys(self, rows: pa.Table) -> pl.DataFrame:
+        dates = rows.column("date")
+        stamps = rows.column("timestamp")
+        tags = pa.array(pl.from_arrow(rows.column("tag_webid")).unique().to_list(), pa.string())
+        lo_date, hi_date = pc.min(dates), pc.max(dates)
+        lo_ts, hi_ts = pc.min(stamps), pc.max(stamps)
+        dataset = self.table(PI_TIMESERIES).to_pyarrow_dataset()
+        where = (
+            (ds.field("date") >= lo_date)
+            & (ds.field("date") <= hi_date)
+            & (ds.field("timestamp") >= lo_ts)
+            & (ds.field("timestamp") <= hi_ts)
+            & ds.field("tag_webid").isin(tags)
+        )
+        found = dataset.to_table(columns=list(KEY_COLUMNS), filter=where)
+        return pl.from_arrow(found) if found.num_rows else pl.DataFrame()
+
+    def commit_timeseries(
+        self,
+        rows: pa.Table,
+        app_id: str,
+        batch_id: int,
+        *,
+        late: pa.Table | None = None,
+        quarantine: pa.Table | None = None,
+    ) -> int:
+        """Write one batch: quarantine rows, then new rows plus the late rows not yet in.
+
+        Returns the number of pi_timeseries rows written (0 when already committed).
+        """
+        if quarantine is not None and quarantine.num_rows:
+            self.append_batch(
+                QUARANTINE, with_batch(quarantine, app_id, batch_id), app_id, batch_id
+            )
+        done = self.committed_version(PI_TIMESERIES, app_id)
+        if done is not None and done >= batch_id:
+            return 0
+        if late is not None and late.num_rows:
+            rows = pa.concat_tables([rows, self.drop_existing(late, rows)])
+        return rows.num_rows if self.append_batch(PI_TIMESERIES, rows, app_id, batch_id) else 0
+
+
+def with_batch(quarantine: pa.Table, app_id: str, batch_id: int) -> pa.Table:
+    """Quarantine rows stamped with the batch that met them."""
+    n = quarantine.num_rows
+    index = quarantine.schema.get_field_index
+    table = quarantine.set_column(index("app_id"), "app_id", pa.array([app_id] * n, pa.string()))
+    return table.set_column(index("batch_id"), "batch_id", pa.array([batch_id] * n, pa.int64()))
+
+
+class CommitBuffer:
+    """Accumulates Arrow tables until a commit is worth it: by rows, bytes or age.
+
+    Large commits make few, large files; the age bound keeps latency bounded when PI is quiet.
+    """
+
+    def __init__(
+        self,
+        max_rows: int,
+        max_bytes: int,
+        max_age: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self._clock = clock
+        self._tables: list[pa.Table] = []
+        self._rows = 0
+        self._bytes = 0
+        self._since: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CommitBuffer:
+        return cls(settings.commit_max_rows, settings.commit_max_bytes, settings.commit_max_age)
+
+    def add(self, table: pa.Table) -> None:
+        if self._since is None:
+            self._since = self._clock()
+        if table.num_rows:
+            self._tables.append(table)
+            self._rows += table.num_rows
+            self._bytes += table.nbytes
+
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    @property
+    def age(self) -> float:
+        return 0.0 if self._since is None else self._clock() - self._since
+
+    def should_flush(self) -> bool:
+        return (
+            self._rows >= self.max_rows
+            or self._bytes >= self.max_bytes
+            or (self._since is not None and self.age >= self.max_age)
+        )
+
+    def drain(self, schema: pa.Schema) -> pa.Table:
+        """All buffered rows as one table (empty with `schema` when none); resets the buffer."""
+        tables, self._tables = self._tables, []
+        self._rows = self._bytes = 0
+        self._since = None
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def utc_bounds(rows: pa.Table) -> tuple[datetime, datetime] | None:
+    """Earliest and latest `timestamp` of a batch (for logs and lag metrics)."""
+    if rows.num_rows == 0:
+        return None
+    bounds = pc.min_max(rows.column("timestamp"))
+    return bounds["min"].as_py(), bounds["max"].as_py()
