@@ -1,0 +1,170 @@
+"""Checkpoints and plans in Delta: a crash between any two steps re-runs the same plan once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from workers.checkpoints import BACKFILL_PREFIX, CheckpointStore
+from workers.decode import TagMeta, decode_streamset
+from workers.plan import PlannedBatch, TagRange, next_batch
+from workers.sink import DeltaSink
+from workers.tables import PI_TIMESERIES, TableStore
+
+T = datetime(2026, 11, 27, 10, tzinfo=UTC)
+SEC = timedelta(seconds=1)
+TAGS = {w: TagMeta(w, f"tag-{w}", "Float64") for w in ("A", "B")}
+APP = "pidelta-ts-0-of-1"
+
+
+def pi_values(rng: TagRange) -> pa.Table:
+    """What PI holds for a range: one value per second, two at each whole 10 s."""
+    items = []
+    t = rng.start + SEC
+    while t <= rng.end:
+        stamp = t.strftime("%Y-%m-%dT%H:%M:%SZ")
+        seconds = int((t - T).total_seconds())
+        items.append({"Timestamp": stamp, "Value": float(seconds)})
+        if seconds % 10 == 0:
+            items.append({"Timestamp": stamp, "Value": -float(seconds)})
+        t += SEC
+    raw = orjson.dumps({"Items": [{"WebId": rng.webid, "Items": items}]})
+    return decode_streamset(raw, TAGS).rows
+
+
+def fetch(batch: PlannedBatch) -> pa.Table:
+    return pa.concat_tables([pi_values(r) for r in batch.ranges])
+
+
+def open_state(root: Path) -> tuple[DeltaSink, CheckpointStore]:
+    store = TableStore(str(root))
+    store.create_all()
+    sink = DeltaSink(store)
+    return sink, CheckpointStore(sink)
+
+
+def plan(state: CheckpointStore, until: datetime) -> PlannedBatch:
+    return next_batch(
+        APP,
+        state.next_batch_id(APP),
+        TAGS,
+        state.load_checkpoints(TAGS),
+        start=T,
+        until=until,
+        window=30 * SEC,
+    )
+
+
+STEPS = ("plan", "commit", "advance")
+
+
+def run_batch(root: Path, until: datetime, crash_after: str | None = None) -> None:
+    """One pass of the protocol from a fresh process; stop after `crash_after`."""
+    sink, state = open_state(root)
+    pending = state.pending_batches(APP)
+    batch = pending[-1] if pending else plan(state, until)
+    if not batch.ranges:
+        return
+    if not pending:
+        state.record_plan(APP, batch.batch_id, batch.ranges)
+    if crash_after == "plan":
+        return
+    sink.commit_timeseries(fetch(batch), APP, batch.batch_id)
+    if crash_after == "commit":
+        return
+    state.advance(APP, batch.batch_id, batch.ranges)
+
+
+def table_rows(root: Path) -> pl.DataFrame:
+    table = DeltaTable(str(root / PI_TIMESERIES)).to_pyarrow_table()
+    return pl.from_arrow(table).select("tag_webid", "timestamp", "sequence", "value")
+
+
+def expected(until: datetime) -> pl.DataFrame:
+    return pl.concat(
+        [pl.from_arrow(pi_values(TagRange(w, T, until))) for w in sorted(TAGS)]
+    ).select("tag_webid", "timestamp", "sequence", "value")
+
+
+@pytest.mark.parametrize("crash_after", STEPS)
+def test_crash_between_steps_rerun_same_plan_lands_once(tmp_path: Path, crash_after: str) -> None:
+    run_batch(tmp_path, T + 45 * SEC)
+    _, state = open_state(tmp_path)
+    before = state.last_batch(APP)
+    run_batch(tmp_path, T + 90 * SEC, crash_after=crash_after)
+    _, state = open_state(tmp_path)
+    planned = state.last_batch(APP)
+    assert planned is not None
+    assert before is not None
+    assert planned.batch_id == before.batch_id + 1
+    assert planned.ranges == (
+        TagRange("A", T + 30 * SEC, T + 60 * SEC),
+        TagRange("B", T + 30 * SEC, T + 60 * SEC),
+    )
+    resumed = state.pending_batches(APP)
+    assert resumed == ([] if crash_after == "advance" else [planned])
+    run_batch(tmp_path, T + 90 * SEC)
+    run_batch(tmp_path, T + 90 * SEC)
+    _, state = open_state(tmp_path)
+    assert state.load_checkpoints(["A", "B", "C"]) == {"A": T + 90 * SEC, "B": T + 90 * SEC}
+    got = table_rows(tmp_path).sort(["tag_webid", "timestamp", "sequence"])
+    assert got.equals(expected(T + 90 * SEC))
+    assert got.height == 2 * (90 + 9)
+
+
+def test_record_plan_and_advance_are_idempotent(tmp_path: Path) -> None:
+    _, state = open_state(tmp_path)
+    ranges = [TagRange("A", T, T + SEC)]
+    assert state.record_plan(APP, 1, ranges) is True
+    assert state.record_plan(APP, 1, ranges) is False
+    assert not state.is_done(APP, 1)
+    assert state.advance(APP, 1, ranges) is True
+    assert state.advance(APP, 1, ranges) is False
+    assert state.is_done(APP, 1)
+    assert state.next_batch_id(APP) == 2
+    assert state.last_batch(APP) == PlannedBatch(APP, 1, tuple(ranges))
+    assert state.last_batch("unknown") is None
+
+
+def test_checkpoints_follow_a_tag_across_app_ids(tmp_path: Path) -> None:
+    _, state = open_state(tmp_path)
+    state.advance("pidelta-ts-0-of-1", 1, [TagRange("A", T, T + SEC)])
+    state.advance("pidelta-ts-1-of-2", 1, [TagRange("A", T + SEC, T + 5 * SEC)])
+    state.advance("pidelta-bf-0-of-1", 1, [TagRange("A", T - SEC, T + 9 * SEC)])
+    assert state.load_checkpoints(["A"]) == {"A": T + 5 * SEC}
+    assert state.load_checkpoints(["A"], BACKFILL_PREFIX) == {"A": T + 9 * SEC}
+    _, reopened = open_state(tmp_path)
+    assert reopened.load_checkpoints(["A"]) == {"A": T + 5 * SEC}
+
+
+def test_recover_advances_committed_batches_of_other_app_ids(tmp_path: Path) -> None:
+    sink, state = open_state(tmp_path)
+    old = "pidelta-ts-0-of-1"
+    batch = PlannedBatch(old, 1, (TagRange("A", T, T + 20 * SEC),))
+    state.record_plan(old, 1, batch.ranges)
+    sink.commit_timeseries(fetch(batch), old, 1)
+    _, after_reshard = open_state(tmp_path)
+    assert after_reshard.load_checkpoints(["A"]) == {}
+    assert after_reshard.recover() == [batch]
+    assert after_reshard.load_checkpoints(["A"]) == {"A": T + 20 * SEC}
+    assert after_reshard.recover() == []
+
+
+def test_buffered_batches_commit_under_the_highest_id(tmp_path: Path) -> None:
+    sink, state = open_state(tmp_path)
+    first = PlannedBatch(APP, 1, (TagRange("A", T, T + 10 * SEC),))
+    second = PlannedBatch(APP, 2, (TagRange("A", T + 10 * SEC, T + 20 * SEC),))
+    for b in (first, second):
+        state.record_plan(APP, b.batch_id, b.ranges)
+    sink.commit_timeseries(pa.concat_tables([fetch(first), fetch(second)]), APP, 2)
+    _, reopened = open_state(tmp_path)
+    assert reopened.pending_batches(APP) == [first, second]
+    assert reopened.recover() == [first, second]
+    assert reopened.pending_batches(APP) == []
+    assert table_rows(tmp_path).height == 20 + 2

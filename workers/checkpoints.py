@@ -1,0 +1,203 @@
+"""Per-tag checkpoints and batch plans in `_pidelta_checkpoints` / `_pidelta_batches`.
+
+Both live in Delta next to the data so that every container shares them. The protocol
+(DESIGN.md "Exactly once"): record the plan (step 1), fetch and append the data with
+`Transaction(app_id, batch_id)` (steps 2-3), then `advance` (step 4). Each write carries the
+same app transaction on its own table, so each step is idempotent on its own, and a crash
+between any two steps leaves a plan that `pending_batches` returns to be re-run unchanged.
+
+Checkpoints are read as the latest (highest) end per tag over every app id of a prefix
+(`pidelta-ts-` for live runs, `pidelta-bf-` for backfills), whatever shard wrote them, so a
+tag that moves to another shard resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from workers.plan import PlannedBatch, TagRange
+from workers.sink import DeltaSink
+from workers.tables import (
+    BATCHES,
+    BATCHES_SCHEMA,
+    CHECKPOINTS,
+    CHECKPOINTS_SCHEMA,
+    PI_TIMESERIES,
+    UTC_US,
+)
+
+LIVE_PREFIX = "pidelta-ts-"
+BACKFILL_PREFIX = "pidelta-bf-"
+
+
+class CheckpointStore:
+    """Checkpoints cached in memory (reloaded on start and on demand), plans read on demand."""
+
+    def __init__(self, sink: DeltaSink) -> None:
+        self.sink = sink
+        self._latest = pl.DataFrame(
+            schema={
+                "app_id": pl.String,
+                "tag_webid": pl.String,
+                "checkpoint": pl.Datetime("us", "UTC"),
+            }
+        )
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the latest checkpoint of every (app id, tag) from the table."""
+        table = self.sink.table(CHECKPOINTS).to_pyarrow_table(
+            columns=["app_id", "tag_webid", "checkpoint"]
+        )
+        self._latest = (
+            pl.from_arrow(table).group_by(["app_id", "tag_webid"]).agg(pl.col("checkpoint").max())
+        )
+
+    def load_checkpoints(
+        self, tags: Iterable[str], app_prefix: str = LIVE_PREFIX
+    ) -> dict[str, datetime]:
+        """Latest checkpoint of each of `tags` (absent when the tag never committed)."""
+        wanted = list(tags)
+        latest = (
+            self._latest.filter(
+                pl.col("app_id").str.starts_with(app_prefix) & pl.col("tag_webid").is_in(wanted)
+            )
+            .group_by("tag_webid")
+            .agg(pl.col("checkpoint").max())
+        )
+        return dict(zip(latest["tag_webid"].to_list(), latest["checkpoint"].to_list(), strict=True))
+
+    def last_batch(self, app_id: str) -> PlannedBatch | None:
+        """The highest planned batch of `app_id`, with its ranges."""
+        plans = self._plans(app_id)
+        if plans.num_rows == 0:
+            return None
+        return self._batches(app_id, plans, int(pc.max(plans["batch_id"]).as_py()))[0]
+
+    def done_version(self, app_id: str) -> int | None:
+        """Highest batch id of `app_id` whose checkpoints are recorded."""
+        return self.sink.committed_version(CHECKPOINTS, app_id)
+
+    def is_done(self, app_id: str, batch_id: int) -> bool:
+        done = self.done_version(app_id)
+        return done is not None and done >= batch_id
+
+    def next_batch_id(self, app_id: str) -> int:
+        planned = self.sink.committed_version(BATCHES, app_id)
+        done = self.done_version(app_id)
+        return max(planned or 0, done or 0) + 1
+
+    def pending_batches(self, app_id: str) -> list[PlannedBatch]:
+        """Planned batches of `app_id` not advanced yet, oldest first: re-run them as planned."""
+        done = self.done_version(app_id) or 0
+        plans = self._plans(app_id)
+        return self._batches(app_id, plans, done + 1) if plans.num_rows else []
+
+    def record_plan(
+        self,
+        app_id: str,
+        batch_id: int,
+        ranges: Sequence[TagRange],
+        planned_at: datetime | None = None,
+    ) -> bool:
+        """Step 1: store the plan; a second call for the same batch writes nothing."""
+        at = planned_at or datetime.now(UTC)
+        rows = pa.Table.from_pydict(
+            {
+                "app_id": [app_id] * len(ranges),
+                "batch_id": [batch_id] * len(ranges),
+                "tag_webid": [r.webid for r in ranges],
+                "range_start": pa.array([r.start for r in ranges], UTC_US),
+                "range_end": pa.array([r.end for r in ranges], UTC_US),
+                "kind": [r.kind for r in ranges],
+                "planned_at": pa.array([at] * len(ranges), UTC_US),
+            },
+            schema=BATCHES_SCHEMA,
+        )
+        return self.sink.append_batch(BATCHES, rows, app_id, batch_id)
+
+    def advance(
+        self,
+        app_id: str,
+        batch_id: int,
+        ranges: Sequence[TagRange],
+        committed_at: datetime | None = None,
+    ) -> bool:
+        """Step 4: record each tag's new checkpoint (the highest end among its ranges).
+
+        Late look-back ranges end at the current checkpoint, so a batch of only those still
+        records that it is done without moving anything.
+        """
+        ends: dict[str, datetime] = {}
+        for r in ranges:
+            ends[r.webid] = max(r.end, ends.get(r.webid, r.end))
+        at = committed_at or datetime.now(UTC)
+        rows = pa.Table.from_pydict(
+            {
+                "tag_webid": list(ends),
+                "checkpoint": pa.array(list(ends.values()), UTC_US),
+                "app_id": [app_id] * len(ends),
+                "batch_id": [batch_id] * len(ends),
+                "committed_at": pa.array([at] * len(ends), UTC_US),
+            },
+            schema=CHECKPOINTS_SCHEMA,
+        )
+        written = self.sink.append_batch(CHECKPOINTS, rows, app_id, batch_id)
+        if written:
+            fresh = pl.from_arrow(rows.select(["app_id", "tag_webid", "checkpoint"]))
+            self._latest = (
+                pl.concat([self._latest, fresh], how="vertical_relaxed")
+                .group_by(["app_id", "tag_webid"])
+                .agg(pl.col("checkpoint").max())
+            )
+        return written
+
+    def recover(self, app_prefix: str = LIVE_PREFIX) -> list[PlannedBatch]:
+        """Advance every batch (of any app id) whose data is committed but not advanced.
+
+        Needed when a shard crashed between steps 3 and 4 and its tags then moved to
+        another app id (resharding): without this their new owner would read them again.
+        """
+        plans = pl.from_arrow(
+            self.sink.table(BATCHES).to_pyarrow_table(columns=["app_id", "batch_id"])
+        )
+        recovered: list[PlannedBatch] = []
+        app_ids = plans.filter(pl.col("app_id").str.starts_with(app_prefix))["app_id"].unique()
+        for app_id in sorted(app_ids.to_list()):
+            data = self.sink.committed_version(PI_TIMESERIES, app_id) or 0
+            for batch in self.pending_batches(app_id):
+                if batch.batch_id <= data and self.advance(app_id, batch.batch_id, batch.ranges):
+                    recovered.append(batch)
+        return recovered
+
+    def _plans(self, app_id: str) -> pa.Table:
+        dataset = self.sink.table(BATCHES).to_pyarrow_dataset()
+        return dataset.to_table(filter=ds.field("app_id") == app_id)
+
+    @staticmethod
+    def _batches(app_id: str, plans: pa.Table, from_id: int) -> list[PlannedBatch]:
+        frame = (
+            pl.from_arrow(plans)
+            .filter(pl.col("batch_id") >= from_id)
+            .sort(["batch_id", "tag_webid", "kind", "range_start"])
+        )
+        batches = []
+        for (batch_id,), group in frame.group_by(["batch_id"], maintain_order=True):
+            ranges = tuple(
+                TagRange(w, s, e, k)
+                for w, s, e, k in zip(
+                    group["tag_webid"].to_list(),
+                    group["range_start"].to_list(),
+                    group["range_end"].to_list(),
+                    group["kind"].to_list(),
+                    strict=True,
+                )
+            )
+            batches.append(PlannedBatch(app_id, int(batch_id), ranges))
+        return batches
