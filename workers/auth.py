@@ -23,11 +23,12 @@ import orjson
 
 from service.errors import ConfigError
 from service.settings import Settings
-from workers.errors import AuthError, PIConnectionError
+from workers.errors import AuthError, PIConnectionError, PIError
 
 log = logging.getLogger(__name__)
 
 TOKEN_ATTEMPTS = 3
+RENEW_RETRY_SECONDS = 5.0
 
 
 class Authenticator(Protocol):
@@ -93,6 +94,7 @@ class OIDCAuth:
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
+        self._expires_at = 0.0
         self._generation = 0
         self.grants = 0
 
@@ -104,7 +106,7 @@ class OIDCAuth:
             generation = self._generation
             async with self._lock:
                 if self._generation == generation:
-                    await self._grant(session)
+                    await self._renew(session)
         assert self._token is not None
         return {"Authorization": f"Bearer {self._token}"}
 
@@ -115,6 +117,21 @@ class OIDCAuth:
                 await self._grant(session)
         return True
 
+    async def _renew(self, session: aiohttp.ClientSession) -> None:
+        """A new grant; while the current token is still valid, a failed one only warns."""
+        try:
+            await self._grant(session)
+        except PIError as exc:
+            now = time.monotonic()
+            if self._token is None or now >= self._expires_at:
+                raise
+            self._refresh_at = now + min(RENEW_RETRY_SECONDS, (self._expires_at - now) / 2)
+            log.warning(
+                "OIDC token renewal failed, the current token stays valid %.1f s: %s",
+                self._expires_at - now,
+                exc,
+            )
+
     async def _grant(self, session: aiohttp.ClientSession) -> None:
         settings = self._settings
         assert settings.pi_client_secret is not None
@@ -123,8 +140,8 @@ class OIDCAuth:
         if settings.pi_token_scope:
             form["scope"] = settings.pi_token_scope
         headers = {"Accept": "application/json"}
-        last: Exception | None = None
         for attempt in range(1, TOKEN_ATTEMPTS + 1):
+            failure: PIError
             try:
                 async with session.post(
                     self._token_url,
@@ -135,36 +152,33 @@ class OIDCAuth:
                 ) as resp:
                     body = await resp.read()
                     status = resp.status
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                last = PIConnectionError(
+            except aiohttp.ClientSSLError as exc:
+                raise PIConnectionError(
+                    "POST", self._token_url, "tls", type(exc).__name__
+                ) from None
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                failure = PIConnectionError(
                     "POST", self._token_url, "connect", type(exc).__name__, attempt
                 )
-                await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
-                continue
-            if status >= 500 or status == 429:
-                last = AuthError(
-                    "POST",
-                    self._token_url,
-                    status,
-                    _oauth_errors(body),
-                    "token endpoint unavailable",
-                    attempt,
+            else:
+                if status == 200:
+                    self._accept(body)
+                    return
+                retryable = status >= 500 or status == 429
+                reason = (
+                    "token endpoint unavailable"
+                    if retryable
+                    else "token request refused; check PIDELTA_PI_CLIENT_ID / "
+                    "PIDELTA_PI_CLIENT_SECRET / PIDELTA_PI_TOKEN_SCOPE"
                 )
-                await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
-                continue
-            if status != 200:
-                raise AuthError(
-                    "POST",
-                    self._token_url,
-                    status,
-                    _oauth_errors(body),
-                    "token request refused; check PIDELTA_PI_CLIENT_ID / "
-                    "PIDELTA_PI_CLIENT_SECRET / PIDELTA_PI_TOKEN_SCOPE",
+                failure = AuthError(
+                    "POST", self._token_url, status, _oauth_errors(body), reason, attempt
                 )
-            self._accept(body)
-            return
-        assert last is not None
-        raise last
+                if not retryable:
+                    raise failure
+            if attempt >= TOKEN_ATTEMPTS:
+                raise failure
+            await asyncio.sleep(min(2.0, 0.25 * 2**attempt))
 
     def _accept(self, body: bytes) -> None:
         try:
@@ -175,8 +189,10 @@ class OIDCAuth:
             raise AuthError(
                 "POST", self._token_url, 200, [], "token response without access_token"
             ) from None
+        now = time.monotonic()
         self._token = token
-        self._refresh_at = time.monotonic() + refresh_delay(expires_in)
+        self._expires_at = now + expires_in
+        self._refresh_at = now + refresh_delay(expires_in)
         self._generation += 1
         self.grants += 1
         log.debug(
@@ -239,8 +255,9 @@ def make_authenticator(settings: Settings) -> Authenticator:
         return OIDCAuth(settings)
     if settings.pi_auth == "kerberos":
         raise ConfigError(
-            "PIDELTA_PI_AUTH=kerberos is not supported in this build: Kerberos needs a "
-            "GSSAPI library bound to the host's krb5 configuration and keytab, which this "
-            "package does not ship or test; use basic, bearer or oidc"
+            "PIDELTA_PI_AUTH=kerberos is not supported in this build: SPNEGO needs the "
+            "GSSAPI bindings compiled against the host's MIT Kerberos (no prebuilt Linux "
+            "wheel exists) plus a keytab and a KDC to test with, none of which ship here; "
+            "use basic, bearer or oidc"
         )
     return NoAuth()

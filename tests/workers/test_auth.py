@@ -32,13 +32,15 @@ class TokenServer:
     tokens: list[str]
     expires_in: float = 2.0
     refuse: bool = False
+    refuse_after: int | None = None
     grants: list[float] = field(default_factory=list)
     forms: list[dict[str, str]] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
         self.forms.append(form)
-        if self.refuse or form.get("client_secret") != CLIENT_SECRET:
+        exhausted = self.refuse_after is not None and len(self.grants) >= self.refuse_after
+        if self.refuse or exhausted or form.get("client_secret") != CLIENT_SECRET:
             return web.json_response(
                 {"error": "invalid_client", "error_description": "Client authentication failed."},
                 status=401,
@@ -148,6 +150,25 @@ async def test_a_refused_grant_is_an_auth_error_without_the_secret(
     texts = [str(err), repr(err), *(r.getMessage() for r in caplog.records)]
     assert all(CLIENT_SECRET not in text and PI_TOKEN not in text for text in texts)
     assert len(issuer.forms) == 1  # a refusal is not retried
+
+
+async def test_a_failed_renewal_keeps_the_valid_token_until_it_expires(
+    mock_pi_factory: Callable[..., MockServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    pi = mock_pi_factory(auth="bearer", token=PI_TOKEN, tag_count=10, rate_limit=0)
+    async with (
+        token_server([PI_TOKEN], refuse_after=1) as (issuer, url),
+        PIClient(oidc_settings(pi.url, url)) as client,
+    ):
+        started = time.monotonic()
+        await client.get_json("dataservers", endpoint="dataservers")
+        await asyncio.sleep(max(0.0, started + 1.7 - time.monotonic()))
+        assert (await client.get_json("dataservers", endpoint="dataservers"))["Items"]
+        assert any("renewal failed" in r.getMessage() for r in caplog.records)
+        await asyncio.sleep(max(0.0, started + 2.1 - time.monotonic()))
+        with pytest.raises(AuthError, match="token request refused"):
+            await client.get_json("dataservers", endpoint="dataservers")
+    assert len(issuer.grants) == 1
 
 
 def test_kerberos_is_refused_at_start_up_with_the_reason() -> None:
