@@ -197,6 +197,7 @@ class AfModel:
         )
         self._prefixes = {level: webid.stable_guid(seed, "af", level).bytes[:8] for level in LEVELS}
         self._levels = {prefix: level for level, prefix in self._prefixes.items()}
+        self.equipment_kind = lru_cache(maxsize=600_000)(self._equipment_kind)
         self._plan = self._make_plan()
         self._moved_in: dict[int, list[int]] = {}
         for e, u in sorted(self._plan.moved.items()):
@@ -297,7 +298,7 @@ class AfModel:
         return plan
 
     # ----- tree -----------------------------------------------------------------------
-    def equipment_kind(self, e: int) -> EquipmentKind:
+    def _equipment_kind(self, e: int) -> EquipmentKind:
         return EQUIPMENT_KINDS[mix(self.seed, "equipment-kind", e) % len(EQUIPMENT_KINDS)]
 
     def base_name(self, key: Key) -> str:

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from mock_pi import webid
@@ -34,6 +34,7 @@ OPEN_END = "9999-12-31T23:59:59Z"  # how PI Web API shows the end of an in-progr
 NEVER = "1970-01-01T00:00:00Z"  # AcknowledgedDate of a frame nobody acknowledged
 SEVERITIES = ("None", "Information", "Warning", "Minor", "Major", "Critical")
 INF = math.inf
+_MASK = (1 << 64) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,24 +83,50 @@ class FrameAttribute:
     value: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class Frame:
-    """One event frame; fields that change with time are methods taking `now_ms`."""
+    """One event frame; fields that change with time are methods taking `now_ms`.
+
+    Name, GUID, path and WebID are computed on first use: a search over a month of frames
+    only needs times, template and severity, and sorts by `sort_key` (same order as Name).
+    """
 
     slot: int
     j: int
-    id: uuid.UUID
-    webid: str
-    name: str
-    path: str
     template: Template
     start_ms: int
     planned_end_ms: int
     equipment: int  # original equipment index it was raised on
+    equipment_name: str
     severity: str
     ack_ms: int | None  # when an operator acknowledges it; None: never
     operator: str
     annotated: bool
+    guid_prefix: bytes
+
+    @property
+    def sort_key(self) -> tuple[str, str, int]:
+        """Orders as `name.lower()` does (fixed-width equipment names and timestamps)."""
+        return (self.equipment_name.lower(), self.template.name.lower(), self.start_ms)
+
+    @cached_property
+    def name(self) -> str:
+        stamp = datetime.fromtimestamp(self.start_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return f"{self.equipment_name} {self.template.name} {stamp}.{self.start_ms % 1000:03d}"
+
+    @cached_property
+    def id(self) -> uuid.UUID:
+        return uuid.UUID(
+            bytes=self.guid_prefix + self.slot.to_bytes(6, "big") + self.j.to_bytes(2, "big")
+        )
+
+    @cached_property
+    def path(self) -> str:
+        return f"{DATABASE_PATH}\\EventFrames[{self.name}]"
+
+    @cached_property
+    def webid(self) -> str:
+        return webid.event_frame(self.id, self.path.lstrip("\\"))
 
     @property
     def template_name(self) -> str:
@@ -135,6 +162,14 @@ class Frame:
         if self.ack_ms is not None and self.ack_ms <= now_ms:
             return self.operator, format_ticks(self.ack_ms * 10_000)
         return "", NEVER
+
+
+def _splitmix(x: int) -> int:
+    """splitmix64: a fast, well-mixed 64-bit hash of a frame's (seed, slot, index) key."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
 
 
 def _glob(pattern: str | None) -> re.Pattern[str] | None:
@@ -175,6 +210,7 @@ class EventFrameModel:
             raise ValueError("event frames per slot exceed the slot's milliseconds")
         self.history_start_ms = math.ceil(history_start * 1000)
         self._prefix = webid.stable_guid(seed, "eventframe").bytes[:8]
+        self._key = mix(seed, "eventframe")
         self.slot_frames = lru_cache(maxsize=100_000)(self._make_slot)
 
     # ----- generation -----------------------------------------------------------------
@@ -182,7 +218,7 @@ class EventFrameModel:
         return tuple(self._make_frame(slot, j) for j in range(self.per_slot))
 
     def _make_frame(self, slot: int, j: int) -> Frame:
-        h = mix(self.seed, "eventframe", slot, j)
+        h = _splitmix(self._key ^ (slot * 1024 + j))
         stratum = self.slot_ms // self.per_slot
         start = slot * self.slot_ms + j * stratum + (h % max(1, stratum))
         template = _TEMPLATE_TABLE[(h >> 20) % len(_TEMPLATE_TABLE)]
@@ -196,27 +232,19 @@ class EventFrameModel:
             if (h >> 12) % 4:
                 ack = start + round(((h >> 14) % 1000) / 500 * self.slot_ms)
                 operator = f"MOCKPI\\operator{1 + (h >> 24) % 6}"
-        stamp = datetime.fromtimestamp(start / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        name = f"{self.af.base_name(('equipment', equipment))} {template.name} " + (
-            f"{stamp}.{start % 1000:03d}"
-        )
-        guid = uuid.UUID(bytes=self._prefix + slot.to_bytes(6, "big") + j.to_bytes(2, "big"))
-        path = f"{DATABASE_PATH}\\EventFrames[{name}]"
         return Frame(
             slot=slot,
             j=j,
-            id=guid,
-            webid=webid.event_frame(guid, path.lstrip("\\")),
-            name=name,
-            path=path,
             template=template,
             start_ms=start,
             planned_end_ms=end,
             equipment=equipment,
+            equipment_name=self.af.base_name(("equipment", equipment)),
             severity=severity,
             ack_ms=ack,
             operator=operator,
             annotated=(h >> 50) % 10 == 0,
+            guid_prefix=self._prefix,
         )
 
     def _exists(self, frame: Frame, now_ms: int) -> bool:
@@ -411,13 +439,13 @@ class EventFrameModel:
                 final = sum(1 for f in found if key(f) < bound)
             if final >= need:
                 break
-        found.sort(key=lambda f: (key(f), f.name), reverse=backward)
+        found.sort(key=lambda f: (key(f), f.sort_key), reverse=backward)
         return found[:need]
 
 
 def sort_frames(frames: list[Frame], field: str, descending: bool, now_ms: int) -> list[Frame]:
     if field == "StartTime":
-        return sorted(frames, key=lambda f: (f.start_ms, f.name), reverse=descending)
+        return sorted(frames, key=lambda f: (f.start_ms, f.sort_key), reverse=descending)
     if field == "EndTime":
-        return sorted(frames, key=lambda f: (f.end_ms(now_ms), f.name), reverse=descending)
-    return sorted(frames, key=lambda f: f.name.lower(), reverse=descending)
+        return sorted(frames, key=lambda f: (f.end_ms(now_ms), f.sort_key), reverse=descending)
+    return sorted(frames, key=lambda f: f.sort_key, reverse=descending)
