@@ -1,0 +1,532 @@
+"""The time-series pipeline: discover → own → plan → fetch → decode → commit → advance.
+
+One `Pipeline` per worker process drives the stages for `run`, `once` and `backfill`, with
+the exactly-once protocol of docs/DESIGN.md: a batch's plan is recorded before its fetch,
+its rows are appended with `Transaction(app_id, batch_id)` (skipped when the table already
+holds that batch), then the checkpoints advance. On start, planned batches that were not
+advanced are re-run as planned, and batches of other app ids whose data is in but whose
+checkpoints are not (a shard that crashed before resharding) are advanced.
+
+Rows that may already be in the table go through the sink's anti-join on the key instead
+of being appended blindly: late look-back rows, backfill rows, and the first range of a tag
+that has no live checkpoint (a backfill may have loaded it).
+
+Resharding: `_pidelta_shards` holds generations (shard count, announced when). A worker
+whose shard count differs from the latest generation announces a new one; workers of an
+older generation see it before their next batch (and again right before a commit) and
+stop; every worker of a generation waits `shard_grace` after its announcement before its
+first batch, so an old worker's last commit lands before a new owner reads the same tags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import DeltaTable, write_deltalake
+
+from mock_pi.timeparse import TICKS_PER_SECOND, parse_pi_ticks
+from service.lifecycle import Lifecycle
+from service.metrics import Metrics
+from service.settings import Settings
+from shard_config.ring import owned
+from workers.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
+from workers.discovery import TagInfo, discover_tags
+from workers.fetch import Fetcher, to_us
+from workers.pi_client import PIClient
+from workers.plan import (
+    BACKFILL,
+    LATE,
+    LIVE,
+    PlannedBatch,
+    TagRange,
+    app_id_for,
+    backfill_batch,
+    next_batch,
+)
+from workers.sink import DeltaSink
+from workers.tables import BATCHES, PI_TIMESERIES, PI_TIMESERIES_SCHEMA, UTC_US, TableStore
+
+log = logging.getLogger("pidelta.pipeline")
+
+SHARDS = "_pidelta_shards"
+SHARDS_SCHEMA = pa.schema(
+    [
+        pa.field("generation", pa.int64(), nullable=False),
+        pa.field("shard_count", pa.int64(), nullable=False),
+        pa.field("announced_at", UTC_US, nullable=False),
+        pa.field("announced_by", pa.string(), nullable=False),
+    ]
+)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class StaleGeneration(Exception):
+    """A newer shard generation exists: this worker must stop taking batches."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_us(moment: datetime) -> int:
+    return to_us(moment)
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def parse_time(text: str, now: datetime) -> datetime:
+    """ISO 8601 or a PI time string (`*-1h`, `t`, `y+6h`), relative to `now`, to µs.
+
+    Raises ValueError (TimeParseError) for text PI would refuse.
+    """
+    ticks = parse_pi_ticks(text, now.timestamp())
+    return from_us(ticks // (TICKS_PER_SECOND // 1_000_000))
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    generation: int
+    shard_count: int
+    announced_at: datetime
+
+
+class MetricsObserver:
+    """The PI client's observer, feeding the Prometheus catalog."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def on_request(self, endpoint: str, status: str, seconds: float) -> None:
+        self.metrics.pi_requests.labels(endpoint=endpoint, status=str(status)).inc()
+        self.metrics.pi_request_duration.labels(endpoint=endpoint).observe(seconds)
+
+    def on_retry(self, reason: str) -> None:
+        self.metrics.pi_retries.labels(reason=reason).inc()
+
+
+class ShardGenerations:
+    """`_pidelta_shards`: which shard count is current, and since when."""
+
+    def __init__(self, store: TableStore) -> None:
+        self.uri = store.uri(SHARDS)
+        self.storage_options = store.storage_options or None
+        if store.is_local:
+            Path(self.uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        if not DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options):
+            DeltaTable.create(
+                self.uri,
+                SHARDS_SCHEMA,
+                mode="ignore",
+                name=SHARDS,
+                storage_options=self.storage_options,
+            )
+        self._table = DeltaTable(self.uri, storage_options=self.storage_options)
+
+    def latest(self) -> Generation | None:
+        self._table.update_incremental()
+        rows = pl.from_arrow(self._table.to_pyarrow_table())
+        if rows.height == 0:
+            return None
+        top = rows.sort(["generation", "announced_at"]).row(-1, named=True)
+        return Generation(int(top["generation"]), int(top["shard_count"]), top["announced_at"])
+
+    def announce(self, shard_count: int, by: str) -> Generation:
+        current = self.latest()
+        gen = Generation((current.generation if current else 0) + 1, shard_count, utcnow())
+        write_deltalake(
+            self._table,
+            pa.Table.from_pylist(
+                [
+                    {
+                        "generation": gen.generation,
+                        "shard_count": shard_count,
+                        "announced_at": gen.announced_at,
+                        "announced_by": by,
+                    }
+                ],
+                schema=SHARDS_SCHEMA,
+            ),
+            mode="append",
+        )
+        return gen
+
+
+class Pipeline:
+    """The stages of one shard's worker; use `async with Pipeline(...)`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: Metrics | None = None,
+        lifecycle: Lifecycle | None = None,
+        client: PIClient | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics(process=False)
+        self.lifecycle = lifecycle or Lifecycle()
+        self.clock = clock
+        self.shard = str(settings.shard_index)
+        self.app_id = app_id_for(settings.shard_index, settings.shard_count, LIVE)
+        self.backfill_app_id = app_id_for(settings.shard_index, settings.shard_count, BACKFILL)
+        self.client = client or PIClient(settings, MetricsObserver(self.metrics))
+        self._own_client = client is None
+        self.store = TableStore.from_settings(settings)
+        self.sink = DeltaSink.from_settings(settings, self.store, self.metrics)
+        self.tags: dict[str, TagInfo] = {}
+        self.origins: dict[str, datetime] = {}
+        self.fetcher = Fetcher(
+            self.client,
+            max_url_bytes=settings.pi_max_url_bytes,
+            max_items=settings.pi_max_items_per_call,
+            page_size=settings.pi_page_size,
+            max_attempts=settings.pi_max_attempts,
+            tags=self.tags,
+            on_retry=self.client.observer.on_retry,
+            max_in_flight=settings.pi_max_concurrency,
+        )
+        self.checkpoints: CheckpointStore | None = None
+        self.generations: ShardGenerations | None = None
+        self.generation: Generation | None = None
+        self.last_commit: datetime | None = None
+        self._last_lookback = float("-inf")
+        self.batches_done = 0
+        self.rows_written = 0
+
+    async def __aenter__(self) -> Pipeline:
+        if self._own_client:
+            await self.client.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._own_client:
+            await self.client.__aexit__(*exc)
+
+    # ------------------------------------------------------------------ start-up
+
+    async def prepare(self, *, discover: bool = True) -> None:
+        """Tables, tags, shard generation, then recovery of unfinished batches."""
+        await asyncio.to_thread(self.store.create_all)
+        self.generations = await asyncio.to_thread(ShardGenerations, self.store)
+        self.checkpoints = await asyncio.to_thread(CheckpointStore, self.sink)
+        if discover:
+            await self.discover()
+        await self._join_generation()
+        await asyncio.to_thread(self._load_origins)
+        await self._recover()
+
+    async def discover(self) -> list[TagInfo]:
+        """Rediscover tags; keep those this shard owns (new tags flow, deleted ones stop)."""
+        tags = await discover_tags(self.client, self.settings)
+        mine = owned([t.webid for t in tags], self.settings.shard_index, self.settings.shard_count)
+        kept = {t.webid: t for t, keep in zip(tags, mine, strict=True) if keep}
+        gone = set(self.tags) - set(kept)
+        new = set(kept) - set(self.tags)
+        self.tags.clear()
+        self.tags.update(kept)
+        if self.checkpoints is not None and (gone or new):
+            log.info("tags owned: %d (%d new, %d gone)", len(kept), len(new), len(gone))
+        self.metrics.tags_owned.labels(shard=self.shard).set(len(kept))
+        return list(kept.values())
+
+    async def _join_generation(self) -> None:
+        assert self.generations is not None
+        count = self.settings.shard_count
+        current = await asyncio.to_thread(self.generations.latest)
+        if current is None or current.shard_count != count:
+            previous = current
+            current = await asyncio.to_thread(self.generations.announce, count, self.app_id)
+            log.info(
+                "announced shard generation %d (%d shards%s)",
+                current.generation,
+                count,
+                f", was {previous.shard_count}" if previous else "",
+            )
+            if previous is None:
+                self.generation = current
+                return
+        self.generation = current
+        wait = (current.announced_at + self.shard_grace - self.clock()).total_seconds()
+        if wait > 0:
+            log.info("waiting %.1f s for workers of the previous generation to stop", wait)
+            await self.lifecycle.wait(wait)
+
+    @property
+    def shard_grace(self) -> timedelta:
+        """Longer than an old worker's last check-to-commit; see the module docstring."""
+        return timedelta(seconds=10 + 2 * self.settings.poll_interval)
+
+    def check_generation(self) -> None:
+        """Raise StaleGeneration when a generation with another shard count was announced."""
+        assert self.generations is not None
+        assert self.generation is not None
+        latest = self.generations.latest()
+        if latest is not None and latest.shard_count != self.generation.shard_count:
+            raise StaleGeneration(
+                f"shard generation {latest.generation} has {latest.shard_count} shards"
+            )
+
+    def _load_origins(self) -> None:
+        """First live range start per tag: late look-backs never reach before it."""
+        dataset = self.sink.table(BATCHES).to_pyarrow_dataset()
+        found = dataset.to_table(
+            columns=["tag_webid", "range_start"], filter=ds.field("kind") == LIVE
+        )
+        if found.num_rows:
+            first = pl.from_arrow(found).group_by("tag_webid").agg(pl.col("range_start").min())
+            self.origins.update(
+                zip(first["tag_webid"].to_list(), first["range_start"].to_list(), strict=True)
+            )
+
+    async def _recover(self) -> None:
+        assert self.checkpoints is not None
+        for prefix in (LIVE_PREFIX, BACKFILL_PREFIX):
+            advanced = await asyncio.to_thread(self.checkpoints.recover, prefix)
+            for batch in advanced:
+                log.info("advanced committed batch %d of %s", batch.batch_id, batch.app_id)
+        for app_id in (self.app_id, self.backfill_app_id):
+            pending = await asyncio.to_thread(self.checkpoints.pending_batches, app_id)
+            for batch in pending:
+                log.info("re-running unfinished batch %d of %s", batch.batch_id, app_id)
+                await self._execute(self._still_needed(batch), record=False)
+
+    def _still_needed(self, batch: PlannedBatch) -> PlannedBatch:
+        """A pending batch minus what other app ids committed since it was planned.
+
+        Its data is not in the table (else `recover` advanced it), so trimming ranges that
+        another shard's checkpoints already cover is safe and avoids reading them twice.
+        """
+        assert self.checkpoints is not None
+        prefix = BACKFILL_PREFIX if batch.app_id.startswith(BACKFILL_PREFIX) else LIVE_PREFIX
+        done = self.checkpoints.load_checkpoints({r.webid for r in batch.ranges}, prefix)
+        ranges = []
+        for r in batch.ranges:
+            cp = done.get(r.webid)
+            if r.kind != LATE and cp is not None and cp > r.start:
+                if cp >= r.end:
+                    continue
+                r = TagRange(r.webid, cp, r.end, r.kind)
+            ranges.append(r)
+        return PlannedBatch(batch.app_id, batch.batch_id, tuple(ranges))
+
+    # ------------------------------------------------------------------ modes
+
+    async def catch_up(self, until: datetime) -> int:
+        """Live batches until every owned tag's checkpoint reaches `until`; rows written."""
+        assert self.checkpoints is not None
+        written = 0
+        window = timedelta(seconds=self.settings.backfill_window)
+        lookback = timedelta(seconds=self.settings.late_lookback)
+        while not self.lifecycle.stopping:
+            await asyncio.to_thread(self.check_generation)
+            tags = list(self.tags)
+            cps = self.checkpoints.load_checkpoints(tags, LIVE_PREFIX)
+            self._update_lag(cps)
+            due = time.monotonic() - self._last_lookback >= self.settings.late_lookback / 4
+            start = self._start()
+            plan = next_batch(
+                self.app_id,
+                0,
+                tags,
+                cps,
+                start=start,
+                until=until,
+                window=window,
+                late_lookback=lookback if due else timedelta(0),
+            )
+            if not plan.forward:
+                break
+            if due:
+                self._last_lookback = time.monotonic()
+            for ranges in self._split(plan.ranges, cps):
+                if self.lifecycle.stopping:
+                    break
+                written += await self._run_new(self.app_id, ranges, cps)
+        return written
+
+    async def backfill(
+        self,
+        start: datetime,
+        end: datetime,
+        progress: Callable[[float, float], None] | None = None,
+    ) -> int:
+        """Load (start, end] for the owned tags, resumable from the backfill's checkpoints."""
+        assert self.checkpoints is not None
+        window = timedelta(seconds=self.settings.backfill_window)
+        total = max(1e-9, (end - start).total_seconds() * max(1, len(self.tags)))
+        written = 0
+        while not self.lifecycle.stopping:
+            await asyncio.to_thread(self.check_generation)
+            tags = list(self.tags)
+            cps = {
+                w: c
+                for w, c in self.checkpoints.load_checkpoints(tags, BACKFILL_PREFIX).items()
+                if start < c <= end
+            }
+            if progress is not None:
+                done = sum((cps.get(w, start) - start).total_seconds() for w in tags)
+                progress(done, total)
+            plan = backfill_batch(
+                self.backfill_app_id, 0, tags, cps, start=start, end=end, window=window
+            )
+            if not plan.ranges:
+                break
+            for ranges in self._split(plan.ranges, cps):
+                if self.lifecycle.stopping:
+                    break
+                written += await self._run_new(self.backfill_app_id, ranges, cps)
+        return written
+
+    async def run_forever(self) -> None:
+        """Poll every `poll_interval` and rediscover every `rediscover_interval` until stopped."""
+        lag = timedelta(seconds=self.settings.safety_lag)
+        next_discovery = time.monotonic() + self.settings.rediscover_interval
+        while not self.lifecycle.stopping:
+            began = time.monotonic()
+            if began >= next_discovery:
+                await self.discover()
+                next_discovery = began + self.settings.rediscover_interval
+            await self.catch_up(self.clock() - lag)
+            rest = self.settings.poll_interval - (time.monotonic() - began)
+            await self.lifecycle.wait(rest)
+
+    # ------------------------------------------------------------------ one batch
+
+    def _start(self) -> datetime:
+        return parse_time(self.settings.start, self.clock())
+
+    def _split(
+        self, ranges: Sequence[TagRange], cps: dict[str, datetime]
+    ) -> Iterable[list[TagRange]]:
+        """Groups of tags whose expected rows fit one commit (memory stays bounded)."""
+        by_tag: dict[str, list[TagRange]] = {}
+        for r in ranges:
+            by_tag.setdefault(r.webid, []).append(r)
+        group: list[TagRange] = []
+        expected = 0.0
+        limit = self.settings.commit_max_rows
+        for webid, own in by_tag.items():
+            rate = self.fetcher.rates.get(webid, 1.0)
+            need = sum(rate * (r.end - r.start).total_seconds() for r in own)
+            if group and expected + need > limit:
+                yield group
+                group, expected = [], 0.0
+            group.extend(own)
+            expected += need
+        if group:
+            yield group
+
+    async def _run_new(self, app_id: str, ranges: list[TagRange], cps: dict[str, datetime]) -> int:
+        assert self.checkpoints is not None
+        batch_id = await asyncio.to_thread(self.checkpoints.next_batch_id, app_id)
+        for r in ranges:
+            if r.kind == LIVE and r.webid not in cps:
+                self.origins.setdefault(r.webid, r.start)
+        ranges = [self._clamped(r) for r in ranges]
+        return await self._execute(PlannedBatch(app_id, batch_id, tuple(ranges)), record=True)
+
+    def _clamped(self, r: TagRange) -> TagRange:
+        origin = self.origins.get(r.webid)
+        if r.kind == LATE and origin is not None and r.start < origin:
+            return TagRange(r.webid, origin, max(origin, r.end), LATE)
+        return r
+
+    async def _execute(self, batch: PlannedBatch, *, record: bool) -> int:
+        """Steps 1-4 of the protocol for one batch; rows written to pi_timeseries."""
+        assert self.checkpoints is not None
+        app_id, batch_id = batch.app_id, batch.batch_id
+        if record:
+            await asyncio.to_thread(
+                self.checkpoints.record_plan, app_id, batch_id, list(batch.ranges)
+            )
+        spans, boundary = self._spans(batch)
+        result = await self.fetcher.fetch(spans)
+        rows = pa.concat_tables(result.rows) if result.rows else PI_TIMESERIES_SCHEMA.empty_table()
+        fresh, guarded = self._divide(rows, boundary)
+        quarantine = pa.concat_tables(result.quarantine) if result.quarantine else None
+        await asyncio.to_thread(self.check_generation)
+        written = await asyncio.to_thread(
+            self.sink.commit_timeseries,
+            fresh,
+            app_id,
+            batch_id,
+            late=guarded,
+            quarantine=quarantine,
+        )
+        await asyncio.to_thread(self.checkpoints.advance, app_id, batch_id, list(batch.ranges))
+        self.last_commit = self.clock()
+        self.batches_done += 1
+        self.rows_written += written
+        self.metrics.values_ingested.labels(table=PI_TIMESERIES, shard=self.shard).inc(
+            result.stats.values
+        )
+        self.metrics.count_quarantine(result.quarantine_counts)
+        log.debug(
+            "batch %d of %s: %d tags, %d values in %d calls, %d written",
+            batch_id,
+            app_id,
+            len(spans),
+            result.stats.values,
+            result.stats.calls,
+            written,
+        )
+        return written
+
+    def _spans(self, batch: PlannedBatch) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
+        """One span per tag covering all its ranges; rows at or before `boundary` are guarded.
+
+        A tag's late range ends where its live range starts, so the union is one span.
+        Everything of a backfill range, and of a tag's first live range, is guarded too.
+        """
+        lo: dict[str, int] = {}
+        hi: dict[str, int] = {}
+        boundary: dict[str, int] = {}
+        for r in batch.ranges:
+            s, e = as_us(r.start), as_us(r.end)
+            lo[r.webid] = min(s, lo.get(r.webid, s))
+            hi[r.webid] = max(e, hi.get(r.webid, e))
+            whole = r.kind in (LATE, BACKFILL) or self.origins.get(r.webid) == r.start
+            guard = e if whole else s
+            boundary[r.webid] = max(guard, boundary.get(r.webid, guard))
+        return [(w, lo[w], hi[w]) for w in lo], boundary
+
+    @staticmethod
+    def _divide(rows: pa.Table, boundary: dict[str, int]) -> tuple[pa.Table, pa.Table]:
+        """Rows after their tag's boundary (new) and at or before it (anti-joined)."""
+        if rows.num_rows == 0 or not boundary:
+            return rows, rows.slice(0, 0)
+        webids = pa.array(list(boundary), pa.string())
+        limits = np.fromiter(boundary.values(), dtype=np.int64, count=len(boundary))
+        index = pc.index_in(rows.column("tag_webid"), value_set=webids).to_numpy(
+            zero_copy_only=False
+        )
+        stamps = rows.column("timestamp").cast(pa.int64()).to_numpy()
+        guarded = stamps <= limits[index]
+        if not guarded.any():
+            return rows, rows.slice(0, 0)
+        if guarded.all():
+            return rows.slice(0, 0), rows
+        mask = pa.array(guarded)
+        return rows.filter(pc.invert(mask)), rows.filter(mask)
+
+    def _update_lag(self, cps: dict[str, datetime]) -> None:
+        if not self.tags:
+            return
+        known = [cps[w] for w in self.tags if w in cps]
+        if known:
+            oldest = min(known)
+            self.metrics.lag.labels(shard=self.shard).set((self.clock() - oldest).total_seconds())
