@@ -31,10 +31,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mock_pi import webid
 from mock_pi.catalog import SERVER_NAME, Catalog, Point, mix
+
+if TYPE_CHECKING:
+    from mock_pi.eventframes import EventFrameModel
 
 AF_SERVER = "MOCKAF01"
 DATABASE = "PlantDB"
@@ -531,6 +534,14 @@ class AfModel:
                 )
             )
         return out
+
+    def event_frames(
+        self, history_start: float, slot_seconds: float = 600.0, per_slot: int = 3
+    ) -> EventFrameModel:
+        """The event frames referencing this version's elements (the EF ground truth)."""
+        from mock_pi.eventframes import EventFrameModel
+
+        return EventFrameModel(self.seed, self, history_start, slot_seconds, per_slot)
 
     # ----- templates ------------------------------------------------------------------
     def templates(self) -> list[tuple[str, str, tuple[str, ...]]]:

@@ -19,6 +19,7 @@ import fnmatch
 import math
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,6 +70,7 @@ DIRECTIONAL_MODES = (
 )
 SEARCH_MODES = RANGE_MODES + DIRECTIONAL_MODES
 SORT_FIELDS = ("Name", "StartTime", "EndTime")
+SETTLED_SEARCHES = 8  # finished range searches kept for paging
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,7 @@ class EventFrameModel:
         self._prefix = webid.stable_guid(seed, "eventframe").bytes[:8]
         self._key = mix(seed, "eventframe")
         self.slot_frames = lru_cache(maxsize=100_000)(self._make_slot)
+        self._settled: OrderedDict[tuple[Any, ...], list[Frame]] = OrderedDict()
 
     # ----- generation -----------------------------------------------------------------
     def _make_slot(self, slot: int) -> tuple[Frame, ...]:
@@ -364,13 +367,24 @@ class EventFrameModel:
         sort_field: str = "Name",
         descending: bool = False,
     ) -> list[Frame]:
-        """Every frame matching a range search mode (the whole result, sorted)."""
+        """Every frame matching a range search mode (the whole result, sorted).
+
+        A range that ended more than the longest frame before now can no longer change
+        (every frame that could match has started, closed and been acknowledged if it ever
+        will be), so its result is kept for the pages that follow.
+        """
+        settled = end_ms + (math.ceil(MAX_SLOTS) + 3) * self.slot_ms < now_ms
+        key = (mode, start_ms, end_ms, criteria, sort_field, descending)
+        if settled and key in self._settled:
+            self._settled.move_to_end(key)
+            return self._settled[key]
         accept = self._accept(criteria, now_ms)
         first = (start_ms // self.slot_ms) - math.ceil(MAX_SLOTS) - 1
         last = end_ms // self.slot_ms
         out = []
         for frame in self.frames_between(first, last, now_ms):
-            s, e = frame.start_ms, frame.end_ms(now_ms)
+            s = frame.start_ms
+            e = frame.planned_end_ms if frame.planned_end_ms <= now_ms else INF
             if mode in ("Overlapped", "None"):
                 hit = s <= end_ms and e >= start_ms
             elif mode == "Inclusive":
@@ -385,7 +399,12 @@ class EventFrameModel:
                 raise ValueError(mode)
             if hit and accept(frame):
                 out.append(frame)
-        return sort_frames(out, sort_field, descending, now_ms)
+        result = sort_frames(out, sort_field, descending, now_ms)
+        if settled:
+            self._settled[key] = result
+            while len(self._settled) > SETTLED_SEARCHES:
+                self._settled.popitem(last=False)
+        return result
 
     def search_directional(
         self,

@@ -27,7 +27,6 @@ from mock_pi.eventframes import (
     DIRECTIONAL_MODES,
     SEARCH_MODES,
     SORT_FIELDS,
-    EventFrameModel,
     Frame,
     FrameAttribute,
     FrameFilter,
@@ -66,9 +65,7 @@ class AfRuntime:
     def set_version(self, version: int) -> None:
         s = self.state.settings
         self.af = afm.AfModel(s.seed, s.tag_count, version, self.state.catalog)
-        self.ef = EventFrameModel(
-            s.seed, self.af, self.state.history_start, s.ef_slot_seconds, s.ef_per_slot
-        )
+        self.ef = self.af.event_frames(self.state.history_start, s.ef_slot_seconds, s.ef_per_slot)
         self.search_elements = lru_cache(maxsize=16)(self._search_elements)
         self.templates = {self.af.template_webid(t[0])[0]: t for t in self.af.templates()}
 
@@ -571,22 +568,26 @@ async def get_element_attributes(state: MockState, request: web.Request, q: Quer
     return json_response(_items(items), q.fields())
 
 
-async def get_attribute(state: MockState, request: web.Request, q: Query) -> web.Response:
-    rt = _runtime(request)
-    web_id = request.match_info["webId"]
+def find_attribute(rt: AfRuntime, web_id: str, base: str) -> dict[str, Any]:
+    """An element or event frame attribute's JSON, by the owner and attribute GUIDs."""
     owner = _guid(web_id[5:27]) if web_id[:4] in ("F1Ab", "I1Ab") else None
     guid = _guid(web_id[27:49]) if owner is not None else None
-    base = base_url(request)
     if guid is not None and web_id[4] == "E":
         attribute = rt.af.attribute_by_guid(owner, guid)
         if attribute is not None:
-            return json_response(attribute_json(attribute, base), q.fields())
+            return attribute_json(attribute, base)
     elif guid is not None and web_id[4] == "F":
         frame = rt.ef.by_guid(owner, rt.now_ms())
         for a in rt.ef.attributes(frame, rt.now_ms()) if frame is not None else ():
             if a.id == guid:
-                return json_response(frame_attribute_json(frame, a, base), q.fields())
+                return frame_attribute_json(frame, a, base)
     raise unknown_webid(web_id)
+
+
+async def get_attribute(state: MockState, request: web.Request, q: Query) -> web.Response:
+    rt = _runtime(request)
+    body = find_attribute(rt, request.match_info["webId"], base_url(request))
+    return json_response(body, q.fields())
 
 
 async def get_templates(state: MockState, request: web.Request, q: Query) -> web.Response:
@@ -692,7 +693,8 @@ async def get_referenced_elements(state: MockState, request: web.Request, q: Que
 
 
 async def get_streamset_value(state: MockState, request: web.Request, q: Query) -> web.Response:
-    """Values of an element's or event frame's attributes: PI point attributes give the
+    """Values of an element's or event frame's attributes (an attribute's children: none here).
+    PI point attributes give the
     snapshot (or the interpolated value at `time`), static ones their value at 1970-01-01,
     frame attributes the value captured for the frame, stamped at its start."""
     rt = _runtime(request)
@@ -700,7 +702,9 @@ async def get_streamset_value(state: MockState, request: web.Request, q: Query) 
     keep = _attribute_filter(q)
     base = base_url(request)
     items: list[dict[str, Any]] = []
-    if web_id[2:4] == "Fm":
+    if web_id[2:4] == "Ab":
+        find_attribute(rt, web_id, base)  # our attributes have no child attributes
+    elif web_id[2:4] == "Fm":
         frame = find_frame(rt, web_id)
         now_ms = rt.now_ms()
         for a in rt.ef.attributes(frame, now_ms):

@@ -171,6 +171,8 @@ def test_attributes_resolve_and_streamset_values(mock_pi: MockServer) -> None:
             assert value["Timestamp"] > "2000"
     filtered = ok(f"{mock_pi.url}/streamsets/{equipment.webid}/value?nameFilter=Manu*")
     assert [v["Name"] for v in filtered["Items"]] == ["Manufacturer"]
+    leaf = model.attributes(equipment.key)[0].webid
+    assert ok(f"{mock_pi.url}/streamsets/{leaf}/value")["Items"] == []
 
 
 def test_templates(mock_pi: MockServer) -> None:
