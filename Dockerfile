@@ -1,0 +1,38 @@
+# pidelta worker image: one container per shard (PIDELTA_SHARD_INDEX / PIDELTA_SHARD_COUNT).
+#   docker build -t pidelta .
+#   docker run --rm -e PIDELTA_PI_URL=https://pi.example/piwebapi -v pidelta-data:/data pidelta
+
+# Builder: turns the source tree into wheels (pidelta and its dependencies), so the
+# final image carries no build tools and no source.
+FROM python:3.11-slim AS builder
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY workers ./workers
+COPY shard_config ./shard_config
+COPY mock_pi ./mock_pi
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIDELTA_TARGET=/data/lakehouse \
+    PIDELTA_METRICS_PORT=9464 \
+    PIDELTA_LOG_FORMAT=json
+RUN groupadd --system --gid 10001 pidelta \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
+       --shell /usr/sbin/nologin pidelta \
+    && mkdir -p /data/lakehouse \
+    && chown -R 10001:10001 /data
+COPY --from=builder /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links=/wheels /wheels/pidelta-*.whl \
+    && rm -rf /wheels
+COPY deploy/docker/healthcheck.py /usr/local/lib/pidelta-healthcheck.py
+WORKDIR /data
+VOLUME ["/data"]
+USER 10001:10001
+EXPOSE 9464
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "/usr/local/lib/pidelta-healthcheck.py"]
+ENTRYPOINT ["pidelta"]
+CMD ["run"]
