@@ -1,0 +1,193 @@
+"""The Databricks Asset Bundle: jobs valid for the Jobs API, wheel tasks that really run.
+
+Checked against databricks-sdk's `JobSettings` model (what `bundle deploy` sends to
+/api/2.1/jobs/create), against the built wheel's metadata, and by calling the entry point
+from the installed wheel the way a `python_wheel_task` does: argv = parameters.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from databricks.sdk.service.jobs import JobSettings
+
+from service.settings import Settings
+from tests.deploy.queries import ROOT
+
+BUNDLE = ROOT / "deploy" / "databricks" / "databricks.yml"
+_VAR = re.compile(r"\$\{var\.(\w+)\}")
+SECRET = re.compile(r"^\{\{secrets/pidelta/[\w-]+\}\}$")
+
+# What the wheel task does: look the entry point up in the installed wheel's metadata,
+# put the task parameters in sys.argv and call it.
+WHEEL_TASK = """
+import importlib.metadata, json, sys
+package, entry, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+dist = importlib.metadata.distribution(package)
+(ep,) = [e for e in dist.entry_points if e.group == "console_scripts" and e.name == entry]
+sys.argv = [entry, *params]
+try:
+    code = ep.load()()
+except SystemExit as exc:
+    code = exc.code
+sys.stdout.flush()
+print("EXIT", code)
+"""
+
+
+def resolve(node: Any, variables: dict[str, str]) -> Any:
+    """Substitute ${var.x} the way `databricks bundle` does, with the defaults."""
+    if isinstance(node, dict):
+        return {k: resolve(v, variables) for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolve(v, variables) for v in node]
+    if isinstance(node, str):
+        return _VAR.sub(lambda m: variables[m.group(1)], node)
+    return node
+
+
+@pytest.fixture(scope="module")
+def bundle() -> dict[str, Any]:
+    raw = yaml.safe_load(BUNDLE.read_text())
+    variables = {k: str(v["default"]) for k, v in raw["variables"].items()}
+    resolved = resolve(raw, variables)
+    assert "${" not in yaml.safe_dump(resolved["resources"])
+    return resolved
+
+
+@pytest.fixture(scope="module")
+def jobs(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return bundle["resources"]["jobs"]
+
+
+def wheel_tasks(jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [t["python_wheel_task"] for job in jobs.values() for t in job["tasks"]]
+
+
+def test_bundle_builds_the_wheel_from_the_repository(bundle: dict[str, Any]) -> None:
+    (artifact,) = bundle["artifacts"].values()
+    assert artifact["type"] == "whl"
+    assert (BUNDLE.parent / artifact["path"] / "pyproject.toml").is_file()
+    assert "wheel" in artifact["build"]
+    for job in bundle["resources"]["jobs"].values():
+        for task in job["tasks"]:
+            assert task["libraries"] == [{"whl": "../../dist/*.whl"}]
+
+
+def test_jobs_round_trip_through_the_jobs_api_model(jobs: dict[str, dict[str, Any]]) -> None:
+    assert set(jobs) == {"pidelta_batch", "pidelta_stream"}
+    for name, job in jobs.items():
+        assert JobSettings.from_dict(job).as_dict() == job, f"{name} has fields the API drops"
+
+
+def test_batch_job_is_scheduled_and_stream_job_is_continuous(
+    jobs: dict[str, dict[str, Any]],
+) -> None:
+    batch, stream = (
+        JobSettings.from_dict(jobs["pidelta_batch"]),
+        JobSettings.from_dict(jobs["pidelta_stream"]),
+    )
+    assert batch.schedule is not None
+    assert batch.continuous is None
+    assert batch.schedule.quartz_cron_expression.split()[0] == "0"
+    assert batch.schedule.pause_status is not None
+    assert batch.schedule.pause_status.value == "UNPAUSED"
+    assert stream.continuous is not None
+    assert stream.schedule is None
+    assert stream.continuous.pause_status is not None
+    assert stream.continuous.pause_status.value == "UNPAUSED"
+    for job in (batch, stream):
+        assert job.max_concurrent_runs == 1, "two runs of one shard would share an app id"
+    commands = {
+        name: {t["python_wheel_task"]["parameters"][-1] for t in j["tasks"]}
+        for name, j in jobs.items()
+    }
+    assert commands == {"pidelta_batch": {"once"}, "pidelta_stream": {"run"}}
+
+
+def test_one_task_per_shard_with_flags_before_the_command(
+    jobs: dict[str, dict[str, Any]],
+) -> None:
+    for name, job in jobs.items():
+        shards: list[int] = []
+        ports: list[str] = []
+        for task in job["tasks"]:
+            params = task["python_wheel_task"]["parameters"]
+            flags = dict(zip(params[:-1:2], params[1:-1:2], strict=True))
+            assert set(flags) == {"--shard-index", "--shard-count", "--metrics-port"}, name
+            assert int(flags["--shard-count"]) == len(job["tasks"]), name
+            assert task["task_key"] == f"shard_{flags['--shard-index']}"
+            shards.append(int(flags["--shard-index"]))
+            ports.append(flags["--metrics-port"])
+        assert sorted(shards) == list(range(len(job["tasks"]))), name
+        assert len(set(ports)) == len(ports), f"{name}: tasks share one cluster, so one port each"
+
+
+def test_environment_is_settings_and_secrets_come_from_the_scope(
+    jobs: dict[str, dict[str, Any]],
+) -> None:
+    fields = {f"PIDELTA_{n.upper()}" for n in Settings.model_fields}
+    for name, job in jobs.items():
+        for cluster in job["job_clusters"]:
+            env = cluster["new_cluster"]["spark_env_vars"]
+            assert set(env) <= fields, name
+            for key in ("PIDELTA_PI_USERNAME", "PIDELTA_PI_PASSWORD"):
+                assert SECRET.match(env[key]), f"{name}: {key} must come from a secret scope"
+            assert {k for k, v in env.items() if v.startswith("{{secrets/")} == {
+                "PIDELTA_PI_USERNAME",
+                "PIDELTA_PI_PASSWORD",
+            }
+
+
+def test_tasks_name_the_wheel_package_and_its_console_script(
+    jobs: dict[str, dict[str, Any]], wheel: Path
+) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        (meta,) = [n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        entry_points = zf.read(meta).decode()
+    scripts = entry_points.split("[console_scripts]", 1)[1].split("\n[", 1)[0]
+    names = {line.split("=")[0].strip() for line in scripts.splitlines() if "=" in line}
+    assert wheel.name.startswith("pidelta-")
+    for task in wheel_tasks(jobs):
+        assert task["package_name"] == "pidelta"
+        assert task["entry_point"] in names
+
+
+def call_wheel_task(venv: Path, task: dict[str, Any], params: list[str]) -> tuple[int, str]:
+    import json
+
+    result = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            WHEEL_TASK,
+            task["package_name"],
+            task["entry_point"],
+            json.dumps(params),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(venv.parent)},
+    )
+    *out, last = result.stdout.splitlines()
+    assert last.startswith("EXIT "), result.stdout + result.stderr
+    code = last.removeprefix("EXIT ")
+    return (0 if code == "None" else int(code)), "\n".join(out)
+
+
+def test_entry_point_parses_every_task_parameter_list(
+    jobs: dict[str, dict[str, Any]], wheel_venv: Path
+) -> None:
+    """`<parameters> --help`: argparse reaches the command's help only if the flags parsed."""
+    for task in wheel_tasks(jobs):
+        params = task["parameters"]
+        code, out = call_wheel_task(wheel_venv, task, [*params, "--help"])
+        assert code == 0, params
+        assert out.splitlines()[0].startswith(f"usage: pidelta {params[-1]}")
