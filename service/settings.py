@@ -9,7 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import ConfigError
@@ -77,6 +84,35 @@ class Settings(BaseSettings):
     commit_max_age: float = Field(default=30.0, gt=0)
     max_commit_retries: int = Field(default=100, ge=1)
 
+    # Asset Framework and event frames (synced by one shard only, not sharded by tag)
+    af_shard: int = Field(
+        default=0, ge=0, description="the shard that syncs AF and event frames; others skip"
+    )
+    af_database_filter: str = Field(
+        default="*",
+        description="AF databases to sync: a name filter (`*`, `?`), or a `\\\\server\\db` path "
+        "filter when it contains a backslash",
+    )
+    af_sync_interval: float = Field(
+        default=600.0, gt=0, description="seconds between AF hierarchy syncs in `pidelta run`"
+    )
+    af_page_size: int = Field(
+        default=1000, ge=1, le=150_000, description="elements or event frames per page"
+    )
+    events_sync_interval: float = Field(
+        default=30.0, gt=0, description="seconds between event-frame syncs in `pidelta run`"
+    )
+    events_start: str = Field(
+        default="*-1d",
+        description="where event frames start with no watermark (ISO 8601 or PI time)",
+    )
+    events_lookback: float = Field(
+        default=600.0,
+        ge=0,
+        description="seconds re-searched behind the event-frame watermark, for frames "
+        "written late into PI",
+    )
+
     # Service
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
@@ -97,6 +133,14 @@ class Settings(BaseSettings):
                 "must be a folder, s3://, az://, gs://, file:// or uc://catalog.schema"
             )
         return value.rstrip("/") or "/"
+
+    @field_validator("af_shard")
+    @classmethod
+    def _af_shard(cls, value: int, info: ValidationInfo) -> int:
+        count = info.data.get("shard_count")
+        if count is not None and value >= count:
+            raise ValueError(f"must be below PIDELTA_SHARD_COUNT={count}, or nobody syncs AF")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
