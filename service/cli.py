@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan = shards_sub.add_parser("plan", help="how tags spread over N shards")
     plan.add_argument("--shards", type=int, required=True, help="number of shards N")
     sub.add_parser("status", help="per-shard lag, last commit, rows and files per table")
+    sub.add_parser("af", help="one sync of the AF hierarchy and attributes")
+    sub.add_parser("events", help="one sync of event frames (alarms included)")
     return parser
 
 
@@ -75,7 +77,7 @@ def _settings_epilog() -> str:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    from service import commands
+    from service import commands, commands_af
 
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "run": commands.run,
@@ -84,6 +86,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "discover": commands.discover,
         "shards": commands.shards_plan,
         "status": commands.status,
+        "af": commands_af.af,
+        "events": commands_af.events,
     }
     return handlers[args.command](args, settings)
 

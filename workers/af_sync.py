@@ -97,22 +97,29 @@ _QUERY_SAFE = ";*:\\"
 class AfObserver(Protocol):
     """Metrics hook (see `service.commands_af`), so this module needs no metrics import."""
 
-    def on_bad_input(self, kind: str, reason: str, count: int) -> None: ...
+    def on_bad_input(self, kind: str, reason: str, count: int) -> None:
+        """`count` objects of `kind` met bad input `reason` (and got quarantine rows)."""
+        ...
 
-    def on_af_sync(self, elements: int, attributes: int, written: bool, seconds: float) -> None: ...
-
-    def on_events_sync(self, frames: int, open_frames: int, seconds: float) -> None: ...
+    def on_commit(self, table: str, rows: int, seconds: float, version: int) -> None:
+        """One Delta commit of an AF or event-frame table."""
+        ...
 
 
 class NullAfObserver:
     def on_bad_input(self, kind: str, reason: str, count: int) -> None:
         return None
 
-    def on_af_sync(self, elements: int, attributes: int, written: bool, seconds: float) -> None:
+    def on_commit(self, table: str, rows: int, seconds: float, version: int) -> None:
         return None
 
-    def on_events_sync(self, frames: int, open_frames: int, seconds: float) -> None:
-        return None
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    table: str
+    rows: int
+    seconds: float
+    version: int
 
 
 _skip_logged: set[str] = set()
@@ -579,7 +586,7 @@ def _write_snapshot(
     snapshot_id: str,
     synced_at_us: int,
     quarantine: Quarantine,
-) -> tuple[str, ...]:
+) -> list[Commit]:
     """Overwrite each table whose last recorded snapshot differs; attributes first."""
     tables.create_all()
     metadata = {
@@ -587,16 +594,17 @@ def _write_snapshot(
         META_SNAPSHOT: snapshot_id,
         META_SYNCED_AT: iso_us(synced_at_us),
     }
-    written = []
+    commits = []
     for name, data in ((PI_AF_ATTRIBUTES, attributes), (PI_AF_HIERARCHY, hierarchy)):
         last = tables.last_metadata(name, META_HASH)
         if last is not None and last[META_HASH] == snapshot_id:
             continue
-        tables.overwrite(name, data, metadata)
-        written.append(name)
-    if written:
+        began = time.monotonic()
+        version = tables.overwrite(name, data, metadata)
+        commits.append(Commit(name, data.num_rows, time.monotonic() - began, version))
+    if commits:
         tables.append_quarantine(quarantine.table(synced_at_us, snapshot_id))
-    return tuple(written)
+    return commits
 
 
 async def sync_af(
@@ -619,12 +627,14 @@ async def sync_af(
     hierarchy = with_sync_columns(content_h, snapshot_id, synced_at)
     attributes = with_sync_columns(content_a, snapshot_id, synced_at)
     tables = AfTables(TableStore.from_settings(settings), settings.max_commit_retries)
-    written = await asyncio.to_thread(
+    commits = await asyncio.to_thread(
         _write_snapshot, tables, hierarchy, attributes, snapshot_id, synced_at, snap.quarantine
     )
+    for commit in commits:
+        observer.on_commit(commit.table, commit.rows, commit.seconds, commit.version)
     report_bad_input(snap.quarantine, observer)
     seconds = time.monotonic() - started
-    observer.on_af_sync(hierarchy.num_rows, attributes.num_rows, bool(written), seconds)
+    written = tuple(c.table for c in commits)
     points = int(pc.sum(pc.is_valid(attributes["point_webid"])).as_py() or 0)
     log.info(
         "AF sync: %d elements, %d attributes (%d PI points), snapshot %s, %s in %.1f s",

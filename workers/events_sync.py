@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from service.settings import Settings
 from workers.af_sync import (
     AfObserver,
+    Commit,
     Database,
     NullAfObserver,
     Template,
@@ -324,10 +325,18 @@ def _read_state(tables: AfTables) -> tuple[int | None, list[str], set[str] | Non
     return watermark, open_ids, known
 
 
-def _commit(tables: AfTables, rows: pa.Table, watermark_us: int, quarantine: pa.Table) -> None:
+def _commit(tables: AfTables, rows: pa.Table, watermark_us: int, quarantine: pa.Table) -> Commit:
     """Merge the frames and advance the watermark in the same commit."""
+    began = time.monotonic()
     tables.merge_frames(rows, {META_WATERMARK: iso_us(watermark_us)})
+    commit = Commit(
+        PI_EVENT_FRAMES,
+        rows.num_rows,
+        time.monotonic() - began,
+        tables.open(PI_EVENT_FRAMES).version(),
+    )
     tables.append_quarantine(quarantine)
+    return commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,7 +384,6 @@ async def sync_events(
     report_bad_input(sync.quarantine, observer)
     still_open = int(pc.sum(pc.is_null(rows["end_time"])).as_py() or 0)
     seconds = time.monotonic() - started
-    observer.on_events_sync(rows.num_rows, still_open, seconds)
     log.info(
         "event frames: %d merged (%d open) from %s to %s in %.1f s",
         rows.num_rows,
