@@ -33,9 +33,9 @@ import orjson
 from aiohttp import StreamReader, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD
-from aiohttp.test_utils import make_mocked_request
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from mock_pi.errors import error_response
@@ -312,31 +312,40 @@ class Dispatcher:
         )
 
     def _request(
-        self,
-        method: str,
-        target: str,
-        headers: CIMultiDict[str],
-        content: bytes | None,
-        writer: CaptureWriter,
-        match_info: dict[str, str] | None = None,
-    ) -> web.Request:
+        self, method: str, target: str, headers: CIMultiDict[str], content: bytes | None
+    ) -> tuple[web.Request, CaptureWriter]:
+        """A request on the outer connection whose response is captured, not sent."""
+        loop = asyncio.get_running_loop()
         payload = EMPTY_PAYLOAD
         if content is not None:
-            loop = asyncio.get_running_loop()
             # The body is already in memory: the reader's flow control has nothing to pause.
             payload = StreamReader(BaseProtocol(loop), 2 * len(content) + 2, loop=loop)
             payload.feed_data(content)
             payload.feed_eof()
-        return make_mocked_request(
+        raw_headers = tuple((k.encode(), v.encode()) for k, v in headers.items())
+        message = RawRequestMessage(
             method,
             target,
-            headers,
-            app=self.app,
-            writer=writer,
-            payload=payload,
-            match_info={} if match_info is None else match_info,
+            HttpVersion11,
+            CIMultiDictProxy(headers),
+            raw_headers,
+            False,
+            None,
+            False,
+            False,
+            URL(target),
+        )
+        writer = CaptureWriter()
+        request = web.Request(
+            message,
+            payload,
+            self.outer.protocol,
+            writer,
+            self.outer.task,
+            loop,
             client_max_size=self.outer.client_max_size,
         )
+        return request, writer
 
     async def run(
         self, method: str, target: str, content: str | None, extra: dict[str, str]
@@ -350,17 +359,20 @@ class Dispatcher:
             headers.setdefault("Content-Type", "application/json")
             headers["Content-Length"] = str(len(body))
         async with self.limit:
-            writer = CaptureWriter()
-            probe = self._request(method, target, headers, None, writer)
-            resolved = await self.app.router.resolve(probe)
-            if resolved.http_exception is not None:
-                response = http_exception_response(probe, resolved.http_exception, unmatched=True)
-                return await self._finish(probe, response, writer)
-            request = self._request(method, target, headers, body, writer, dict(resolved))
+            request, writer = self._request(method, target, headers, body)
+            match_info = await self.app.router.resolve(request)
+            match_info.add_app(self.app)
+            match_info.freeze()
+            # What Application._handle does before calling a handler, without the
+            # middlewares: they already acted on the outer request.
+            request._match_info = match_info
+            if match_info.http_exception is not None:
+                response = http_exception_response(request, match_info.http_exception)
+                return await self._finish(request, response, writer)
             try:
-                response = await resolved.handler(request)
+                response = await match_info.handler(request)
             except web.HTTPException as exc:
-                response = http_exception_response(request, exc, unmatched=False)
+                response = http_exception_response(request, exc)
             except Exception:
                 log.exception("unhandled error in batch sub-request %s %s", method, target)
                 response = error_response(500, INTERNAL_ERROR)
