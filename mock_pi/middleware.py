@@ -117,15 +117,9 @@ def challenge(settings: MockSettings) -> str:
     return f'Basic realm="{REALM}"' if settings.auth == "basic" else "Bearer"
 
 
-def http_exception_response(
-    request: web.BaseRequest, exc: web.HTTPException, unmatched: bool | None = None
-) -> web.Response:
-    """An aiohttp HTTP exception as PI shapes errors (also used for batch sub-requests).
-
-    `unmatched`: the router found no route (None: read it from the request's match info).
-    """
-    if unmatched is None:
-        unmatched = isinstance(request.match_info, MatchInfoError)
+def http_exception_response(request: web.BaseRequest, exc: web.HTTPException) -> web.Response:
+    """An aiohttp HTTP exception as PI shapes errors (also used for batch sub-requests)."""
+    unmatched = isinstance(request.match_info, MatchInfoError)
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
     if (exc.content_type or "").startswith("application/json") and exc.text:
         return web.Response(
