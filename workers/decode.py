@@ -23,6 +23,7 @@ decoding, or passes `continues={webid: SequenceStart(timestamp, k)}` to say that
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -173,7 +174,8 @@ def decode_streamset(
         streams.append(
             _Stream(stream["WebId"], stream.get("Name"), stream.get("UnitsAbbreviation"), items)
         )
-    return _decode(streams, tags, source, ingestion_time, continues)
+    absent = _absent_fields(body) if isinstance(body, bytes | str) else frozenset()
+    return _decode(streams, tags, source, ingestion_time, continues, absent)
 
 
 def decode_streams(
@@ -186,7 +188,7 @@ def decode_streams(
 ) -> DecodedBatch:
     """Decode per-stream lists of TimedValue dicts (e.g. pages concatenated per stream)."""
     parsed = [_Stream(webid, None, None, list(items)) for webid, items in streams]
-    return _decode(parsed, tags, source, ingestion_time, continues)
+    return _decode(parsed, tags, source, ingestion_time, continues, frozenset())
 
 
 def decode_values(
@@ -200,10 +202,18 @@ def decode_values(
 
 
 def _parse(body: bytes | str, source: str) -> Any:
+    """orjson, with the cyclic GC paused: a large body creates a million dicts, and the
+    collections they trigger cost ~10% of the parse while finding nothing to free."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise DecodeError(str(exc), source=source, size=len(body)) from None
+    finally:
+        if paused:
+            gc.enable()
 
 
 def _point_kind(tag: TagLike | None) -> str:
@@ -223,7 +233,9 @@ def _decode(
     source: str,
     ingestion_time: datetime | None,
     continues: Mapping[str, SequenceStart] | None,
+    absent: frozenset[str],
 ) -> DecodedBatch:
+    """`absent`: optional fields that appear nowhere in the body (their column is null)."""
     ingested = ingestion_time or datetime.now(UTC)
     names = [_tag_name(s, tags) for s in streams]
     quarantine = _QuarantineRows(source, ingested)
@@ -255,21 +267,19 @@ def _decode(
             quarantine.add(streams[s].webid, names[s], flat[i], reason)
         keep &= ~bad
 
-    columns = [_values(s, _point_kind(tags.get(s.webid))) for s in streams]
-    non_finite = 0
-    for i, (s, col) in enumerate(zip(streams, columns, strict=True)):
-        non_finite += col.non_finite
-        for local, reason in col.rejected:
-            at = int(starts[i]) + local
-            if keep[at]:
-                quarantine.add(s.webid, names[i], s.items[local], reason)
-                keep[at] = False
+    kinds = [_point_kind(tags.get(s.webid)) for s in streams]
+    values, rejected, non_finite = _value_columns(_field(flat, "Value"), kinds, starts, streams)
+    for at, reason in rejected:
+        if keep[at]:
+            s = int(stream_of[at])
+            quarantine.add(streams[s].webid, names[s], flat[at], reason)
+            keep[at] = False
 
     ts_us = timestamps.cast(pa.int64()).fill_null(0).to_numpy()
     valid = np.asarray(timestamps.is_valid().to_numpy(zero_copy_only=False))
     sequence = _sequence(streams, stream_of, ts_us, valid, starts, continues)
     fallback_units = pa.array([_stream_units(s, tags) for s in streams], pa.string())
-    units = _strings(_field(flat, "UnitsAbbreviation"))
+    units = _strings(_field(flat, "UnitsAbbreviation", absent))
     if units.null_count and len(fallback_units):
         units = pc.coalesce(units, fallback_units.take(stream_of))
 
@@ -279,17 +289,13 @@ def _decode(
             pa.array(names, pa.string()).take(stream_of),
             timestamps,
             pa.array(sequence),
-            _concat([c.value for c in columns], pa.float64()),
-            _concat([c.value_string for c in columns], pa.string()),
-            _concat([c.digital_state for c in columns], pa.string()),
-            _concat([c.digital_code for c in columns], pa.int32()),
-            _concat([c.is_system_state for c in columns], pa.bool_()),
+            *values,
             units,
-            _bools(_field(flat, "Good")),
-            _bools(_field(flat, "Questionable")),
-            _bools(_field(flat, "Substituted")),
-            _bools(_field(flat, "Annotated")),
-            _errors(_field(flat, "Errors")),
+            _bools(_field(flat, "Good", absent)),
+            _bools(_field(flat, "Questionable", absent)),
+            _bools(_field(flat, "Substituted", absent)),
+            _bools(_field(flat, "Annotated", absent)),
+            _errors(_field(flat, "Errors", absent)),
             pa.array(np.full(n, _to_us(ingested), dtype=np.int64)).cast(UTC_US),
             pa.array((ts_us // _US_PER_DAY).astype(np.int32)).cast(pa.date32()),
         ],
@@ -300,9 +306,31 @@ def _decode(
     return DecodedBatch(table, quarantine.table(), non_finite, quarantine.counts)
 
 
-def _field(items: list[dict[str, Any]], key: str) -> list[Any]:
+def _field(
+    items: list[dict[str, Any]], key: str, absent: frozenset[str] = frozenset()
+) -> list[Any]:
     """One field of every value (None where absent): the fastest pure-Python column read."""
+    if key in absent:
+        return [None] * len(items)
     return list(map(dict.get, items, repeat(key)))
+
+
+_OPTIONAL_FIELDS = (
+    "UnitsAbbreviation",
+    "Good",
+    "Questionable",
+    "Substituted",
+    "Annotated",
+    "Errors",
+)
+
+
+def _absent_fields(body: bytes | str) -> frozenset[str]:
+    """Optional fields whose name is nowhere in the body (selectedFields left them out):
+    a memchr-speed search saves a pass over every value for each of them."""
+    if isinstance(body, str):
+        return frozenset(f for f in _OPTIONAL_FIELDS if f'"{f}"' not in body)
+    return frozenset(f for f in _OPTIONAL_FIELDS if f'"{f}"'.encode() not in body)
 
 
 def _tag_name(stream: _Stream, tags: Mapping[str, TagLike]) -> str | None:
@@ -383,37 +411,85 @@ def _sequence(
     return seq
 
 
-def _values(stream: _Stream, kind: str) -> _ValueColumns:
-    """Value columns of one stream: one pyarrow call when the stream is uniform."""
-    raw = _field(stream.items, "Value")
-    n = len(raw)
+_NUMBER_TYPES = frozenset({float, int})
+_VALUE_TYPES = (pa.float64(), pa.string(), pa.string(), pa.int32(), pa.bool_())
+
+
+def _value_columns(
+    raw: list[Any], kinds: list[str], starts: np.ndarray, streams: list[_Stream]
+) -> tuple[list[pa.Array], list[tuple[int, str]], int]:
+    """The five value columns of all streams, with (flat position, reason) of rejects.
+
+    Each stream is sorted by the Python types of its values (one C-level pass): streams of
+    only numbers, only strings or only objects are converted together, one pyarrow call
+    per kind, whatever the number of streams; a stream holding anything else goes through
+    the per-value classifier. The pieces are put back in input order with one `take`.
+    """
+    buckets: dict[str, list[int]] = {_NUMERIC: [], _STRING: [], _DIGITAL: []}
+    odd: list[int] = []
+    for i, kind in enumerate(kinds):
+        types = set(map(type, raw[starts[i] : starts[i + 1]]))
+        if not types:
+            continue
+        if types <= _NUMBER_TYPES and kind in (_NUMERIC, _ANY):
+            buckets[_NUMERIC].append(i)
+        elif types == {str} and kind in (_STRING, _ANY):
+            buckets[_STRING].append(i)
+        elif types == {dict}:
+            buckets[_DIGITAL].append(i)
+        else:
+            odd.append(i)
+    segments: list[tuple[list[int], _ValueColumns]] = []
+    for kind, members in buckets.items():
+        if members:
+            values = list(chain.from_iterable(raw[starts[i] : starts[i + 1]] for i in members))
+            converted = _values_fast(values, kind)
+            if converted is None:
+                odd.extend(members)
+            else:
+                segments.append((members, converted))
+    rejected: list[tuple[int, str]] = []
+    non_finite = 0
+    for i in sorted(odd):
+        lo = int(starts[i])
+        converted = _values_slow(streams[i].items, kinds[i])
+        rejected.extend((lo + local, reason) for local, reason in converted.rejected)
+        non_finite += converted.non_finite
+        segments.append(([i], converted))
+    if not segments:
+        return [pa.array([], t) for t in _VALUE_TYPES], rejected, non_finite
+    columns = [
+        pa.concat_arrays([getattr(c, name) for _, c in segments])
+        for name in ("value", "value_string", "digital_state", "digital_code", "is_system_state")
+    ]
+    order = [i for members, _ in segments for i in members]
+    if order != sorted(order):
+        lengths = np.diff(starts)
+        rank = np.empty(len(kinds), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        by_segment = np.argsort(np.repeat(rank, lengths), kind="stable")
+        inverse = np.empty_like(by_segment)
+        inverse[by_segment] = np.arange(len(by_segment))
+        columns = [c.take(pa.array(inverse)) for c in columns]
+    return columns, rejected, non_finite
+
+
+def _values_fast(values: list[Any], kind: str) -> _ValueColumns | None:
+    """Uniform values (all numbers, all strings or all objects) in one pyarrow call."""
+    n = len(values)
+    absent = [pa.nulls(n, pa.float64()), pa.nulls(n, pa.string())]
     try:
-        arr = pa.array(raw)
+        if kind == _NUMERIC:
+            no_state = [pa.nulls(n, pa.string()), pa.nulls(n, pa.int32())]
+            system = pa.array(np.zeros(n, dtype=bool))
+            return _ValueColumns(pa.array(values, pa.float64()), absent[1], *no_state, system, [])
+        if kind == _STRING:
+            no_state = [pa.nulls(n, pa.string()), pa.nulls(n, pa.int32())]
+            system = pa.array(np.zeros(n, dtype=bool))
+            return _ValueColumns(absent[0], pa.array(values, pa.string()), *no_state, system, [])
+        return _digital_fast(pa.array(values), n)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        arr = None
-    if arr is not None and arr.null_count == 0:
-        if kind in (_NUMERIC, _ANY) and (pa.types.is_floating(arr.type) or arr.type == pa.int64()):
-            return _ValueColumns(
-                arr.cast(pa.float64()),
-                pa.nulls(n, pa.string()),
-                pa.nulls(n, pa.string()),
-                pa.nulls(n, pa.int32()),
-                pa.array(np.zeros(n, dtype=bool)),
-                [],
-            )
-        if kind in (_STRING, _ANY) and arr.type == pa.string():
-            return _ValueColumns(
-                pa.nulls(n, pa.float64()),
-                arr,
-                pa.nulls(n, pa.string()),
-                pa.nulls(n, pa.int32()),
-                pa.array(np.zeros(n, dtype=bool)),
-                [],
-            )
-        digital = _digital_fast(arr, n)
-        if digital is not None:
-            return digital
-    return _values_slow(stream.items, kind)
+        return None
 
 
 def _digital_fast(arr: pa.Array, n: int) -> _ValueColumns | None:
@@ -496,12 +572,6 @@ def _values_slow(items: list[dict[str, Any]], kind: str) -> _ValueColumns:
         rejected,
         non_finite,
     )
-
-
-def _concat(parts: list[pa.Array], type_: pa.DataType) -> pa.Array:
-    if not parts:
-        return pa.array([], type_)
-    return pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
 
 
 def _bools(raw: list[Any]) -> pa.Array:
