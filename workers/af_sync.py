@@ -574,9 +574,7 @@ class AfSyncResult:
 def report_bad_input(q: Quarantine, observer: AfObserver) -> None:
     for (kind, reason), count in sorted(q.counts().items()):
         observer.on_bad_input(kind, reason, count)
-        log.warning(
-            "AF bad input: %d %s(s) with %s (rows in %s)", count, kind, reason, AF_QUARANTINE
-        )
+        log.warning("bad input: %d %s(s) with %s (rows in %s)", count, kind, reason, AF_QUARANTINE)
 
 
 def _write_snapshot(
