@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from workers.plan import PlannedBatch, TagRange
-from workers.sink import DeltaSink
+from workers.sink import DeltaSink, SinkError
 from workers.tables import (
     BATCHES,
     BATCHES_SCHEMA,
@@ -175,6 +175,37 @@ class CheckpointStore:
                 if batch.batch_id <= data and self.advance(app_id, batch.batch_id, batch.ranges):
                     recovered.append(batch)
         return recovered
+
+    def compact(self, app_id: str, keep_batches: int = 10) -> bool:
+        """Bound the state tables: keep the latest checkpoint per tag of `app_id`, and its
+        plans that are pending or among the last `keep_batches` done.
+
+        Both tables gain rows every batch, and `reload` reads them whole. Only this app
+        id's rows are rewritten (each in one atomic replace), so other shards appending at
+        the same time are not affected; False when a concurrent commit got in the way.
+        """
+        quoted = app_id.replace("'", "''")
+        where = f"app_id = '{quoted}'"
+        done = self.done_version(app_id) or 0
+        mine = ds.field("app_id") == app_id
+        try:
+            checkpoints = pl.from_arrow(
+                self.sink.table(CHECKPOINTS).to_pyarrow_dataset().to_table(filter=mine)
+            )
+            latest = (
+                checkpoints.sort(["checkpoint", "batch_id"], descending=True)
+                .unique(subset=["tag_webid"], keep="first", maintain_order=True)
+                .sort("tag_webid")
+            )
+            if latest.height < checkpoints.height:
+                self.sink.replace_rows(CHECKPOINTS, latest.to_arrow(), where)
+            plans = self._plans(app_id)
+            kept = plans.filter(pc.greater(plans["batch_id"], done - keep_batches))
+            if kept.num_rows < plans.num_rows:
+                self.sink.replace_rows(BATCHES, kept, where)
+        except SinkError:
+            return False
+        return True
 
     def _plans(self, app_id: str) -> pa.Table:
         dataset = self.sink.table(BATCHES).to_pyarrow_dataset()

@@ -124,6 +124,32 @@ class DeltaSink:
             )
         return True
 
+    def replace_rows(self, name: str, rows: pa.Table, predicate: str) -> None:
+        """Atomically replace the rows matching `predicate` by `rows` (all must match it).
+
+        A concurrent commit that touches the same rows makes this fail with SinkError and
+        change nothing, so callers that only tidy up can ignore the error and retry later.
+        """
+        spec = TABLES[name]
+        table = self.table(name)
+        try:
+            _write_deltalake(
+                table,
+                rows.select(spec.schema.names).cast(spec.schema),
+                mode="overwrite",
+                predicate=predicate,
+                partition_by=list(spec.partition_by) or None,
+                storage_options=self.store.storage_options or None,
+                commit_properties=CommitProperties(
+                    custom_metadata={"pidelta.operation": "compact"}, max_commit_retries=0
+                ),
+            )
+            table.update_incremental()
+        except (DeltaError, OSError) as exc:
+            raise SinkError(
+                f"replace where {predicate} failed: {exc}", table=name, uri=self.store.uri(name)
+            ) from exc
+
     def drop_existing(self, late: pa.Table, fresh: pa.Table | None = None) -> pa.Table:
         """Late look-back rows whose key is neither in `fresh` nor already in pi_timeseries.
 

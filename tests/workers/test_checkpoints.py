@@ -168,3 +168,36 @@ def test_buffered_batches_commit_under_the_highest_id(tmp_path: Path) -> None:
     assert reopened.recover() == [first, second]
     assert reopened.pending_batches(APP) == []
     assert table_rows(tmp_path).height == 20 + 2
+
+
+def test_compact_keeps_latest_checkpoints_and_recent_plans(tmp_path: Path) -> None:
+    _, state = open_state(tmp_path)
+    other = "pidelta-ts-1-of-2"
+    state.advance(other, 1, [TagRange("B", T, T + SEC)])
+    for batch_id in range(1, 6):
+        ranges = [TagRange("A", T + (batch_id - 1) * SEC, T + batch_id * SEC)]
+        if batch_id == 2:
+            ranges.append(TagRange("C", T, T + 2 * SEC))
+        state.record_plan(APP, batch_id, ranges)
+        if batch_id < 5:
+            state.advance(APP, batch_id, ranges)
+    assert state.compact(APP, keep_batches=2) is True
+    _, reopened = open_state(tmp_path)
+    assert reopened.load_checkpoints(["A", "B", "C"]) == {
+        "A": T + 4 * SEC,
+        "B": T + SEC,
+        "C": T + 2 * SEC,
+    }
+    checkpoints = pl.from_arrow(
+        DeltaTable(str(tmp_path / "_pidelta_checkpoints")).to_pyarrow_table()
+    )
+    assert sorted(checkpoints.select("app_id", "tag_webid", "batch_id").rows()) == [
+        (APP, "A", 4),
+        (APP, "C", 2),
+        (other, "B", 1),
+    ]
+    plans = pl.from_arrow(DeltaTable(str(tmp_path / "_pidelta_batches")).to_pyarrow_table())
+    assert sorted(set(plans["batch_id"].to_list())) == [3, 4, 5]
+    assert [b.batch_id for b in reopened.pending_batches(APP)] == [5]
+    assert reopened.is_done(APP, 4)
+    assert reopened.next_batch_id(APP) == 6
