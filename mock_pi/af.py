@@ -25,7 +25,9 @@ Attribute config strings come in three shapes, as AF stores them: `\\\\MOCKPI01\
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -172,6 +174,13 @@ class _Plan:
     changes: list[Change] = field(default_factory=list)
     adopted: dict[int, list[int]] = field(default_factory=dict)  # home -> tag indices
     receiver: dict[int, int] = field(default_factory=dict)  # deleted -> home of its tags
+
+
+def name_pattern(pattern: str | None) -> re.Pattern[str] | None:
+    """A PI name filter (`*`, `?`, case-insensitive) as a regex; None matches everything."""
+    if pattern is None or pattern in ("", "*"):
+        return None
+    return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
 
 
 def _count(n: int, per: int) -> int:

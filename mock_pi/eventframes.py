@@ -15,9 +15,7 @@ the home of its tags); Batch Run frames also reference the equipment's unit.
 
 from __future__ import annotations
 
-import fnmatch
 import math
-import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -27,7 +25,7 @@ from functools import cached_property, lru_cache
 from typing import Any
 
 from mock_pi import webid
-from mock_pi.af import DATABASE_PATH, AfModel, Element
+from mock_pi.af import DATABASE_PATH, AfModel, Element, name_pattern
 from mock_pi.catalog import mix
 from mock_pi.timeparse import format_ticks
 
@@ -172,12 +170,6 @@ def _splitmix(x: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
     return x ^ (x >> 31)
-
-
-def _glob(pattern: str | None) -> re.Pattern[str] | None:
-    if pattern is None or pattern in ("", "*"):
-        return None
-    return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,8 +320,8 @@ class EventFrameModel:
 
     # ----- search ---------------------------------------------------------------------
     def _accept(self, f: FrameFilter, now_ms: int) -> Callable[[Frame], bool]:
-        name_rx = _glob(f.name_filter)
-        ref_rx = _glob(f.referenced_element_name_filter)
+        name_rx = name_pattern(f.name_filter)
+        ref_rx = name_pattern(f.referenced_element_name_filter)
         severities = {s.lower() for s in f.severities}
         template = f.template_name.lower() if f.template_name else None
         category = f.category_name.lower() if f.category_name else None

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -85,7 +83,7 @@ class AfRuntime:
         """Matching elements below `root`, sorted by name; cached so paging stays cheap."""
         model = self.af
         found = model.walk(root) if full else (model.element(k) for k in model.children(root))
-        name_rx, description_rx = _glob(name), _glob(description)
+        name_rx, description_rx = afm.name_pattern(name), afm.name_pattern(description)
         out = [
             e
             for e in found
@@ -99,12 +97,6 @@ class AfRuntime:
 
 
 RUNTIME = web.AppKey("af_runtime", AfRuntime)
-
-
-def _glob(pattern: str | None) -> re.Pattern[str] | None:
-    if pattern is None or pattern in ("", "*"):
-        return None
-    return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
 
 
 # ----- parameters -----------------------------------------------------------------------
@@ -542,7 +534,7 @@ async def get_element_elements(state: MockState, request: web.Request, q: Query)
 
 
 def _attribute_filter(q: Query) -> Callable[[str, str, Sequence[str]], bool]:
-    name_rx = _glob(q.get("nameFilter"))
+    name_rx = afm.name_pattern(q.get("nameFilter"))
     category = (q.get("categoryName") or "").lower()
     value_type = (q.get("valueType") or "").lower()
 
@@ -593,7 +585,7 @@ async def get_attribute(state: MockState, request: web.Request, q: Query) -> web
 async def get_templates(state: MockState, request: web.Request, q: Query) -> web.Response:
     rt = _runtime(request)
     check_database(rt, request.match_info["webId"])
-    query = _glob(q.get("query"))
+    query = afm.name_pattern(q.get("query"))
     base = base_url(request)
     found = [
         template_json(rt, guid, t, base)
