@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from deltalake import DeltaTable
+from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import DeltaError
 
 from service.errors import PideltaError
@@ -161,6 +161,8 @@ class TableStore:
                     partition_by=list(spec.partition_by) or None,
                     name=name,
                     storage_options=self.storage_options or None,
+                    # A loser of the race must fail, not retry as version 1 with new metadata.
+                    commit_properties=CommitProperties(max_commit_retries=0),
                 )
             except (DeltaError, OSError) as exc:
                 # Another shard may have committed version 0 between our check and our write.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,6 +56,14 @@ def test_tables_created_with_declared_schemas_idempotently(store: TableStore) ->
         assert table.version() == 0
         assert pa.schema(table.schema().to_arrow()) == spec.schema
         assert table.metadata().partition_columns == list(spec.partition_by)
+
+
+def test_concurrent_creators_make_one_version_zero(tmp_path: Path) -> None:
+    target = str(tmp_path / "race")
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: TableStore(target).create_all(), range(6)))
+    for name in TABLES:
+        assert DeltaTable(f"{target}/{name}").version() == 0
 
 
 def test_schema_mismatch_is_a_sink_error(tmp_path: Path) -> None:
