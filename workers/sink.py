@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
 
 import polars as pl
 import pyarrow as pa
@@ -278,11 +277,3 @@ class CommitBuffer:
         self._rows = self._bytes = 0
         self._since = None
         return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
-def utc_bounds(rows: pa.Table) -> tuple[datetime, datetime] | None:
-    """Earliest and latest `timestamp` of a batch (for logs and lag metrics)."""
-    if rows.num_rows == 0:
-        return None
-    bounds = pc.min_max(rows.column("timestamp"))
-    return bounds["min"].as_py(), bounds["max"].as_py()
