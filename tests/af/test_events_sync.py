@@ -1,0 +1,220 @@
+"""Event-frame sync against mock-pi: exact rows, frames closing in place, kill -9 + restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import pytest
+from deltalake import DeltaTable
+
+from mock_pi.af import AfModel
+from mock_pi.eventframes import EventFrameModel, Frame
+from mock_pi.timeparse import parse_pi_time
+from service.settings import load_settings
+from tests.conftest import ROOT
+from workers.af_sync import iso_us
+from workers.af_tables import META_WATERMARK, PI_EVENT_FRAMES
+from workers.events_sync import sync_events, value_text
+
+SEED = 42
+TAGS = 100
+SLOT = 2.0  # seconds per event-frame slot: alarms last 0.1-6 s, batch runs 12-72 s
+PER_SLOT = 3
+DAY = 86_400
+
+
+def mock_env() -> dict[str, object]:
+    return {
+        "tag_count": TAGS,
+        "seed": SEED,
+        "rate_limit": 0,
+        "history_days": 1,
+        "ef_slot_seconds": SLOT,
+        "ef_per_slot": PER_SLOT,
+    }
+
+
+def frame_model() -> EventFrameModel:
+    """The ground truth of a mock started today with `mock_env()`."""
+    history_start = (time.time() // DAY) * DAY - DAY
+    return AfModel(SEED, TAGS).event_frames(history_start, SLOT, PER_SLOT)
+
+
+def ms_of(text: str) -> int:
+    """As mock-pi reads a search time."""
+    return round(parse_pi_time(text, time.time()) * 1000)
+
+
+def us(moment: datetime | None) -> int | None:
+    if moment is None:
+        return None
+    return round(moment.timestamp() * 1_000_000)
+
+
+def map_text(value: Any) -> str | None:
+    return value_text(value)[0]
+
+
+def expected(ef: EventFrameModel, f: Frame, at_ms: int) -> dict[str, Any]:
+    """The row of frame `f` as mock-pi serves it at `at_ms`."""
+    refs = ef.referenced(f)
+    acked = f.is_acknowledged(at_ms)
+    return {
+        "event_frame_webid": f.webid,
+        "event_frame_id": str(f.id),
+        "name": f.name,
+        "path": f.path,
+        "template_name": f.template_name,
+        "description": f"{f.template_name} on {refs[0].name}",
+        "start_time": f.start_ms * 1000,
+        "end_time": None if f.is_open(at_ms) else f.planned_end_ms * 1000,
+        "primary_referenced_element_webid": refs[0].webid,
+        "referenced_element_webids": [e.webid for e in refs],
+        "severity": f.severity,
+        "can_be_acknowledged": f.can_be_acknowledged,
+        "is_acknowledged": acked,
+        "acknowledged_by": f.operator if acked else None,
+        "acknowledged_date": f.ack_ms * 1000 if acked and f.ack_ms is not None else None,
+        "is_alarm": f.template_name == "Alarm",
+        "category_names": list(f.category_names),
+        "attributes": [(a.name, map_text(a.value)) for a in ef.attributes(f, at_ms)],
+        "database_webid": ef.af.database_webid,
+    }
+
+
+def normalised(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in row.items() if k != "synced_at"}
+    for key in ("start_time", "end_time", "acknowledged_date"):
+        out[key] = us(out[key])
+    return out
+
+
+def without_running_duration(row: dict[str, Any]) -> dict[str, Any]:
+    """An open Downtime frame's Duration grows with every millisecond it is served."""
+    if row["end_time"] is None and row["template_name"] == "Downtime":
+        row = {**row, "attributes": [(k, v) for k, v in row["attributes"] if k != "Duration"]}
+    return row
+
+
+def assert_served(ef: EventFrameModel, row: dict[str, Any], after_ms: int, before_ms: int) -> None:
+    """The row equals the frame as served at some instant in [after_ms, before_ms]."""
+    f = ef.by_guid(uuid.UUID(row["event_frame_id"]), before_ms)
+    assert f is not None, row["name"]
+    instants = {after_ms, before_ms}
+    instants |= {t for t in (f.planned_end_ms, f.ack_ms) if t and after_ms <= t <= before_ms}
+    got = without_running_duration(normalised(row))
+    candidates = [without_running_duration(expected(ef, f, t)) for t in sorted(instants)]
+    assert got in candidates, (got, candidates)
+
+
+def table_rows(target: str) -> list[dict[str, Any]]:
+    return DeltaTable(f"{target}/{PI_EVENT_FRAMES}").to_pyarrow_table().to_pylist()
+
+
+def truth_webids(ef: EventFrameModel, start: str, end: str) -> set[str]:
+    end_ms = ms_of(end)
+    return {f.webid for f in ef.search_range("Overlapped", ms_of(start), end_ms, end_ms)}
+
+
+@pytest.mark.parametrize(
+    ("value", "text", "ok"),
+    [
+        (None, None, True),
+        (True, "true", True),
+        (3, "3", True),
+        (2.5, "2.5", True),
+        ("B001", "B001", True),
+        ({"Name": "Open", "Value": 1}, "Open", True),
+        ({"Value": 1}, None, False),
+        ([1, 2], None, False),
+    ],
+)
+def test_value_text(value: Any, text: str | None, ok: bool) -> None:
+    assert value_text(value) == (text, ok)
+
+
+async def test_frames_equal_the_mock_and_close_in_place(
+    mock_pi_factory: Any, tmp_path: Any
+) -> None:
+    server = mock_pi_factory(**mock_env())
+    target = str(tmp_path / "lake")
+    start = iso_us(time.time_ns() // 1000 - 60_000_000)
+    settings = load_settings(
+        pi_url=server.url, target=target, events_start=start, events_lookback=0
+    )
+    ef = frame_model()
+
+    first = await sync_events(settings)
+    after_first = int(time.time() * 1000)
+    assert first is not None
+    assert first.open_frames > 0
+    rows = table_rows(target)
+    assert {r["event_frame_webid"] for r in rows} == truth_webids(ef, start, first.watermark)
+    for row in rows:
+        assert_served(ef, row, ms_of(first.watermark), after_first)
+    opened = {r["event_frame_webid"] for r in rows if r["end_time"] is None}
+    version = DeltaTable(f"{target}/{PI_EVENT_FRAMES}").version()
+
+    # Wait for open frames to close (alarms last at most 6 s), then sync again.
+    soonest = min(f.planned_end_ms for f in ef.search_range(
+        "Overlapped", ms_of(start), ms_of(first.watermark), ms_of(first.watermark)
+    ) if f.webid in opened)  # fmt: skip
+    await asyncio.sleep(max(0.0, soonest / 1000 - time.time()) + 0.5)
+    second = await sync_events(settings)
+    after_second = int(time.time() * 1000)
+    assert second is not None
+    rows = table_rows(target)
+    webids = [r["event_frame_webid"] for r in rows]
+    assert len(webids) == len(set(webids)), "a frame was duplicated"
+    assert set(webids) == truth_webids(ef, start, second.watermark)
+    closed = {r["event_frame_webid"] for r in rows if r["end_time"] is not None} & opened
+    assert closed, "no open frame closed"
+    for row in rows:
+        if row["event_frame_webid"] in closed or row["end_time"] is None:
+            assert_served(ef, row, ms_of(second.watermark), after_second)
+    table = DeltaTable(f"{target}/{PI_EVENT_FRAMES}")
+    assert table.version() == version + 1
+    assert table.history(1)[0][META_WATERMARK] == second.watermark
+
+
+def test_kill_9_during_sync_then_restart_leaves_no_duplicate_and_no_gap(
+    mock_pi_factory: Any, tmp_path: Any
+) -> None:
+    server = mock_pi_factory(**mock_env())
+    target = str(tmp_path / "lake")
+    start = iso_us(time.time_ns() // 1000 - 240_000_000)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIDELTA_")}
+    env.update(
+        PIDELTA_PI_URL=server.url,
+        PIDELTA_TARGET=target,
+        PIDELTA_EVENTS_START=start,
+        PIDELTA_EVENTS_LOOKBACK="0",
+        PIDELTA_AF_PAGE_SIZE="25",
+    )
+    command = [sys.executable, "-m", "service", "events"]
+    rng = random.Random(7)
+    killed = 0
+    for _ in range(5):
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 3.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait(30)
+    assert killed >= 2
+    final = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=120)
+    assert final.returncode == 0, final.stderr.decode()[-2000:]
+    table = DeltaTable(f"{target}/{PI_EVENT_FRAMES}")
+    watermark = table.history(1)[0][META_WATERMARK]
+    webids = [r["event_frame_webid"] for r in table_rows(target)]
+    assert len(webids) == len(set(webids)), "a frame was duplicated"
+    assert set(webids) == truth_webids(frame_model(), start, watermark), "a frame is missing"
