@@ -41,17 +41,15 @@ class CheckpointStore:
 
     def __init__(self, sink: DeltaSink) -> None:
         self.sink = sink
-        self._latest = pl.DataFrame(
-            schema={
-                "app_id": pl.String,
-                "tag_webid": pl.String,
-                "checkpoint": pl.Datetime("us", "UTC"),
-            }
-        )
+        self._latest = pl.DataFrame()
         self.reload()
 
     def reload(self) -> None:
-        """Read the latest checkpoint of every (app id, tag) from the table."""
+        """Read the latest checkpoint of every (app id, tag) from the table.
+
+        The cache follows this process's own `advance` calls; call `reload` when tags
+        move between shards, to see what the previous owner committed.
+        """
         table = self.sink.table(CHECKPOINTS).to_pyarrow_table(
             columns=["app_id", "tag_webid", "checkpoint"]
         )

@@ -137,7 +137,7 @@ class _Stream:
 
 @dataclass(slots=True)
 class _ValueColumns:
-    """Value columns of one stream, plus the local indexes of rejected values."""
+    """Value columns of a run of values, plus (index, reason) of the rejected ones."""
 
     value: pa.Array
     value_string: pa.Array
