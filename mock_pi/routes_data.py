@@ -215,6 +215,8 @@ async def get_points(state: MockState, request: web.Request, q: Query) -> web.Re
     check_server(state, request.match_info["webId"])
     start = q.integer("startIndex", 0)
     count = q.integer("maxCount", MAX_COLLECTION, minimum=1)
+    if count > state.settings.max_returned_items_per_call:
+        raise too_many("maxCount", state.settings.max_returned_items_per_call)
     name_filter = q.get("nameFilter", "*") or "*"
     base = base_url(request)
     items = []
@@ -301,9 +303,11 @@ def stream_head(point: cat.Point, base: str, key: str) -> dict[str, Any]:
     return head
 
 
-def splice(obj: dict[str, Any], fields: Fields, inner: bytes) -> bytes:
-    """Prune `obj`, dump it and put the pre-rendered `inner` where the placeholder was."""
-    return orjson.dumps(fields.prune(obj)).replace(PLACEHOLDER_JSON, inner, 1)
+def splice(obj: dict[str, Any], fields: Fields, inner: bytes) -> list[bytes]:
+    """Prune `obj`, dump it, and return its pieces around the pre-rendered `inner` (the
+    placeholder's place), so large bodies are copied once, by the final join."""
+    pre, found, post = orjson.dumps(fields.prune(obj)).partition(PLACEHOLDER_JSON)
+    return [pre, inner, post] if found else [pre]
 
 
 def single(rendered: bytes) -> bytes:
@@ -318,16 +322,20 @@ def streamset_body(request: web.Request, q: Query, results: list[Result], key: s
     """`Items[StreamValues]` (key Items) or `Items[StreamValue]` (key Value) JSON."""
     top = q.fields()
     stream_fields = top.sub("Items")
-    parts: list[bytes] = []
+    pieces: list[bytes] = [b"{"]
     if top.has("Links"):
-        parts.append(b'"Links":{}')
+        pieces.append(b'"Links":{}')
     if stream_fields is not None:
+        if len(pieces) > 1:
+            pieces.append(b",")
+        pieces.append(b'"Items":[')
         inner_fields = stream_fields.sub(key)
         good = [(s, ev) for _, s, ev, err in results if s is not None and err is None]
         rendered = iter(render_values(good, inner_fields) if inner_fields else [b""] * len(good))
         base = base_url(request)
-        items = []
-        for web_id, s, _, err in results:
+        for i, (web_id, s, _, err) in enumerate(results):
+            if i:
+                pieces.append(b",")
             if err is not None or s is None:
                 failed: dict[str, Any] = {"WebId": web_id}
                 if key == "Items":
@@ -337,18 +345,14 @@ def streamset_body(request: web.Request, q: Query, results: list[Result], key: s
                     "StatusCode": err.status if err else 404,
                     "Errors": list(err.messages) if err else [],
                 }
-                items.append(orjson.dumps(failed))
+                pieces.append(orjson.dumps(failed))
                 continue
             inner = next(rendered)
-            items.append(
-                splice(
-                    stream_head(s.point, base, key),
-                    stream_fields,
-                    single(inner) if key == "Value" else inner,
-                )
-            )
-        parts.append(b'"Items":[' + b",".join(items) + b"]")
-    return b"{" + b",".join(parts) + b"}"
+            head = stream_head(s.point, base, key)
+            pieces.extend(splice(head, stream_fields, single(inner) if key == "Value" else inner))
+        pieces.append(b"]")
+    pieces.append(b"}")
+    return b"".join(pieces)
 
 
 def send(request: web.Request, body: bytes) -> web.Response:
@@ -379,7 +383,7 @@ def single_stream_body(q: Query, s: Series, ev: Events) -> bytes:
     item_fields = top.sub("Items")
     inner = render_values([(s, ev)], item_fields)[0] if item_fields else b"[]"
     obj = {"Links": {}, "Items": PLACEHOLDER, "UnitsAbbreviation": s.point.units}
-    return splice(obj, top, inner)
+    return b"".join(splice(obj, top, inner))
 
 
 def recorded_params(state: MockState, q: Query, streams: int) -> tuple[int, int, str, int, int]:

@@ -5,6 +5,8 @@ Starts `python -m mock_pi` as a subprocess (as the tests do) and prints:
 - values/s for `/streamsets/recorded` 100 tags x 1000 values (median of N), without and
   with gzip;
 - values/s for 1000 tags x 100 values (10 streamsets calls of 100 tags).
+Wall times include the client's decoding; server CPU seconds (all threads, from /proc)
+give a per-core figure that holds on a busy machine.
 
 Usage: .venv/bin/python scripts/bench_mock.py [--repeat N]
 """
@@ -67,6 +69,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def webids(url: str, count: int) -> list[str]:
     server = orjson.loads(fetch(f"{url}/dataservers"))["Items"][0]["WebId"]
     page = fetch(f"{url}/dataservers/{server}/points?maxCount={count}&selectedFields=Items.WebId")
@@ -108,22 +116,28 @@ def main() -> None:
         target = recorded_url(url, ids[:100], 1000)
         for gz in (False, True):
             timed(target, gz)
+            cpu = cpu_seconds(proc.pid)
             runs = [timed(target, gz) for _ in range(args.repeat)]
+            cpu = (cpu_seconds(proc.pid) - cpu) / args.repeat
             median = statistics.median(t for t, _ in runs)
             values = runs[0][1]
             label = "gzip" if gz else "plain"
             print(
                 f"/streamsets/recorded 100 tags x 1000 ({label}): {values} values, "
-                f"median {median * 1000:.0f} ms, {values / median:,.0f} values/s"
+                f"median {median * 1000:.0f} ms wall, {values / median:,.0f} values/s; "
+                f"server CPU {cpu * 1000:.0f} ms/call, {values / cpu:,.0f} values/CPU-s"
             )
         began = time.perf_counter()
+        cpu = cpu_seconds(proc.pid)
         total = 0
         for i in range(0, 1000, 100):
             total += timed(recorded_url(url, ids[i : i + 100], 100), False)[1]
         elapsed = time.perf_counter() - began
+        cpu = cpu_seconds(proc.pid) - cpu
         print(
-            f"1000 tags x 100 values (10 calls): {total} values, {elapsed * 1000:.0f} ms, "
-            f"{total / elapsed:,.0f} values/s; server RSS {rss_mb(proc.pid):.0f} MB"
+            f"1000 tags x 100 values (10 calls): {total} values, {elapsed * 1000:.0f} ms wall, "
+            f"{total / elapsed:,.0f} values/s; server CPU {cpu * 1000:.0f} ms, "
+            f"{total / cpu:,.0f} values/CPU-s; server RSS {rss_mb(proc.pid):.0f} MB"
         )
     finally:
         proc.terminate()
