@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pytest
 from aiohttp import web
@@ -17,6 +22,7 @@ from mock_pi.af import AfModel
 from service.commands_af import AfMetricsObserver
 from service.metrics import Metrics
 from service.settings import Settings, load_settings
+from tests.conftest import ROOT
 from workers.af_sync import Database, config_point_path, database_matches, sync_af
 from workers.af_tables import (
     AF_QUARANTINE,
@@ -179,6 +185,28 @@ async def test_tables_equal_the_af_model_and_follow_a_version_bump(
     committed = metrics.rows_committed.labels(table=PI_AF_HIERARCHY, shard="0")._value.get()
     assert committed == len(model.elements()) + len(bumped.elements())
 
+    # pi_timeseries.tag_webid joins pi_af_attributes.point_webid joins pi_af_hierarchy.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIDELTA_")}
+    env.update(PIDELTA_PI_URL=server.url, PIDELTA_TARGET=target, PIDELTA_START="*-10m",
+               PIDELTA_METRICS_PORT="0")  # fmt: skip
+    once = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "service", "once"], cwd=ROOT, env=env,
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert once.returncode == 0, once.stderr.decode()[-2000:]
+    series = pl.from_arrow(DeltaTable(f"{target}/pi_timeseries").to_pyarrow_table())
+    tags = series.select("tag_webid", "tag_name").unique()
+    assert tags.height == TAGS
+    joined = tags.join(
+        pl.from_arrow(pa.Table.from_pylist(attributes)).select(
+            "point_webid", "point_name", "element_webid"
+        ),
+        left_on="tag_webid",
+        right_on="point_webid",
+    ).join(pl.from_arrow(pa.Table.from_pylist(hierarchy)), on="element_webid")
+    assert joined.height == TAGS
+    assert (joined["tag_name"] == joined["point_name"]).all()
+
 
 async def test_other_shards_skip(tmp_path: Any) -> None:
     settings = settings_for(
@@ -191,16 +219,16 @@ async def test_other_shards_skip(tmp_path: Any) -> None:
 
 # ----- bad input from a crafted server -----------------------------------------------------
 DB = "F1RDcrafted"
-ROOT = "\\\\AF\\DB"
+AF_ROOT = "\\\\AF\\DB"
 
 
 def crafted_elements() -> list[dict[str, Any]]:
     return [
-        {"WebId": "E1", "Name": "Site", "Path": f"{ROOT}\\Site", "TemplateName": "Site",
+        {"WebId": "E1", "Name": "Site", "Path": f"{AF_ROOT}\\Site", "TemplateName": "Site",
          "CategoryNames": [], "HasChildren": True},
-        {"WebId": "E2", "Name": "Pump", "Path": f"{ROOT}\\Site\\Pump",
+        {"WebId": "E2", "Name": "Pump", "Path": f"{AF_ROOT}\\Site\\Pump",
          "TemplateName": "NoSuchTemplate", "CategoryNames": ["Equipment"], "HasChildren": False},
-        {"WebId": "E3", "Name": "Orphan", "Path": f"{ROOT}\\Gone\\Orphan", "TemplateName": ""},
+        {"WebId": "E3", "Name": "Orphan", "Path": f"{AF_ROOT}\\Gone\\Orphan", "TemplateName": ""},
         {"Name": "no webid"},
     ]  # fmt: skip
 
@@ -255,7 +283,7 @@ def crafted_app() -> web.Application:
         return web.json_response({"Items": [{"WebId": "S1", "Name": "AF"}]})
 
     async def databases(_: web.Request) -> web.Response:
-        return web.json_response({"Items": [{"WebId": DB, "Name": "DB", "Path": ROOT}]})
+        return web.json_response({"Items": [{"WebId": DB, "Name": "DB", "Path": AF_ROOT}]})
 
     async def templates(_: web.Request) -> web.Response:
         items = [
