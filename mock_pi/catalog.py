@@ -6,13 +6,15 @@ are O(1), `matching()` walks names without keeping them.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+
+import numpy as np
+import polars as pl
 
 from mock_pi import webid
 
@@ -151,8 +153,46 @@ class Catalog:
         if name_filter in ("", "*"):
             yield from (self.point(i) for i in range(self.tag_count))
             return
-        rx = re.compile(fnmatch.translate(name_filter), re.IGNORECASE)
-        for i in range(self.tag_count):
-            p = self.point(i)
-            if rx.match(p.name):
-                yield p
+        for i in self.matching_indices(name_filter):
+            yield self.point(int(i))
+
+    def page(self, name_filter: str, start: int, count: int) -> list[Point]:
+        """One page of `matching()`: O(page) for `*`, so paging a million tags stays linear."""
+        if name_filter in ("", "*"):
+            return [self.point(i) for i in range(start, min(start + count, self.tag_count))]
+        return [
+            self.point(int(i)) for i in self.matching_indices(name_filter)[start : start + count]
+        ]
+
+    def matching_indices(self, name_filter: str) -> np.ndarray:
+        """Indices of the points a filter matches, cached for a few filters (paging re-asks)."""
+        return self._matching(name_filter.upper())
+
+    @lru_cache(maxsize=8)  # noqa: B019 - one catalog per process, kept for its lifetime
+    def _matching(self, name_filter: str) -> np.ndarray:
+        pattern = "".join(
+            ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in name_filter
+        )
+        hits = self._names().str.contains(f"(?s)^{pattern}$")
+        return np.flatnonzero(hits.to_numpy())
+
+    @lru_cache(maxsize=1)  # noqa: B019 - one catalog per process, kept for its lifetime
+    def _names(self) -> pl.Series:
+        """All point names, upper-case, built once on the first filtered search."""
+        prefixes = np.array([k.prefix for k in _KIND_TABLE], dtype=object)
+        kinds = np.fromiter(
+            (mix(self.seed, "point", i) % len(_KIND_TABLE) for i in range(self.tag_count)),
+            dtype=np.int64,
+            count=self.tag_count,
+        )
+        frame = pl.DataFrame({"prefix": prefixes[kinds], "index": np.arange(self.tag_count)})
+        return frame.select(
+            pl.concat_str(
+                [
+                    pl.col("prefix"),
+                    pl.lit("-"),
+                    pl.col("index").cast(pl.String).str.zfill(7),
+                    pl.lit(".PV"),
+                ]
+            )
+        ).to_series()

@@ -219,12 +219,7 @@ async def get_points(state: MockState, request: web.Request, q: Query) -> web.Re
         raise too_many("maxCount", state.settings.max_returned_items_per_call)
     name_filter = q.get("nameFilter", "*") or "*"
     base = base_url(request)
-    items = []
-    for i, point in enumerate(state.catalog.matching(name_filter)):
-        if i >= start + count:
-            break
-        if i >= start:
-            items.append(point_json(state, point, base))
+    items = [point_json(state, p, base) for p in state.catalog.page(name_filter, start, count)]
     return json_response({"Links": {}, "Items": items}, q.fields())
 
 
