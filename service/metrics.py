@@ -7,7 +7,7 @@ Labels are bounded: shard, table, endpoint, status, reason and kind, never a tag
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -116,7 +116,7 @@ class Metrics:
         self.rows_committed.labels(table=table, shard=shard).inc(rows)
         self.delta_table_version.labels(table=table).set(version)
 
-    def count_quarantine(self, counts: dict[str, int]) -> None:
+    def count_quarantine(self, counts: Mapping[str, int]) -> None:
         for reason, n in counts.items():
             self.quarantined_values.labels(reason=reason).inc(n)
 
