@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -116,6 +115,7 @@ class Series:
         self.scan_ticks = point.scan_seconds * TICKS
         self.numeric = kind.point_type in ("Float32", "Float64", "Int32")
         self.keep = {"Digital": 0.25, "String": 0.2}.get(kind.point_type, 0.6)
+        self.rate = self.keep * 1.05  # expected values per slot, to size generation chunks
         self.jitter_mode = (h >> 8) % 3  # 0 whole seconds, 1 milliseconds, 2 microseconds
         self.period1 = 86_400.0 * (0.5 + ((h >> 12) % 1000) / 666.0)
         self.period2 = 3_600.0 * (0.3 + ((h >> 22) % 1000) / 370.0)
@@ -127,11 +127,6 @@ class Series:
         self.late_ticks = round(late_seconds * TICKS)
         self.outage_phase = (h >> 52) % OUTAGE_PERIOD
         self.outage_length = 60 + (h >> 40) % 240
-
-    @cached_property
-    def rate(self) -> float:
-        """Expected values per slot, to size generation chunks."""
-        return self.keep * 1.05
 
     def slots(self, slots: np.ndarray) -> Events:
         """All values of the given slots (sorted int64), ascending, visibility not applied."""
@@ -149,7 +144,9 @@ class Series:
             jitter_us = raw % 1_000_000
         ticks = slots * self.scan_ticks + jitter_us * TICKS_PER_US
         n = int(mult.sum())
+        hs_events = hs
         if n != len(slots):
+            hs_events = np.repeat(hs, mult)
             ticks = np.repeat(ticks, mult)
             slots = np.repeat(slots, mult)
             starts = np.cumsum(mult) - mult
@@ -166,11 +163,11 @@ class Series:
         elif kind.digital_set is not None:
             states = len(cat.DIGITAL_SETS[kind.digital_set])
             block = splitmix((slots // DIGITAL_BLOCK).astype(np.uint64) + self.key2)
-            code = np.where(system, code, _bits(block, 7, 16) % states)
+            code = np.where(system, code, (_bits(block, 7, 16) + seq) % states)
         elif kind.prefix == "BATCH":
-            code = np.where(system, code, ticks // (BATCH_SECONDS * TICKS))
+            code = np.where(system, code, ticks // (BATCH_SECONDS * TICKS) + seq)
         else:
-            code = np.where(system, code, _bits(he, 40, 10) % len(MESSAGES))
+            code = np.where(system, code, (_bits(hs_events, 48, 10) + seq) % len(MESSAGES))
         value = np.where(system, np.nan, value)
         return Events(
             ticks=ticks,

@@ -141,3 +141,16 @@ def test_arrivals_are_the_values_that_became_visible() -> None:
     plain = truth()
     on_time = index_point(plain, 5)
     assert plain.arrivals(on_time, a, b) == plain.recorded(on_time, a + TICK, b)
+
+
+def test_values_sharing_a_timestamp_differ() -> None:
+    t = truth()
+    runs: dict[tuple[int, str], list[str]] = {}
+    for index in range(24):
+        for v in t.recorded(index_point(t, index), at(START), at(END)):
+            runs.setdefault((index, v["Timestamp"]), []).append(repr(v["Value"]))
+    shared = [values for values in runs.values() if len(values) > 1]
+    assert len(shared) > 50
+    assert {len(values) for values in shared} == {2, 3}
+    distinct = sum(len(set(values)) == len(values) for values in shared)
+    assert distinct >= 0.95 * len(shared)
