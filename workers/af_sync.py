@@ -91,7 +91,7 @@ TEMPLATE_FIELDS = "Items.Name;Items.InstanceType;Items.CanBeAcknowledged;Items.C
 PI_POINT = "PI Point"
 MAX_ATTRIBUTES_PER_ELEMENT = 10_000
 POINTS_PER_BATCH = 1000
-_QUERY_SAFE = ";*:\\"
+_QUERY_SAFE = ";*:"
 
 
 class AfObserver(Protocol):
@@ -457,8 +457,11 @@ class AfSync:
                 "element", element_webid, "attributes not read", f"status {status}", raw_json(sub)
             )
             return
+        items = content.get("Items") or []
+        if len(items) >= MAX_ATTRIBUTES_PER_ELEMENT:
+            q.add("element", element_webid, "attributes truncated", f"{len(items)} read")
         a = snap.attributes
-        for attr in content.get("Items") or []:
+        for attr in items:
             webid = attr.get("WebId") if isinstance(attr, dict) else None
             if not isinstance(webid, str):
                 q.add("attribute", None, "malformed attribute", element_webid, raw_json(attr))

@@ -39,6 +39,7 @@ META_HASH = "pidelta.af.content_hash"
 META_SNAPSHOT = "pidelta.af.snapshot_id"
 META_SYNCED_AT = "pidelta.af.synced_at"
 META_WATERMARK = "pidelta.events.watermark"
+GONE = "_pidelta_gone"  # merge source flag: delete this frame
 META_HISTORY_DEPTH = 200  # commits searched back for pidelta's metadata (others may OPTIMIZE)
 
 STRINGS = pa.list_(pa.string())
@@ -203,10 +204,30 @@ class AfTables:
         )
         return self.open(name).version()
 
-    def merge_frames(self, data: pa.Table, metadata: Mapping[str, str]) -> dict[str, Any]:
-        """Upsert frames on `event_frame_webid` in one commit (an open frame closes in place)."""
+    def merge_frames(
+        self, data: pa.Table, gone: list[str], metadata: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """Upsert frames and delete `gone` ones, on `event_frame_webid`, in one commit.
+
+        An open frame closes in place; a frame PI no longer knows (deleted, or recreated by
+        an analysis backfill) leaves the table instead of staying open forever.
+        """
         spec = AF_TABLES[PI_EVENT_FRAMES]
-        source = data.select(spec.schema.names).cast(spec.schema)
+        rows = data.select(spec.schema.names).cast(spec.schema)
+        if gone:
+            dead = {
+                f.name: pa.nulls(len(gone), f.type)
+                for f in spec.schema
+                if f.name not in ("event_frame_webid", "synced_at")
+            }
+            stamp = rows["synced_at"][0] if rows.num_rows else pa.scalar(0, UTC_US)
+            dead["event_frame_webid"] = pa.array(gone, pa.string())
+            dead["synced_at"] = pa.array([stamp.value] * len(gone), pa.int64()).cast(UTC_US)
+            rows = pa.concat_tables(
+                [rows, pa.table(dead).select(spec.schema.names).cast(spec.schema)]
+            )
+        flag = [False] * data.num_rows + [True] * len(gone)
+        source = rows.append_column(GONE, pa.array(flag, pa.bool_()))
         return (
             self.open(PI_EVENT_FRAMES)
             .merge(
@@ -216,8 +237,9 @@ class AfTables:
                 target_alias="t",
                 commit_properties=self._properties(metadata),
             )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
+            .when_matched_delete(predicate=f"s.{GONE}")
+            .when_matched_update_all(except_cols=[GONE])
+            .when_not_matched_insert_all(predicate=f"NOT s.{GONE}", except_cols=[GONE])
             .execute()
         )
 

@@ -53,7 +53,7 @@ from workers.af_tables import (
     AfTables,
     Quarantine,
 )
-from workers.errors import PIError
+from workers.errors import PIWebAPIError
 from workers.fetch import parse_time_us
 from workers.pi_client import PIClient, batch_content
 from workers.tables import TableStore
@@ -135,6 +135,7 @@ class EventsSync:
         self.synced_at_us = synced_at_us
         self.parallel = max(1, min(8, settings.pi_max_concurrency // 2))
         self.rows = FrameRows()
+        self.gone: list[str] = []  # open frames PI answers 404 for: deleted
         self.quarantine = Quarantine.empty()
 
     async def window(
@@ -212,8 +213,11 @@ class EventsSync:
             for n, w in enumerate(chunk):
                 try:
                     frame = batch_content(reply, f"f{n}")
-                except PIError as exc:
-                    self.quarantine.add("event_frame", w, "open frame not found", str(exc))
+                except PIWebAPIError as exc:
+                    if exc.status == 404:
+                        self.gone.append(w)
+                    else:
+                        self.quarantine.add("event_frame", w, "open frame not read", str(exc))
                     continue
                 self.add(None, known, frame, reply.get(f"v{n}"))
 
@@ -325,13 +329,15 @@ def _read_state(tables: AfTables) -> tuple[int | None, list[str], set[str] | Non
     return watermark, open_ids, known
 
 
-def _commit(tables: AfTables, rows: pa.Table, watermark_us: int, quarantine: pa.Table) -> Commit:
+def _commit(
+    tables: AfTables, rows: pa.Table, gone: list[str], watermark_us: int, quarantine: pa.Table
+) -> Commit:
     """Merge the frames and advance the watermark in the same commit."""
     began = time.monotonic()
-    tables.merge_frames(rows, {META_WATERMARK: iso_us(watermark_us)})
+    tables.merge_frames(rows, gone, {META_WATERMARK: iso_us(watermark_us)})
     commit = Commit(
         PI_EVENT_FRAMES,
-        rows.num_rows,
+        rows.num_rows + len(gone),
         time.monotonic() - began,
         tables.open(PI_EVENT_FRAMES).version(),
     )
@@ -343,6 +349,7 @@ def _commit(tables: AfTables, rows: pa.Table, watermark_us: int, quarantine: pa.
 class EventsSyncResult:
     frames: int  # rows merged
     open_frames: int
+    deleted: int  # open frames PI no longer knows, removed
     watermark: str
     quarantined: int
     seconds: float
@@ -379,19 +386,23 @@ async def sync_events(
     if missing:
         await sync.recheck(all_templates, missing)
     rows = sync.rows.table()
-    if rows.num_rows:
-        await asyncio.to_thread(_commit, tables, rows, end_us, sync.quarantine.table(end_us))
+    if rows.num_rows or sync.gone:
+        commit = await asyncio.to_thread(
+            _commit, tables, rows, sync.gone, end_us, sync.quarantine.table(end_us)
+        )
+        observer.on_commit(commit.table, commit.rows, commit.seconds, commit.version)
     report_bad_input(sync.quarantine, observer)
     still_open = int(pc.sum(pc.is_null(rows["end_time"])).as_py() or 0)
     seconds = time.monotonic() - started
     log.info(
-        "event frames: %d merged (%d open) from %s to %s in %.1f s",
+        "event frames: %d merged (%d open), %d deleted in PI, from %s to %s in %.1f s",
         rows.num_rows,
         still_open,
+        len(sync.gone),
         start,
         iso_us(end_us),
         seconds,
     )
     return EventsSyncResult(
-        rows.num_rows, still_open, iso_us(end_us), len(sync.quarantine), seconds
+        rows.num_rows, still_open, len(sync.gone), iso_us(end_us), len(sync.quarantine), seconds
     )

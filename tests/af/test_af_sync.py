@@ -277,7 +277,12 @@ def crafted_values(webid: str) -> dict[str, Any]:
 
 
 def crafted_app() -> web.Application:
-    """Just enough of PI Web API to deliver bad input to both syncs."""
+    """Just enough of PI Web API to deliver bad input to both syncs.
+
+    Frames are served by the first search only; afterwards the open frame F1 is unknown
+    (deleted in PI), so the next sync must find it by WebID and remove it.
+    """
+    served = {"frames": False}
 
     async def servers(_: web.Request) -> web.Response:
         return web.json_response({"Items": [{"WebId": "S1", "Name": "AF"}]})
@@ -304,10 +309,14 @@ def crafted_app() -> web.Application:
                 "Content": {"Items": [crafted_attributes(e.get("WebId", "")) for e in elements]},
             }
         elif "f" in body:
-            first = "startIndex=0&" in body["f"]["Resource"]
+            first = "startIndex=0&" in body["f"]["Resource"] and not served["frames"]
+            served["frames"] |= first
             frames = crafted_frames() if first else []
             out["f"] = {"Status": 200, "Content": {"Items": frames}}
             out["v"] = {"Status": 207, "Content": {"Items": [crafted_values("") for _ in frames]}}
+        elif "f0" in body:
+            for rid in body:
+                out[rid] = {"Status": 404, "Content": {"Errors": ["Unknown or invalid WebID"]}}
         else:
             for rid, req in body.items():
                 found = "points/P1" in req["Resource"]
@@ -408,3 +417,9 @@ async def test_bad_input_is_counted_quarantined_and_never_a_crash(
     assert reasons[("element", "missing template")] == 1
     malformed = next(r for r in quarantine if r["reason"] == "malformed element")
     assert json.loads(malformed["raw"]) == {"Name": "no webid"}
+
+    # The open frame disappears from PI: the next sync deletes its row in the merge.
+    again = await sync_events(settings, observer=recorder)
+    assert again is not None
+    assert (again.frames, again.deleted) == (0, 1)
+    assert {r["event_frame_webid"] for r in read(target, "pi_event_frames")[0]} == {"F2"}
