@@ -8,6 +8,7 @@ through, and fields that no path names are dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -143,8 +144,14 @@ def render_values(
         parts.append(pl.lit('"Value":') + _value_expr(streams, events, lens, fields, columns))
     tail_keys = [k for k in keys if k not in ("Timestamp", "Value")]
     if tail_keys:
-        columns["tail"] = _tail_fragments(streams, tail_keys).gather(
-            stream_idx.astype(np.int64) * 16
+        units = sorted({st.point.units for st, _ in streams})
+        unit_of = np.array([units.index(st.point.units) for st, _ in streams], np.int64)
+        table = pl.Series(
+            [text for u in units for text in _tail_fragments(u, tuple(tail_keys))],
+            dtype=pl.String,
+        )
+        columns["tail"] = table.gather(
+            np.repeat(unit_of, lens) * 16
             + (~events.system) * 8
             + events.questionable * 4
             + events.substituted * 2
@@ -188,24 +195,21 @@ def _timestamp_expr(ticks: np.ndarray, columns: dict[str, Any]) -> pl.Expr:
     return pl.concat_str([pl.col("hour"), pl.col("minsec"), fraction])
 
 
-def _tail_fragments(
-    streams: Sequence[tuple[series.Series, series.Events]], keys: list[str]
-) -> pl.Series:
-    """`"UnitsAbbreviation":..,"Good":..` text for each (stream, 4 flag bits) combination:
-    one gather per row instead of five string operations."""
+@lru_cache(maxsize=256)
+def _tail_fragments(units: str, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """`"UnitsAbbreviation":..,"Good":..` text for the 16 combinations of the four flags of
+    one unit: a row gathers its text instead of five string operations."""
     out = []
-    for s, _ in streams:
-        units = orjson.dumps(s.point.units).decode()
-        for bits in range(16):
-            flags = {
-                "UnitsAbbreviation": units,
-                "Good": "true" if bits & 8 else "false",
-                "Questionable": "true" if bits & 4 else "false",
-                "Substituted": "true" if bits & 2 else "false",
-                "Annotated": "true" if bits & 1 else "false",
-            }
-            out.append(",".join(f'"{k}":{flags[k]}' for k in keys))
-    return pl.Series(out, dtype=pl.String)
+    for bits in range(16):
+        flags = {
+            "UnitsAbbreviation": orjson.dumps(units).decode(),
+            "Good": "true" if bits & 8 else "false",
+            "Questionable": "true" if bits & 4 else "false",
+            "Substituted": "true" if bits & 2 else "false",
+            "Annotated": "true" if bits & 1 else "false",
+        }
+        out.append(",".join(f'"{k}":{flags[k]}' for k in keys))
+    return tuple(out)
 
 
 def _value_expr(
