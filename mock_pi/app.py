@@ -31,6 +31,9 @@ def create_app(settings: MockSettings, clock: Callable[[], float] = time.time) -
 
 def serve(settings: MockSettings) -> None:
     web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, access_log=None,
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
         print=lambda msg: print(f"mock-pi: {msg} (/piwebapi, {settings.tag_count} tags)"),
     )

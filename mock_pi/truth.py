@@ -98,7 +98,9 @@ class GroundTruth:
             return int(when.timestamp() * 1_000_000) * TICKS_PER_US
         if isinstance(when, str):
             return parse_pi_ticks(when, at)
-        return int(when)
+        if not isinstance(when, int):
+            raise TypeError(f"a time is a string, a datetime or int ticks, not {when!r}")
+        return when
 
     def _now(self, at: float | None) -> tuple[float, int]:
         at = self.state.clock() if at is None else at
