@@ -19,11 +19,15 @@ from deltalake import DeltaTable
 from mock_pi.af import AfModel
 from mock_pi.eventframes import EventFrameModel, Frame
 from mock_pi.timeparse import parse_pi_time
+from service.commands_af import run_schedules
+from service.lifecycle import Lifecycle
+from service.metrics import Metrics
 from service.settings import load_settings
 from tests.conftest import ROOT
 from workers.af_sync import iso_us
-from workers.af_tables import META_WATERMARK, PI_EVENT_FRAMES
+from workers.af_tables import META_WATERMARK, PI_AF_HIERARCHY, PI_EVENT_FRAMES
 from workers.events_sync import sync_events, value_text
+from workers.pi_client import PIClient
 
 SEED = 42
 TAGS = 100
@@ -218,3 +222,27 @@ def test_kill_9_during_sync_then_restart_leaves_no_duplicate_and_no_gap(
     webids = [r["event_frame_webid"] for r in table_rows(target)]
     assert len(webids) == len(set(webids)), "a frame was duplicated"
     assert set(webids) == truth_webids(frame_model(), start, watermark), "a frame is missing"
+
+
+async def test_run_schedules_sync_both_until_stopped(mock_pi_factory: Any, tmp_path: Any) -> None:
+    server = mock_pi_factory(**mock_env())
+    target = str(tmp_path / "lake")
+    settings = load_settings(
+        pi_url=server.url,
+        target=target,
+        events_start=iso_us(time.time_ns() // 1000 - 30_000_000),
+        af_sync_interval=60,
+        events_sync_interval=0.3,
+    )
+    lifecycle = Lifecycle()
+    metrics = Metrics(process=False)
+    async with PIClient(settings) as client:
+        task = asyncio.create_task(run_schedules(settings, client, lifecycle, metrics))
+        await asyncio.sleep(2.5)
+        lifecycle.stop("test")
+        await asyncio.wait_for(task, 30)
+    assert DeltaTable(f"{target}/{PI_AF_HIERARCHY}").version() == 1  # created, then one sync
+    merges = [c for c in DeltaTable(f"{target}/{PI_EVENT_FRAMES}").history() if META_WATERMARK in c]
+    assert len(merges) >= 3
+    frames = metrics.rows_committed.labels(table=PI_EVENT_FRAMES, shard="0")._value.get()
+    assert frames == sum(c["operationMetrics"]["num_source_rows"] for c in merges)
