@@ -62,8 +62,8 @@ def wheel(deploy_tmp: Path) -> Path:
 def wheel_venv(deploy_tmp: Path, wheel: Path) -> Path:
     """A new venv (no system site-packages) with the wheel and its declared dependencies.
 
-    The project's pip installs into it (`--python`), reusing pip's cache; no bytecode is
-    compiled, which keeps this to the download and unpack of the dependencies.
+    The project's pip installs into it (`--python`), reusing pip's cache. Bytecode is
+    compiled at install time because the non-root user cannot write it later.
     """
     venv = deploy_tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True, timeout=120)
@@ -76,7 +76,6 @@ def wheel_venv(deploy_tmp: Path, wheel: Path) -> Path:
             str(venv / "bin" / "python"),
             "install",
             "--quiet",
-            "--no-compile",
             str(wheel),
         ],
         capture_output=True,

@@ -7,9 +7,11 @@ from the installed wheel the way a `python_wheel_task` does: argv = parameters.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import yaml
 from databricks.sdk.service.jobs import JobSettings
 
 from service.settings import Settings
+from tests.conftest import MockServer
 from tests.deploy.queries import ROOT
 
 BUNDLE = ROOT / "deploy" / "databricks" / "databricks.yml"
@@ -159,9 +162,10 @@ def test_tasks_name_the_wheel_package_and_its_console_script(
         assert task["entry_point"] in names
 
 
-def call_wheel_task(venv: Path, task: dict[str, Any], params: list[str]) -> tuple[int, str]:
-    import json
-
+def call_wheel_task(
+    venv: Path, task: dict[str, Any], params: list[str], env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run the harness in the wheel's venv; (exit code, stdout before EXIT, stderr)."""
     result = subprocess.run(
         [
             str(venv / "bin" / "python"),
@@ -174,12 +178,13 @@ def call_wheel_task(venv: Path, task: dict[str, Any], params: list[str]) -> tupl
         capture_output=True,
         text=True,
         timeout=120,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(venv.parent)},
+        cwd=venv.parent,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(venv.parent), **(env or {})},
     )
     *out, last = result.stdout.splitlines()
     assert last.startswith("EXIT "), result.stdout + result.stderr
     code = last.removeprefix("EXIT ")
-    return (0 if code == "None" else int(code)), "\n".join(out)
+    return (0 if code == "None" else int(code)), "\n".join(out), result.stderr
 
 
 def test_entry_point_parses_every_task_parameter_list(
@@ -188,6 +193,40 @@ def test_entry_point_parses_every_task_parameter_list(
     """`<parameters> --help`: argparse reaches the command's help only if the flags parsed."""
     for task in wheel_tasks(jobs):
         params = task["parameters"]
-        code, out = call_wheel_task(wheel_venv, task, [*params, "--help"])
+        code, out, _ = call_wheel_task(wheel_venv, task, [*params, "--help"])
         assert code == 0, params
         assert out.splitlines()[0].startswith(f"usage: pidelta {params[-1]}")
+
+
+def test_batch_task_catches_up_its_shard_with_secrets_from_the_scope(
+    jobs: dict[str, dict[str, Any]],
+    wheel_venv: Path,
+    tmp_path: Path,
+    mock_pi_factory: Callable[..., MockServer],
+) -> None:
+    """shard_0 of the batch job, env from spark_env_vars with the secret references filled in.
+
+    Only what names real infrastructure is replaced: the PI URL (a basic-auth mock-pi)
+    and the target (a folder instead of Unity Catalog); the start is shortened.
+    """
+    secrets = {"pi-username": "pidelta-svc", "pi-password": "s3cret-from-scope"}
+    mock = mock_pi_factory(
+        tag_count=20, auth="basic", username=secrets["pi-username"], password=secrets["pi-password"]
+    )
+    job = jobs["pidelta_batch"]
+    (cluster,) = job["job_clusters"]
+    env = {
+        key: re.sub(r"\{\{secrets/pidelta/([\w-]+)\}\}", lambda m: secrets[m.group(1)], value)
+        for key, value in cluster["new_cluster"]["spark_env_vars"].items()
+    }
+    env |= {
+        "PIDELTA_PI_URL": mock.url,
+        "PIDELTA_TARGET": str(tmp_path / "pi"),
+        "PIDELTA_START": "*-5m",
+    }
+    task = next(t for t in job["tasks"] if t["task_key"] == "shard_0")["python_wheel_task"]
+    code, out, err = call_wheel_task(wheel_venv, task, task["parameters"], env)
+    assert code == 0, err
+    assert (tmp_path / "pi" / "pi_timeseries" / "_delta_log").is_dir()
+    assert "pidelta-ts-0-of-4" in err
+    assert secrets["pi-password"] not in out + err

@@ -8,13 +8,24 @@ that is not root and owns nothing but its working directory, configuration only 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from mock_pi.catalog import Catalog
 from service.settings import Settings
+from shard_config.ring import ShardRing
+from tests.conftest import MockServer, free_port
 from tests.deploy.queries import ROOT
+
+HEALTHCHECK = ROOT / "deploy" / "docker" / "healthcheck.py"
+TAGS = 30
 
 NOBODY = 65534
 
@@ -36,19 +47,24 @@ def workdir(deploy_tmp: Path) -> Path:
     return path
 
 
-def run(venv: Path, workdir: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run a venv program the way the image's ENTRYPOINT does: nothing but the given env."""
-    clean = {
+def container_env(venv: Path, workdir: Path, **env: str) -> dict[str, str]:
+    """Nothing but what the image sets, plus the given PIDELTA_* variables."""
+    return {
         "PATH": f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         "HOME": str(workdir),
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
+        "PIDELTA_TARGET": str(workdir / "lakehouse"),
         **env,
     }
+
+
+def run(venv: Path, workdir: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a venv program the way the image's ENTRYPOINT does, to completion."""
     return subprocess.run(
         [*as_non_root(), str(venv / "bin" / argv[0]), *argv[1:]],
         cwd=workdir,
-        env=clean,
+        env=container_env(venv, workdir, **env),
         capture_output=True,
         text=True,
         timeout=120,
@@ -98,3 +114,87 @@ def test_bad_environment_is_one_line_and_exit_2(wheel_venv: Path, workdir: Path)
     assert result.stderr.splitlines() == [
         "pidelta: invalid configuration: PIDELTA_SHARD_INDEX=3 must be below PIDELTA_SHARD_COUNT=3"
     ]
+
+
+def test_discover_lists_every_tag_with_its_owner(
+    wheel_venv: Path, workdir: Path, mock_pi_factory: Callable[..., MockServer]
+) -> None:
+    mock = mock_pi_factory(tag_count=TAGS, seed=7)
+    result = run(
+        wheel_venv,
+        workdir,
+        "pidelta",
+        "discover",
+        PIDELTA_PI_URL=mock.url,
+        PIDELTA_SHARD_INDEX="1",
+        PIDELTA_SHARD_COUNT="3",
+    )
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split("\t") == ["name", "webid", "point_type", "units", "shard"]
+    catalog = Catalog(seed=7, tag_count=TAGS)
+    expected = {catalog.point(i).name: catalog.point(i).webid for i in range(TAGS)}
+    ring = ShardRing(3)
+    listed = {}
+    for row in rows:
+        name, webid, _point_type, _units, shard = row.split("\t")
+        assert int(shard) == ring.owner(webid), name
+        listed[name] = webid
+    assert len(rows) == TAGS
+    assert listed == expected
+
+
+def get_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
+
+
+def test_run_serves_health_for_the_image_healthcheck_and_stops_on_sigterm(
+    wheel_venv: Path, workdir: Path, mock_pi_factory: Callable[..., MockServer]
+) -> None:
+    """`docker stop` sends SIGTERM: the worker must flush and exit 0 well within 30 s."""
+    mock = mock_pi_factory(tag_count=TAGS, seed=7)
+    port = str(free_port())
+    env = container_env(
+        wheel_venv,
+        workdir,
+        PIDELTA_PI_URL=mock.url,
+        PIDELTA_METRICS_PORT=port,
+        PIDELTA_START="*-5m",
+        PIDELTA_LOG_FORMAT="json",
+    )
+    worker = subprocess.Popen(
+        [*as_non_root(), str(wheel_venv / "bin" / "pidelta"), "run"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while get_status(f"http://127.0.0.1:{port}/readyz") != 200:
+            assert worker.poll() is None, worker.communicate()[1]
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.2)
+        assert get_status(f"http://127.0.0.1:{port}/healthz") == 200
+        check = subprocess.run(
+            [*as_non_root(), str(wheel_venv / "bin" / "python"), str(HEALTHCHECK)],
+            env=env,
+            capture_output=True,
+            timeout=30,
+        )
+        assert check.returncode == 0, check.stderr
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, stderr
+    assert (workdir / "lakehouse" / "pi_timeseries").is_dir()
