@@ -54,38 +54,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ELEMENT_FIELDS = ";".join(
-    f"Items.{f}"
-    for f in (
-        "WebId",
-        "Id",
-        "Name",
-        "Path",
-        "TemplateName",
-        "Description",
-        "CategoryNames",
-        "HasChildren",
-        "ElementType",
-    )
+ELEMENT_FIELDS = (
+    "Items.WebId;Items.Id;Items.Name;Items.Path;Items.TemplateName;Items.Description;"
+    "Items.CategoryNames;Items.HasChildren;Items.ElementType"
 )
-ATTRIBUTE_FIELDS = ";".join(
-    f"Items.{f}"
-    for f in (
-        "WebId",
-        "Id",
-        "Name",
-        "Path",
-        "Description",
-        "Type",
-        "TypeQualifier",
-        "DefaultUnitsName",
-        "DefaultUnitsNameAbbreviation",
-        "DataReferencePlugIn",
-        "ConfigString",
-        "CategoryNames",
-        "IsConfigurationItem",
-        "Links.Point",
-    )
+ATTRIBUTE_FIELDS = (
+    "Items.WebId;Items.Id;Items.Name;Items.Path;Items.Description;Items.Type;"
+    "Items.TypeQualifier;Items.DefaultUnitsName;Items.DefaultUnitsNameAbbreviation;"
+    "Items.DataReferencePlugIn;Items.ConfigString;Items.CategoryNames;"
+    "Items.IsConfigurationItem;Items.Links.Point"
 )
 TEMPLATE_FIELDS = "Items.Name;Items.InstanceType;Items.CanBeAcknowledged;Items.CategoryNames"
 PI_POINT = "PI Point"
@@ -231,13 +208,22 @@ async def databases(client: PIClient, settings: Settings) -> list[Database]:
     )
     out: list[Database] = []
     for server in servers.get("Items") or []:
+        server_webid = text(server.get("WebId")) if isinstance(server, dict) else None
+        if server_webid is None:
+            log.warning("asset server without a WebId skipped: %s", raw_json(server)[:200])
+            continue
         found = await client.get_json(
-            f"assetservers/{server['WebId']}/assetdatabases",
+            f"assetservers/{server_webid}/assetdatabases",
             [("selectedFields", "Items.WebId;Items.Name;Items.Path")],
             endpoint="af",
         )
         for item in found.get("Items") or []:
-            db = Database(item["WebId"], item["Name"], item["Path"])
+            got = item if isinstance(item, dict) else {}
+            webid, name, path = (text(got.get(k)) for k in ("WebId", "Name", "Path"))
+            if webid is None or name is None or path is None:
+                log.warning("asset database skipped, incomplete: %s", raw_json(item)[:200])
+                continue
+            db = Database(webid, name, path)
             if database_matches(settings.af_database_filter, db):
                 out.append(db)
     return out

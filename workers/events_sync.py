@@ -60,11 +60,12 @@ from workers.tables import TableStore
 
 log = logging.getLogger(__name__)
 
+# One frame's fields; the search prefixes each with `Items.`.
 FRAME_FIELDS = (
-    "WebId", "Id", "Name", "Path", "TemplateName", "Description", "StartTime", "EndTime",
-    "Severity", "CanBeAcknowledged", "IsAcknowledged", "AcknowledgedBy", "AcknowledgedDate",
-    "CategoryNames", "RefElementWebIds", "Links.PrimaryReferencedElement", "Links.Database",
-)  # fmt: skip
+    "WebId;Id;Name;Path;TemplateName;Description;StartTime;EndTime;Severity;"
+    "CanBeAcknowledged;IsAcknowledged;AcknowledgedBy;AcknowledgedDate;CategoryNames;"
+    "RefElementWebIds;Links.PrimaryReferencedElement;Links.Database"
+)
 VALUE_FIELDS = "Items.Name;Items.Value.Value;Items.Value.Good;Items.Value.Errors"
 OPEN_YEAR = 9999  # PI shows an in-progress frame's end as 9999-12-31T23:59:59Z
 RECHECK_PER_BATCH = 500
@@ -165,7 +166,7 @@ class EventsSync:
                 ("sortOrder", "Ascending"),
                 ("startIndex", str(index * size)),
                 ("maxCount", str(size)),
-                ("selectedFields", ";".join(f"Items.{f}" for f in FRAME_FIELDS)),
+                ("selectedFields", ";".join(f"Items.{f}" for f in FRAME_FIELDS.split(";"))),
             ],
         )
         reply = await self.client.batch(
@@ -192,7 +193,6 @@ class EventsSync:
 
     async def recheck(self, known: Mapping[str, Template], webids: list[str]) -> None:
         """Re-read frames the table holds as open that the window search did not return."""
-        fields = ";".join(FRAME_FIELDS)
         for at in range(0, len(webids), RECHECK_PER_BATCH):
             chunk = webids[at : at + RECHECK_PER_BATCH]
             requests: dict[str, Any] = {}
@@ -200,7 +200,7 @@ class EventsSync:
                 requests[f"f{n}"] = {
                     "Method": "GET",
                     "Resource": resource(
-                        self.settings, f"eventframes/{w}", [("selectedFields", fields)]
+                        self.settings, f"eventframes/{w}", [("selectedFields", FRAME_FIELDS)]
                     ),
                 }
                 requests[f"v{n}"] = {
