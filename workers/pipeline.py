@@ -261,7 +261,7 @@ class Pipeline:
                 return
         self.generation = current
         wait = (current.announced_at + self.shard_grace - self.clock()).total_seconds()
-        if wait > 0:
+        if current.generation > 1 and wait > 0:
             log.info("waiting %.1f s for workers of the previous generation to stop", wait)
             await self.lifecycle.wait(wait)
 
