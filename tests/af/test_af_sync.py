@@ -23,6 +23,7 @@ from service.commands_af import AfMetricsObserver
 from service.metrics import Metrics
 from service.settings import Settings, load_settings
 from tests.conftest import ROOT
+from workers import af_sync
 from workers.af_sync import Database, config_point_path, database_matches, sync_af
 from workers.af_tables import (
     AF_QUARANTINE,
@@ -423,3 +424,19 @@ async def test_bad_input_is_counted_quarantined_and_never_a_crash(
     assert again is not None
     assert (again.frames, again.deleted) == (0, 1)
     assert {r["event_frame_webid"] for r in read(target, "pi_event_frames")[0]} == {"F2"}
+
+
+async def test_config_strings_resolve_in_bulk_without_point_links(
+    mock_pi_factory: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Servers that give no `Links.Point`: every point comes from its config string path."""
+    monkeypatch.setattr(
+        af_sync, "ATTRIBUTE_FIELDS", af_sync.ATTRIBUTE_FIELDS.replace(";Items.Links.Point", "")
+    )
+    server = mock_pi_factory(tag_count=TAGS, seed=SEED, rate_limit=0)
+    target = str(tmp_path / "lake")
+    result = await sync_af(settings_for(server.url, target))
+    assert result is not None
+    assert result.quarantined == 0
+    attributes, _ = read(target, PI_AF_ATTRIBUTES)
+    assert actual(attributes, "attribute_webid") == expected_attributes(AfModel(SEED, TAGS, 0))
