@@ -1,0 +1,89 @@
+"""Faults from the server (503, 429, resets, slow answers, cut bodies): the table still
+equals the ground truth, and the worker's retry metrics count exactly what the mock injected.
+
+Size: 200 tags, 45 minutes of catch-up in `run` mode, 15 WebIDs a call (some 600 requests,
+so that every fault kind happens), compared once the worker is idle between two polls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.conftest import MockServer, get_json
+from tests.e2e.helpers import (
+    aligned_past,
+    assert_same,
+    checkpoints,
+    expected,
+    iso,
+    metrics_port_env,
+    read_table,
+    scrape,
+    start_worker,
+    truth_for,
+    wait_for,
+    worker_env,
+)
+
+FAULTS = "503=0.05,429=0.05,reset=0.01,slow=0.02,truncate=0.01"
+
+
+def test_faults_table_exact_and_retries_counted(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    mock = mock_pi_factory(tag_count=200, rate_limit=0, faults=FAULTS, seed=7)
+    origin = aligned_past(45)
+    target = tmp_path / "lake"
+    env, port = metrics_port_env(
+        worker_env(
+            mock,
+            target,
+            start=iso(origin),
+            poll_interval=120,
+            safety_lag=2,
+            backfill_window=60,
+            pi_page_size=2000,
+            pi_max_url_bytes=4000,
+        )
+    )
+    launched = datetime.now(UTC)
+    worker = start_worker("run", env=env, log=tmp_path / "worker.log")
+
+    def caught_up() -> bool:
+        try:
+            cps = checkpoints(target)
+        except Exception:
+            return False
+        return len(cps) == 200 and min(cps.values()) >= launched - timedelta(seconds=3)
+
+    try:
+        assert wait_for(caught_up, 180, 0.5), worker.text()[-3000:]
+        time.sleep(1.0)
+        metrics = scrape(port)
+        status, faults = get_json(f"{mock.url}/mock/faults")
+    finally:
+        assert worker.terminate() == 0, worker.text()[-3000:]
+    assert status == 200
+    injected = faults["Injected"]  # type: ignore[index]
+    retries = {
+        name.split('reason="')[1].rstrip('"}'): value
+        for name, value in metrics.items()
+        if name.startswith("pidelta_pi_retries_total{")
+    }
+    for kind in ("503", "429", "reset", "slow", "truncate"):
+        assert injected[kind] > 0, f"no {kind} fault happened: {faults}"
+    assert retries.get("429", 0) == injected["429"], (retries, injected)
+    assert retries.get("5xx", 0) == injected["503"] + injected["500"], (retries, injected)
+    assert retries.get("reset", 0) == injected["reset"], (retries, injected)
+    assert retries.get("truncated", 0) + retries.get("decode", 0) == injected["truncate"], (
+        retries,
+        injected,
+    )
+    requests = sum(v for k, v in metrics.items() if k.startswith("pidelta_pi_requests_total{"))
+    assert requests == faults["Requests"], (requests, faults)  # type: ignore[index]
+    cps = checkpoints(target)
+    truth = expected(truth_for(mock), {w: (origin, c) for w, c in cps.items()})
+    assert_same(read_table(target), truth)
