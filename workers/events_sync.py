@@ -67,7 +67,8 @@ FRAME_FIELDS = (
     "RefElementWebIds;Links.PrimaryReferencedElement;Links.Database"
 )
 VALUE_FIELDS = "Items.Name;Items.Value.Value;Items.Value.Good;Items.Value.Errors"
-OPEN_YEAR = 9999  # PI shows an in-progress frame's end as 9999-12-31T23:59:59Z
+# PI shows an in-progress frame's end as 9999-12-31T23:59:59Z (AF's MaxValue).
+OPEN_FROM_US = parse_time_us("9999-01-01T00:00:00Z")
 RECHECK_PER_BATCH = 500
 
 
@@ -85,9 +86,6 @@ class FrameRows:
         default_factory=lambda: {f.name: [] for f in PI_EVENT_FRAMES_SCHEMA}
     )
     seen: set[str] = field(default_factory=set)
-
-    def __len__(self) -> int:
-        return len(self.columns["event_frame_webid"])
 
     def table(self) -> pa.Table:
         return pa.table(
@@ -113,7 +111,7 @@ def value_text(value: Any) -> tuple[str | None, bool]:
     return None, False
 
 
-def _time_us(value: Any) -> int | None:
+def _time_us(value: Any) -> int:
     """Epoch µs of a PI timestamp; ValueError when it is not one."""
     if not isinstance(value, str):
         raise ValueError(f"not a timestamp: {value!r}")
@@ -238,8 +236,7 @@ class EventsSync:
         except ValueError as exc:
             q.add("event_frame", webid, "malformed event frame", str(exc), raw_json(frame))
             return
-        if end is not None and end >= parse_time_us(f"{OPEN_YEAR}-01-01T00:00:00Z"):
-            end = None
+        end_time = None if end >= OPEN_FROM_US else end
         self.rows.seen.add(webid)
         template_name = text(frame.get("TemplateName")) or None
         template = known.get(template_name.upper()) if template_name else None
@@ -268,7 +265,7 @@ class EventsSync:
         c["template_name"].append(template_name)
         c["description"].append(text(frame.get("Description")))
         c["start_time"].append(start)
-        c["end_time"].append(end)
+        c["end_time"].append(end_time)
         c["primary_referenced_element_webid"].append(primary)
         c["referenced_element_webids"].append(refs)
         c["severity"].append(text(frame.get("Severity")))
