@@ -7,7 +7,8 @@ rare. Everything transient is retried the same way: 429, 500, 502, 503, 504, tim
 connection resets and cut bodies, with exponential backoff and full jitter, never sooner
 than a `Retry-After`, bounded by `pi_max_attempts` and `pi_max_retry_seconds`; then a typed
 error. A 4xx other than 401-with-refreshable-credentials is the caller's mistake and is
-raised at once with PI's own error text.
+raised at once with PI's own error text. POSTs are retried too: the ones pidelta sends
+(/batch of reads, stream-update registration) are safe to repeat.
 """
 
 from __future__ import annotations

@@ -321,16 +321,16 @@ async def test_retry_after_is_honoured(mock_pi_factory: Callable[..., MockServer
 async def test_throttle_keeps_under_the_server_rate_limit(
     mock_pi_factory: Callable[..., MockServer],
 ) -> None:
-    server = mock_pi_factory(tag_count=10, rate_limit=6)
+    server = mock_pi_factory(tag_count=10, rate_limit=5)
     recorder = Recorder()
     started = time.monotonic()
-    settings = settings_for(server.url, pi_max_requests_per_second=4)
+    settings = settings_for(server.url, pi_max_requests_per_second=2)
     async with PIClient(settings, recorder) as client:
         await asyncio.gather(
-            *(client.get_json("dataservers", endpoint="dataservers") for _ in range(10))
+            *(client.get_json("dataservers", endpoint="dataservers") for _ in range(6))
         )
-    assert time.monotonic() - started >= 2.0
-    assert {r[1] for r in recorder.requests} == {"200"}
+    assert time.monotonic() - started >= 2.0  # 2, 2, 2 requests in three windows
+    assert [r[1] for r in recorder.requests] == ["200"] * 6  # no 429 from the server
 
 
 async def test_url_length_matches_the_url_sent_and_414_is_not_retried(
