@@ -457,6 +457,45 @@ async def test_batch_resends_failed_requests_with_their_family() -> None:
     assert recorder.retries == Counter({"5xx": 1})
 
 
+async def test_a_cut_body_without_length_is_caught_and_gzip_is_asked_for() -> None:
+    """A close-delimited body cut short is invalid JSON: retried as "truncated"."""
+    full = orjson.dumps({"Items": [{"WebId": f"F1DP{i}", "Value": i} for i in range(200)]})
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        body = full[: len(full) // 2] if len(seen) == 1 else full
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    recorder = Recorder()
+    try:
+        async with PIClient(settings_for(f"http://127.0.0.1:{port}/piwebapi"), recorder) as c:
+            body = await c.get_bytes("streams/x/recorded", endpoint="streams")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert body == full
+    assert recorder.retries == Counter({"truncated": 1})
+    assert b"accept-encoding: gzip" in seen[0].lower()
+
+    async def gzipped(request: web.Request) -> web.Response:
+        response = web.Response(body=full, content_type="application/json")
+        response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/piwebapi/streams/x/recorded", gzipped)
+    async with serve(app) as url, PIClient(settings_for(url)) as client:
+        assert await client.get_bytes("streams/x/recorded", endpoint="streams") == full
+
+
 # --------------------------------------------------------------------------- auth
 
 
