@@ -222,10 +222,11 @@ class Pipeline:
         """Tables, tags, shard generation, then recovery of unfinished batches."""
         await asyncio.to_thread(self.store.create_all)
         self.generations = await asyncio.to_thread(ShardGenerations, self.store)
-        self.checkpoints = await asyncio.to_thread(CheckpointStore, self.sink)
         if discover:
             await self.discover()
         await self._join_generation()
+        # Read after the grace period: the last commits of the previous generation count.
+        self.checkpoints = await asyncio.to_thread(CheckpointStore, self.sink)
         await asyncio.to_thread(self._load_origins)
         await self._recover()
 
@@ -238,7 +239,7 @@ class Pipeline:
         new = set(kept) - set(self.tags)
         self.tags.clear()
         self.tags.update(kept)
-        if self.checkpoints is not None and (gone or new):
+        if gone or new:
             log.info("tags owned: %d (%d new, %d gone)", len(kept), len(new), len(gone))
         self.metrics.tags_owned.labels(shard=self.shard).set(len(kept))
         return list(kept.values())
