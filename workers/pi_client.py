@@ -310,8 +310,17 @@ class PIClient:
             retry_after: float | None = None
             if isinstance(outcome, _Reply):
                 status = outcome.status
-                if status < 400:
+                if 200 <= status < 300:
                     return outcome
+                if 300 <= status < 400:
+                    target = redact_url(outcome.headers.get("Location", ""))
+                    raise PIWebAPIError(
+                        method,
+                        url,
+                        status,
+                        [],
+                        f"redirected to {target}; set PIDELTA_PI_URL to the final address",
+                    )
                 if status == 401 and not refreshed and await self.auth.refresh(self._open()):
                     refreshed = True
                     continue
@@ -361,7 +370,11 @@ class PIClient:
         async with self._semaphore:
             await self._throttler.acquire()
             started = time.monotonic()
-            outcome = await self._exchange(session, method, url, body, headers, parse)
+            try:
+                outcome = await self._exchange(session, method, url, body, headers, parse)
+            except PIConnectionError as exc:
+                self.observer.on_request(endpoint, f"error:{exc.reason}", 0.0)
+                raise
             seconds = time.monotonic() - started
         label = str(outcome.status) if isinstance(outcome, _Reply) else f"error:{outcome.reason}"
         self.observer.on_request(endpoint, label, seconds)
@@ -378,7 +391,7 @@ class PIClient:
     ) -> _Reply | _Failure:
         try:
             async with session.request(
-                method, URL(url, encoded=True), data=body, headers=headers
+                method, URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
             ) as resp:
                 data = await resp.read()
                 reply = _Reply(resp.status, resp.headers, data)

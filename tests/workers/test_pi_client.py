@@ -457,8 +457,8 @@ async def test_batch_resends_failed_requests_with_their_family() -> None:
     assert recorder.retries == Counter({"5xx": 1})
 
 
-async def test_a_cut_body_without_length_is_caught_and_gzip_is_asked_for() -> None:
-    """A close-delimited body cut short is invalid JSON: retried as "truncated"."""
+async def test_cut_bodies_gzip_and_redirects() -> None:
+    """A close-delimited body cut short is retried; gzip is decoded; a redirect is an error."""
     full = orjson.dumps({"Items": [{"WebId": f"F1DP{i}", "Value": i} for i in range(200)]})
     seen: list[bytes] = []
 
@@ -490,10 +490,19 @@ async def test_a_cut_body_without_length_is_caught_and_gzip_is_asked_for() -> No
         response.enable_compression(web.ContentCoding.gzip)
         return response
 
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently("https://pi:secret@pi.example.com/piwebapi/dataservers")
+
     app = web.Application()
     app.router.add_get("/piwebapi/streams/x/recorded", gzipped)
+    app.router.add_get("/piwebapi/dataservers", moved)
     async with serve(app) as url, PIClient(settings_for(url)) as client:
         assert await client.get_bytes("streams/x/recorded", endpoint="streams") == full
+        with pytest.raises(PIWebAPIError) as info:
+            await client.get_json("dataservers", endpoint="dataservers")
+    assert info.value.status == 301
+    assert "redirected to https://pi.example.com/piwebapi/dataservers" in str(info.value)
+    assert "secret" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- auth
