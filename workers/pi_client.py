@@ -407,6 +407,9 @@ class PIClient:
             return _Failure("timeout", f"no answer within {self.settings.pi_request_timeout} s")
         except aiohttp.ClientPayloadError as exc:
             return _Failure("truncated", type(exc).__name__)
+        except aiohttp.ClientConnectorError as exc:
+            # Names host, port and the OS error (e.g. "Connection refused"), never userinfo.
+            return _Failure("reset", f"{type(exc).__name__}: {exc}")
         except (aiohttp.ClientConnectionError, OSError) as exc:
             return _Failure("reset", type(exc).__name__)
         if 200 <= reply.status < 300:

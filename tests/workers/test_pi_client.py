@@ -299,6 +299,15 @@ async def test_connection_resets_end_in_a_connection_error(
     assert injected(server)["Injected"]["reset"] == 4
 
 
+async def test_a_server_that_is_down_is_named_in_the_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}/piwebapi"
+    async with PIClient(settings_for(url, pi_max_attempts=2)) as client:
+        with pytest.raises(PIConnectionError) as info:
+            await client.get_json("dataservers", endpoint="dataservers")
+    assert (info.value.reason, info.value.attempts) == ("reset", 2)
+    assert "Cannot connect to host 127.0.0.1" in str(info.value)
+
+
 def _seed_with_429_first() -> int:
     """A seed whose first request meets a 429 and whose second meets nothing."""
     for seed in range(1000):
