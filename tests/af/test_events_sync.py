@@ -195,7 +195,8 @@ def test_kill_9_during_sync_then_restart_leaves_no_duplicate_and_no_gap(
 ) -> None:
     server = mock_pi_factory(**mock_env())
     target = str(tmp_path / "lake")
-    start = iso_us(time.time_ns() // 1000 - 240_000_000)
+    # Twenty minutes of frames in pages of 25: about two thousand frames, many batches.
+    start = iso_us(time.time_ns() // 1000 - 1_200_000_000)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIDELTA_")}
     env.update(
         PIDELTA_PI_URL=server.url,
@@ -205,11 +206,16 @@ def test_kill_9_during_sync_then_restart_leaves_no_duplicate_and_no_gap(
         PIDELTA_AF_PAGE_SIZE="25",
     )
     command = [sys.executable, "-m", "service", "events"]
+    # How long one whole run takes here (start-up, fetch, merge), into a scratch table.
+    began = time.monotonic()
+    scratch = {**env, "PIDELTA_TARGET": str(tmp_path / "scratch")}
+    subprocess.run(command, cwd=ROOT, env=scratch, stderr=subprocess.DEVNULL, check=True)
+    whole = time.monotonic() - began
     rng = random.Random(7)
     killed = 0
-    for _ in range(5):
+    for _ in range(6):
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 3.0))
+        time.sleep(rng.uniform(0.5, 1.0) * whole)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
