@@ -1,0 +1,86 @@
+"""Late data: a tenth of the tags hold values back (interface outages, values visible
+LATE_SECONDS after their timestamp). Once the late window has passed, the table equals the
+ground truth exactly: the look-back re-read found every late value, and added nothing twice.
+
+Size: 300 tags (about 30 late), 5 minutes behind now at start, then about a minute live.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from mock_pi.truth import GroundTruth
+from tests.conftest import MockServer
+from tests.e2e.helpers import (
+    KEY,
+    aligned_past,
+    assert_no_duplicates,
+    assert_same,
+    checkpoints,
+    expected,
+    iso,
+    read_table,
+    start_worker,
+    truth_for,
+    wait_for,
+    within,
+    worker_env,
+)
+
+LATE_SECONDS = 10
+LOOKBACK = 30  # seconds; re-read every LOOKBACK / 4, so delays up to ~3/4 of it are caught
+
+
+def test_late_values_land_exactly_once(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    mock = mock_pi_factory(
+        tag_count=300, rate_limit=0, late_fraction=0.1, late_seconds=LATE_SECONDS
+    )
+    truth = truth_for(mock)
+    origin = aligned_past(5)
+    target = tmp_path / "lake"
+    env = worker_env(
+        mock, target, start=iso(origin), poll_interval=1, safety_lag=2, late_lookback=LOOKBACK
+    )
+    worker = start_worker("run", env=env, log=tmp_path / "worker.log")
+    try:
+        launched = datetime.now(UTC)
+        assert wait_for(lambda: _caught_up(target, launched), 120), worker.text()[-3000:]
+        time.sleep(20)
+        seen_at = time.time()
+        cps = checkpoints(target)
+        ranges = {w: (origin, c) for w, c in cps.items()}
+        time.sleep(LATE_SECONDS + LOOKBACK / 4 + 8)
+        table = read_table(target)
+    finally:
+        assert worker.terminate() == 0, worker.text()[-3000:]
+    early = expected(truth, ranges, at=seen_at)
+    final = expected(truth, ranges)
+    assert final.num_rows > early.num_rows, "no value arrived late during the test"
+    assert_no_duplicates(table)
+    assert_same(within(table, ranges), final)
+    _subset(read_table(target), truth, origin)
+
+
+def _caught_up(target: Path, since: datetime) -> bool:
+    try:
+        cps = checkpoints(target)
+    except Exception:
+        return False
+    return len(cps) == 300 and min(cps.values()) >= since - timedelta(seconds=3)
+
+
+def _subset(table: pa.Table, truth: GroundTruth, origin: datetime) -> None:
+    """Rows past the compared range are true values too (keys the truth has)."""
+    got = pl.from_arrow(table.select(KEY))
+    last = got.group_by("tag_webid").agg(pl.col("timestamp").max())
+    ranges = dict(zip(last["tag_webid"].to_list(), last["timestamp"].to_list(), strict=True))
+    want = pl.from_arrow(expected(truth, {w: (origin, c) for w, c in ranges.items()}).select(KEY))
+    assert got.join(want, on=KEY, how="anti").height == 0
