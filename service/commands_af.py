@@ -69,27 +69,37 @@ async def run_schedules(
 ) -> None:
     """AF every `af_sync_interval` and frames every `events_sync_interval` until stopped.
 
-    A failed sync is logged and counted, and tried again at its next turn: PI or storage
-    trouble must not stop the time series running beside it.
+    The two run side by side (a long AF sync does not hold frames back; they write
+    different tables). A failed sync is logged and counted, and tried again at its next
+    turn: PI or storage trouble must not stop the time series running beside it.
     """
     if settings.shard_index != settings.af_shard:
         await sync_once(settings, client)  # logs the skip once
         return
     observer = AfMetricsObserver(metrics, str(settings.shard_index)) if metrics else None
-    jobs: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
-        ("af", settings.af_sync_interval, lambda: sync_af(settings, client, observer)),
-        ("events", settings.events_sync_interval, lambda: sync_events(settings, client, observer)),
-    ]
-    due = {name: 0.0 for name, _, _ in jobs}
+    await asyncio.gather(
+        _every("af", settings.af_sync_interval, lambda: sync_af(settings, client, observer),
+               lifecycle, metrics),
+        _every("events", settings.events_sync_interval,
+               lambda: sync_events(settings, client, observer), lifecycle, metrics),
+    )  # fmt: skip
+
+
+async def _every(
+    name: str,
+    interval: float,
+    job: Callable[[], Awaitable[object]],
+    lifecycle: Lifecycle,
+    metrics: Metrics | None,
+) -> None:
     while not lifecycle.stopping:
-        for name, interval, job in jobs:
-            if time.monotonic() < due[name] or lifecycle.stopping:
-                continue
-            try:
-                await job()
-            except (PIError, SinkError, DeltaError, OSError) as exc:
-                log.error("%s sync failed, retried in %.0f s: %s", name, interval, exc)
-                if metrics is not None:
-                    metrics.errors.labels(kind=f"{name}_sync").inc()
-            due[name] = time.monotonic() + interval
-        await lifecycle.wait(max(0.0, min(due.values()) - time.monotonic()))
+        began = time.monotonic()
+        try:
+            await job()
+        except Exception as exc:
+            expected = isinstance(exc, PIError | SinkError | DeltaError | OSError)
+            log.error("%s sync failed, retried in %.0f s: %s", name, interval, exc,
+                      exc_info=not expected)  # fmt: skip
+            if metrics is not None:
+                metrics.errors.labels(kind=f"{name}_sync").inc()
+        await lifecycle.wait(interval - (time.monotonic() - began))
