@@ -170,8 +170,8 @@ class AfTables:
                 f"existing schema differs from the declared one: {actual}", table=name, uri=uri
             )
 
-    def create_all(self, names: tuple[str, ...] = tuple(AF_TABLES)) -> None:
-        for name in names:
+    def create_all(self) -> None:
+        for name in AF_TABLES:
             self.create(name)
 
     def open(self, name: str) -> DeltaTable:
