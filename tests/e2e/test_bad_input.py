@@ -1,0 +1,199 @@
+"""Bad input from the server: wrong types, NaN/inf, unknown digital states, broken JSON,
+missing fields, a stream answered with an error. The worker never crashes: bad values are
+quarantined (with their reason), non-finite numbers are kept as such, broken bodies are
+retried, and the good values land exactly once.
+
+mock-pi has no setting that serves malformed values, so a small aiohttp server in the test
+serves crafted `/streamsets/recorded` bodies (and the two discovery routes) to a real
+`pidelta backfill` subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+from aiohttp import web
+
+from tests.conftest import ROOT, free_port
+from tests.e2e.helpers import iso, read_table, worker_env
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+SERVER = "F1DSbad"
+TAGS = {
+    "F1DPfloat": ("FLOAT.PV", "Float32", "bar", None),
+    "F1DPdigital": ("DIGITAL.PV", "Digital", "", "Valve"),
+    "F1DPstring": ("STRING.PV", "String", "", None),
+    "F1DPgone": ("GONE.PV", "Float64", "m", None),
+}
+
+
+def ts(seconds: float) -> str:
+    return iso(T0 + timedelta(seconds=seconds)).replace(".000000Z", "Z")
+
+
+def good(seconds: float, value: Any) -> dict[str, Any]:
+    return {
+        "Timestamp": ts(seconds),
+        "Value": value,
+        "Good": True,
+        "Questionable": False,
+        "Substituted": False,
+        "Annotated": False,
+    }
+
+
+STREAMS: dict[str, list[Any]] = {
+    "F1DPfloat": [
+        good(1, 1.5),
+        good(2, "NaN"),
+        good(3, "Infinity"),
+        good(4, "-Infinity"),
+        good(5, "not a number"),  # wrong type
+        {"Value": 2.5, "Good": True},  # missing Timestamp
+        {**good(6, 0), "Timestamp": "yesterday at noon"},  # bad Timestamp
+        good(7, [1, 2]),  # wrong type
+        {**good(8, None), "Errors": [{"FieldName": "Value", "Message": ["Sensor offline"]}]},
+        42,  # not an object
+        good(9, 3),
+    ],
+    "F1DPdigital": [
+        good(1, {"Name": "Open", "Value": 1, "IsSystem": False}),
+        good(2, {"Name": "Never heard of it", "Value": 77, "IsSystem": False}),
+        good(3, {"Name": 5, "Value": "x"}),  # malformed state
+        {**good(4, {"Name": "I/O Timeout", "Value": 246, "IsSystem": True}), "Good": False},
+    ],
+    "F1DPstring": [good(1, "batch 17"), good(2, 12.0), good(3, "batch 18")],
+}
+
+
+class CraftedPI:
+    """Discovery routes and `/streamsets/recorded` with crafted bodies; the first recorded
+    answer is cut mid-body, the second is not JSON at all."""
+
+    def __init__(self) -> None:
+        self.recorded_calls = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/piwebapi/dataservers", self.servers)
+        app.router.add_get("/piwebapi/dataservers/{id}/points", self.points)
+        app.router.add_get("/piwebapi/streamsets/recorded", self.recorded)
+        return app
+
+    async def servers(self, request: web.Request) -> web.Response:
+        return web.json_response({"Items": [{"WebId": SERVER, "Name": "BADPI"}]})
+
+    async def points(self, request: web.Request) -> web.Response:
+        start = int(request.query.get("startIndex", "0"))
+        items = [
+            {
+                "WebId": w,
+                "Name": name,
+                "PointType": kind,
+                "EngineeringUnits": units,
+                "DigitalSetName": digital,
+                "Descriptor": "",
+            }
+            for w, (name, kind, units, digital) in TAGS.items()
+        ]
+        return web.json_response({"Items": items[start:]})
+
+    async def recorded(self, request: web.Request) -> web.Response:
+        self.recorded_calls += 1
+        lo = request.query["startTime"]
+        hi = request.query["endTime"]
+        items = []
+        for webid in request.query.getall("webId"):
+            if webid == "F1DPgone":
+                items.append(
+                    {
+                        "WebId": webid,
+                        "Items": [],
+                        "WebException": {"StatusCode": 404, "Errors": ["gone"]},
+                    }
+                )
+                continue
+            values = [
+                v
+                for v in STREAMS[webid]
+                if not isinstance(v, dict)
+                or "Timestamp" not in v
+                or lo <= v["Timestamp"] <= hi
+                or not v["Timestamp"].startswith("20")
+            ]
+            items.append({"WebId": webid, "Items": values if lo <= ts(1) <= hi else []})
+        body = orjson.dumps({"Items": items})
+        if self.recorded_calls == 1:
+            body = body[: len(body) // 2]
+        elif self.recorded_calls == 2:
+            body = b"<html>proxy error</html>"
+        return web.Response(body=body, content_type="application/json")
+
+
+async def test_bad_input_is_quarantined_never_a_crash(tmp_path: Path) -> None:
+    server = CraftedPI()
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    target = tmp_path / "lake"
+    env = worker_env(f"http://127.0.0.1:{port}/piwebapi", target, pi_max_attempts=4)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service",
+            "backfill",
+            "--start",
+            iso(T0),
+            "--end",
+            iso(T0 + timedelta(minutes=1)),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        await runner.cleanup()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert server.recorded_calls >= 3
+
+    rows = pl.from_arrow(read_table(target)).sort(["tag_webid", "timestamp"])
+    values = {(r["tag_webid"], r["timestamp"].second): r for r in rows.iter_rows(named=True)}
+    assert rows.height == len(values)
+    assert values[("F1DPfloat", 1)]["value"] == 1.5
+    assert math.isnan(values[("F1DPfloat", 2)]["value"])
+    assert values[("F1DPfloat", 3)]["value"] == math.inf
+    assert values[("F1DPfloat", 4)]["value"] == -math.inf
+    assert values[("F1DPfloat", 8)]["value_error"] == "Value: Sensor offline"
+    assert values[("F1DPfloat", 9)]["value"] == 3.0
+    assert values[("F1DPdigital", 1)]["digital_state"] == "Open"
+    assert values[("F1DPdigital", 2)]["digital_code"] == 77
+    assert values[("F1DPdigital", 4)]["is_system_state"] is True
+    assert values[("F1DPstring", 1)]["value_string"] == "batch 17"
+    assert not any(w == "F1DPgone" for w, _ in values)
+
+    quarantine = pl.from_arrow(read_table(target, "_pidelta_quarantine"))
+    reasons = sorted(
+        zip(quarantine["tag_webid"].to_list(), quarantine["reason"].to_list(), strict=True)
+    )
+    assert reasons == sorted(
+        [
+            ("F1DPfloat", "wrong_value_type"),
+            ("F1DPfloat", "missing_timestamp"),
+            ("F1DPfloat", "bad_timestamp"),
+            ("F1DPfloat", "wrong_value_type"),
+            ("F1DPfloat", "not_an_object"),
+            ("F1DPdigital", "bad_digital_state"),
+            ("F1DPstring", "wrong_value_type"),
+        ]
+    )
+    assert set(quarantine["app_id"].to_list()) == {"pidelta-bf-0-of-1"}
