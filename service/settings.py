@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         default="*-1d",
         description="where event frames start with no watermark (ISO 8601 or PI time)",
     )
+    events_max_window: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="seconds of event frames read and merged per commit when catching up",
+    )
     events_lookback: float = Field(
         default=600.0,
         ge=0,

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from service.errors import ConfigError
 from service.settings import Settings
 from workers.af_sync import (
     AfObserver,
@@ -56,6 +57,7 @@ from workers.af_tables import (
 from workers.errors import PIWebAPIError
 from workers.fetch import parse_time_us
 from workers.pi_client import PIClient, batch_content
+from workers.pipeline import as_us, from_us, parse_time
 from workers.tables import TableStore
 
 log = logging.getLogger(__name__)
@@ -352,12 +354,36 @@ class EventsSyncResult:
     seconds: float
 
 
+def windows(start_us: int, end_us: int, max_seconds: float) -> list[tuple[int, int]]:
+    """[start, end] cut into consecutive windows of at most `max_seconds` (at least one)."""
+    step = max(1, round(max_seconds * 1_000_000))
+    out = []
+    while True:
+        stop = min(end_us, start_us + step)
+        out.append((start_us, stop))
+        if stop >= end_us:
+            return out
+        start_us = stop
+
+
+def _first_start_us(settings: Settings, now: int) -> int:
+    try:
+        return as_us(parse_time(settings.events_start, from_us(now)))
+    except ValueError as exc:
+        raise ConfigError(f"PIDELTA_EVENTS_START={settings.events_start!r}: {exc}") from None
+
+
 async def sync_events(
     settings: Settings,
     client: PIClient | None = None,
     observer: AfObserver | None = None,
 ) -> EventsSyncResult | None:
-    """One event-frame sync up to now. None on a shard that does not own AF."""
+    """One event-frame sync up to now. None on a shard that does not own AF.
+
+    A long gap (first run, or a worker down for days) is read in windows of at most
+    `events_max_window`, each merged with its own watermark, so memory stays bounded and
+    progress survives a crash part way.
+    """
     if not owns_af(settings, "event frames"):
         return None
     if client is None:
@@ -368,38 +394,46 @@ async def sync_events(
     tables = AfTables(TableStore.from_settings(settings), settings.max_commit_retries)
     watermark, open_ids, known_elements = await asyncio.to_thread(_read_state, tables)
     end_us = now_us()
-    start = (
-        settings.events_start
+    start_us = (
+        _first_start_us(settings, end_us)
         if watermark is None
-        else iso_us(watermark - round(settings.events_lookback * 1_000_000))
+        else watermark - round(settings.events_lookback * 1_000_000)
     )
-    sync = EventsSync(client, settings, known_elements, end_us)
-    all_templates: dict[str, Template] = {}
-    for db in await databases(client, settings):
-        known = await templates(client, db)
-        all_templates.update(known)
-        await sync.window(db, known, start, iso_us(end_us))
-    missing = [w for w in open_ids if w not in sync.rows.seen]
-    if missing:
-        await sync.recheck(all_templates, missing)
-    rows = sync.rows.table()
-    if rows.num_rows or sync.gone:
-        commit = await asyncio.to_thread(
-            _commit, tables, rows, sync.gone, end_us, sync.quarantine.table(end_us)
-        )
-        observer.on_commit(commit.table, commit.rows, commit.seconds, commit.version)
-    report_bad_input(sync.quarantine, observer)
-    still_open = int(pc.sum(pc.is_null(rows["end_time"])).as_py() or 0)
+    scope = [(db, await templates(client, db)) for db in await databases(client, settings)]
+    all_templates = {name: t for _, known in scope for name, t in known.items()}
+    spans = windows(min(start_us, end_us), end_us, settings.events_max_window)
+    seen: set[str] = set()
+    merged = deleted = still_open = quarantined = 0
+    for n, (lo, hi) in enumerate(spans):
+        sync = EventsSync(client, settings, known_elements, end_us)
+        for db, known in scope:
+            await sync.window(db, known, iso_us(lo), iso_us(hi))
+        seen |= sync.rows.seen
+        if n == len(spans) - 1:
+            missing = [w for w in open_ids if w not in seen]
+            if missing:
+                await sync.recheck(all_templates, missing)
+        rows = sync.rows.table()
+        if rows.num_rows or sync.gone:
+            commit = await asyncio.to_thread(
+                _commit, tables, rows, sync.gone, hi, sync.quarantine.table(end_us)
+            )
+            observer.on_commit(commit.table, commit.rows, commit.seconds, commit.version)
+        report_bad_input(sync.quarantine, observer)
+        merged += rows.num_rows
+        deleted += len(sync.gone)
+        quarantined += len(sync.quarantine)
+        still_open = int(pc.sum(pc.is_null(rows["end_time"])).as_py() or 0)
     seconds = time.monotonic() - started
     log.info(
-        "event frames: %d merged (%d open), %d deleted in PI, from %s to %s in %.1f s",
-        rows.num_rows,
+        "event frames: %d merged (%d open), %d deleted in PI, from %s to %s in %d window(s), "
+        "%.1f s",
+        merged,
         still_open,
-        len(sync.gone),
-        start,
+        deleted,
+        iso_us(spans[0][0]),
         iso_us(end_us),
+        len(spans),
         seconds,
     )
-    return EventsSyncResult(
-        rows.num_rows, still_open, len(sync.gone), iso_us(end_us), len(sync.quarantine), seconds
-    )
+    return EventsSyncResult(merged, still_open, deleted, iso_us(end_us), quarantined, seconds)

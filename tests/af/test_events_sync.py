@@ -26,7 +26,7 @@ from service.settings import load_settings
 from tests.conftest import ROOT
 from workers.af_sync import iso_us
 from workers.af_tables import META_WATERMARK, PI_AF_HIERARCHY, PI_EVENT_FRAMES
-from workers.events_sync import sync_events, value_text
+from workers.events_sync import sync_events, value_text, windows
 from workers.pi_client import PIClient
 
 SEED = 42
@@ -146,6 +146,12 @@ def test_value_text(value: Any, text: str | None, ok: bool) -> None:
     assert value_text(value) == (text, ok)
 
 
+def test_windows_cover_the_range_without_gaps() -> None:
+    assert windows(0, 10_000_000, 4) == [(0, 4_000_000), (4_000_000, 8_000_000),
+                                         (8_000_000, 10_000_000)]  # fmt: skip
+    assert windows(5, 5, 4) == [(5, 5)]
+
+
 async def test_frames_equal_the_mock_and_close_in_place(
     mock_pi_factory: Any, tmp_path: Any
 ) -> None:
@@ -153,7 +159,11 @@ async def test_frames_equal_the_mock_and_close_in_place(
     target = str(tmp_path / "lake")
     start = iso_us(time.time_ns() // 1000 - 60_000_000)
     settings = load_settings(
-        pi_url=server.url, target=target, events_start=start, events_lookback=0
+        pi_url=server.url,
+        target=target,
+        events_start=start,
+        events_lookback=0,
+        events_max_window=25,
     )
     ef = frame_model()
 
@@ -161,6 +171,8 @@ async def test_frames_equal_the_mock_and_close_in_place(
     after_first = int(time.time() * 1000)
     assert first is not None
     assert first.open_frames > 0
+    history = DeltaTable(f"{target}/{PI_EVENT_FRAMES}").history()
+    assert len([c for c in history if META_WATERMARK in c]) == 3  # 60 s in windows of 25 s
     rows = table_rows(target)
     assert {r["event_frame_webid"] for r in rows} == truth_webids(ef, start, first.watermark)
     for row in rows:
