@@ -30,8 +30,6 @@ from tests.deploy.queries import RULES, Query, all_queries, dashboard_queries, r
 # Series that exist only after something went wrong: an error, a quarantined value. The
 # healthy run below has neither, so their queries must parse but may return nothing.
 EVENT_ONLY = frozenset({"pidelta_errors_total", "pidelta_quarantined_values_total"})
-# Gauges in service/metrics.py that the pipeline does not set yet (see the xfail below).
-BUFFER_GAUGES = frozenset({"pidelta_buffered_rows", "pidelta_oldest_unprocessed_seconds"})
 SCRAPE = "1s"
 
 
@@ -74,7 +72,7 @@ def metric_names(expr: str) -> set[str]:
 
 def reads_only_exported(q: Query) -> bool:
     """False for queries over series a healthy run may legitimately lack."""
-    return not metric_names(q.expr) & (EVENT_ONLY | BUFFER_GAUGES)
+    return not metric_names(q.expr) & EVENT_ONLY
 
 
 @pytest.fixture(scope="module")
@@ -177,16 +175,6 @@ def test_dashboard_queries_return_data(prometheus: str) -> None:
     assert not missing, f"dashboard queries without data after a live scrape: {missing}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workers/pipeline.py does not set pidelta_buffered_rows and "
-    "pidelta_oldest_unprocessed_seconds yet; strict, so this fails once they are exported",
-)
-def test_buffer_gauges_are_exported(prometheus: str) -> None:
-    for name in sorted(BUFFER_GAUGES):
-        assert has_data(prometheus, name), name
-
-
 def test_every_alert_rule_evaluates_healthy(prometheus: str) -> None:
     def evaluated() -> list[dict[str, Any]]:
         groups = api(prometheus, "/api/v1/rules")["data"]["groups"]
@@ -206,7 +194,7 @@ def rule_names() -> set[str]:
 def test_every_metric_read_by_panels_and_rules_is_exported(prometheus: str) -> None:
     """Catches a renamed metric or a missing `_total` before an alert silently never fires."""
     names = set().union(*(metric_names(q.expr) for q in all_queries()))
-    for name in sorted(names - EVENT_ONLY - BUFFER_GAUGES):
+    for name in sorted(names - EVENT_ONLY):
         family = re.sub(r"_(bucket|sum|count)$", "", name)
         selector = f'{{__name__=~"{family}(_bucket|_sum|_count)?", job="pidelta"}}'
         assert has_data(prometheus, f"count({selector})"), f"{name} is not exported"
