@@ -157,19 +157,21 @@ def raw_json(value: Any) -> str:
 async def paged(
     fetch: Callable[[int], Awaitable[T]], count: Callable[[T], int], page_size: int, parallel: int
 ) -> list[T]:
-    """Pages 0, 1, ... fetched `parallel` at a time until one holds fewer than `page_size`.
+    """Pages 0, 1, ... until one holds fewer than `page_size`: the first alone (most
+    searches fit in one page), then `parallel` at a time.
 
     PI does not say how many items a search has, and a full page may have more behind it.
     """
     pages: list[T] = []
-    start = 0
+    start, wave_size = 0, 1
     while True:
-        wave = await asyncio.gather(*(fetch(start + i) for i in range(parallel)))
+        wave = await asyncio.gather(*(fetch(start + i) for i in range(wave_size)))
         for page in wave:
             pages.append(page)
             if count(page) < page_size:
                 return pages
-        start += parallel
+        start += wave_size
+        wave_size = parallel
 
 
 # ----- databases and templates ------------------------------------------------------------
