@@ -48,8 +48,11 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
     lag = timedelta(seconds=settings.safety_lag)
 
     async def body(pipeline: Pipeline) -> None:
-        written = await pipeline.catch_up(datetime.now(UTC) - lag)
-        log.info("once: %d rows written in %d batches", written, pipeline.batches_done)
+        await pipeline.catch_up(datetime.now(UTC) - lag)
+        await pipeline.flush()
+        log.info(
+            "once: %d rows written in %d batches", pipeline.rows_written, pipeline.batches_done
+        )
 
     return asyncio.run(_worker(settings, "once", body))
 
@@ -67,14 +70,14 @@ def backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(pipeline: Pipeline) -> None:
         with _Progress(f"backfill shard {settings.shard_index}/{settings.shard_count}") as bar:
-            written = await pipeline.backfill(start, end, bar.update)
+            await pipeline.backfill(start, end, bar.update)
             if not pipeline.lifecycle.stopping:
                 bar.update(1.0, 1.0)
         log.info(
             "backfill %s .. %s: %d rows written in %d batches",
             start.isoformat(),
             end.isoformat(),
-            written,
+            pipeline.rows_written,
             pipeline.batches_done,
         )
 
@@ -157,6 +160,7 @@ async def _worker(settings: Settings, mode: str, body: Callable[[Pipeline], obje
                         pipeline.app_id,
                     )
                     await body(pipeline)  # type: ignore[misc]
+                    await pipeline.flush()
                 except StaleGeneration as exc:
                     log.info("%s: stopping, %s", mode, exc)
     if lifecycle.stopping:

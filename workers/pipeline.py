@@ -54,7 +54,7 @@ from workers.plan import (
     backfill_batch,
     next_batch,
 )
-from workers.sink import DeltaSink
+from workers.sink import CommitBuffer, DeltaSink
 from workers.tables import BATCHES, PI_TIMESERIES, PI_TIMESERIES_SCHEMA, UTC_US, TableStore
 
 log = logging.getLogger("pidelta.pipeline")
@@ -135,31 +135,35 @@ class ShardGenerations:
             )
         self._table = DeltaTable(self.uri, storage_options=self.storage_options)
 
-    def latest(self) -> Generation | None:
+    def _rows(self) -> pl.DataFrame:
         self._table.update_incremental()
-        rows = pl.from_arrow(self._table.to_pyarrow_table())
+        return pl.from_arrow(self._table.to_pyarrow_table()).sort(["generation", "announced_at"])
+
+    def latest(self) -> Generation | None:
+        rows = self._rows()
         if rows.height == 0:
             return None
-        top = rows.sort(["generation", "announced_at"]).row(-1, named=True)
+        top = rows.row(-1, named=True)
         return Generation(int(top["generation"]), int(top["shard_count"]), top["announced_at"])
 
+    def ever_other_than(self, shard_count: int) -> bool:
+        """True when some generation had another shard count (a resharding happened)."""
+        return bool((self._rows()["shard_count"] != shard_count).any())
+
     def announce(self, shard_count: int, by: str) -> Generation:
+        """Append a generation of `shard_count` shards, unless one was just announced."""
         current = self.latest()
+        if current is not None and current.shard_count == shard_count:
+            return current
         gen = Generation((current.generation if current else 0) + 1, shard_count, utcnow())
+        row = {
+            "generation": gen.generation,
+            "shard_count": shard_count,
+            "announced_at": gen.announced_at,
+            "announced_by": by,
+        }
         write_deltalake(
-            self._table,
-            pa.Table.from_pylist(
-                [
-                    {
-                        "generation": gen.generation,
-                        "shard_count": shard_count,
-                        "announced_at": gen.announced_at,
-                        "announced_by": by,
-                    }
-                ],
-                schema=SHARDS_SCHEMA,
-            ),
-            mode="append",
+            self._table, pa.Table.from_pylist([row], schema=SHARDS_SCHEMA), mode="append"
         )
         return gen
 
@@ -203,6 +207,13 @@ class Pipeline:
         self.generations: ShardGenerations | None = None
         self.generation: Generation | None = None
         self.last_commit: datetime | None = None
+        self.buffer = CommitBuffer.from_settings(settings)
+        self._buffered: list[PlannedBatch] = []
+        self._buffered_ends: dict[str, datetime] = {}
+        self._guarded: list[pa.Table] = []
+        self._guarded_rows = 0
+        self._quarantine: list[pa.Table] = []
+        self._oldest_buffered: float | None = None
         self._last_lookback = float("-inf")
         self.batches_done = 0
         self.rows_written = 0
@@ -257,12 +268,9 @@ class Pipeline:
                 count,
                 f", was {previous.shard_count}" if previous else "",
             )
-            if previous is None:
-                self.generation = current
-                return
         self.generation = current
         wait = (current.announced_at + self.shard_grace - self.clock()).total_seconds()
-        if current.generation > 1 and wait > 0:
+        if wait > 0 and await asyncio.to_thread(self.generations.ever_other_than, count):
             log.info("waiting %.1f s for workers of the previous generation to stop", wait)
             await self.lifecycle.wait(wait)
 
@@ -294,16 +302,35 @@ class Pipeline:
             )
 
     async def _recover(self) -> None:
+        """Finish what crashed: advance committed batches, then re-run this app's others.
+
+        Batches of app ids of other shard counts (older generations, stopped by now) and of
+        this worker's own app ids are advanced when their data is in; app ids of the other
+        shards of this generation are left to their own (running) workers.
+        """
         assert self.checkpoints is not None
-        for prefix in (LIVE_PREFIX, BACKFILL_PREFIX):
-            advanced = await asyncio.to_thread(self.checkpoints.recover, prefix)
-            for batch in advanced:
-                log.info("advanced committed batch %d of %s", batch.batch_id, batch.app_id)
+        for app_id in await asyncio.to_thread(self._recoverable):
+            data = self.sink.committed_version(PI_TIMESERIES, app_id) or 0
+            for batch in await asyncio.to_thread(self.checkpoints.pending_batches, app_id):
+                if batch.batch_id <= data:
+                    await asyncio.to_thread(
+                        self.checkpoints.advance, app_id, batch.batch_id, list(batch.ranges)
+                    )
+                    log.info("advanced committed batch %d of %s", batch.batch_id, app_id)
         for app_id in (self.app_id, self.backfill_app_id):
             pending = await asyncio.to_thread(self.checkpoints.pending_batches, app_id)
             for batch in pending:
                 log.info("re-running unfinished batch %d of %s", batch.batch_id, app_id)
                 await self._execute(self._still_needed(batch), record=False)
+        await self.flush()
+
+    def _recoverable(self) -> list[str]:
+        ids = pl.from_arrow(self.sink.table(BATCHES).to_pyarrow_table(columns=["app_id"]))
+        mine = {self.app_id, self.backfill_app_id}
+        suffix = f"-of-{self.settings.shard_count}"
+        return sorted(
+            a for a in ids["app_id"].unique().to_list() if a in mine or not a.endswith(suffix)
+        )
 
     def _still_needed(self, batch: PlannedBatch) -> PlannedBatch:
         """A pending batch minus what other app ids committed since it was planned.
@@ -326,25 +353,23 @@ class Pipeline:
 
     # ------------------------------------------------------------------ modes
 
-    async def catch_up(self, until: datetime) -> int:
-        """Live batches until every owned tag's checkpoint reaches `until`; rows written."""
+    async def catch_up(self, until: datetime) -> None:
+        """Live batches until every owned tag's checkpoint reaches `until`."""
         assert self.checkpoints is not None
-        written = 0
         window = timedelta(seconds=self.settings.backfill_window)
         lookback = timedelta(seconds=self.settings.late_lookback)
         while not self.lifecycle.stopping:
             await asyncio.to_thread(self.check_generation)
             tags = list(self.tags)
-            cps = self.checkpoints.load_checkpoints(tags, LIVE_PREFIX)
+            cps = self._planned(self.checkpoints.load_checkpoints(tags, LIVE_PREFIX))
             self._update_lag(cps)
             due = time.monotonic() - self._last_lookback >= self.settings.late_lookback / 4
-            start = self._start()
             plan = next_batch(
                 self.app_id,
                 0,
                 tags,
                 cps,
-                start=start,
+                start=self._start(),
                 until=until,
                 window=window,
                 late_lookback=lookback if due else timedelta(0),
@@ -353,31 +378,26 @@ class Pipeline:
                 break
             if due:
                 self._last_lookback = time.monotonic()
-            for ranges in self._split(plan.ranges, cps):
+            for ranges in self._split(plan.ranges):
                 if self.lifecycle.stopping:
                     break
-                written += await self._run_new(self.app_id, ranges, cps)
-        return written
+                await self._run_new(self.app_id, ranges, cps)
 
     async def backfill(
         self,
         start: datetime,
         end: datetime,
         progress: Callable[[float, float], None] | None = None,
-    ) -> int:
+    ) -> None:
         """Load (start, end] for the owned tags, resumable from the backfill's checkpoints."""
         assert self.checkpoints is not None
         window = timedelta(seconds=self.settings.backfill_window)
         total = max(1e-9, (end - start).total_seconds() * max(1, len(self.tags)))
-        written = 0
         while not self.lifecycle.stopping:
             await asyncio.to_thread(self.check_generation)
             tags = list(self.tags)
-            cps = {
-                w: c
-                for w, c in self.checkpoints.load_checkpoints(tags, BACKFILL_PREFIX).items()
-                if start < c <= end
-            }
+            stored = self.checkpoints.load_checkpoints(tags, BACKFILL_PREFIX)
+            cps = {w: c for w, c in self._planned(stored).items() if start < c <= end}
             if progress is not None:
                 done = sum((cps.get(w, start) - start).total_seconds() for w in tags)
                 progress(done, total)
@@ -386,11 +406,11 @@ class Pipeline:
             )
             if not plan.ranges:
                 break
-            for ranges in self._split(plan.ranges, cps):
+            for ranges in self._split(plan.ranges):
                 if self.lifecycle.stopping:
                     break
-                written += await self._run_new(self.backfill_app_id, ranges, cps)
-        return written
+                await self._run_new(self.backfill_app_id, ranges, cps)
+        await self.flush()
 
     async def run_forever(self) -> None:
         """Poll every `poll_interval` and rediscover every `rediscover_interval` until stopped."""
@@ -402,6 +422,8 @@ class Pipeline:
                 await self.discover()
                 next_discovery = began + self.settings.rediscover_interval
             await self.catch_up(self.clock() - lag)
+            if self.buffer.should_flush():
+                await self.flush()
             rest = self.settings.poll_interval - (time.monotonic() - began)
             await self.lifecycle.wait(rest)
 
@@ -410,9 +432,11 @@ class Pipeline:
     def _start(self) -> datetime:
         return parse_time(self.settings.start, self.clock())
 
-    def _split(
-        self, ranges: Sequence[TagRange], cps: dict[str, datetime]
-    ) -> Iterable[list[TagRange]]:
+    def _planned(self, stored: dict[str, datetime]) -> dict[str, datetime]:
+        """Checkpoints as they will be once the buffered batches are committed."""
+        return {**stored, **self._buffered_ends}
+
+    def _split(self, ranges: Sequence[TagRange]) -> Iterable[list[TagRange]]:
         """Groups of tags whose expected rows fit one commit (memory stays bounded)."""
         by_tag: dict[str, list[TagRange]] = {}
         for r in ranges:
@@ -431,14 +455,14 @@ class Pipeline:
         if group:
             yield group
 
-    async def _run_new(self, app_id: str, ranges: list[TagRange], cps: dict[str, datetime]) -> int:
+    async def _run_new(self, app_id: str, ranges: list[TagRange], cps: dict[str, datetime]) -> None:
         assert self.checkpoints is not None
         batch_id = await asyncio.to_thread(self.checkpoints.next_batch_id, app_id)
         for r in ranges:
             if r.kind == LIVE and r.webid not in cps:
                 self.origins.setdefault(r.webid, r.start)
         ranges = [self._clamped(r) for r in ranges]
-        return await self._execute(PlannedBatch(app_id, batch_id, tuple(ranges)), record=True)
+        await self._execute(PlannedBatch(app_id, batch_id, tuple(ranges)), record=True)
 
     def _clamped(self, r: TagRange) -> TagRange:
         origin = self.origins.get(r.webid)
@@ -446,45 +470,87 @@ class Pipeline:
             return TagRange(r.webid, origin, max(origin, r.end), LATE)
         return r
 
-    async def _execute(self, batch: PlannedBatch, *, record: bool) -> int:
-        """Steps 1-4 of the protocol for one batch; rows written to pi_timeseries."""
+    async def _execute(self, batch: PlannedBatch, *, record: bool) -> None:
+        """Steps 1-2 of the protocol (plan, fetch) into the buffer; commits when it is full.
+
+        Batches of one app id are buffered back to back and committed together with the
+        highest batch id as the app transaction version (the sink counts every lower id as
+        committed), then advanced in order, so that a quiet poll does not make a file.
+        """
         assert self.checkpoints is not None
-        app_id, batch_id = batch.app_id, batch.batch_id
+        if self._buffered and self._buffered[0].app_id != batch.app_id:
+            await self.flush()
         if record:
             await asyncio.to_thread(
-                self.checkpoints.record_plan, app_id, batch_id, list(batch.ranges)
+                self.checkpoints.record_plan, batch.app_id, batch.batch_id, list(batch.ranges)
             )
         spans, boundary = self._spans(batch)
         result = await self.fetcher.fetch(spans)
         rows = pa.concat_tables(result.rows) if result.rows else PI_TIMESERIES_SCHEMA.empty_table()
         fresh, guarded = self._divide(rows, boundary)
-        quarantine = pa.concat_tables(result.quarantine) if result.quarantine else None
+        self.buffer.add(fresh)
+        if guarded.num_rows:
+            self._guarded.append(guarded)
+            self._guarded_rows += guarded.num_rows
+        self._quarantine.extend(result.quarantine)
+        self._buffered.append(batch)
+        self._buffered_ends.update(batch.checkpoints())
+        if self._oldest_buffered is None:
+            self._oldest_buffered = time.time()
+        self.metrics.oldest_unprocessed.labels(shard=self.shard).set(
+            time.time() - self._oldest_buffered
+        )
+        self.metrics.values_ingested.labels(table=PI_TIMESERIES, shard=self.shard).inc(
+            result.stats.values
+        )
+        self.metrics.count_quarantine(result.quarantine_counts)
+        self.metrics.buffered_rows.labels(shard=self.shard).set(
+            self.buffer.rows + self._guarded_rows
+        )
+        log.debug(
+            "batch %d of %s: %d tags, %d values in %d calls",
+            batch.batch_id,
+            batch.app_id,
+            len(spans),
+            result.stats.values,
+            result.stats.calls,
+        )
+        if self.buffer.should_flush() or self._guarded_rows >= self.settings.commit_max_rows:
+            await self.flush()
+
+    async def flush(self) -> int:
+        """Steps 3-4 for every buffered batch: one idempotent commit, then the checkpoints."""
+        assert self.checkpoints is not None
+        if not self._buffered:
+            return 0
+        batches = self._buffered
+        app_id, last_id = batches[0].app_id, batches[-1].batch_id
+        fresh = self.buffer.drain(PI_TIMESERIES_SCHEMA)
+        guarded = pa.concat_tables(self._guarded) if self._guarded else None
+        quarantine = pa.concat_tables(self._quarantine) if self._quarantine else None
         await asyncio.to_thread(self.check_generation)
         written = await asyncio.to_thread(
             self.sink.commit_timeseries,
             fresh,
             app_id,
-            batch_id,
+            last_id,
             late=guarded,
             quarantine=quarantine,
         )
-        await asyncio.to_thread(self.checkpoints.advance, app_id, batch_id, list(batch.ranges))
+        for batch in batches:
+            await asyncio.to_thread(
+                self.checkpoints.advance, app_id, batch.batch_id, list(batch.ranges)
+            )
+        self._buffered, self._guarded, self._quarantine = [], [], []
+        self._guarded_rows = 0
+        self._buffered_ends.clear()
+        self._oldest_buffered = None
+        self.metrics.buffered_rows.labels(shard=self.shard).set(0)
+        self.metrics.oldest_unprocessed.labels(shard=self.shard).set(0)
         self.last_commit = self.clock()
-        self.batches_done += 1
+        self.batches_done += len(batches)
         self.rows_written += written
-        self.metrics.values_ingested.labels(table=PI_TIMESERIES, shard=self.shard).inc(
-            result.stats.values
-        )
-        self.metrics.count_quarantine(result.quarantine_counts)
-        log.debug(
-            "batch %d of %s: %d tags, %d values in %d calls, %d written",
-            batch_id,
-            app_id,
-            len(spans),
-            result.stats.values,
-            result.stats.calls,
-            written,
-        )
+        log.debug("committed batches up to %d of %s: %d rows", last_id, app_id, written)
         return written
 
     def _spans(self, batch: PlannedBatch) -> tuple[list[tuple[str, int, int]], dict[str, int]]:

@@ -52,6 +52,7 @@ def worker_env(mock: MockServer | str, target: Path, **settings: object) -> dict
     env["PIDELTA_TARGET"] = str(target)
     env["PIDELTA_METRICS_PORT"] = "0"
     env["PIDELTA_LOG_LEVEL"] = "INFO"
+    env["PIDELTA_COMMIT_MAX_AGE"] = "3"  # a few polls per commit, so buffering is exercised
     env.update({f"PIDELTA_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 

@@ -1,7 +1,7 @@
 """kill -9 drills: random kill instants during `run` and during `backfill`, each followed by
 a restart; afterwards the table equals the ground truth exactly, with no duplicate key.
 
-Size: 300 tags for `run`, 200 tags over 8 hours for `backfill`, so that a drill of ten
+Size: 300 tags for `run`, 200 tags over 12 hours for `backfill`, so that a drill of ten
 kills and restarts stays around a minute; a kill comes a random instant (seeded RNG,
 printed on failure) after the worker logged that its start-up and recovery are done.
 """
@@ -94,12 +94,12 @@ def test_kill9_during_run(mock_pi_factory: Callable[..., MockServer], tmp_path: 
 def test_kill9_during_backfill(mock_pi_factory: Callable[..., MockServer], tmp_path: Path) -> None:
     mock = mock_pi_factory(tag_count=200, rate_limit=0)
     day = (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
-    start, end = day, day + timedelta(hours=8)
+    start, end = day, day + timedelta(hours=12)
     env = worker_env(mock, tmp_path / "lake", backfill_window=900, commit_max_rows=50_000)
     args = ("backfill", "--start", iso(start), "--end", iso(end))
     log = tmp_path / "worker.log"
     rng = random.Random(SEED + 1)
-    instants = _drill(lambda: start_worker(*args, env=env, log=log), log, rng, 0.0, 2.0)
+    instants = _drill(lambda: start_worker(*args, env=env, log=log), log, rng, 0.0, 1.5)
     ok(pidelta(*args, env=env))
     target = tmp_path / "lake"
     cps = checkpoints(target, "pidelta-bf-")
