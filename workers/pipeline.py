@@ -413,19 +413,25 @@ class Pipeline:
         await self.flush()
 
     async def run_forever(self) -> None:
-        """Poll every `poll_interval` and rediscover every `rediscover_interval` until stopped."""
+        """Poll every `poll_interval`, rediscover every `rediscover_interval`, and commit the
+        buffer when it is old enough (waking up for it between polls), until stopped."""
         lag = timedelta(seconds=self.settings.safety_lag)
         next_discovery = time.monotonic() + self.settings.rediscover_interval
+        next_poll = time.monotonic()
         while not self.lifecycle.stopping:
-            began = time.monotonic()
-            if began >= next_discovery:
-                await self.discover()
-                next_discovery = began + self.settings.rediscover_interval
-            await self.catch_up(self.clock() - lag)
-            if self.buffer.should_flush():
+            now = time.monotonic()
+            if now >= next_poll:
+                if now >= next_discovery:
+                    await self.discover()
+                    next_discovery = now + self.settings.rediscover_interval
+                await self.catch_up(self.clock() - lag)
+                next_poll = now + self.settings.poll_interval
+            if self._buffered and self.buffer.should_flush():
                 await self.flush()
-            rest = self.settings.poll_interval - (time.monotonic() - began)
-            await self.lifecycle.wait(rest)
+            wake = next_poll
+            if self._buffered:
+                wake = min(wake, time.monotonic() + self.settings.commit_max_age - self.buffer.age)
+            await self.lifecycle.wait(wake - time.monotonic())
 
     # ------------------------------------------------------------------ one batch
 

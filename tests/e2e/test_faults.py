@@ -1,8 +1,9 @@
 """Faults from the server (503, 429, resets, slow answers, cut bodies): the table still
 equals the ground truth, and the worker's retry metrics count exactly what the mock injected.
 
-Size: 200 tags, 45 minutes of catch-up in `run` mode, 15 WebIDs a call (some 600 requests,
-so that every fault kind happens), compared once the worker is idle between two polls.
+Size: 200 tags, 45 minutes of catch-up in `run` mode with maxCount 100, so that streams page
+(some 2000 requests: every fault kind happens, paging included), compared once the worker
+is idle between two polls.
 """
 
 from __future__ import annotations
