@@ -50,9 +50,7 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
     async def body(pipeline: Pipeline) -> None:
         await pipeline.catch_up(datetime.now(UTC) - lag)
         await pipeline.flush()
-        log.info(
-            "once: %d rows written in %d batches", pipeline.rows_written, pipeline.batches_done
-        )
+        log.info("once: %s", _summary(pipeline))
 
     return asyncio.run(_worker(settings, "once", body))
 
@@ -73,15 +71,17 @@ def backfill(args: argparse.Namespace, settings: Settings) -> int:
             await pipeline.backfill(start, end, bar.update)
             if not pipeline.lifecycle.stopping:
                 bar.update(1.0, 1.0)
-        log.info(
-            "backfill %s .. %s: %d rows written in %d batches",
-            start.isoformat(),
-            end.isoformat(),
-            pipeline.rows_written,
-            pipeline.batches_done,
-        )
+        log.info("backfill %s .. %s: %s", start.isoformat(), end.isoformat(), _summary(pipeline))
 
     return asyncio.run(_worker(settings, "backfill", body))
+
+
+def _summary(pipeline: Pipeline) -> str:
+    stats = pipeline.fetch_stats
+    return (
+        f"{pipeline.rows_written} rows written in {pipeline.batches_done} batches; "
+        f"{stats.values} values read in {stats.calls} PI calls ({stats.bytes} bytes)"
+    )
 
 
 def discover(args: argparse.Namespace, settings: Settings) -> int:

@@ -29,6 +29,8 @@ from workers.decode import DecodeError, SequenceStart, TagLike, decode_streamset
 RECORDED_PATH = "/streamsets/recorded"
 ENDPOINT = "streamsets/recorded"
 # The fields the decoder reads; everything else (Links, Name, Path) is left on the server.
+# Units come once per stream (a PI point has one engineering unit), not once per value:
+# that is a sixth of the body.
 SELECTED_FIELDS = ";".join(
     (
         "Items.WebId",
@@ -39,7 +41,6 @@ SELECTED_FIELDS = ";".join(
         "Items.Items.Questionable",
         "Items.Items.Substituted",
         "Items.Items.Annotated",
-        "Items.Items.UnitsAbbreviation",
         "Items.Items.Errors",
     )
 )

@@ -42,7 +42,7 @@ from service.settings import Settings
 from shard_config.ring import owned
 from workers.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
 from workers.discovery import TagInfo, discover_tags
-from workers.fetch import Fetcher, to_us
+from workers.fetch import Fetcher, FetchStats, to_us
 from workers.pi_client import PIClient
 from workers.plan import (
     BACKFILL,
@@ -210,12 +210,14 @@ class Pipeline:
         self.buffer = CommitBuffer.from_settings(settings)
         self._buffered: list[PlannedBatch] = []
         self._buffered_ends: dict[str, datetime] = {}
-        self._guarded: list[pa.Table] = []
+        self._guarded: list[pa.Table] = []  # look-back rows: some are surely in the table
+        self._unsure: list[pa.Table] = []  # backfill and first ranges: rarely in the table
         self._guarded_rows = 0
         self._quarantine: list[pa.Table] = []
         self._oldest_buffered: float | None = None
         self._last_lookback = float("-inf")
         self.batches_done = 0
+        self.fetch_stats = FetchStats()
         self.rows_written = 0
 
     async def __aenter__(self) -> Pipeline:
@@ -378,10 +380,10 @@ class Pipeline:
                 break
             if due:
                 self._last_lookback = time.monotonic()
-            for ranges in self._split(plan.ranges):
+            for ranges, expected in self._split(plan.ranges):
                 if self.lifecycle.stopping:
                     break
-                await self._run_new(self.app_id, ranges, cps)
+                await self._run_new(self.app_id, ranges, cps, expected)
 
     async def backfill(
         self,
@@ -406,10 +408,10 @@ class Pipeline:
             )
             if not plan.ranges:
                 break
-            for ranges in self._split(plan.ranges):
+            for ranges, expected in self._split(plan.ranges):
                 if self.lifecycle.stopping:
                     break
-                await self._run_new(self.backfill_app_id, ranges, cps)
+                await self._run_new(self.backfill_app_id, ranges, cps, expected)
         await self.flush()
 
     async def run_forever(self) -> None:
@@ -442,7 +444,7 @@ class Pipeline:
         """Checkpoints as they will be once the buffered batches are committed."""
         return {**stored, **self._buffered_ends}
 
-    def _split(self, ranges: Sequence[TagRange]) -> Iterable[list[TagRange]]:
+    def _split(self, ranges: Sequence[TagRange]) -> Iterable[tuple[list[TagRange], float]]:
         """Groups of tags whose expected rows fit one commit (memory stays bounded)."""
         by_tag: dict[str, list[TagRange]] = {}
         for r in ranges:
@@ -454,15 +456,19 @@ class Pipeline:
             rate = self.fetcher.rates.get(webid, 1.0)
             need = sum(rate * (r.end - r.start).total_seconds() for r in own)
             if group and expected + need > limit:
-                yield group
+                yield group, expected
                 group, expected = [], 0.0
             group.extend(own)
             expected += need
         if group:
-            yield group
+            yield group, expected
 
-    async def _run_new(self, app_id: str, ranges: list[TagRange], cps: dict[str, datetime]) -> None:
+    async def _run_new(
+        self, app_id: str, ranges: list[TagRange], cps: dict[str, datetime], expected: float
+    ) -> None:
         assert self.checkpoints is not None
+        if self.buffer.rows + self._guarded_rows + expected > self.settings.commit_max_rows:
+            await self.flush()  # commit first rather than hold two batches' rows
         batch_id = await asyncio.to_thread(self.checkpoints.next_batch_id, app_id)
         for r in ranges:
             if r.kind == LIVE and r.webid not in cps:
@@ -490,15 +496,20 @@ class Pipeline:
             await asyncio.to_thread(
                 self.checkpoints.record_plan, batch.app_id, batch.batch_id, list(batch.ranges)
             )
-        spans, boundary = self._spans(batch)
+        spans, boundary, whole = self._spans(batch)
         result = await self.fetcher.fetch(spans)
         rows = pa.concat_tables(result.rows) if result.rows else PI_TIMESERIES_SCHEMA.empty_table()
         fresh, guarded = self._divide(rows, boundary)
         self.buffer.add(fresh)
-        if guarded.num_rows:
-            self._guarded.append(guarded)
-            self._guarded_rows += guarded.num_rows
+        if guarded.num_rows and len(whole) == len(boundary):
+            self._unsure.append(guarded)  # a backfill batch: no copy
+        elif guarded.num_rows:
+            unsure = pc.is_in(guarded.column("tag_webid"), value_set=pa.array(whole, pa.string()))
+            self._unsure.append(guarded.filter(unsure))
+            self._guarded.append(guarded.filter(pc.invert(unsure)))
+        self._guarded_rows += guarded.num_rows
         self._quarantine.extend(result.quarantine)
+        self.fetch_stats.add(result.stats)
         self._buffered.append(batch)
         self._buffered_ends.update(batch.checkpoints())
         if self._oldest_buffered is None:
@@ -532,6 +543,12 @@ class Pipeline:
         batches = self._buffered
         app_id, last_id = batches[0].app_id, batches[-1].batch_id
         fresh = self.buffer.drain(PI_TIMESERIES_SCHEMA)
+        unsure = pa.concat_tables(self._unsure) if self._unsure else None
+        if unsure is not None and unsure.num_rows:
+            if await asyncio.to_thread(self._table_may_hold, unsure):
+                self._guarded.append(unsure)
+            else:
+                fresh = pa.concat_tables([fresh, unsure])
         guarded = pa.concat_tables(self._guarded) if self._guarded else None
         quarantine = pa.concat_tables(self._quarantine) if self._quarantine else None
         await asyncio.to_thread(self.check_generation)
@@ -547,7 +564,7 @@ class Pipeline:
             await asyncio.to_thread(
                 self.checkpoints.advance, app_id, batch.batch_id, list(batch.ranges)
             )
-        self._buffered, self._guarded, self._quarantine = [], [], []
+        self._buffered, self._guarded, self._unsure, self._quarantine = [], [], [], []
         self._guarded_rows = 0
         self._buffered_ends.clear()
         self._oldest_buffered = None
@@ -559,23 +576,44 @@ class Pipeline:
         log.debug("committed batches up to %d of %s: %d rows", last_id, app_id, written)
         return written
 
-    def _spans(self, batch: PlannedBatch) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
+    def _spans(
+        self, batch: PlannedBatch
+    ) -> tuple[list[tuple[str, int, int]], dict[str, int], list[str]]:
         """One span per tag covering all its ranges; rows at or before `boundary` are guarded.
 
         A tag's late range ends where its live range starts, so the union is one span.
-        Everything of a backfill range, and of a tag's first live range, is guarded too.
+        Backfill ranges and a tag's first live range are guarded whole (`whole`): a backfill
+        or an earlier run may have loaded them.
         """
         lo: dict[str, int] = {}
         hi: dict[str, int] = {}
         boundary: dict[str, int] = {}
+        whole: set[str] = set()
         for r in batch.ranges:
             s, e = as_us(r.start), as_us(r.end)
             lo[r.webid] = min(s, lo.get(r.webid, s))
             hi[r.webid] = max(e, hi.get(r.webid, e))
-            whole = r.kind in (LATE, BACKFILL) or self.origins.get(r.webid) == r.start
-            guard = e if whole else s
+            if r.kind == BACKFILL or (r.kind == LIVE and self.origins.get(r.webid) == r.start):
+                whole.add(r.webid)
+            guard = e if r.kind == LATE or r.webid in whole else s
             boundary[r.webid] = max(guard, boundary.get(r.webid, guard))
-        return [(w, lo[w], hi[w]) for w in lo], boundary
+        return [(w, lo[w], hi[w]) for w in lo], boundary, sorted(whole)
+
+    def _table_may_hold(self, rows: pa.Table) -> bool:
+        """Whether a pi_timeseries file's time range meets these rows' (file stats only).
+
+        Delta keeps timestamp statistics at millisecond precision, hence the slack.
+        """
+        bounds = pc.min_max(rows.column("timestamp"))
+        lo = pc.subtract(bounds["min"], pa.scalar(timedelta(milliseconds=1)))
+        actions = pa.table(self.sink.table(PI_TIMESERIES).get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return False
+        if "min.timestamp" not in actions.column_names:
+            return True
+        first, last = actions.column("min.timestamp"), actions.column("max.timestamp")
+        meets = pc.and_kleene(pc.greater_equal(last, lo), pc.less_equal(first, bounds["max"]))
+        return bool(pc.any(pc.fill_null(meets, True)).as_py())
 
     @staticmethod
     def _divide(rows: pa.Table, boundary: dict[str, int]) -> tuple[pa.Table, pa.Table]:
