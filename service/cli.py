@@ -11,6 +11,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from pydantic import AliasChoices
+
 from service.errors import ConfigError
 from service.settings import Settings, load_settings
 
@@ -64,6 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="per-shard lag, last commit, rows and files per table")
     sub.add_parser("af", help="one sync of the AF hierarchy and attributes")
     sub.add_parser("events", help="one sync of event frames (alarms included)")
+    maintain = sub.add_parser(
+        "maintain", help="compact, checkpoint, vacuum and clean the logs of pidelta's tables"
+    )
+    maintain.add_argument(
+        "--table",
+        dest="tables",
+        action="append",
+        default=None,
+        help="only this table (repeatable); default every table pidelta owns",
+    )
     return parser
 
 
@@ -71,13 +83,18 @@ def _settings_epilog() -> str:
     lines = ["environment variables (defaults):"]
     for name, field in Settings.model_fields.items():
         default = field.default
-        shown = "" if default is None else f" [{default}]"
-        lines.append(f"  PIDELTA_{name.upper()}{shown}")
+        shown = "" if default is None or callable(default) else f" [{default}]"
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            variable = " or ".join(str(choice) for choice in alias.choices)
+        else:
+            variable = alias if isinstance(alias, str) else f"PIDELTA_{name.upper()}"
+        lines.append(f"  {variable}{shown}")
     return "\n".join(lines)
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    from service import commands, commands_af
+    from service import commands, commands_af, commands_maintain
 
     handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
         "run": commands.run,
@@ -88,6 +105,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "status": commands.status,
         "af": commands_af.af,
         "events": commands_af.events,
+        "maintain": commands_maintain.maintain,
     }
     return handlers[args.command](args, settings)
 

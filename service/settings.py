@@ -6,10 +6,12 @@ reads the environment.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
+    AliasChoices,
     Field,
     SecretStr,
     ValidationError,
@@ -28,7 +30,11 @@ class Settings(BaseSettings):
     """pidelta configuration (environment variables with the `PIDELTA_` prefix)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PIDELTA_", extra="ignore", validate_default=True, frozen=True
+        env_prefix="PIDELTA_",
+        extra="ignore",
+        validate_default=True,
+        frozen=True,
+        populate_by_name=True,
     )
 
     # PI Web API connection
@@ -67,6 +73,164 @@ class Settings(BaseSettings):
     shard_index: int = Field(default=0, ge=0)
     shard_count: int = Field(default=1, ge=1, le=100_000)
     tag_filter: str = "*"
+
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra delta-rs storage options as a JSON object; override those derived "
+        "from the AWS_*/AZURE_*/GOOGLE_* variables",
+    )
+
+    # Object stores: the providers' own variables, read here so this model stays the only
+    # reader of the environment (workers.storage maps them to delta-rs storage options).
+    aws_endpoint_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PIDELTA_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
+        ),
+        description="S3-compatible endpoint (MinIO, moto, R2); http:// allows plain HTTP",
+    )
+    aws_region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_AWS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="S3 region",
+    )
+    aws_access_key_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+        description="S3 access key id",
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+        description="S3 secret key",
+    )
+    aws_session_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
+        description="S3 session token",
+    )
+    aws_profile: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_AWS_PROFILE", "AWS_PROFILE"),
+        description="AWS profile name",
+    )
+    azure_storage_account_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PIDELTA_AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_NAME"
+        ),
+        description="Azure account",
+    )
+    azure_storage_account_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PIDELTA_AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCOUNT_KEY"
+        ),
+        description="account key",
+    )
+    azure_storage_sas_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_SAS_TOKEN"),
+        description="SAS token",
+    )
+    azure_client_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_AZURE_CLIENT_ID", "AZURE_CLIENT_ID"),
+        description="service principal id",
+    )
+    azure_client_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_AZURE_CLIENT_SECRET", "AZURE_CLIENT_SECRET"),
+        description="principal secret",
+    )
+    azure_tenant_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_AZURE_TENANT_ID", "AZURE_TENANT_ID"),
+        description="Entra tenant id",
+    )
+    azure_storage_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_AZURE_STORAGE_ENDPOINT", "AZURE_STORAGE_ENDPOINT"),
+        description="blob endpoint including the account (Azurite: http://127.0.0.1:10000/acct)",
+    )
+    azure_storage_use_emulator: bool = Field(
+        default=False,
+        validation_alias=AliasChoices(
+            "PIDELTA_AZURE_STORAGE_USE_EMULATOR", "AZURE_STORAGE_USE_EMULATOR"
+        ),
+        description="talk to Azurite at its default loopback address",
+    )
+    google_application_credentials: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PIDELTA_GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"
+        ),
+        description="path of a GCS service-account JSON file",
+    )
+    google_service_account_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PIDELTA_GOOGLE_SERVICE_ACCOUNT_KEY", "GOOGLE_SERVICE_ACCOUNT_KEY"
+        ),
+        description="GCS service-account JSON itself",
+    )
+
+    # Unity Catalog (PIDELTA_TARGET=uc://catalog.schema)
+    uc_storage_root: str | None = Field(
+        default=None,
+        description="cloud folder under which pidelta creates missing EXTERNAL tables "
+        "(<root>/<table>), e.g. s3://bucket/pidelta",
+    )
+    databricks_host: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_DATABRICKS_HOST", "DATABRICKS_HOST"),
+        description="workspace URL serving /api/2.1/unity-catalog",
+    )
+    databricks_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_DATABRICKS_TOKEN", "DATABRICKS_TOKEN"),
+        description="personal access token",
+    )
+    databricks_client_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_ID"),
+        description="service principal for OAuth machine-to-machine",
+    )
+    databricks_client_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "PIDELTA_DATABRICKS_CLIENT_SECRET", "DATABRICKS_CLIENT_SECRET"
+        ),
+        description="OAuth M2M secret",
+    )
+    uc_request_timeout: float = Field(
+        default=30.0, gt=0, description="seconds per Unity Catalog REST call"
+    )
+    credential_renew_margin: float = Field(
+        default=300.0,
+        gt=0,
+        description="renew vended credentials this many seconds before they expire (capped "
+        "at a third of their lifetime)",
+    )
+
+    # Maintenance (`pidelta maintain`, and `pidelta run` on maintain_shard)
+    maintain_shard: int = Field(
+        default=0, ge=0, description="the shard whose `run` also maintains the tables"
+    )
+    maintain_interval: float = Field(
+        default=3600.0,
+        ge=0,
+        description="seconds between maintenance passes in `pidelta run`; 0 turns them off",
+    )
+    compact_target_size: int = Field(
+        default=128 * 1024 * 1024, ge=1024 * 1024, description="bytes per compacted file"
+    )
+    vacuum_retention_hours: float = Field(
+        default=168.0,
+        ge=0,
+        description="removed files younger than this stay (readers of old versions); never "
+        "below the table's delta.deletedFileRetentionDuration",
+    )
 
     # Time
     start: str = "*-1h"
@@ -139,12 +303,20 @@ class Settings(BaseSettings):
             )
         return value.rstrip("/") or "/"
 
-    @field_validator("af_shard")
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _options(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("af_shard", "maintain_shard")
     @classmethod
     def _af_shard(cls, value: int, info: ValidationInfo) -> int:
         count = info.data.get("shard_count")
         if count is not None and value >= count:
-            raise ValueError(f"must be below PIDELTA_SHARD_COUNT={count}, or nobody syncs AF")
+            what = "syncs AF" if info.field_name == "af_shard" else "maintains the tables"
+            raise ValueError(f"must be below PIDELTA_SHARD_COUNT={count}, or nobody {what}")
         return value
 
     @model_validator(mode="after")
@@ -163,6 +335,16 @@ class Settings(BaseSettings):
         if missing:
             names = ", ".join(f"PIDELTA_{n.upper()}" for n in missing)
             raise ValueError(f"PIDELTA_PI_AUTH={self.pi_auth} needs {names}")
+        if self.target.startswith("uc://"):
+            if self.databricks_host is None:
+                raise ValueError("PIDELTA_TARGET=uc://... needs DATABRICKS_HOST")
+            if self.databricks_token is None and (
+                self.databricks_client_id is None or self.databricks_client_secret is None
+            ):
+                raise ValueError(
+                    "PIDELTA_TARGET=uc://... needs DATABRICKS_TOKEN, or DATABRICKS_CLIENT_ID "
+                    "and DATABRICKS_CLIENT_SECRET"
+                )
         if self.pi_ca_bundle is not None and not self.pi_ca_bundle.is_file():
             raise ValueError(f"PIDELTA_PI_CA_BUNDLE={self.pi_ca_bundle} is not a file")
         return self

@@ -147,8 +147,8 @@ class AfTables:
         self.store = store
         self.max_commit_retries = max_commit_retries
 
-    def _options(self) -> dict[str, str] | None:
-        return self.store.storage_options or None
+    def _options(self, name: str) -> dict[str, str] | None:
+        return self.store.options(name)
 
     def create(self, name: str) -> None:
         """Create one table with its declared schema (idempotent, tolerant of a racer)."""
@@ -159,7 +159,7 @@ class AfTables:
         if not self.store.exists(name):
             try:
                 DeltaTable.create(
-                    uri, spec.schema, mode="ignore", name=name, storage_options=self._options()
+                    uri, spec.schema, mode="ignore", name=name, storage_options=self._options(name)
                 )
             except (DeltaError, OSError) as exc:
                 if not self.store.exists(name):
@@ -199,7 +199,7 @@ class AfTables:
             self.store.uri(name),
             data.select(spec.schema.names).cast(spec.schema),
             mode="overwrite",
-            storage_options=self._options(),
+            storage_options=self._options(name),
             commit_properties=self._properties(metadata),
         )
         return self.open(name).version()
@@ -249,7 +249,7 @@ class AfTables:
                 self.store.uri(AF_QUARANTINE),
                 rows.cast(AF_QUARANTINE_SCHEMA),
                 mode="append",
-                storage_options=self._options(),
+                storage_options=self._options(AF_QUARANTINE),
                 commit_properties=self._properties({}),
             )
 

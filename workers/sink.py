@@ -58,17 +58,11 @@ class DeltaSink:
         )
 
     def table(self, name: str) -> DeltaTable:
-        """The table at its latest version (cached, refreshed incrementally)."""
+        """The table at its latest version (cached, refreshed incrementally, re-opened when
+        its vended credentials were renewed)."""
         table = self._tables.get(name)
-        if table is None:
-            table = self._tables[name] = self.store.open(name)
-        else:
-            try:
-                table.update_incremental()
-            except (DeltaError, OSError) as exc:
-                raise SinkError(
-                    f"cannot refresh: {exc}", table=name, uri=self.store.uri(name)
-                ) from exc
+        table = self.store.open(name) if table is None else self.store.refresh(name, table)
+        self._tables[name] = table
         return table
 
     def committed_version(self, name: str, app_id: str) -> int | None:
@@ -86,9 +80,30 @@ class DeltaSink:
     ) -> bool:
         """Append `rows` unless batch `batch_id` of `app_id` is already in; True if written.
 
-        An empty table writes nothing (there is nothing to make idempotent).
+        An empty table writes nothing (there is nothing to make idempotent). A write the
+        store refuses for expired credentials is retried once with renewed ones: the
+        batch's transaction version says whether the first attempt landed after all.
         """
-        table = self.table(name)
+        for attempt in (1, 2):
+            table = self.table(name)
+            try:
+                return self._append_once(table, name, rows, app_id, batch_id, custom_metadata)
+            except SinkError as exc:
+                cause = exc.__cause__ or exc
+                if attempt == 2 or not self.store.renew_if_refused(name, table, cause):
+                    raise
+                self._tables.pop(name, None)
+        raise AssertionError("unreachable")
+
+    def _append_once(
+        self,
+        table: DeltaTable,
+        name: str,
+        rows: pa.Table,
+        app_id: str,
+        batch_id: int,
+        custom_metadata: Mapping[str, str] | None,
+    ) -> bool:
         done = table.transaction_version(app_id)
         if (done is not None and done >= batch_id) or rows.num_rows == 0:
             return False
@@ -102,7 +117,7 @@ class DeltaSink:
                 rows.select(spec.schema.names).cast(spec.schema),
                 mode="append",
                 partition_by=list(spec.partition_by) or None,
-                storage_options=self.store.storage_options or None,
+                storage_options=self.store.options(name),
                 commit_properties=CommitProperties(
                     custom_metadata=metadata,
                     max_commit_retries=self.max_commit_retries,
@@ -138,7 +153,7 @@ class DeltaSink:
                 mode="overwrite",
                 predicate=predicate,
                 partition_by=list(spec.partition_by) or None,
-                storage_options=self.store.storage_options or None,
+                storage_options=self.store.options(name),
                 commit_properties=CommitProperties(
                     custom_metadata={"pidelta.operation": "compact"}, max_commit_retries=0
                 ),

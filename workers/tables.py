@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable
@@ -17,6 +18,9 @@ from deltalake.exceptions import DeltaError
 
 from service.errors import PideltaError
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.unity_catalog import UnityCatalog
 
 UTC_US = pa.timestamp("us", tz="UTC")
 
@@ -118,15 +122,31 @@ def _same_columns(actual: pa.Schema, declared: pa.Schema) -> bool:
 
 
 class TableStore:
-    """Knows where the tables live and creates them; shared by the sink and checkpoints."""
+    """Knows where the tables live and creates them; shared by the sink and checkpoints.
 
-    def __init__(self, target: str, storage_options: Mapping[str, str] | None = None) -> None:
+    With a Unity Catalog (`uc://` targets) each table has its own location and its own
+    vended, expiring credentials: `options(name)` gives the current ones and `refresh`
+    re-opens a `DeltaTable` whose credentials were renewed since it was opened.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        storage_options: Mapping[str, str] | None = None,
+        catalog: UnityCatalog | None = None,
+    ) -> None:
         self.target = target.rstrip("/") or "/"
         self.storage_options: dict[str, str] = dict(storage_options or {})
+        self.catalog = catalog
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TableStore:
-        return cls(settings.target)
+        from workers.storage import parse_target, storage_options
+        from workers.unity_catalog import UnityCatalog
+
+        target = parse_target(settings.target)
+        catalog = UnityCatalog.from_settings(settings) if target.is_catalog else None
+        return cls(settings.target, storage_options(settings), catalog)
 
     @property
     def is_local(self) -> bool:
@@ -134,9 +154,17 @@ class TableStore:
 
     def uri(self, name: str) -> str:
         """`<target>/<name>`; a local folder is made absolute so logs name the real place."""
+        if self.catalog is not None:
+            return self.catalog.location(name)
         if "://" in self.target:
             return f"{self.target}/{name}"
         return str(Path(self.target).resolve() / name)
+
+    def options(self, name: str) -> dict[str, str] | None:
+        """Storage options for one table (vended ones renewed when due), None when none."""
+        if self.catalog is not None:
+            return self.catalog.options(name)[0]
+        return self.storage_options or None
 
     def spec(self, name: str) -> TableSpec:
         return TABLES[name]
@@ -160,7 +188,7 @@ class TableStore:
                     mode="ignore",
                     partition_by=list(spec.partition_by) or None,
                     name=name,
-                    storage_options=self.storage_options or None,
+                    storage_options=self.options(name),
                     # A loser of the race must fail, not retry as version 1 with new metadata.
                     commit_properties=CommitProperties(max_commit_retries=0),
                 )
@@ -175,14 +203,42 @@ class TableStore:
             )
 
     def exists(self, name: str) -> bool:
-        return DeltaTable.is_deltatable(
-            self.uri(name), storage_options=self.storage_options or None
-        )
+        return DeltaTable.is_deltatable(self.uri(name), storage_options=self.options(name))
 
     def open(self, name: str) -> DeltaTable:
         """Open the latest version of a table."""
         uri = self.uri(name)
+        generation = 0
+        if self.catalog is not None:
+            options, generation = self.catalog.options(name)
+        else:
+            options = self.storage_options
         try:
-            return DeltaTable(uri, storage_options=self.storage_options or None)
+            table = DeltaTable(uri, storage_options=options or None)
         except (DeltaError, OSError) as exc:
             raise SinkError(f"cannot open: {exc}", table=name, uri=uri) from exc
+        table.pidelta_credentials = generation  # type: ignore[attr-defined]
+        return table
+
+    def refresh(self, name: str, table: DeltaTable) -> DeltaTable:
+        """`table` at its latest version, re-opened if its credentials have been renewed."""
+        if self.catalog is not None:
+            _, generation = self.catalog.options(name)
+            if getattr(table, "pidelta_credentials", None) != generation:
+                return self.open(name)
+        try:
+            table.update_incremental()
+        except (DeltaError, OSError) as exc:
+            if not self.renew_if_refused(name, table, exc):
+                raise SinkError(f"cannot refresh: {exc}", table=name, uri=self.uri(name)) from exc
+            return self.open(name)
+        return table
+
+    def renew_if_refused(self, name: str, table: DeltaTable | None, exc: BaseException) -> bool:
+        """After an error: renew vended credentials it shows were refused; True if renewed."""
+        from workers.credentials import is_expired_credential_error
+
+        if self.catalog is None or not is_expired_credential_error(exc):
+            return False
+        self.catalog.credentials.renew(name, getattr(table, "pidelta_credentials", None))
+        return True
