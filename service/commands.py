@@ -21,12 +21,14 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from service.commands_af import AfMetricsObserver, run_schedules, sync_once
 from service.errors import ConfigError
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics, MetricsServer, Readiness
 from service.settings import Settings
 from shard_config.plan import compute_plan, format_plan
 from shard_config.ring import ShardRing
+from workers.af_tables import AF_TABLES
 from workers.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
 from workers.discovery import discover_tags
 from workers.pi_client import PIClient
@@ -39,8 +41,23 @@ PROGRESS_LOG_SECONDS = 10.0
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Continuous worker: poll, write, repeat until SIGTERM/SIGINT, then exit 0."""
-    return asyncio.run(_worker(settings, "run", lambda p: p.run_forever()))
+    """Continuous worker: poll, write, repeat until SIGTERM/SIGINT, then exit 0.
+
+    AF and event frames sync on their own schedules beside the time series.
+    """
+
+    async def body(pipeline: Pipeline) -> None:
+        schedules = asyncio.create_task(
+            run_schedules(settings, pipeline.client, pipeline.lifecycle, pipeline.metrics)
+        )
+        try:
+            await pipeline.run_forever()
+        finally:
+            if not pipeline.lifecycle.stopping:
+                schedules.cancel()
+            await asyncio.gather(schedules, return_exceptions=True)
+
+    return asyncio.run(_worker(settings, "run", body))
 
 
 def once(args: argparse.Namespace, settings: Settings) -> int:
@@ -50,6 +67,8 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
     async def body(pipeline: Pipeline) -> None:
         await pipeline.catch_up(datetime.now(UTC) - lag)
         await pipeline.flush()
+        observer = AfMetricsObserver(pipeline.metrics, pipeline.shard)
+        await sync_once(settings, pipeline.client, observer)
         log.info("once: %s", _summary(pipeline))
 
     return asyncio.run(_worker(settings, "once", body))
@@ -232,7 +251,7 @@ def collect_status(settings: Settings) -> dict[str, object]:
     """Everything `status` prints, read from Delta metadata and the checkpoints table."""
     store = TableStore.from_settings(settings)
     tables: list[dict[str, object]] = []
-    for name in (*TABLES, SHARDS):
+    for name in (*TABLES, *AF_TABLES, SHARDS):
         if not DeltaTable.is_deltatable(
             store.uri(name), storage_options=store.storage_options or None
         ):
