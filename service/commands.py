@@ -22,6 +22,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from service.commands_af import AfMetricsObserver, run_schedules, sync_once
+from service.commands_maintain import run_with_maintenance
 from service.errors import ConfigError
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics, MetricsServer, Readiness
@@ -43,7 +44,8 @@ PROGRESS_LOG_SECONDS = 10.0
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Continuous worker: poll, write, repeat until SIGTERM/SIGINT, then exit 0.
 
-    AF and event frames sync on their own schedules beside the time series.
+    AF and event frames sync, and the tables are maintained, on their own schedules beside
+    the time series.
     """
 
     async def body(pipeline: Pipeline) -> None:
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             run_schedules(settings, pipeline.client, pipeline.lifecycle, pipeline.metrics)
         )
         try:
-            await pipeline.run_forever()
+            await run_with_maintenance(pipeline)
         finally:
             if not pipeline.lifecycle.stopping:
                 schedules.cancel()

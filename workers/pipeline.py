@@ -1,21 +1,26 @@
-"""The time-series pipeline: discover → own → plan → fetch → decode → commit → advance.
+"""The time-series pipeline: discover → own → plan → fetch → decode → buffer → commit → advance.
 
 One `Pipeline` per worker process drives the stages for `run`, `once` and `backfill`, with
 the exactly-once protocol of docs/DESIGN.md: a batch's plan is recorded before its fetch,
 its rows are appended with `Transaction(app_id, batch_id)` (skipped when the table already
-holds that batch), then the checkpoints advance. On start, planned batches that were not
-advanced are re-run as planned, and batches of other app ids whose data is in but whose
-checkpoints are not (a shard that crashed before resharding) are advanced.
+holds that batch), then the checkpoints advance. Consecutive batches of one app id are
+buffered (rows, bytes, age: `commit_max_*`) and committed together under the highest batch
+id, which the sink counts as committing every lower one; then each batch advances in order.
+On start, batches whose data is in but whose checkpoints are not are advanced (this
+worker's own app ids, and those of older shard generations, whose workers have stopped),
+and this worker's other planned batches are re-run as planned.
 
 Rows that may already be in the table go through the sink's anti-join on the key instead
-of being appended blindly: late look-back rows, backfill rows, and the first range of a tag
-that has no live checkpoint (a backfill may have loaded it).
+of being appended blindly: late look-back rows always; backfill rows and the first range of
+a tag with no live checkpoint only when a file's timestamp statistics meet them (a backfill
+or an earlier run may have loaded them; usually nothing is there, and the join is skipped).
 
 Resharding: `_pidelta_shards` holds generations (shard count, announced when). A worker
 whose shard count differs from the latest generation announces a new one; workers of an
-older generation see it before their next batch (and again right before a commit) and
-stop; every worker of a generation waits `shard_grace` after its announcement before its
-first batch, so an old worker's last commit lands before a new owner reads the same tags.
+older generation see it before their next batch and right before a commit, and stop
+without committing what they buffered; every worker of a generation waits `shard_grace`
+after the announcement before reading checkpoints, so that an old worker's last commit
+lands before a new owner reads the same tags.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ def utcnow() -> datetime:
 
 
 def as_us(moment: datetime) -> int:
+    """Epoch microseconds of an aware datetime (the tables' timestamp resolution)."""
     return to_us(moment)
 
 
@@ -121,8 +127,9 @@ class ShardGenerations:
     """`_pidelta_shards`: which shard count is current, and since when."""
 
     def __init__(self, store: TableStore) -> None:
+        self.store = store
         self.uri = store.uri(SHARDS)
-        self.storage_options = store.storage_options or None
+        self.storage_options = store.options(SHARDS)
         if store.is_local:
             Path(self.uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         if not DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options):
@@ -133,10 +140,10 @@ class ShardGenerations:
                 name=SHARDS,
                 storage_options=self.storage_options,
             )
-        self._table = DeltaTable(self.uri, storage_options=self.storage_options)
+        self._table = store.open(SHARDS)
 
     def _rows(self) -> pl.DataFrame:
-        self._table.update_incremental()
+        self._table = self.store.refresh(SHARDS, self._table)
         return pl.from_arrow(self._table.to_pyarrow_table()).sort(["generation", "announced_at"])
 
     def latest(self) -> Generation | None:
@@ -206,7 +213,6 @@ class Pipeline:
         self.checkpoints: CheckpointStore | None = None
         self.generations: ShardGenerations | None = None
         self.generation: Generation | None = None
-        self.last_commit: datetime | None = None
         self.buffer = CommitBuffer.from_settings(settings)
         self._buffered: list[PlannedBatch] = []
         self._buffered_ends: dict[str, datetime] = {}
@@ -231,12 +237,11 @@ class Pipeline:
 
     # ------------------------------------------------------------------ start-up
 
-    async def prepare(self, *, discover: bool = True) -> None:
+    async def prepare(self) -> None:
         """Tables, tags, shard generation, then recovery of unfinished batches."""
         await asyncio.to_thread(self.store.create_all)
         self.generations = await asyncio.to_thread(ShardGenerations, self.store)
-        if discover:
-            await self.discover()
+        await self.discover()
         await self._join_generation()
         # Read after the grace period: the last commits of the previous generation count.
         self.checkpoints = await asyncio.to_thread(CheckpointStore, self.sink)
@@ -570,7 +575,6 @@ class Pipeline:
         self._oldest_buffered = None
         self.metrics.buffered_rows.labels(shard=self.shard).set(0)
         self.metrics.oldest_unprocessed.labels(shard=self.shard).set(0)
-        self.last_commit = self.clock()
         self.batches_done += len(batches)
         self.rows_written += written
         log.debug("committed batches up to %d of %s: %d rows", last_id, app_id, written)
@@ -590,7 +594,7 @@ class Pipeline:
         boundary: dict[str, int] = {}
         whole: set[str] = set()
         for r in batch.ranges:
-            s, e = as_us(r.start), as_us(r.end)
+            s, e = to_us(r.start), to_us(r.end)
             lo[r.webid] = min(s, lo.get(r.webid, s))
             hi[r.webid] = max(e, hi.get(r.webid, e))
             if r.kind == BACKFILL or (r.kind == LIVE and self.origins.get(r.webid) == r.start):
