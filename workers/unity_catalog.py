@@ -76,6 +76,10 @@ class UnityCatalogError(PideltaError):
             + f": {detail}"
         )
         self.status = status
+        self._args = (method, path, status, detail)
+
+    def __reduce__(self) -> tuple[type[UnityCatalogError], tuple[str, str, int | None, str]]:
+        return (type(self), self._args)
 
 
 class IncompatibleTableError(ConfigError):
@@ -502,8 +506,9 @@ class UnityCatalog:
                 return None
             features = writer_features(DeltaTable(ref.storage_location, storage_options=options))
         except (DeltaError, OSError) as exc:
-            raise UnityCatalogError(
-                "GET", f"(Delta log of {ref.full_name})", None, f"cannot read its protocol: {exc}"
+            raise PideltaError(
+                f"cannot read the Delta protocol of {ref.full_name} at {ref.storage_location}: "
+                f"{exc}"
             ) from None
         return refusal(info, features)
 

@@ -1,0 +1,78 @@
+"""`pidelta maintain`, and the maintenance schedule inside `pidelta run`.
+
+In `run`, only the shard `PIDELTA_MAINTAIN_SHARD` maintains, every `PIDELTA_MAINTAIN_INTERVAL`
+seconds (the first pass one interval after start, so start-up and catch-up come first),
+in a worker thread beside the pipeline's loop; a failed pass is logged and the next one
+comes on schedule, so maintenance never stops ingestion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+from service.lifecycle import Lifecycle
+from service.settings import Settings
+from workers.maintenance import Maintainer, format_reports
+from workers.tables import TableStore
+
+if TYPE_CHECKING:
+    from workers.pipeline import Pipeline
+
+log = logging.getLogger("pidelta.maintain")
+
+
+def maintain(args: argparse.Namespace, settings: Settings) -> int:
+    """One maintenance pass over pidelta's tables (or those named by --table); exit 1 if any
+    step failed."""
+    maintainer = Maintainer.from_settings(settings)
+    try:
+        reports = maintainer.run(args.tables or None)
+    except ValueError as exc:
+        from service.errors import ConfigError
+
+        raise ConfigError(f"maintain: {exc}") from None
+    sys.stdout.write(format_reports(reports) + "\n")
+    failed = [r for r in reports if r.errors]
+    for report in failed:
+        log.error("maintain %s: %s", report.table, "; ".join(report.errors))
+    return 1 if failed else 0
+
+
+async def maintain_forever(settings: Settings, lifecycle: Lifecycle, store: TableStore) -> None:
+    """The schedule in `run`: a pass every `maintain_interval` s on the maintaining shard."""
+    if settings.maintain_interval <= 0 or settings.shard_index != settings.maintain_shard:
+        return
+    maintainer = Maintainer.from_settings(settings, store)
+    while not await lifecycle.wait(settings.maintain_interval):
+        try:
+            reports = await asyncio.to_thread(maintainer.run)
+        except Exception:
+            log.exception("maintenance pass failed; next in %.0f s", settings.maintain_interval)
+            continue
+        for report in reports:
+            log.info(
+                "maintained %s: %d -> %d files, %d vacuumed%s",
+                report.table,
+                report.files_before,
+                report.files_after,
+                report.vacuumed,
+                f", errors: {'; '.join(report.errors)}" if report.errors else "",
+            )
+
+
+async def run_with_maintenance(pipeline: Pipeline) -> None:
+    """`pipeline.run_forever()` with the maintenance schedule beside it (the body of `run`)."""
+    task = asyncio.create_task(
+        maintain_forever(pipeline.settings, pipeline.lifecycle, pipeline.store)
+    )
+    try:
+        await pipeline.run_forever()
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task

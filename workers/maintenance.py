@@ -1,0 +1,185 @@
+"""Table maintenance: compaction, checkpoints, vacuum, log clean-up, on pidelta's tables only.
+
+Why it cannot fail a writer: compaction commits a rewrite (remove small files, add large
+ones) with delta-rs's conflict check. Shards only ever append, and a blind append never
+conflicts with a rewrite, so their commits go through whether they land before or after
+the compaction's; if a rewrite loses a race it is retried on the new version, and at worst
+a pass is skipped and logged. Vacuum only deletes files the log removed longer than the
+retention ago (never below the table's `delta.deletedFileRetentionDuration`), so files a
+writer is about to commit, and files readers of recent versions need, stay.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from deltalake import CommitProperties, DeltaTable
+from deltalake.exceptions import CommitFailedError, DeltaError
+
+from service.settings import Settings
+from workers.tables import TableStore
+
+log = logging.getLogger("pidelta.maintenance")
+
+COMPACT_ATTEMPTS = 5
+
+
+@dataclass
+class TableReport:
+    """What one pass did to one table."""
+
+    table: str
+    version: int = -1
+    files_before: int = 0
+    files_after: int = 0
+    files_added: int = 0
+    files_removed: int = 0
+    vacuumed: int = 0
+    checkpoint: bool = False
+    errors: list[str] = field(default_factory=list)
+
+
+def owned_tables() -> list[str]:
+    """The tables pidelta writes, and so the only ones it maintains."""
+    from workers.unity_catalog import known_tables
+
+    return sorted(known_tables())
+
+
+class Maintainer:
+    """Runs maintenance passes over the tables of one `TableStore`."""
+
+    def __init__(
+        self,
+        store: TableStore,
+        *,
+        target_size: int,
+        retention_hours: float,
+        max_commit_retries: int = 100,
+    ) -> None:
+        self.store = store
+        self.target_size = target_size
+        self.retention_hours = retention_hours
+        self.max_commit_retries = max_commit_retries
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: TableStore | None = None) -> Maintainer:
+        return cls(
+            store or TableStore.from_settings(settings),
+            target_size=settings.compact_target_size,
+            retention_hours=settings.vacuum_retention_hours,
+            max_commit_retries=settings.max_commit_retries,
+        )
+
+    def run(self, names: Iterable[str] | None = None) -> list[TableReport]:
+        """One pass over the named tables (default: every owned table that exists)."""
+        owned = set(owned_tables())
+        reports = []
+        for name in names or sorted(owned):
+            if name not in owned:
+                raise ValueError(f"{name} is not a table pidelta owns")
+            if not self.store.exists(name):
+                continue
+            reports.append(self.maintain(name))
+        return reports
+
+    def maintain(self, name: str) -> TableReport:
+        """Compact, vacuum, checkpoint and clean the log of one table; errors are reported."""
+        report = TableReport(name)
+        table = self.store.open(name)
+        report.files_before = len(table.file_uris())
+        steps = (
+            ("compact", self._compact),
+            # Vacuum before the checkpoint: without `full`, it looks at files removed since
+            # the last checkpoint, which are those compaction just removed.
+            ("vacuum", self._vacuum),
+            ("checkpoint", self._checkpoint),
+            ("log clean-up", self._cleanup),
+        )
+        for label, step in steps:
+            try:
+                table = self.store.refresh(name, table)
+                step(table, report)
+            except (DeltaError, OSError) as exc:
+                report.errors.append(f"{label}: {exc}")
+                log.warning("maintenance of %s: %s failed: %s", name, label, exc)
+        table = self.store.refresh(name, table)
+        report.version = table.version()
+        report.files_after = len(table.file_uris())
+        return report
+
+    def _compact(self, table: DeltaTable, report: TableReport) -> None:
+        for attempt in range(1, COMPACT_ATTEMPTS + 1):
+            try:
+                metrics = table.optimize.compact(
+                    target_size=self.target_size,
+                    commit_properties=CommitProperties(
+                        custom_metadata={"pidelta.operation": "maintain"},
+                        max_commit_retries=self.max_commit_retries,
+                    ),
+                )
+            except CommitFailedError as exc:
+                # A concurrent commit touched the same files: try again on the new version.
+                log.info("compaction of %s lost a race (try %d): %s", report.table, attempt, exc)
+                time.sleep(0.2 * attempt)
+                table.update_incremental()
+                continue
+            report.files_added += int(metrics.get("numFilesAdded", 0))
+            report.files_removed += int(metrics.get("numFilesRemoved", 0))
+            return
+        report.errors.append(f"compact: gave up after {COMPACT_ATTEMPTS} conflicting attempts")
+
+    def _checkpoint(self, table: DeltaTable, report: TableReport) -> None:
+        table.create_checkpoint()
+        report.checkpoint = True
+
+    def _vacuum(self, table: DeltaTable, report: TableReport) -> None:
+        configured = table.metadata().configuration.get("delta.deletedFileRetentionDuration")
+        hours = max(self.retention_hours, retention_hours(configured))
+        deleted = table.vacuum(
+            retention_hours=math.ceil(hours),
+            dry_run=False,
+            enforce_retention_duration=True,
+            commit_properties=CommitProperties(custom_metadata={"pidelta.operation": "maintain"}),
+        )
+        report.vacuumed = len(deleted)
+
+    def _cleanup(self, table: DeltaTable, report: TableReport) -> None:
+        table.cleanup_metadata()
+
+
+_UNIT_HOURS = {
+    "second": 1 / 3600,
+    "minute": 1 / 60,
+    "hour": 1.0,
+    "day": 24.0,
+    "week": 168.0,
+}
+
+
+def retention_hours(interval: str | None) -> float:
+    """A Delta `interval N unit` in hours; the protocol's default (one week) when unset."""
+    if not interval:
+        return 168.0
+    parts = interval.lower().split()
+    if len(parts) != 3 or parts[0] != "interval":
+        return 168.0
+    unit = parts[2].rstrip("s")
+    try:
+        return float(parts[1]) * _UNIT_HOURS[unit]
+    except (KeyError, ValueError):
+        return 168.0
+
+
+def format_reports(reports: list[TableReport]) -> str:
+    lines = ["table\tversion\tfiles_before\tfiles_after\tcompacted\tvacuumed\terrors"]
+    for r in reports:
+        lines.append(
+            f"{r.table}\t{r.version}\t{r.files_before}\t{r.files_after}\t"
+            f"{r.files_removed}->{r.files_added}\t{r.vacuumed}\t{'; '.join(r.errors) or '-'}"
+        )
+    return "\n".join(lines)
