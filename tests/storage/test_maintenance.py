@@ -1,0 +1,163 @@
+"""`pidelta maintain` on S3 (moto): compaction to the target size and vacuum keep the table
+equal to the truth; maintenance beside writing shards fails none of their commits; `run`
+schedules it on the maintaining shard."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+
+from tests.conftest import MockServer
+from tests.e2e.helpers import (
+    aligned_past,
+    assert_same,
+    expected,
+    iso,
+    ok,
+    pidelta,
+    start_worker,
+    truth_for,
+    worker_env,
+)
+from tests.storage.conftest import S3, merged
+from tests.storage.test_s3 import latest_checkpoints
+
+DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+MB = 1024 * 1024
+
+
+def s3_env(mock: MockServer, s3: S3, prefix: str, **settings: object) -> dict[str, str]:
+    return merged(worker_env(mock, Path("unused"), **settings), s3.env(prefix))
+
+
+def sizes(table: object) -> list[int]:
+    actions = pa.table(table.get_add_actions(flatten=True))  # type: ignore[attr-defined]
+    return actions.column("size_bytes").to_pylist()
+
+
+def test_compaction_and_vacuum_keep_the_truth(
+    mock_pi_factory: Callable[..., MockServer], moto_s3: S3
+) -> None:
+    mock = mock_pi_factory(tag_count=200, rate_limit=0)
+    start, end = DAY, DAY + timedelta(hours=3)
+    env = s3_env(mock, moto_s3, "maint", backfill_window=900, commit_max_rows=20_000)
+    ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
+    uri = "s3://lake/maint/pi_timeseries"
+    table = moto_s3.table(uri)
+    before = sizes(table)
+    # Let vacuum delete what compaction removed: the table's own retention goes to 0 so
+    # that the enforced check (never below the table's setting) allows 0 hours.
+    table.alter.set_table_properties({"delta.deletedFileRetentionDuration": "interval 0 hours"})
+    env.update(PIDELTA_COMPACT_TARGET_SIZE=str(2 * MB), PIDELTA_VACUUM_RETENTION_HOURS="0")
+    result = ok(pidelta("maintain", env=env))
+    table = moto_s3.table(uri)
+    after = sizes(table)
+    assert len(after) < len(before) / 3, (len(before), len(after))
+    # All but the last file of each partition are near the target size.
+    big = sorted(after)[1:]
+    assert all(1 * MB <= s <= 3 * MB for s in big), after
+    assert "pi_timeseries" in result.stdout
+    history = [c.get("operation") for c in table.history()]
+    assert "OPTIMIZE" in history, history
+    assert "VACUUM END" in history, history
+    cps = latest_checkpoints(
+        moto_s3.table("s3://lake/maint/_pidelta_checkpoints").to_pyarrow_table(), "pidelta-bf-"
+    )
+    truth = expected(truth_for(mock), {w: (start, end) for w in cps})
+    assert_same(table.to_pyarrow_table(), truth)
+
+
+def test_maintenance_beside_writers_fails_no_commit(
+    mock_pi_factory: Callable[..., MockServer], moto_s3: S3, tmp_path: Path
+) -> None:
+    """Two shards append small commits while `pidelta maintain` compacts in a loop."""
+    mock = mock_pi_factory(tag_count=60, rate_limit=0)
+    start, end = DAY + timedelta(hours=6), DAY + timedelta(hours=7)
+    envs = [
+        s3_env(
+            mock,
+            moto_s3,
+            "busy",
+            shard_index=shard,
+            shard_count=2,
+            backfill_window=300,
+            commit_max_rows=3_000,
+        )
+        for shard in range(2)
+    ]
+    args = ("backfill", "--start", iso(start), "--end", iso(end))
+    # Tables first, so that maintenance has something to do from the first pass.
+    ok(
+        pidelta(
+            "backfill",
+            "--start",
+            iso(start),
+            "--end",
+            iso(start + timedelta(minutes=5)),
+            env=envs[0],
+        )
+    )
+    workers = [
+        start_worker(*args, env=env, log=tmp_path / f"shard{i}.log") for i, env in enumerate(envs)
+    ]
+    maintain_env = {**envs[0], "PIDELTA_COMPACT_TARGET_SIZE": str(MB)}
+    passes = 0
+    while any(w.alive() for w in workers):
+        result = pidelta("maintain", "--table", "pi_timeseries", env=maintain_env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        passes += 1
+    print(f"{passes} maintenance passes beside the writers")
+    for worker in workers:
+        assert worker.process.wait(10) == 0, worker.text()[-3000:]
+        assert " ERROR " not in worker.text(), worker.text()[-3000:]
+    table = moto_s3.table("s3://lake/busy/pi_timeseries")
+    operations = [c.get("operation") for c in reversed(table.history())]
+    optimized = [i for i, op in enumerate(operations) if op == "OPTIMIZE"]
+    assert passes >= 2, operations
+    assert optimized, operations
+    # Compactions landed between the shards' appends, not only after them.
+    assert any(op == "WRITE" for op in operations[optimized[0] + 1 :]), operations
+    cps = latest_checkpoints(
+        moto_s3.table("s3://lake/busy/_pidelta_checkpoints").to_pyarrow_table(), "pidelta-bf-"
+    )
+    assert len(cps) == 60
+    truth = expected(truth_for(mock), {w: (start, end) for w in cps})
+    assert_same(table.to_pyarrow_table(), truth)
+
+
+def test_run_maintains_on_its_schedule(
+    mock_pi_factory: Callable[..., MockServer], moto_s3: S3, tmp_path: Path
+) -> None:
+    """`run` on the maintaining shard compacts every PIDELTA_MAINTAIN_INTERVAL seconds."""
+    mock = mock_pi_factory(tag_count=50, rate_limit=0)
+    origin = aligned_past(3)
+    env = s3_env(
+        mock,
+        moto_s3,
+        "scheduled",
+        start=iso(origin),
+        poll_interval=1,
+        safety_lag=2,
+        late_lookback=20,
+        commit_max_age=1,
+        maintain_interval=5,
+    )
+    worker = start_worker("run", env=env, log=tmp_path / "run.log")
+    time.sleep(18)
+    assert worker.terminate() == 0, worker.text()[-3000:]
+    text = worker.text()
+    assert text.count("maintained pi_timeseries") >= 1, text[-3000:]
+    assert " ERROR " not in text, text[-3000:]
+    table = moto_s3.table("s3://lake/scheduled/pi_timeseries")
+    assert "OPTIMIZE" in [c.get("operation") for c in table.history()]
+    cps = latest_checkpoints(
+        moto_s3.table("s3://lake/scheduled/_pidelta_checkpoints").to_pyarrow_table(),
+        "pidelta-ts-",
+    )
+    assert len(cps) == 50
+    truth = expected(truth_for(mock), {w: (origin, c) for w, c in cps.items()})
+    assert_same(table.to_pyarrow_table(), truth)
