@@ -36,7 +36,8 @@ class Target:
 
 def parse_target(target: str) -> Target:
     """`./lakehouse`, `file:///x`, `s3://b/p`, `az://c/p`, `gs://b/p` or `uc://catalog.schema`."""
-    text = target.rstrip("/") or "/"
+    head, sep, rest = target.partition("://")
+    text = f"{head}{sep}{rest.rstrip('/')}" if sep else (target.rstrip("/") or "/")
     if text.startswith("uc://"):
         parts = text.removeprefix("uc://").split(".")
         if len(parts) != 2 or not all(_UC_NAME.match(p) for p in parts):
