@@ -6,7 +6,8 @@ commits, then stops mock-pi. Children run in their own sessions so that Ctrl-C r
 this script, which then stops them in the right order (worker first, server last).
 
 Environment: PORT (mock-pi port, 8440), DEMO_SECONDS (0), MOCK_PI_TAG_COUNT (500),
-PIDELTA_START (*-30m), PIDELTA_METRICS_PORT (9464, or a free port when that one is taken).
+PIDELTA_START (*-30m), PIDELTA_COMMIT_MAX_AGE (5), PIDELTA_METRICS_PORT (9464, or a free
+port when that one is taken).
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ def main() -> int:
         "PIDELTA_START": os.environ.get("PIDELTA_START", "*-30m"),
         "PIDELTA_POLL_INTERVAL": os.environ.get("PIDELTA_POLL_INTERVAL", "2"),
         "PIDELTA_SAFETY_LAG": os.environ.get("PIDELTA_SAFETY_LAG", "5"),
+        # Commit every few seconds, so that rows are seen landing (production: 30 s).
+        "PIDELTA_COMMIT_MAX_AGE": os.environ.get("PIDELTA_COMMIT_MAX_AGE", "5"),
     }
     settings = Settings(target=str(target))
     metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
