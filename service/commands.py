@@ -254,12 +254,10 @@ def collect_status(settings: Settings) -> dict[str, object]:
     store = TableStore.from_settings(settings)
     tables: list[dict[str, object]] = []
     for name in (*TABLES, *AF_TABLES, SHARDS):
-        if not DeltaTable.is_deltatable(
-            store.uri(name), storage_options=store.storage_options or None
-        ):
+        if not DeltaTable.is_deltatable(store.uri(name), storage_options=store.options(name)):
             tables.append({"table": name, "exists": False})
             continue
-        dt = DeltaTable(store.uri(name), storage_options=store.storage_options or None)
+        dt = DeltaTable(store.uri(name), storage_options=store.options(name))
         actions = pl.from_arrow(pa.table(dt.get_add_actions(flatten=True)))
         rows = int(actions["num_records"].sum()) if "num_records" in actions.columns else 0
         history = dt.history(1)
@@ -275,10 +273,8 @@ def collect_status(settings: Settings) -> dict[str, object]:
             }
         )
     shards: list[dict[str, object]] = []
-    if DeltaTable.is_deltatable(
-        store.uri(CHECKPOINTS), storage_options=store.storage_options or None
-    ):
-        dt = DeltaTable(store.uri(CHECKPOINTS), storage_options=store.storage_options or None)
+    if DeltaTable.is_deltatable(store.uri(CHECKPOINTS), storage_options=store.options(CHECKPOINTS)):
+        dt = DeltaTable(store.uri(CHECKPOINTS), storage_options=store.options(CHECKPOINTS))
         frame = pl.from_arrow(
             dt.to_pyarrow_table(columns=["app_id", "tag_webid", "checkpoint", "committed_at"])
         ).filter(

@@ -84,16 +84,14 @@ class DeltaSink:
         store refuses for expired credentials is retried once with renewed ones: the
         batch's transaction version says whether the first attempt landed after all.
         """
-        for attempt in (1, 2):
-            table = self.table(name)
-            try:
-                return self._append_once(table, name, rows, app_id, batch_id, custom_metadata)
-            except SinkError as exc:
-                cause = exc.__cause__ or exc
-                if attempt == 2 or not self.store.renew_if_refused(name, table, cause):
-                    raise
-                self._tables.pop(name, None)
-        raise AssertionError("unreachable")
+        table = self.table(name)
+        try:
+            return self._append_once(table, name, rows, app_id, batch_id, custom_metadata)
+        except SinkError as exc:
+            if not self.store.renew_if_refused(name, table, exc.__cause__ or exc):
+                raise
+        self._tables.pop(name, None)
+        return self._append_once(self.table(name), name, rows, app_id, batch_id, custom_metadata)
 
     def _append_once(
         self,

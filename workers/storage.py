@@ -172,8 +172,3 @@ _SECRET_KEYS = (
 
 def _no_secrets(options: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in options.items() if k not in _SECRET_KEYS}
-
-
-def redact(options: dict[str, str]) -> dict[str, str]:
-    """Options fit for a log line: every credential replaced by `***`."""
-    return {k: ("***" if k in _SECRET_KEYS or "token" in k else v) for k, v in options.items()}

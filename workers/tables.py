@@ -18,6 +18,7 @@ from deltalake.exceptions import DeltaError
 
 from service.errors import PideltaError
 from service.settings import Settings
+from workers.credentials import is_expired_credential_error
 
 if TYPE_CHECKING:
     from workers.unity_catalog import UnityCatalog
@@ -236,8 +237,6 @@ class TableStore:
 
     def renew_if_refused(self, name: str, table: DeltaTable | None, exc: BaseException) -> bool:
         """After an error: renew vended credentials it shows were refused; True if renewed."""
-        from workers.credentials import is_expired_credential_error
-
         if self.catalog is None or not is_expired_credential_error(exc):
             return False
         self.catalog.credentials.renew(name, getattr(table, "pidelta_credentials", None))

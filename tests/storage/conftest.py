@@ -15,10 +15,8 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import boto3
-import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -209,10 +207,3 @@ def merged(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     """A worker environment without the test process's own cloud variables."""
     drop = ("AWS_", "AZURE_", "DATABRICKS_", "GOOGLE_")
     return {**{k: v for k, v in base.items() if not k.startswith(drop)}, **extra}
-
-
-def read_rows(table: DeltaTable) -> pa.Table:
-    return table.to_pyarrow_table()
-
-
-__all__ = ["ROOT", "S3", "Azure", "Path", "merged", "read_rows", "uc_env"]

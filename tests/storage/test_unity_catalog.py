@@ -89,6 +89,8 @@ def test_missing_tables_created_external_and_backfill_equals_truth(
     truth = expected(truth_for(mock), {w: (start, end) for w in cps})
     assert_same(moto_s3.table(location(uc_server, PI_TIMESERIES)).to_pyarrow_table(), truth)
     assert uc_server.token not in result.stderr
+    status = ok(pidelta("status", env=env)).stdout
+    assert f"pi_timeseries\t{truth.num_rows}\t" in status, status
 
 
 def test_managed_table_refused_with_one_clear_line(
