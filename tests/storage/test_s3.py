@@ -60,7 +60,7 @@ def test_four_shards_append_to_one_s3_table(
     mock_pi_factory: Callable[..., MockServer], moto_s3: S3, tmp_path: Path
 ) -> None:
     """Four `backfill` workers at once, small commits: every commit lands exactly once."""
-    mock = mock_pi_factory(tag_count=100, rate_limit=0)
+    mock = mock_pi_factory(tag_count=60, rate_limit=0)
     start, end = DAY + timedelta(hours=3), DAY + timedelta(minutes=210)
     workers = []
     for shard in range(4):
@@ -71,7 +71,7 @@ def test_four_shards_append_to_one_s3_table(
             shard_index=shard,
             shard_count=4,
             backfill_window=300,
-            commit_max_rows=5_000,
+            commit_max_rows=1_000,  # a commit per batch at least: many racing commits
         )
         args = ("backfill", "--start", iso(start), "--end", iso(end))
         workers.append(start_worker(*args, env=env, log=tmp_path / f"shard{shard}.log"))
@@ -82,13 +82,14 @@ def test_four_shards_append_to_one_s3_table(
     cps = latest_checkpoints(
         moto_s3.table(f"{root}/_pidelta_checkpoints").to_pyarrow_table(), "pidelta-bf-"
     )
-    assert len(cps) == 100
+    assert len(cps) == 60
     truth = expected(truth_for(mock), {w: (start, end) for w in cps})
     assert_same(table.to_pyarrow_table(), truth)
     writers = {c.get("pidelta.app_id") for c in table.history() if c.get("operation") == "WRITE"}
     assert {f"pidelta-bf-{i}-of-4" for i in range(4)} <= writers
     # Many commits, from all four shards interleaved: conflicts were met and resolved.
-    assert table.version() >= 12
+    print(f"four shards: {table.version() + 1} versions of pi_timeseries")
+    assert table.version() >= 16, table.version()
 
 
 def test_run_into_s3_equals_truth(
