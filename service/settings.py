@@ -368,5 +368,10 @@ def describe_validation_error(exc: ValidationError, prefix: str) -> str:
     for err in exc.errors(include_url=False, include_input=False):
         loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
         msg = err.get("msg", "invalid").removeprefix("Value error, ")
-        parts.append(f"{prefix}{loc[0].upper()}: {msg}" if loc else msg)
+        if not loc:
+            parts.append(msg)
+            continue
+        # Fields read from a provider's variable report their alias, already upper-case.
+        name = loc[0] if loc[0].isupper() else f"{prefix}{loc[0].upper()}"
+        parts.append(f"{name}: {msg}")
     return "invalid configuration: " + "; ".join(parts)
