@@ -260,7 +260,7 @@ class FetchStats:
     bytes: int = 0
     values: int = 0
     continued: int = 0  # streams that needed another page
-    redelivered: int = 0  # values dropped because an earlier page had them
+    redelivered: int = 0  # values dropped because another page has them
     decode_retries: int = 0
     stream_errors: int = 0  # streams answered with a WebException (e.g. a deleted point)
 
@@ -378,24 +378,31 @@ class Fetcher:
     async def _one(self, call: Call, result: FetchResult, counts: dict[str, int]) -> list[Span]:
         """One call, retried while its body does not decode; returns continuations."""
         params = call.params()
+        attempt = 1
         async with self._slots:
-            for attempt in range(1, self.max_attempts + 1):
+            while True:
                 body = await self.client.get_bytes(RECORDED_PATH, params, endpoint=ENDPOINT)
                 result.stats.calls += 1
                 result.stats.bytes += len(body)
                 try:
                     return self._absorb(call, body, result, counts)
                 except DecodeError:
-                    if attempt == self.max_attempts:
+                    if attempt >= self.max_attempts:
                         raise
+                    attempt += 1
                     result.stats.decode_retries += 1
                     if self.on_retry is not None:
                         self.on_retry("decode")
-        raise AssertionError("unreachable")
 
     def _absorb(
         self, call: Call, body: bytes, result: FetchResult, counts: dict[str, int]
     ) -> list[Span]:
+        """Page bookkeeping on the parsed body, then the decoder on what is new.
+
+        Streams that were not asked for are dropped; a stream that was asked for and is
+        missing makes the body unusable (DecodeError, so the call is sent again): treating
+        it as empty would move its checkpoint past values never read.
+        """
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -403,22 +410,34 @@ class Fetcher:
         if not isinstance(doc, dict) or not isinstance(doc.get("Items"), list):
             raise DecodeError("no Items list", source=ENDPOINT, size=len(body))
         by_webid = {s.webid: s for s in call.spans}
-        continues: dict[str, Any] = {}
-        following: list[Span] = []
+        kept: list[tuple[Span, dict[str, Any], list[Any]]] = []
         for stream in doc["Items"]:
-            if not isinstance(stream, dict):
-                continue
-            span = by_webid.get(stream.get("WebId"))  # type: ignore[arg-type]
-            items = stream.get("Items")
-            if span is None or not isinstance(items, list):
-                if stream.get("WebException") is not None:
-                    result.stats.stream_errors += 1
-                continue
+            if isinstance(stream, dict) and stream.get("WebId") in by_webid:
+                span = by_webid.pop(stream["WebId"])
+                items = stream.get("Items")
+                if not isinstance(items, list):
+                    if stream.get("WebException") is None:
+                        raise DecodeError(f"no Items for {span.webid}", source=ENDPOINT)
+                    items = stream["Items"] = []
+                kept.append((span, stream, items))
+        if by_webid:
+            missing = ", ".join(sorted(by_webid)[:3])
+            raise DecodeError(f"{len(by_webid)} streams missing ({missing})", source=ENDPOINT)
+        continues: dict[str, tuple[int, int]] = {}
+        following: list[Span] = []
+        got: dict[str, int] = {}
+        for span, stream, items in kept:
+            if stream.get("WebException") is not None:
+                result.stats.stream_errors += 1
             page = page_of(items) if len(items) >= call.max_count else None
             if page is not None:
                 nxt = continuation(span, page, call.max_count, self.max_items)
                 if nxt is not None:
                     following.append(nxt)
+                    if (nxt.start, nxt.skip) == (span.start, span.skip):
+                        # Stuck at one timestamp: the larger page asked for brings it all.
+                        result.stats.redelivered += len(items)
+                        stream["Items"] = items = []
             drop = leading_at(items, span.start)
             if span.skip is not None:
                 drop = min(drop, span.skip)
@@ -427,10 +446,13 @@ class Fetcher:
             if drop:
                 result.stats.redelivered += drop if span.skip is not None else 0
                 stream["Items"] = items = items[drop:]
-            counts[span.webid] = counts.get(span.webid, 0) + len(items)
+            got[span.webid] = len(items)
+        doc["Items"] = [stream for _, stream, _ in kept]
         decoded = decode_streamset(
             doc, self.tags, source=ENDPOINT, continues=_sequence_starts(continues)
         )
+        for webid, n in got.items():
+            counts[webid] = counts.get(webid, 0) + n
         result.stats.values += decoded.rows.num_rows
         if decoded.rows.num_rows:
             result.rows.append(decoded.rows)

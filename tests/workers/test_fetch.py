@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 from workers.fetch import (
     Call,
+    Fetcher,
     FetchError,
     Span,
     StreamPage,
@@ -101,3 +103,63 @@ def test_page_stuck_at_one_timestamp_asks_for_more_then_gives_up() -> None:
     assert (nxt.start, nxt.skip, nxt.min_count) == (T0, 10, 20)
     with pytest.raises(FetchError):
         continuation(span, StreamPage(1000, T0, 1000), 1000, 1000)
+
+
+class _Client:
+    """Answers each call with the next body; remembers the WebIDs asked for."""
+
+    def __init__(self, *bodies: bytes) -> None:
+        self.bodies = list(bodies)
+        self.asked: list[list[str]] = []
+
+    def url_length(self, path: str, params: object) -> int:
+        return 200
+
+    async def get_bytes(self, path: str, params: list[tuple[str, str]], *, endpoint: str) -> bytes:
+        self.asked.append([v for k, v in params if k == "webId"])
+        return self.bodies.pop(0)
+
+
+def _body(*streams: tuple[str, list[dict[str, object]]]) -> bytes:
+    import orjson
+
+    return orjson.dumps({"Items": [{"WebId": w, "Items": items} for w, items in streams]})
+
+
+def _fetcher(client: _Client, retries: list[str]) -> Fetcher:
+    return Fetcher(
+        client,
+        max_url_bytes=16_000,
+        max_items=150_000,
+        page_size=1000,
+        max_attempts=3,
+        tags={},
+        on_retry=retries.append,
+    )
+
+
+async def test_missing_stream_is_retried_and_extra_streams_dropped() -> None:
+    good = _body(("A", [_item(T0 + 1)]), ("B", [_item(T0 + 2)]), ("X", [_item(T0 + 3)]))
+    client = _Client(_body(("A", [_item(T0 + 1)])), b'{"Items": [', good)
+    retries: list[str] = []
+    result = await _fetcher(client, retries).fetch([("A", T0, T0 + 10), ("B", T0, T0 + 10)])
+    assert retries == ["decode", "decode"]
+    assert sorted(pa.concat_tables(result.rows).column("tag_webid").to_pylist()) == ["A", "B"]
+
+
+async def test_full_pages_continue_and_sequence_counts_across_pages() -> None:
+    """Three values share T0+2; pages of 3 split them 2 + 1, and one page is stuck at T0+2."""
+    at2 = [_item(T0 + 2)] * 3
+    page1 = _body(("A", [_item(T0 + 1), *at2[:2]]))
+    stuck = _body(("A", at2))  # full and all at the continuation's start: ask for more
+    page3 = _body(("A", [*at2, _item(T0 + 3)]))
+    client = _Client(page1, stuck, page3)
+    fetcher = _fetcher(client, [])
+    fetcher.page_size = 3
+    result = await fetcher.fetch([("A", T0, T0 + 10)])
+    rows = pa.concat_tables(result.rows)
+    stamps = [round(t.timestamp() * 1e6) - T0 for t in rows.column("timestamp").to_pylist()]
+    assert stamps == [1, 2, 2, 2, 3]
+    assert rows.column("sequence").to_pylist() == [0, 0, 1, 2, 0]
+    assert result.stats.redelivered == 3 + 2  # the stuck page, then two at T0+2
+    assert result.stats.continued == 2
