@@ -262,7 +262,7 @@ class FetchStats:
     continued: int = 0  # streams that needed another page
     redelivered: int = 0  # values dropped because another page has them
     decode_retries: int = 0
-    stream_errors: int = 0  # streams answered with a WebException (e.g. a deleted point)
+    stream_errors: int = 0  # streams answered with a 4xx WebException (e.g. a deleted point)
 
     def add(self, other: FetchStats) -> None:
         for name in self.__dataclass_fields__:
@@ -427,8 +427,14 @@ class Fetcher:
         following: list[Span] = []
         got: dict[str, int] = {}
         for span, stream, items in kept:
-            if stream.get("WebException") is not None:
-                result.stats.stream_errors += 1
+            error = stream.get("WebException")
+            if error is not None:
+                status = error.get("StatusCode") if isinstance(error, dict) else None
+                if not isinstance(status, int) or status >= 500:
+                    # Trouble on the server's side: reading this stream again may succeed;
+                    # taking it as empty would move its checkpoint past unread values.
+                    raise DecodeError(f"{span.webid}: {error}", source=ENDPOINT)
+                result.stats.stream_errors += 1  # e.g. 404: the point was deleted
             page = page_of(items) if len(items) >= call.max_count else None
             if page is not None:
                 nxt = continuation(span, page, call.max_count, self.max_items)
