@@ -183,8 +183,8 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azure]:
 
 @pytest.fixture
 def uc_server(moto_s3: S3) -> Iterator[UCServer]:
-    """A fresh UC server (20 s credentials) with its S3 gate in front of moto."""
-    server = UCServer(moto_s3.endpoint, credential_seconds=20.0).start()
+    """A fresh UC server (15 s credentials) with its S3 gate in front of moto."""
+    server = UCServer(moto_s3.endpoint, credential_seconds=15.0).start()
     yield server
     server.stop()
     assert server.state.invalid == [], "responses off the spec:\n" + "\n".join(server.state.invalid)

@@ -61,7 +61,7 @@ def test_four_shards_append_to_one_s3_table(
 ) -> None:
     """Four `backfill` workers at once, small commits: every commit lands exactly once."""
     mock = mock_pi_factory(tag_count=60, rate_limit=0)
-    start, end = DAY + timedelta(hours=3), DAY + timedelta(minutes=210)
+    start, end = DAY + timedelta(hours=3), DAY + timedelta(minutes=200)
     workers = []
     for shard in range(4):
         env = s3_env(
