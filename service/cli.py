@@ -111,7 +111,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `pidelta` console script and of `python -m service`."""
+    """Entry point of the `pidelta` console script, `python -m service` and the wheel task.
+
+    A failure leaves as SystemExit, not as a returned code: a Databricks Python wheel task
+    calls this function and ignores what it returns, so only an exit fails the task run.
+    """
+    code = run_cli(argv)
+    if code:
+        raise SystemExit(code)
+    return 0
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """Parse, build the settings once, dispatch; the exit code of the contract."""
     try:
         args = build_parser().parse_args(argv)
         overrides = {

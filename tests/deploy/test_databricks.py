@@ -244,11 +244,6 @@ def test_batch_task_catches_up_its_shard_with_secrets_from_the_scope(
     assert secrets["pi-password"] not in run.out + run.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service.cli.main returns its exit code; a wheel task calls the entry point "
-    "as a function, so only SystemExit (or an exception) reliably fails the task",
-)
 def test_a_failing_task_fails_the_run(jobs: dict[str, dict[str, Any]], wheel_venv: Path) -> None:
     """A shard index beyond the count is exit code 2, and must reach Databricks as such."""
     task = jobs["pidelta_batch"]["tasks"][0]["python_wheel_task"]
