@@ -156,18 +156,15 @@ class CheckpointStore:
             )
         return written
 
-    def recover(self, app_prefix: str = LIVE_PREFIX) -> list[PlannedBatch]:
-        """Advance every batch (of any app id) whose data is committed but not advanced.
+    def recover(self, app_ids: Iterable[str]) -> list[PlannedBatch]:
+        """Advance the batches of `app_ids` whose data is committed but not advanced.
 
-        Needed when a shard crashed between steps 3 and 4 and its tags then moved to
+        Needed when a shard crashed between steps 3 and 4, and when its tags then moved to
         another app id (resharding): without this their new owner would read them again.
+        The caller names the app ids: a running peer's own batches are not ours to advance.
         """
-        plans = pl.from_arrow(
-            self.sink.table(BATCHES).to_pyarrow_table(columns=["app_id", "batch_id"])
-        )
         recovered: list[PlannedBatch] = []
-        app_ids = plans.filter(pl.col("app_id").str.starts_with(app_prefix))["app_id"].unique()
-        for app_id in sorted(app_ids.to_list()):
+        for app_id in sorted(set(app_ids)):
             data = self.sink.committed_version(PI_TIMESERIES, app_id) or 0
             for batch in self.pending_batches(app_id):
                 if batch.batch_id <= data and self.advance(app_id, batch.batch_id, batch.ranges):

@@ -316,14 +316,9 @@ class Pipeline:
         shards of this generation are left to their own (running) workers.
         """
         assert self.checkpoints is not None
-        for app_id in await asyncio.to_thread(self._recoverable):
-            data = self.sink.committed_version(PI_TIMESERIES, app_id) or 0
-            for batch in await asyncio.to_thread(self.checkpoints.pending_batches, app_id):
-                if batch.batch_id <= data:
-                    await asyncio.to_thread(
-                        self.checkpoints.advance, app_id, batch.batch_id, list(batch.ranges)
-                    )
-                    log.info("advanced committed batch %d of %s", batch.batch_id, app_id)
+        app_ids = await asyncio.to_thread(self._recoverable)
+        for batch in await asyncio.to_thread(self.checkpoints.recover, app_ids):
+            log.info("advanced committed batch %d of %s", batch.batch_id, batch.app_id)
         for app_id in (self.app_id, self.backfill_app_id):
             pending = await asyncio.to_thread(self.checkpoints.pending_batches, app_id)
             for batch in pending:

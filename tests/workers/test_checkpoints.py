@@ -151,9 +151,10 @@ def test_recover_advances_committed_batches_of_other_app_ids(tmp_path: Path) -> 
     sink.commit_timeseries(fetch(batch), old, 1)
     _, after_reshard = open_state(tmp_path)
     assert after_reshard.load_checkpoints(["A"]) == {}
-    assert after_reshard.recover() == [batch]
+    assert after_reshard.recover(["pidelta-ts-0-of-10"]) == []
+    assert after_reshard.recover([old]) == [batch]
     assert after_reshard.load_checkpoints(["A"]) == {"A": T + 20 * SEC}
-    assert after_reshard.recover() == []
+    assert after_reshard.recover([old]) == []
 
 
 def test_buffered_batches_commit_under_the_highest_id(tmp_path: Path) -> None:
@@ -165,7 +166,7 @@ def test_buffered_batches_commit_under_the_highest_id(tmp_path: Path) -> None:
     sink.commit_timeseries(pa.concat_tables([fetch(first), fetch(second)]), APP, 2)
     _, reopened = open_state(tmp_path)
     assert reopened.pending_batches(APP) == [first, second]
-    assert reopened.recover() == [first, second]
+    assert reopened.recover([APP]) == [first, second]
     assert reopened.pending_batches(APP) == []
     assert table_rows(tmp_path).height == 20 + 2
 
