@@ -27,7 +27,7 @@ import gc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -133,19 +133,6 @@ class _Stream:
     name: str | None
     units: str | None
     items: list[Any]
-
-
-@dataclass(slots=True)
-class _ValueColumns:
-    """Value columns of a run of values, plus (index, reason) of the rejected ones."""
-
-    value: pa.Array
-    value_string: pa.Array
-    digital_state: pa.Array
-    digital_code: pa.Array
-    is_system_state: pa.Array
-    rejected: list[tuple[int, str]]
-    non_finite: int = 0
 
 
 def decode_streamset(
@@ -268,7 +255,7 @@ def _decode(
         keep &= ~bad
 
     kinds = [_point_kind(tags.get(s.webid)) for s in streams]
-    values, rejected, non_finite = _value_columns(_field(flat, "Value"), kinds, starts, streams)
+    values, rejected, non_finite = _value_columns(_field(flat, "Value"), kinds, starts, flat)
     for at, reason in rejected:
         if keep[at]:
             s = int(stream_of[at])
@@ -411,167 +398,170 @@ def _sequence(
     return seq
 
 
-_NUMBER_TYPES = frozenset({float, int})
 _VALUE_TYPES = (pa.float64(), pa.string(), pa.string(), pa.int32(), pa.bool_())
+_NUMBER, _TEXT, _OBJECT, _NULL, _OTHER = range(5)
+_WRONG = REASON_WRONG_VALUE_TYPE
+_TYPE_CODES: Mapping[type, int] = {
+    float: _NUMBER,
+    int: _NUMBER,
+    str: _TEXT,
+    dict: _OBJECT,
+    type(None): _NULL,
+}
+_KIND_CODES: Mapping[str, int] = {_NUMERIC: 0, _STRING: 1, _DIGITAL: 2, _ANY: 3}
 
 
 def _value_columns(
-    raw: list[Any], kinds: list[str], starts: np.ndarray, streams: list[_Stream]
+    raw: list[Any], kinds: list[str], starts: np.ndarray, items: list[dict[str, Any]]
 ) -> tuple[list[pa.Array], list[tuple[int, str]], int]:
     """The five value columns of all streams, with (flat position, reason) of rejects.
 
-    Each stream is sorted by the Python types of its values (one C-level pass): streams of
-    only numbers, only strings or only objects are converted together, one pyarrow call
-    per kind, whatever the number of streams; a stream holding anything else goes through
-    the per-value classifier. The pieces are put back in input order with one `take`.
+    Values are split by Python type in one C-level pass, whatever stream they belong to:
+    numbers, strings and objects are each converted with one pyarrow call and scattered
+    back to their positions, so a numeric stream holding a few system states stays
+    columnar. Only nulls, odd types, non-finite strings and objects that are not clean
+    digital states are looked at one by one.
     """
-    buckets: dict[str, list[int]] = {_NUMERIC: [], _STRING: [], _DIGITAL: []}
-    odd: list[int] = []
-    for i, kind in enumerate(kinds):
-        types = set(map(type, raw[starts[i] : starts[i + 1]]))
-        if not types:
-            continue
-        if types <= _NUMBER_TYPES and kind in (_NUMERIC, _ANY):
-            buckets[_NUMERIC].append(i)
-        elif types == {str} and kind in (_STRING, _ANY):
-            buckets[_STRING].append(i)
-        elif types == {dict}:
-            buckets[_DIGITAL].append(i)
-        else:
-            odd.append(i)
-    segments: list[tuple[list[int], _ValueColumns]] = []
-    for kind, members in buckets.items():
-        if members:
-            values = list(chain.from_iterable(raw[starts[i] : starts[i + 1]] for i in members))
-            converted = _values_fast(values, kind)
-            if converted is None:
-                odd.extend(members)
-            else:
-                segments.append((members, converted))
-    rejected: list[tuple[int, str]] = []
+    n = len(raw)
+    code = np.fromiter(map(_TYPE_CODES.get, map(type, raw), repeat(_OTHER)), np.int8, count=n)
+    kind = np.repeat(np.array([_KIND_CODES[k] for k in kinds], dtype=np.int8), np.diff(starts))
+    numeric, digital, anything = kind == 0, kind == 2, kind == 3
+    reasons: dict[int, str] = {}
     non_finite = 0
-    for i in sorted(odd):
-        lo = int(starts[i])
-        converted = _values_slow(streams[i].items, kinds[i])
-        rejected.extend((lo + local, reason) for local, reason in converted.rejected)
-        non_finite += converted.non_finite
-        segments.append(([i], converted))
-    if not segments:
-        return [pa.array([], t) for t in _VALUE_TYPES], rejected, non_finite
+
+    is_number = code == _NUMBER
+    number_ok = is_number & (numeric | anything)
+    has_value = number_ok.copy()
+    if number_ok.all():
+        value = _floats(raw)
+    else:
+        value = np.zeros(n, dtype=np.float64)
+        if number_ok.any():
+            value[number_ok] = _floats(list(compress(raw, number_ok.tolist())))
+        reasons.update(dict.fromkeys(np.flatnonzero(is_number & ~number_ok).tolist(), _WRONG))
+
+    is_text = code == _TEXT
+    text_ok = is_text & ~numeric & ~digital
+    text = pa.array(list(compress(raw, text_ok.tolist())), pa.string())
+    for at in np.flatnonzero(is_text & numeric).tolist():
+        special = NON_FINITE_STRINGS.get(raw[at])
+        if special is None:
+            reasons[at] = _WRONG
+        else:
+            value[at], has_value[at] = special, True
+            non_finite += 1
+    reasons.update(dict.fromkeys(np.flatnonzero(is_text & digital).tolist(), _WRONG))
+
+    system = np.zeros(n, dtype=bool)
+    system_valid = has_value | text_ok
+    object_at = np.flatnonzero(code == _OBJECT)
+    state, state_code, object_system, object_ok = _states(
+        list(compress(raw, (code == _OBJECT).tolist()))
+    )
+    system[object_at] = object_system
+    system_valid[object_at] = object_ok
+    reasons.update(dict.fromkeys(object_at[~object_ok].tolist(), REASON_BAD_DIGITAL_STATE))
+
+    for at in np.flatnonzero(code == _NULL).tolist():
+        if "Value" in items[at] and not items[at].get("Errors"):
+            reasons[at] = _WRONG
+    reasons.update(dict.fromkeys(np.flatnonzero(code == _OTHER).tolist(), _WRONG))
+
     columns = [
-        pa.concat_arrays([getattr(c, name) for _, c in segments])
-        for name in ("value", "value_string", "digital_state", "digital_code", "is_system_state")
+        pa.array(value) if has_value.all() else pa.array(value, mask=~has_value),
+        _scatter(text, np.flatnonzero(text_ok), n),
+        _scatter(state, object_at, n),
+        _scatter(state_code, object_at, n),
+        pa.array(system) if system_valid.all() else pa.array(system, mask=~system_valid),
     ]
-    order = [i for members, _ in segments for i in members]
-    if order != sorted(order):
-        lengths = np.diff(starts)
-        rank = np.empty(len(kinds), dtype=np.int64)
-        rank[order] = np.arange(len(order))
-        by_segment = np.argsort(np.repeat(rank, lengths), kind="stable")
-        inverse = np.empty_like(by_segment)
-        inverse[by_segment] = np.arange(len(by_segment))
-        columns = [c.take(pa.array(inverse)) for c in columns]
-    return columns, rejected, non_finite
+    return columns, sorted(reasons.items()), non_finite
 
 
-def _values_fast(values: list[Any], kind: str) -> _ValueColumns | None:
-    """Uniform values (all numbers, all strings or all objects) in one pyarrow call."""
-    n = len(values)
-    absent = [pa.nulls(n, pa.float64()), pa.nulls(n, pa.string())]
+def _floats(numbers: list[Any]) -> np.ndarray:
+    """Python ints and floats → float64 (pyarrow refuses ints a double cannot hold exactly;
+    those are rounded like `float()` does)."""
     try:
-        if kind == _NUMERIC:
-            no_state = [pa.nulls(n, pa.string()), pa.nulls(n, pa.int32())]
-            system = pa.array(np.zeros(n, dtype=bool))
-            return _ValueColumns(pa.array(values, pa.float64()), absent[1], *no_state, system, [])
-        if kind == _STRING:
-            no_state = [pa.nulls(n, pa.string()), pa.nulls(n, pa.int32())]
-            system = pa.array(np.zeros(n, dtype=bool))
-            return _ValueColumns(absent[0], pa.array(values, pa.string()), *no_state, system, [])
-        return _digital_fast(pa.array(values), n)
+        return pa.array(numbers, pa.float64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return np.array([float(x) for x in numbers], dtype=np.float64)
+
+
+def _scatter(values: pa.Array, at: np.ndarray, n: int) -> pa.Array:
+    """`values` placed at the (ascending) positions `at` of an array of `n`, nulls elsewhere."""
+    if len(at) == n:
+        return values
+    if len(at) == 0:
+        return pa.nulls(n, values.type)
+    index = np.zeros(n, dtype=np.int64)
+    index[at] = np.arange(len(at))
+    missing = np.ones(n, dtype=bool)
+    missing[at] = False
+    return values.take(pa.array(index, mask=missing))
+
+
+def _states(
+    objects: list[dict[str, Any]],
+) -> tuple[pa.Array, pa.Array, np.ndarray, np.ndarray]:
+    """Digital state objects → Name, Value (int32), IsSystem and whether each is well formed.
+
+    Vectorised when pyarrow reads them as one struct; objects it cannot vouch for (a null
+    or absent field, another field type) are classified one by one, exactly.
+    """
+    m = len(objects)
+    ok = np.zeros(m, dtype=bool)
+    system = np.zeros(m, dtype=bool)
+    names: list[str | None] | pa.Array = pa.nulls(m, pa.string())
+    codes = np.zeros(m, dtype=np.int64)
+    struct = _struct(objects)
+    if struct is not None:
+        name, code = struct.field("Name"), struct.field("Value")
+        codes = np.array(code.fill_null(0).to_numpy())
+        ok = _valid(name) & _valid(code) & (codes >= _INT32_MIN) & (codes <= _INT32_MAX)
+        if "IsSystem" in {f.name for f in struct.type}:
+            flag = struct.field("IsSystem")
+            if flag.type == pa.bool_():
+                ok &= _valid(flag)
+                system = np.array(flag.fill_null(False).to_numpy(zero_copy_only=False))
+            else:
+                ok[:] = False
+        names = name
+    doubtful = np.flatnonzero(~ok).tolist()
+    fixed = [(i, got) for i in doubtful if (got := _digital_state(objects[i])) is not None]
+    if fixed:
+        names = names.to_pylist()
+        for i, (s, c, y) in fixed:
+            names[i], codes[i], system[i], ok[i] = s, c, y, True
+    state = pa.array(names, pa.string()) if isinstance(names, list) else names
+    if not ok.all():
+        state = pc.if_else(pa.array(ok), state, pa.scalar(None, pa.string()))
+    code32 = pa.array(np.where(ok, codes, 0).astype(np.int32), mask=~ok)
+    return state, code32, system, ok
+
+
+def _struct(objects: list[dict[str, Any]]) -> pa.StructArray | None:
+    """The objects as a struct array with a string `Name` and an int64 `Value`, else None."""
+    try:
+        arr = pa.array(objects)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return None
-
-
-def _digital_fast(arr: pa.Array, n: int) -> _ValueColumns | None:
-    """A stream of well-formed digital state objects, converted without a Python loop."""
     if not pa.types.is_struct(arr.type):
         return None
-    names = {f.name for f in arr.type}
-    if not {"Name", "Value"} <= names or not names <= {"Name", "Value", "IsSystem"}:
+    fields = {f.name: f.type for f in arr.type}
+    if fields.get("Name") != pa.string() or fields.get("Value") != pa.int64():
         return None
-    state, code = arr.field("Name"), arr.field("Value")
-    system = arr.field("IsSystem") if "IsSystem" in names else pa.array(np.zeros(n, dtype=bool))
-    if state.type != pa.string() or code.type != pa.int64() or system.type != pa.bool_():
-        return None
-    if state.null_count or code.null_count or system.null_count:
-        return None
-    try:
-        code32 = code.cast(pa.int32())
-    except pa.ArrowInvalid:
-        return None
-    return _ValueColumns(
-        pa.nulls(n, pa.float64()), pa.nulls(n, pa.string()), state, code32, system, []
-    )
+    return arr
 
 
-def _values_slow(items: list[dict[str, Any]], kind: str) -> _ValueColumns:
-    """Per-value classification, only for streams holding an odd value."""
-    value: list[float | None] = []
-    text: list[str | None] = []
-    state: list[str | None] = []
-    code: list[int | None] = []
-    system: list[bool | None] = []
-    rejected: list[tuple[int, str]] = []
-    non_finite = 0
-    for i, item in enumerate(items):
-        v, t, s, c, y, reason = None, None, None, None, None, None
-        if "Value" in item:
-            x = item["Value"]
-            kind_of = type(x)
-            if kind_of is dict:
-                s, c, y = x.get("Name"), x.get("Value"), x.get("IsSystem", False)
-                if not (
-                    type(s) is str
-                    and type(c) is int
-                    and _INT32_MIN <= c <= _INT32_MAX
-                    and type(y) is bool
-                ):
-                    reason = REASON_BAD_DIGITAL_STATE
-            elif x is None:
-                if not item.get("Errors"):
-                    reason = REASON_WRONG_VALUE_TYPE
-            elif kind_of is float or kind_of is int:
-                if kind in (_NUMERIC, _ANY):
-                    v, y = float(x), False
-                else:
-                    reason = REASON_WRONG_VALUE_TYPE
-            elif kind_of is str:
-                if kind == _NUMERIC and x in NON_FINITE_STRINGS:
-                    v, y = NON_FINITE_STRINGS[x], False
-                    non_finite += 1
-                elif kind in (_STRING, _ANY):
-                    t, y = x, False
-                else:
-                    reason = REASON_WRONG_VALUE_TYPE
-            else:
-                reason = REASON_WRONG_VALUE_TYPE
-        if reason is not None:
-            rejected.append((i, reason))
-            v, t, s, c, y = None, None, None, None, None
-        value.append(v)
-        text.append(t)
-        state.append(s)
-        code.append(c)
-        system.append(y)
-    return _ValueColumns(
-        pa.array(value, pa.float64()),
-        pa.array(text, pa.string()),
-        pa.array(state, pa.string()),
-        pa.array(code, pa.int32()),
-        pa.array(system, pa.bool_()),
-        rejected,
-        non_finite,
-    )
+def _valid(arr: pa.Array) -> np.ndarray:
+    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False))
+
+
+def _digital_state(x: dict[str, Any]) -> tuple[str, int, bool] | None:
+    """(Name, Value, IsSystem) of a well-formed digital state object, else None."""
+    s, c, y = x.get("Name"), x.get("Value"), x.get("IsSystem", False)
+    if type(s) is str and type(c) is int and _INT32_MIN <= c <= _INT32_MAX and type(y) is bool:
+        return s, c, y
+    return None
 
 
 def _bools(raw: list[Any]) -> pa.Array:

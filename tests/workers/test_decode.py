@@ -269,3 +269,122 @@ def test_broken_bodies_raise_decode_error(raw: bytes) -> None:
     with pytest.raises(DecodeError) as caught:
         decode_streamset(raw, TAGS, source="streamsets/recorded")
     assert "streamsets/recorded" in str(caught.value)
+
+
+def value_cols(batch: Any) -> list[tuple[Any, ...]]:
+    keys = ("tag_webid", "value", "value_string", "digital_state", "digital_code")
+    return [(*(r[k] for k in keys), r["is_system_state"]) for r in rows(batch)]
+
+
+IO_TIMEOUT = {"Name": "I/O Timeout", "Value": 246, "IsSystem": True}
+SHUTDOWN = {"Name": "Shutdown", "Value": 254, "IsSystem": True}
+
+
+def test_mixed_streams_of_every_kind_keep_exact_values() -> None:
+    out = decode(
+        ("WF", [tv(1.5), tv(IO_TIMEOUT), tv(2), tv("Infinity"), tv(SHUTDOWN), tv(3.25)]),
+        ("WI", [tv(7), tv(SHUTDOWN), tv(-8)]),
+        ("WS", [tv("lot-1"), tv(IO_TIMEOUT), tv("NaN")]),
+        (
+            "WD",
+            [
+                tv({"Name": "Open", "Value": 1, "IsSystem": False}),
+                tv({"Name": "Closed", "Value": 0}),
+                tv(IO_TIMEOUT),
+                tv({"Name": "Open", "Value": 1, "IsSystem": False, "Extra": [1]}),
+            ],
+        ),
+        ("WX", [tv(4.5), tv("free text"), tv(SHUTDOWN), tv(5)]),
+    )
+    assert value_cols(out) == [
+        ("WF", 1.5, None, None, None, False),
+        ("WF", None, None, "I/O Timeout", 246, True),
+        ("WF", 2.0, None, None, None, False),
+        ("WF", math.inf, None, None, None, False),
+        ("WF", None, None, "Shutdown", 254, True),
+        ("WF", 3.25, None, None, None, False),
+        ("WI", 7.0, None, None, None, False),
+        ("WI", None, None, "Shutdown", 254, True),
+        ("WI", -8.0, None, None, None, False),
+        ("WS", None, "lot-1", None, None, False),
+        ("WS", None, None, "I/O Timeout", 246, True),
+        ("WS", None, "NaN", None, None, False),
+        ("WD", None, None, "Open", 1, False),
+        ("WD", None, None, "Closed", 0, False),
+        ("WD", None, None, "I/O Timeout", 246, True),
+        ("WD", None, None, "Open", 1, False),
+        ("WX", 4.5, None, None, None, False),
+        ("WX", None, "free text", None, None, False),
+        ("WX", None, None, "Shutdown", 254, True),
+        ("WX", 5.0, None, None, None, False),
+    ]
+    assert out.non_finite == 1
+    assert out.quarantined == 0
+
+
+def test_mixed_streams_quarantine_only_the_odd_values() -> None:
+    big = 2**53 + 1
+    out = decode(
+        (
+            "WF",
+            [
+                tv(1.0),
+                tv({"Name": "Huge", "Value": 2**31, "IsSystem": True}),
+                tv(IO_TIMEOUT),
+                tv({"Name": 5, "Value": 1}),
+                tv({"Name": "Open", "Value": 1, "IsSystem": None}),
+                tv(big),
+                tv(True),
+                tv("high"),
+                {"Timestamp": T0, "Value": None, "Errors": [{"Message": ["gone"]}]},
+                {"Timestamp": T0},
+                tv(2.0),
+            ],
+        ),
+        ("WS", [tv("a"), tv(3), tv(SHUTDOWN)]),
+        ("WD", [tv(SHUTDOWN), tv("Open"), tv(1.0), tv({"Name": "Open", "Value": 1.5})]),
+    )
+    assert value_cols(out) == [
+        ("WF", 1.0, None, None, None, False),
+        ("WF", None, None, "I/O Timeout", 246, True),
+        ("WF", float(big), None, None, None, False),
+        ("WF", None, None, None, None, None),
+        ("WF", None, None, None, None, None),
+        ("WF", 2.0, None, None, None, False),
+        ("WS", None, "a", None, None, False),
+        ("WS", None, None, "Shutdown", 254, True),
+        ("WD", None, None, "Shutdown", 254, True),
+    ]
+    assert [r["value_error"] for r in rows(out)][3] == "gone"
+    assert [(q["tag_webid"], q["reason"]) for q in out.quarantine.to_pylist()] == [
+        ("WF", REASON_BAD_DIGITAL_STATE),
+        ("WF", REASON_BAD_DIGITAL_STATE),
+        ("WF", REASON_BAD_DIGITAL_STATE),
+        ("WF", REASON_WRONG_VALUE_TYPE),
+        ("WF", REASON_WRONG_VALUE_TYPE),
+        ("WS", REASON_WRONG_VALUE_TYPE),
+        ("WD", REASON_WRONG_VALUE_TYPE),
+        ("WD", REASON_WRONG_VALUE_TYPE),
+        ("WD", REASON_BAD_DIGITAL_STATE),
+    ]
+    assert '"Value":2147483648' in out.quarantine.to_pylist()[0]["raw"]
+
+
+def test_many_streams_with_scattered_system_states_match_a_per_value_reading() -> None:
+    streams = []
+    expected = []
+    for s in range(30):
+        webid = ("WF", "WI", "WX")[s % 3]
+        values: list[Any] = []
+        for i in range(50):
+            stamp = f"2026-11-27T10:{s:02d}:{i:02d}Z"
+            if (s * 50 + i) % 7 == 0:
+                values.append(tv({"Name": f"S{i}", "Value": i, "IsSystem": i % 2 == 0}, stamp))
+                expected.append((webid, None, None, f"S{i}", i, i % 2 == 0))
+            else:
+                values.append(tv(s * 1000 + i + 0.5, stamp))
+                expected.append((webid, s * 1000 + i + 0.5, None, None, None, False))
+        streams.append((webid, values))
+    out = decode(*streams)
+    assert value_cols(out) == expected
+    assert out.quarantined == 0
