@@ -124,6 +124,45 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+PI_UNREACHABLE = "PI Web API unreachable: every request since the previous check failed"
+
+
+class _PiTraffic:
+    """PI reachability judged from the worker's own requests, so probes cost PI nothing.
+
+    Unreachable when every request since the previous check ended without an HTTP answer
+    (status `error:*`: refused, reset, timed out); any HTTP status, even a 5xx, means PI
+    answers. With no request in between (idle between polls), the previous verdict stands.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._counter = metrics.pi_requests
+        self._seen = self._counts()
+        self._verdict = Readiness(True)
+
+    def _counts(self) -> tuple[float, float]:
+        answered = failed = 0.0
+        for family in self._counter.collect():
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                if sample.labels["status"].startswith("error:"):
+                    failed += sample.value
+                else:
+                    answered += sample.value
+        return answered, failed
+
+    def check(self) -> Readiness:
+        answered, failed = self._counts()
+        new_answered, new_failed = answered - self._seen[0], failed - self._seen[1]
+        self._seen = (answered, failed)
+        if new_answered:
+            self._verdict = Readiness(True)
+        elif new_failed:
+            self._verdict = Readiness(False, PI_UNREACHABLE)
+        return self._verdict
+
+
 async def _always_ready() -> Readiness:
     return Readiness(True)
 
@@ -140,6 +179,7 @@ class MetricsServer:
     ) -> None:
         self.metrics = metrics
         self.readiness = readiness
+        self._pi = _PiTraffic(metrics)
         self.host = host
         self.requested_port = port
         self.port: int | None = None
@@ -178,6 +218,8 @@ class MetricsServer:
             answer = await self.readiness()
         except Exception as exc:
             answer = Readiness(False, f"readiness check failed: {type(exc).__name__}")
+        if answer.ready:
+            answer = self._pi.check()
         if answer.ready:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready", "reason": answer.reason}, status=503)

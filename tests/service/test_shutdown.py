@@ -1,0 +1,82 @@
+"""SIGTERM on `pidelta run`: stop polling, commit what is buffered, exit 0 within 10 s.
+
+Commits are held back (huge `COMMIT_MAX_AGE` and `COMMIT_MAX_ROWS`), so at the signal every
+ingested row is only in memory: the one commit of the run is the shutdown flush, and the
+table must then equal mock-pi's truth up to each tag's last checkpoint, nothing lost,
+nothing beyond.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import MockServer
+from tests.e2e.helpers import (
+    aligned_past,
+    assert_same,
+    checkpoints,
+    expected,
+    iso,
+    metrics_port_env,
+    read_table,
+    scrape,
+    start_worker,
+    truth_for,
+    wait_for,
+    worker_env,
+)
+
+TAGS = 30
+COMMITTED = re.compile(r"committed batches up to (\d+) of pidelta-ts-0-of-1: (\d+) rows")
+STOPPING = "stopping: SIGTERM received; flushing"
+
+
+def buffered(port: int) -> float:
+    try:
+        return scrape(port).get('pidelta_buffered_rows{shard="0"}', 0.0)
+    except OSError:
+        return 0.0
+
+
+def test_sigterm_flushes_buffer_and_loses_nothing(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    mock = mock_pi_factory(tag_count=TAGS, seed=7)
+    target = tmp_path / "lake"
+    start = aligned_past(10)
+    env, port = metrics_port_env(
+        worker_env(
+            mock,
+            target,
+            start=iso(start),
+            poll_interval=1,
+            commit_max_age=3600,
+            commit_max_rows=10_000_000,
+            log_level="DEBUG",
+        )
+    )
+    worker = start_worker("run", env=env, log=tmp_path / "worker.log")
+    try:
+        assert wait_for(lambda: buffered(port) > 0, 60), worker.text()[-3000:]
+        assert read_table(target).num_rows == 0, "committed before the signal"
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=10) == 0, worker.text()[-3000:]
+    finally:
+        worker.kill9()
+
+    log = worker.text()
+    assert STOPPING in log
+    assert "run: stopped cleanly (SIGTERM received; flushing)" in log
+    commits = [(m.start(), int(m.group(2))) for m in COMMITTED.finditer(log)]
+    assert len(commits) == 1, log[-3000:]
+    (at, flushed), table = commits[0], read_table(target)
+    assert at > log.index(STOPPING)
+    assert flushed == table.num_rows > 0
+
+    cps = checkpoints(target)
+    assert len(cps) == TAGS
+    assert all(cp > start for cp in cps.values())
+    assert_same(table, expected(truth_for(mock), {w: (start, cp) for w, cp in cps.items()}))
