@@ -61,7 +61,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MockServer,
         assert wait_for(lambda: get(port, "/readyz")[0] == 200, 60), worker.text()[-3000:]
         yield mock, worker, port
     finally:
-        worker.terminate()
+        worker.kill9()  # PI is gone by then; a graceful stop would wait out its retries
         mock.stop()
 
 
