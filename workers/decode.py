@@ -3,11 +3,12 @@
 Why it is shaped like this: the body is parsed once with orjson (the PI `Value` field is
 polymorphic, which neither `pyarrow.json` nor `polars.read_json` can read, and both parse
 no faster than orjson); after that every column is built with one list comprehension over
-all values and converted by pyarrow in C. Values are converted per stream with one
-`pyarrow.array` call (a stream of a numeric point is almost always all numbers); only a
-stream that contains an odd value (a system state, an error, a bad value) goes through the
-per-value classifier. A bad value becomes a quarantine row, never an exception; only a body
-that is not JSON, or not shaped like a PI answer, raises `DecodeError`.
+all values and converted by pyarrow in C. Values are split by Python type across all
+streams (numbers, strings, digital-state objects), one `pyarrow.array` call per type, and
+scattered back: a numeric stream with a few system states stays columnar; only nulls, odd
+types and doubtful objects are classified one by one. A bad value becomes a quarantine row,
+never an exception; only a body that is not JSON, or not shaped like a PI answer, raises
+`DecodeError`.
 
 Timestamps: PI sends up to seven fractional digits (100 ns); they are parsed at nanosecond
 resolution and truncated (not rounded) to microseconds, so `...00.1234567Z` becomes
@@ -148,7 +149,7 @@ def decode_streamset(
     `body` may already be parsed (a `/batch` answer parsed once by the fetch layer).
     """
     size = len(body) if isinstance(body, bytes | str) else None
-    doc = _parse(body, source) if isinstance(body, bytes | str) else body
+    doc = parse_body(body, source) if isinstance(body, bytes | str) else body
     if not isinstance(doc, Mapping) or not isinstance(doc.get("Items"), list):
         raise DecodeError("no Items list at the top level", source=source, size=size)
     streams = []
@@ -188,7 +189,7 @@ def decode_values(
     return decode_streams([(webid, values)], tags, **kwargs)
 
 
-def _parse(body: bytes | str, source: str) -> Any:
+def parse_body(body: bytes | str, source: str) -> Any:
     """orjson, with the cyclic GC paused: a large body creates a million dicts, and the
     collections they trigger cost ~10% of the parse while finding nothing to free."""
     paused = gc.isenabled()

@@ -21,10 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import quote
 
-import orjson
 import pyarrow as pa
 
-from workers.decode import DecodeError, SequenceStart, TagLike, decode_streamset
+from workers.decode import DecodeError, SequenceStart, TagLike, decode_streamset, parse_body
 
 RECORDED_PATH = "/streamsets/recorded"
 ENDPOINT = "streamsets/recorded"
@@ -403,10 +402,7 @@ class Fetcher:
         missing makes the body unusable (DecodeError, so the call is sent again): treating
         it as empty would move its checkpoint past values never read.
         """
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise DecodeError(str(exc), source=ENDPOINT, size=len(body)) from None
+        doc = parse_body(body, ENDPOINT)
         if not isinstance(doc, dict) or not isinstance(doc.get("Items"), list):
             raise DecodeError("no Items list", source=ENDPOINT, size=len(body))
         by_webid = {s.webid: s for s in call.spans}
