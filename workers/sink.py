@@ -178,6 +178,8 @@ class DeltaSink:
         existing = self._existing_keys(late)
         if existing.height:
             candidates = candidates.join(existing, on=list(KEY_COLUMNS), how="anti")
+        if candidates.height == late.num_rows:
+            return late  # nothing to drop: no copy of what may be a whole commit's rows
         rows = candidates.get_column("_row").sort().to_arrow()
         return late.take(rows)
 
