@@ -8,7 +8,9 @@ What it measures (and how), in one run:
 3. bare fetch: the same requests (recorded by an in-process run of the same pipeline with
    the same settings, then replayed with the worker's concurrency), bodies read and thrown
    away: the ceiling that mock-pi and HTTP allow on this machine;
-4. peak memory of a large backfill (BENCH_BIG_TAGS tags over BENCH_BIG_MINUTES minutes).
+4. peak memory of a large backfill (BENCH_BIG_TAGS tags over BENCH_BIG_MINUTES minutes);
+5. steps 1 and 3 again without gzip (`PIDELTA_PI_GZIP=false`): on loopback, inflating the
+   bodies is worker CPU that a real server over a WAN makes worth paying.
 
 Figures are printed, never asserted. Environment: BENCH_TAGS (1000), BENCH_HOURS (2),
 BENCH_BIG_TAGS (10000), BENCH_BIG_MINUTES (30; 0 skips it).
@@ -82,7 +84,9 @@ class Run:
     calls: int
 
 
-def worker_backfill(url: str, target: Path, start: datetime, end: datetime) -> Run:
+def worker_backfill(
+    url: str, target: Path, start: datetime, end: datetime, *, gzip: bool = True
+) -> Run:
     """`pidelta backfill` as a child; its own rusage through wait4."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIDELTA_")}
     env.update(
@@ -91,6 +95,7 @@ def worker_backfill(url: str, target: Path, start: datetime, end: datetime) -> R
             "PIDELTA_TARGET": str(target),
             "PIDELTA_METRICS_PORT": "0",
             "PIDELTA_LOG_LEVEL": "INFO",
+            "PIDELTA_PI_GZIP": str(gzip).lower(),
         }
     )
     log = target.parent / f"{target.name}.log"
@@ -148,14 +153,15 @@ async def record_requests(url: str, target: Path, start: datetime, end: datetime
     return client.recorded
 
 
-async def bare_fetch(urls: list[str], concurrency: int) -> tuple[float, int]:
+async def bare_fetch(urls: list[str], concurrency: int, *, gzip: bool = True) -> tuple[float, int]:
     """Replay the requests with `concurrency` in flight; bodies read and discarded."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     for u in urls:
         queue.put_nowait(u)
     total = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
-    headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate"}
+    encoding = "gzip, deflate" if gzip else "identity"
+    headers = {"Accept": "application/json", "Accept-Encoding": encoding}
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def worker() -> None:
@@ -189,6 +195,8 @@ def main() -> int:
         urls = asyncio.run(record_requests(url, work / "record", start, end))
         concurrency = Settings().pi_max_concurrency
         bare_seconds, bare_bytes = asyncio.run(bare_fetch(urls, concurrency))
+        plain = worker_backfill(url, work / "plain", start, end, gzip=False)
+        plain_seconds, _ = asyncio.run(bare_fetch(urls, concurrency, gzip=False))
     finally:
         mock.terminate()
         mock.wait(10)
@@ -209,6 +217,14 @@ def main() -> int:
     print(
         f"HTTP requests:   {e2e.calls} = {1000 * e2e.calls / e2e.values:.3f} per 1000 values, "
         f"{e2e.values / e2e.calls:,.0f} values per request"
+    )
+    plain_rate = plain.values / plain.seconds
+    print(
+        f"without gzip:    {plain_rate:,.0f} values/s end to end = "
+        f"{plain_rate / (plain.values / plain_seconds):.0%} of bare fetch "
+        f"({plain.values / plain_seconds:,.0f} values/s); worker CPU "
+        f"{plain.cpu / (plain.values / 1e6):.2f} CPU-s per million values, "
+        f"peak RSS {plain.max_rss_mb:,.0f} MB"
     )
     if big_minutes > 0:
         mock, url = start_mock(big_tags)

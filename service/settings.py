@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     pi_max_url_bytes: int = Field(default=16_000, ge=1024)
     pi_max_items_per_call: int = Field(default=150_000, ge=1000)
     pi_page_size: int = Field(default=10_000, ge=1, description="maxCount per stream")
+    pi_gzip: bool = Field(
+        default=True,
+        description="ask PI for gzip bodies (needed over a WAN; off saves CPU on a LAN)",
+    )
     discovery_page_size: int = Field(
         default=10_000, ge=1, description="points per page when listing a data server"
     )

@@ -182,7 +182,10 @@ class PIClient:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.settings.pi_request_timeout),
-            headers={"Accept": "application/json", "Accept-Encoding": "gzip, deflate"},
+            headers={
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip, deflate" if self.settings.pi_gzip else "identity",
+            },
             auto_decompress=True,
         )
         # aiohttp silently re-sends an idempotent request once when a reused connection
