@@ -145,6 +145,15 @@ def test_commit_timeseries_keeps_only_new_late_values_and_quarantine(store: Tabl
     assert q == [("WF", "missing_timestamp", "app", 2)]
 
 
+def test_drop_existing_keeps_every_new_late_row_without_a_copy(store: TableStore) -> None:
+    sink = DeltaSink(store)
+    assert sink.commit_timeseries(decoded(("2026-11-27T10:00:00Z", 1.0)), "app", 1) == 1
+    late = decoded(("2026-11-27T10:00:01Z", 2.0), ("2026-11-27T10:00:02Z", 3.0))
+    assert sink.drop_existing(late) is late
+    again = decoded(("2026-11-27T10:00:00Z", 1.0), ("2026-11-27T10:00:02Z", 3.0))
+    assert sink.drop_existing(again).column("value").to_pylist() == [3.0]
+
+
 def read_quarantine(store: TableStore) -> list[tuple[object, ...]]:
     table = DeltaTable(store.uri(QUARANTINE)).to_pyarrow_table()
     return pl.from_arrow(table).select("tag_webid", "reason", "app_id", "batch_id").rows()
