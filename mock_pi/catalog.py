@@ -78,7 +78,7 @@ class Point:
     name: str
     webid: str
     kind: PointKind
-    scan_seconds: int
+    scan_seconds: float  # SCAN_PERIODS entry times the catalog's scan scale
     descriptor: str
     late: bool  # holds its values back (interface outage), see mock_pi settings
 
@@ -102,10 +102,13 @@ class Point:
 class Catalog:
     """All points of the one simulated data server."""
 
-    def __init__(self, seed: int, tag_count: int, late_fraction: float = 0.0) -> None:
+    def __init__(
+        self, seed: int, tag_count: int, late_fraction: float = 0.0, scan_scale: float = 1.0
+    ) -> None:
         self.seed = seed
         self.tag_count = tag_count
         self.late_fraction = late_fraction
+        self.scan_scale = scan_scale
         self.server_id: uuid.UUID = webid.stable_guid(seed, "dataserver", SERVER_NAME)
         self.server_webid = webid.data_server(self.server_id, SERVER_NAME)
         self.point = lru_cache(maxsize=200_000)(self._make_point)
@@ -126,7 +129,7 @@ class Catalog:
             name=name,
             webid=webid.pi_point(self.server_id, index + 1, SERVER_NAME, name),
             kind=kind,
-            scan_seconds=SCAN_PERIODS[(h >> 16) % len(SCAN_PERIODS)],
+            scan_seconds=SCAN_PERIODS[(h >> 16) % len(SCAN_PERIODS)] * self.scan_scale,
             descriptor=f"{kind.prefix} instrument {index}",
             late=late,
         )

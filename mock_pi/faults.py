@@ -6,7 +6,9 @@ order of `FAULT_KINDS`, so that the draw of one kind never depends on the rate o
 Same seed, same faults and the same order of requests give the same faults.
 
 Several kinds may hit one request: `slow` delays whatever happens next; of the others the
-first in `TERMINAL_ORDER` wins (a reset hides a 503, a 503 hides a truncation).
+first in `TERMINAL_ORDER` wins (a reset hides a 503, a 503 hides a truncation). `badjson`
+replaces a 200 body with `BROKEN_JSON`, complete and with the right length: a client must
+reject it by parsing, not by a short read.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from dataclasses import dataclass, field
 from mock_pi.catalog import mix
 from mock_pi.settings import FAULT_KINDS, parse_faults
 
-TERMINAL_ORDER = ("reset", "503", "429", "500", "truncate")
+CONTRACT_KINDS = ("503", "429", "500", "reset", "slow", "truncate")
+TERMINAL_ORDER = ("reset", "503", "429", "500", "truncate", "badjson")
 SLOW_SECONDS = 2.0
 RETRY_AFTER_SECONDS = 1
 SERVICE_UNAVAILABLE = "The service is unavailable."
 INTERNAL_ERROR = "An error has occurred."
+# A .NET serializer's NaN literal and a trailing comma: invalid JSON, as a broken proxy or
+# a buggy serializer sends it.
+BROKEN_JSON = b'{"Links":{},"Items":[{"Timestamp":"2026-01-01T00:00:00Z","Value":NaN,}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +46,13 @@ class FaultInjector:
     seed: int
     rates: dict[str, float]
     sequence: int = 0
-    injected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULT_KINDS, 0))
+    injected: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The contract's kinds are always reported; a later kind only when it is configured.
+        self.injected = {
+            kind: 0 for kind in FAULT_KINDS if kind in CONTRACT_KINDS or kind in self.rates
+        }
 
     @classmethod
     def from_spec(cls, seed: int, spec: str) -> FaultInjector:
@@ -58,7 +70,7 @@ class FaultInjector:
         return Draw(self.sequence, "slow" in hits, terminal)
 
     def record(self, kind: str) -> None:
-        self.injected[kind] += 1
+        self.injected[kind] = self.injected.get(kind, 0) + 1
 
     def snapshot(self) -> dict[str, object]:
         """The body of `GET /piwebapi/mock/faults`."""

@@ -27,6 +27,7 @@ from aiohttp.web_urldispatcher import MatchInfoError
 
 from mock_pi.errors import error_response
 from mock_pi.faults import (
+    BROKEN_JSON,
     INTERNAL_ERROR,
     RETRY_AFTER_SECONDS,
     SERVICE_UNAVAILABLE,
@@ -192,6 +193,9 @@ def fault_middleware(injector: FaultInjector) -> Any:
             injector.record(kind)
             return error_response(500, INTERNAL_ERROR)
         response = await handler(request)
+        if kind == "badjson" and isinstance(response, web.Response) and response.status == 200:
+            injector.record(kind)
+            return web.Response(body=BROKEN_JSON, content_type="application/json")
         if kind == "truncate" and isinstance(response, web.Response) and not response.prepared:
             cut = await _truncate(request, response)
             if cut is not None:

@@ -17,6 +17,7 @@ import polars as pl
 from aiohttp import web
 
 from mock_pi import catalog, series
+from mock_pi.timeparse import format_ticks
 
 ALL: dict[str, Any] = {}  # the subtree marker "keep everything below"
 
@@ -119,6 +120,64 @@ def _label_objects(s: series.Series, codes: np.ndarray) -> list[Any]:
     return [s.text(int(c)) for c in codes]
 
 
+def value_object(s: series.Series, ev: series.Events, i: int) -> Any:
+    """The well-formed JSON `Value` of row i, as the PI Web API renders it."""
+    code = int(ev.code[i])
+    if ev.system[i]:
+        name, number = series.SYSTEM_TABLE[code]
+        return {"Name": name, "Value": number, "IsSystem": True}
+    kind = s.point.kind
+    if kind.digital_set is not None:
+        names = catalog.DIGITAL_SETS[kind.digital_set]
+        return {"Name": names[code], "Value": code, "IsSystem": False}
+    if kind.point_type == "String":
+        return s.text(code)
+    if kind.point_type == "Int32":
+        return int(ev.value[i])
+    return float(ev.value[i])
+
+
+_NON_FINITE = {series.BAD_NAN: "NaN", series.BAD_INF: "Infinity", series.BAD_NEG_INF: "-Infinity"}
+
+
+def bad_value(s: series.Series, ev: series.Events, i: int) -> Any:
+    """The malformed `Value` of a row whose kind is a BAD_* value kind."""
+    good = value_object(s, ev, i)
+    bad = int(ev.bad[i])
+    if bad == series.BAD_LIST:
+        return [good]
+    if bad == series.BAD_OBJECT:
+        if isinstance(good, dict):
+            return {"Name": good["Value"], "Value": good["Name"], "IsSystem": False}
+        return {"Value": good}
+    if bad == series.BAD_NUMBER:
+        return int(ev.code[i])
+    return _NON_FINITE.get(bad, good)
+
+
+def timed_value(s: series.Series, ev: series.Events, i: int) -> Any:
+    """The TimedValue of row i as served, malformed when the row's `bad` says so."""
+    bad = int(ev.bad[i])
+    if bad == series.BAD_NOT_OBJECT:
+        bare = value_object(s, ev, i)
+        return bare["Value"] if isinstance(bare, dict) else bare
+    stamp = format_ticks(int(ev.ticks[i]))
+    item: dict[str, Any] = {
+        "Timestamp": f"{stamp[:5]}13{stamp[7:]}" if bad == series.BAD_TIMESTAMP else stamp,
+        "Value": bad_value(s, ev, i) if bad else value_object(s, ev, i),
+        "UnitsAbbreviation": s.point.units,
+        "Good": not bool(ev.system[i]),
+        "Questionable": bool(ev.questionable[i]),
+        "Substituted": bool(ev.substituted[i]),
+        "Annotated": bool(ev.annotated[i]),
+    }
+    if bad == series.BAD_MISSING_TIMESTAMP:
+        del item["Timestamp"]
+    elif bad == series.BAD_MISSING_VALUE:
+        del item["Value"]
+    return item
+
+
 def render_values(
     streams: Sequence[tuple[series.Series, series.Events]], fields: Fields
 ) -> list[bytes]:
@@ -159,8 +218,11 @@ def render_values(
         )
         parts.append(pl.col("tail"))
     columns["stream"] = stream_idx
-    frame = pl.DataFrame(columns)
     row = pl.lit("{") + pl.concat_str(parts, separator=",") + pl.lit("}") if parts else pl.lit("{}")
+    if events.bad.any():
+        columns["badrow"] = _bad_rows(streams, events, fields)
+        row = pl.coalesce(pl.col("badrow"), row)
+    frame = pl.DataFrame(columns)
     joined = (
         frame.select(pl.col("stream"), row.alias("row"))
         .group_by("stream", maintain_order=True)
@@ -168,6 +230,23 @@ def render_values(
     )
     texts = dict(zip(joined["stream"].to_list(), joined["row"].to_list(), strict=True))
     return [f"[{texts.get(i, '')}]".encode() for i in range(len(streams))]
+
+
+def _bad_rows(
+    streams: Sequence[tuple[series.Series, series.Events]],
+    events: series.Events,
+    fields: Fields,
+) -> pl.Series:
+    """JSON text of the malformed rows (null elsewhere): few rows, so one dict each."""
+    owner = np.repeat(np.arange(len(streams)), [len(ev) for _, ev in streams])
+    starts = np.cumsum([0] + [len(ev) for _, ev in streams])
+    texts: list[str | None] = [None] * len(events)
+    for i in np.flatnonzero(events.bad):
+        k = int(owner[i])
+        s, ev = streams[k]
+        item = fields.prune(timed_value(s, ev, int(i - starts[k])))
+        texts[i] = orjson.dumps(item).decode()
+    return pl.Series(texts, dtype=pl.String)
 
 
 _MINUTE_SECOND = pl.Series([f"{m:02d}:{s:02d}" for m in range(60) for s in range(60)])

@@ -12,6 +12,11 @@ O(values) without state, so the process can serve any tag at any time.
 Late tags have a periodic interface outage (every 15 minutes, a few minutes long, phase
 per tag): a value stamped inside an outage becomes visible `late_seconds` after its
 timestamp. Everything else is visible at its timestamp. Times are 100 ns ticks (int64).
+
+With BAD_FRACTION, a hashed share of the non-system values is served malformed (`bad` holds
+the BAD_* kind; the underlying event is unchanged, so interpolation ignores it). Kinds that
+remove or break the timestamp (or the object) only hit a value alone at its timestamp, so
+the sequence numbers of the good values stay those of the clean series.
 """
 
 from __future__ import annotations
@@ -43,6 +48,23 @@ SYSTEM_CODES: tuple[tuple[str, int], ...] = tuple(cat.SYSTEM_STATES.items())
 SYSTEM_TABLE: tuple[tuple[str, int], ...] = (*SYSTEM_CODES, ("No Data", 248))
 NO_DATA_INDEX = len(SYSTEM_CODES)
 WINDOW = 48  # slots searched either side of an interpolation time before a full scan
+
+# Malformed renderings of a value (BAD_FRACTION); 0 is a well-formed value.
+BAD_NONE = 0
+BAD_LIST = 1  # Value is a JSON list
+BAD_OBJECT = 2  # Value is an object without Name (numeric/string) or with swapped types
+BAD_NUMBER = 3  # a number where a digital state or a string belongs
+BAD_NAN = 4  # the string "NaN" on a numeric point
+BAD_INF = 5  # "Infinity"
+BAD_NEG_INF = 6  # "-Infinity"
+BAD_MISSING_VALUE = 7  # no Value field
+BAD_MISSING_TIMESTAMP = 8  # no Timestamp field
+BAD_TIMESTAMP = 9  # a Timestamp with month 13
+BAD_NOT_OBJECT = 10  # a bare number or string (a state's code) instead of a TimedValue
+_BAD_SHARED = (BAD_LIST, BAD_OBJECT, BAD_MISSING_VALUE)
+_BAD_ALONE = (BAD_MISSING_TIMESTAMP, BAD_TIMESTAMP, BAD_NOT_OBJECT)
+BAD_KINDS_NUMERIC = np.array((*_BAD_SHARED, BAD_NAN, BAD_INF, BAD_NEG_INF, *_BAD_ALONE), np.int8)
+BAD_KINDS_OTHER = np.array((*_BAD_SHARED, BAD_NUMBER, *_BAD_ALONE), np.int8)
 
 _U = np.uint64
 _C1 = _U(0x9E3779B97F4A7C15)
@@ -76,6 +98,7 @@ class Events:
     substituted: np.ndarray
     annotated: np.ndarray
     visible: np.ndarray  # int64 ticks at which the value can be read
+    bad: np.ndarray  # int8 BAD_* kind of the rendering, BAD_NONE when well-formed
 
     def __len__(self) -> int:
         return len(self.ticks)
@@ -100,19 +123,25 @@ EMPTY = Events(
     np.empty(0, np.int64),
     *(np.empty(0, bool) for _ in range(4)),
     np.empty(0, np.int64),
+    np.empty(0, np.int8),
 )
 
 
 class Series:
     """The value generator of one point (cheap to build, nothing precomputed per value)."""
 
-    def __init__(self, seed: int, point: cat.Point, late_seconds: float) -> None:
+    def __init__(
+        self, seed: int, point: cat.Point, late_seconds: float, bad_fraction: float = 0.0
+    ) -> None:
         self.point = point
         kind = point.kind
         h = cat.mix(seed, "series", point.index)
         self.key = _U(h)
         self.key2 = _U(cat.mix(seed, "events", point.index))
-        self.scan_ticks = point.scan_seconds * TICKS
+        self.key3 = _U(cat.mix(seed, "bad", point.index))
+        self.bad_below = int(bad_fraction * (1 << 20))
+        # Whole microseconds, so that every timestamp stays a whole microsecond.
+        self.scan_ticks = round(point.scan_seconds * 1_000_000) * TICKS_PER_US
         self.numeric = kind.point_type in ("Float32", "Float64", "Int32")
         self.keep = {"Digital": 0.25, "String": 0.2}.get(kind.point_type, 0.6)
         self.rate = self.keep * 1.05  # expected values per slot, to size generation chunks
@@ -169,6 +198,15 @@ class Series:
         else:
             code = np.where(system, code, (_bits(hs_events, 48, 10) + seq) % len(MESSAGES))
         value = np.where(system, np.nan, value)
+        bad = np.zeros(n, np.int8)
+        if self.bad_below:
+            hb = splitmix(he ^ self.key3)
+            hit = (_bits(hb, 0, 20) < self.bad_below) & ~system
+            kinds = BAD_KINDS_NUMERIC if self.numeric else BAD_KINDS_OTHER
+            chosen = kinds[_bits(hb, 20, 16) % len(kinds)]
+            alone = np.repeat(mult == 1, mult) if n != len(mult) else mult == 1
+            chosen = np.where(np.isin(chosen, _BAD_ALONE) & ~alone, BAD_LIST, chosen)
+            bad = np.where(hit, chosen, BAD_NONE).astype(np.int8)
         return Events(
             ticks=ticks,
             seq=seq,
@@ -179,6 +217,7 @@ class Series:
             substituted=_bits(he, 42, 10) < 5,
             annotated=_bits(he, 52, 10) < 3,
             visible=self._visible(ticks),
+            bad=bad,
         )
 
     def _analog(self, ticks: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -320,6 +359,7 @@ class Series:
             substituted=false,
             annotated=false,
             visible=times.astype(np.int64),
+            bad=np.zeros(n, np.int8),
         )
 
     def text(self, code: int) -> str:

@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-FAULT_KINDS = ("503", "429", "500", "reset", "slow", "truncate")
+# Appended kinds draw after the older ones, so an older spec meets the same faults.
+FAULT_KINDS = ("503", "429", "500", "reset", "slow", "truncate", "badjson")
 
 
 class MockSettings(BaseSettings):
@@ -22,9 +23,36 @@ class MockSettings(BaseSettings):
     username: str = "pi"
     password: SecretStr = SecretStr("pi")
     token: SecretStr = SecretStr("token")
-    faults: str = ""
+    faults: str = Field(
+        default="",
+        description=(
+            "comma list of kind=rate: 503, 429, 500, reset, slow, truncate, badjson "
+            "(a 200 whose body is not JSON)"
+        ),
+    )
     late_fraction: float = Field(default=0.0, ge=0, le=1)
     late_seconds: float = Field(default=300.0, ge=0)
+    scan_scale: float = Field(
+        default=1.0,
+        ge=1,
+        description=(
+            "multiplies every point's scan period (1-60 s): fewer values per day with the "
+            "same value kinds, so a long range stays testable; values remain a pure "
+            "function of (seed, tag, timestamp, settings)"
+        ),
+    )
+    bad_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description=(
+            "share of recorded values served malformed, chosen from (seed, tag, timestamp): "
+            "a list or an object without Name as the value, a number where a state or "
+            "string belongs, the strings NaN/Infinity/-Infinity on numeric points, a "
+            "missing or malformed Timestamp, a missing Value, a bare value instead of an "
+            "object; `mock_pi.truth` tells which and how a client should treat them"
+        ),
+    )
     # Server limits, as the PI Web API configuration names them.
     max_returned_items_per_call: int = Field(default=150_000, ge=1)
     rate_limit: int = Field(default=1000, ge=0, description="requests per second; 0 disables")

@@ -27,7 +27,9 @@ class MockState:
 
     @classmethod
     def create(cls, settings: MockSettings, clock: Callable[[], float] = time.time) -> MockState:
-        catalog = Catalog(settings.seed, settings.tag_count, settings.late_fraction)
+        catalog = Catalog(
+            settings.seed, settings.tag_count, settings.late_fraction, settings.scan_scale
+        )
         today = (clock() // DAY) * DAY
         return cls(settings, catalog, clock, today - settings.history_days * DAY)
 
@@ -44,4 +46,5 @@ class MockState:
         return self._series(point)
 
     def _make_series(self, point: Point) -> Series:
-        return Series(self.settings.seed, point, self.settings.late_seconds)
+        settings = self.settings
+        return Series(settings.seed, point, settings.late_seconds, settings.bad_fraction)

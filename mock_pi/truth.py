@@ -12,7 +12,13 @@
         timestamp, from 0), value (float64, null when not numeric), value_string,
         digital_state, digital_code (int32), is_system_state, units, quality_good,
         quality_questionable, quality_substituted, quality_annotated, value_error (null);
-        rows ordered by tag (as given), timestamp, sequence.
+        rows ordered by tag (as given), timestamp, sequence. With BAD_FRACTION these are
+        the rows a client should store: quarantined values left out, "NaN"/"Infinity"/
+        "-Infinity" on numeric points kept as those floats.
+    truth.quarantine_table(points, start, end, at=None) -> pyarrow.Table
+        the malformed values a client should quarantine instead: tag_webid, tag_name,
+        timestamp (of the value behind the malformed one), reason (QUARANTINE_REASONS of
+        workers/decode.py), raw (the served TimedValue as compact JSON), bad_kind.
     truth.arrivals(point, after_ticks, upto_ticks) -> list[dict]
         TimedValue dicts of the values whose visibility instant (the timestamp, or the
         timestamp + LATE_SECONDS for a late tag's value stamped inside an outage) falls in
@@ -35,13 +41,16 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 
 from mock_pi import catalog as cat
+from mock_pi import series as ser
+from mock_pi.render import timed_value
 from mock_pi.series import SYSTEM_TABLE, TICKS_PER_US, Events, Series
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
-from mock_pi.timeparse import format_ticks, parse_pi_ticks
+from mock_pi.timeparse import parse_pi_ticks
 
 Instant = str | datetime | int
 
@@ -64,6 +73,31 @@ SCHEMA = pa.schema(
         ("value_error", pa.string()),
     ]
 )
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("tag_webid", pa.string()),
+        ("tag_name", pa.string()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+        ("bad_kind", pa.int8()),
+    ]
+)
+# How a client should treat each malformed rendering (series.BAD_*): the quarantine reason;
+# kinds not listed (NaN, Infinity, -Infinity on numeric points) are kept as floats. A value
+# without a Value field (and without Errors) has no value of the point's type.
+QUARANTINE_REASON: dict[int, str] = {
+    ser.BAD_LIST: "wrong_value_type",
+    ser.BAD_OBJECT: "bad_digital_state",
+    ser.BAD_NUMBER: "wrong_value_type",
+    ser.BAD_MISSING_VALUE: "wrong_value_type",
+    ser.BAD_MISSING_TIMESTAMP: "missing_timestamp",
+    ser.BAD_TIMESTAMP: "bad_timestamp",
+    ser.BAD_NOT_OBJECT: "not_an_object",
+}
+_QUARANTINED = np.array(sorted(QUARANTINE_REASON), np.int8)
+_KEPT_FLOATS = {ser.BAD_NAN: np.nan, ser.BAD_INF: np.inf, ser.BAD_NEG_INF: -np.inf}
 
 
 class GroundTruth:
@@ -133,6 +167,16 @@ class GroundTruth:
         tables = [table(*self.events(p, start, end, at)) for p in points]
         return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
 
+    def quarantine_table(
+        self,
+        points: Sequence[str | cat.Point],
+        start: Instant,
+        end: Instant,
+        at: float | None = None,
+    ) -> pa.Table:
+        tables = [quarantined(*self.events(p, start, end, at)) for p in points]
+        return pa.concat_tables(tables) if tables else QUARANTINE_SCHEMA.empty_table()
+
     def arrivals(self, ref: str | cat.Point, after_ticks: int, upto_ticks: int) -> list[dict]:
         s = self.state.series(self.point(ref))
         hs = self.state.history_start_ticks
@@ -150,41 +194,34 @@ class GroundTruth:
         return list(zip(timed_values(s, ev), (int(v) for v in ev.visible), strict=True))
 
 
-def value_object(s: Series, ev: Events, i: int) -> Any:
-    """The JSON `Value` of row i, as the PI Web API renders it."""
-    code = int(ev.code[i])
-    if ev.system[i]:
-        name, number = SYSTEM_TABLE[code]
-        return {"Name": name, "Value": number, "IsSystem": True}
-    kind = s.point.kind
-    if kind.digital_set is not None:
-        return {"Name": cat.DIGITAL_SETS[kind.digital_set][code], "Value": code, "IsSystem": False}
-    if kind.point_type == "String":
-        return s.text(code)
-    if kind.point_type == "Int32":
-        return int(ev.value[i])
-    return float(ev.value[i])
+def timed_values(s: Series, ev: Events) -> list[Any]:
+    """TimedValues of the rows as served (malformed where BAD_FRACTION made them so)."""
+    return [timed_value(s, ev, i) for i in range(len(ev))]
 
 
-def timed_values(s: Series, ev: Events) -> list[dict[str, Any]]:
-    """TimedValue dicts of the rows, in row order."""
-    units = s.point.units
-    return [
+def quarantined(s: Series, ev: Events) -> pa.Table:
+    """The rows a client should quarantine, with their reasons and raw JSON."""
+    rows = np.flatnonzero(np.isin(ev.bad, _QUARANTINED))
+    n = len(rows)
+    return pa.table(
         {
-            "Timestamp": format_ticks(int(ev.ticks[i])),
-            "Value": value_object(s, ev, i),
-            "UnitsAbbreviation": units,
-            "Good": not bool(ev.system[i]),
-            "Questionable": bool(ev.questionable[i]),
-            "Substituted": bool(ev.substituted[i]),
-            "Annotated": bool(ev.annotated[i]),
-        }
-        for i in range(len(ev))
-    ]
+            "tag_webid": pa.array([s.point.webid] * n, pa.string()),
+            "tag_name": pa.array([s.point.name] * n, pa.string()),
+            "timestamp": pa.array(ev.ticks[rows] // TICKS_PER_US, pa.timestamp("us", tz="UTC")),
+            "reason": pa.array([QUARANTINE_REASON[int(ev.bad[i])] for i in rows], pa.string()),
+            "raw": pa.array(
+                [orjson.dumps(timed_value(s, ev, int(i))).decode() for i in rows], pa.string()
+            ),
+            "bad_kind": pa.array(ev.bad[rows], pa.int8()),
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
 
 
 def table(s: Series, ev: Events) -> pa.Table:
-    """The rows as `pi_timeseries` columns."""
+    """The rows as `pi_timeseries` columns (the stored ones: quarantined rows left out)."""
+    if ev.bad.any():
+        ev = ev.take(~np.isin(ev.bad, _QUARANTINED))
     point = s.point
     n = len(ev)
     kind = point.kind
@@ -203,13 +240,16 @@ def table(s: Series, ev: Events) -> pa.Table:
     elif kind.point_type == "String":
         text = [None if ev.system[i] else s.text(int(ev.code[i])) for i in range(n)]
     numeric = s.numeric & ~ev.system
+    value = ev.value
+    for kind, number in _KEPT_FLOATS.items():
+        value = np.where(ev.bad == kind, number, value)
     return pa.table(
         {
             "tag_webid": pa.array([point.webid] * n, pa.string()),
             "tag_name": pa.array([point.name] * n, pa.string()),
             "timestamp": pa.array(ev.ticks // TICKS_PER_US, pa.timestamp("us", tz="UTC")),
             "sequence": pa.array(ev.seq, pa.int32()),
-            "value": pa.array(ev.value, pa.float64(), mask=~numeric),
+            "value": pa.array(value, pa.float64(), mask=~numeric),
             "value_string": pa.array(text, pa.string()),
             "digital_state": pa.array(state, pa.string()),
             "digital_code": pa.array(code, pa.int32(), mask=~has_code),

@@ -190,6 +190,18 @@ def expected(
     return pa.concat_tables(parts) if parts else truth.recorded_table([], 0, 0)
 
 
+def expected_quarantine(
+    truth: GroundTruth, ranges: Mapping[str, tuple[datetime, datetime]]
+) -> pa.Table:
+    """Truth's malformed values (MOCK_PI_BAD_FRACTION) of each tag in (start, end]."""
+    parts = [
+        truth.quarantine_table([webid], ticks(s) + TICKS_PER_US, ticks(e))
+        for webid, (s, e) in ranges.items()
+        if e > s
+    ]
+    return pa.concat_tables(parts) if parts else truth.quarantine_table([], 0, 0)
+
+
 def frame(table: pa.Table) -> pl.DataFrame:
     return pl.from_arrow(table.select(COMPARED)).sort(KEY)
 
