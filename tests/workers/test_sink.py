@@ -152,6 +152,10 @@ def test_drop_existing_keeps_every_new_late_row_without_a_copy(store: TableStore
     assert sink.drop_existing(late) is late
     again = decoded(("2026-11-27T10:00:00Z", 1.0), ("2026-11-27T10:00:02Z", 3.0))
     assert sink.drop_existing(again).column("value").to_pylist() == [3.0]
+    twice = pa.concat_tables([late, again, late])
+    assert sink.drop_existing(twice).column("value").to_pylist() == [2.0, 3.0]
+    fresh = decoded(("2026-11-27T10:00:01Z", 2.0))
+    assert sink.drop_existing(twice, fresh).column("value").to_pylist() == [3.0]
 
 
 def read_quarantine(store: TableStore) -> list[tuple[object, ...]]:
