@@ -32,6 +32,7 @@ from shard_config.ring import ShardRing
 from workers.af_tables import AF_TABLES
 from workers.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
 from workers.discovery import discover_tags
+from workers.errors import RetriesAbandoned
 from workers.pi_client import PIClient
 from workers.pipeline import SHARDS, MetricsObserver, Pipeline, StaleGeneration, parse_time
 from workers.tables import CHECKPOINTS, TABLES, TableStore
@@ -163,7 +164,7 @@ async def _worker(settings: Settings, mode: str, body: Callable[[Pipeline], obje
         return Readiness(True) if ready["ok"] else Readiness(False, "starting")
 
     async with _metrics_server(metrics, settings.metrics_port, readiness):
-        client = PIClient(settings, MetricsObserver(metrics))
+        client = PIClient(settings, MetricsObserver(metrics), stop=lifecycle.stop_event)
         with lifecycle.signals():
             async with (
                 Pipeline(settings, metrics=metrics, lifecycle=lifecycle, client=client) as pipeline,
@@ -184,6 +185,9 @@ async def _worker(settings: Settings, mode: str, body: Callable[[Pipeline], obje
                     await pipeline.flush()
                 except StaleGeneration as exc:
                     log.info("%s: stopping, %s", mode, exc)
+                except RetriesAbandoned as exc:
+                    log.info("%s: %s; flushing what is complete", mode, exc)
+                    await pipeline.flush()
     if lifecycle.stopping:
         log.info("%s: stopped cleanly (%s)", mode, lifecycle.reason)
     return 0

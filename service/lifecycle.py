@@ -30,6 +30,11 @@ class Lifecycle:
     def stopping(self) -> bool:
         return self._event.is_set()
 
+    @property
+    def stop_event(self) -> asyncio.Event:
+        """Set once a stop is asked; the PI client's retry waits end on it."""
+        return self._event
+
     def stop(self, reason: str) -> None:
         if not self._event.is_set():
             self.reason = reason

@@ -89,6 +89,10 @@ class AuthError(PIWebAPIError):
     """Credentials refused (401/403) or no token could be obtained; never retried blindly."""
 
 
+class RetriesAbandoned(PIError):
+    """The worker is stopping: a request gave up its retries; its batch re-runs on start."""
+
+
 class PIConnectionError(PIError):
     """No usable answer: connection failures, timeouts or cut bodies, retries exhausted.
 

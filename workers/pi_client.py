@@ -14,6 +14,7 @@ raised at once with PI's own error text. POSTs are retried too: the ones pidelta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
@@ -36,6 +37,7 @@ from workers.errors import (
     AuthError,
     PIConnectionError,
     PIWebAPIError,
+    RetriesAbandoned,
     redact_url,
 )
 
@@ -153,8 +155,10 @@ class PIClient:
         observer: ClientObserver | None = None,
         *,
         auth: Authenticator | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
+        self._stop = stop
         self.observer: ClientObserver = observer or NullObserver()
         self.auth: Authenticator = auth or make_authenticator(settings)
         self._base = settings.pi_url.rstrip("/")
@@ -281,10 +285,24 @@ class PIClient:
                 len(failed),
                 delay,
             )
-            await asyncio.sleep(delay)
+            await self._pause(delay)
         return {rid: results[rid] for rid in order if rid in results}
 
     # ------------------------------------------------------------------ internals
+
+    async def _pause(self, seconds: float) -> None:
+        """Back off, but give up at once when the worker is asked to stop.
+
+        A SIGTERM during a PI outage must not wait out every retry: the batch in flight
+        is abandoned (its recorded plan re-runs on start) and what is buffered is flushed.
+        """
+        if self._stop is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        if self._stop.is_set():
+            raise RetriesAbandoned("the worker is stopping: retries abandoned")
 
     def _url(self, path: str, params: Sequence[tuple[str, str]]) -> str:
         if path.startswith(("http://", "https://")):
@@ -359,7 +377,7 @@ class PIClient:
                 attempt,
                 delay,
             )
-            await asyncio.sleep(delay)
+            await self._pause(delay)
 
     async def _attempt(
         self, method: str, url: str, body: bytes | None, endpoint: str, parse: bool

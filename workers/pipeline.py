@@ -47,6 +47,7 @@ from service.settings import Settings
 from shard_config.ring import owned
 from workers.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
 from workers.discovery import TagInfo, discover_tags
+from workers.errors import PIError
 from workers.fetch import Fetcher, FetchStats, to_us
 from workers.pi_client import PIClient
 from workers.plan import (
@@ -308,6 +309,11 @@ class Pipeline:
                 zip(first["tag_webid"].to_list(), first["range_start"].to_list(), strict=True)
             )
 
+    async def _resume(self) -> None:
+        """After a failed poll: commit the complete batches, then re-run the failed one."""
+        await self.flush()
+        await self._recover()
+
     async def _recover(self) -> None:
         """Finish what crashed: advance committed batches, then re-run this app's others.
 
@@ -420,14 +426,27 @@ class Pipeline:
         lag = timedelta(seconds=self.settings.safety_lag)
         next_discovery = time.monotonic() + self.settings.rediscover_interval
         next_poll = time.monotonic()
+        resume = False
         while not self.lifecycle.stopping:
             now = time.monotonic()
             if now >= next_poll:
-                if now >= next_discovery:
-                    await self.discover()
-                    next_discovery = now + self.settings.rediscover_interval
-                await self.catch_up(self.clock() - lag)
                 next_poll = now + self.settings.poll_interval
+                try:
+                    if resume:
+                        await self._resume()
+                        resume = False
+                    if now >= next_discovery:
+                        await self.discover()
+                        next_discovery = now + self.settings.rediscover_interval
+                    await self.catch_up(self.clock() - lag)
+                except PIError as exc:
+                    if self.lifecycle.stopping:
+                        break
+                    self.metrics.errors.labels(kind="pi_unavailable").inc()
+                    log.warning(
+                        "poll failed, retrying in %.0f s: %s", self.settings.poll_interval, exc
+                    )
+                    resume = True
             if self._buffered and self.buffer.should_flush():
                 await self.flush()
             wake = next_poll

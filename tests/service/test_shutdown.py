@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
+from deltalake.exceptions import TableNotFoundError
 
-from tests.conftest import MockServer
+from tests.conftest import ROOT, MockServer
 from tests.e2e.helpers import (
     aligned_past,
     assert_same,
@@ -98,11 +100,6 @@ def test_sigterm_flushes_buffer_and_loses_nothing(
     assert_same(table, expected(truth_for(mock), {w: (start, cp) for w, cp in cps.items()}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PI client retry sleeps ignore the stop flag: the worker retries its 8 attempts, "
-    "then exits 1 without flushing (needs a change in workers/pi_client.py + pipeline.py)",
-)
 def test_sigterm_during_a_pi_outage_still_flushes_and_exits_0(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
@@ -122,6 +119,76 @@ def test_sigterm_during_a_pi_outage_still_flushes_and_exits_0(
         worker.kill9()
     cps = checkpoints(target)
     assert len(cps) == TAGS
+    assert_same(
+        read_table(target), expected(truth_for(mock), {w: (start, cp) for w, cp in cps.items()})
+    )
+
+
+def tag_checkpoints(target: Path) -> dict[str, datetime]:
+    """Checkpoints so far; none before the worker has created its tables."""
+    try:
+        return checkpoints(target)
+    except TableNotFoundError:
+        return {}
+
+
+def restart(mock: MockServer) -> MockServer:
+    """The same mock-pi (same seed, same port) back after an outage."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mock_pi"],
+        cwd=ROOT,
+        env=mock.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return MockServer(proc, mock.port, mock.env)
+
+
+def test_run_outlives_a_pi_outage_and_catches_up_exactly(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    """PI down longer than every retry: `run` keeps polling (no crash loop), then catches up."""
+    mock = mock_pi_factory(tag_count=TAGS, seed=9)
+    target = tmp_path / "lake"
+    start = aligned_past(10)
+    env, port = metrics_port_env(
+        worker_env(
+            mock,
+            target,
+            start=iso(start),
+            poll_interval=1,
+            commit_max_age=1,
+            pi_max_attempts=2,
+            pi_max_retry_seconds=1,
+        )
+    )
+    worker = start_worker("run", env=env, log=tmp_path / "worker.log")
+    back: MockServer | None = None
+    try:
+        assert wait_for(lambda: len(tag_checkpoints(target)) == TAGS, 60), worker.text()[-3000:]
+        mock.stop()
+
+        def outage_errors() -> float:
+            try:
+                return scrape(port).get('pidelta_errors_total{kind="pi_unavailable"}', 0.0)
+            except OSError:
+                return 0.0
+
+        assert wait_for(lambda: outage_errors() >= 3, 60), worker.text()[-3000:]
+        assert worker.alive(), worker.text()[-3000:]
+        back = restart(mock)
+        resumed = datetime.now(UTC)
+        assert wait_for(lambda: min(checkpoints(target).values()) > resumed, 60), worker.text()[
+            -3000:
+        ]
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(timeout=10) == 0, worker.text()[-3000:]
+    finally:
+        worker.kill9()
+        if back is not None:
+            back.stop()
+    assert "poll failed, retrying in 1 s" in worker.text()
+    cps = checkpoints(target)
     assert_same(
         read_table(target), expected(truth_for(mock), {w: (start, cp) for w, cp in cps.items()})
     )
