@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8440
 DEMO_SECONDS ?= 0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv dev test lint bench demo clean
+.PHONY: venv dev tools test lint bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +18,21 @@ venv: $(BIN)/python
 dev: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 
+# Real servers the suite runs on loopback: Prometheus/promtool (Debian's prometheus
+# package) and Azurite (npm, kept in .tools/). Installed only when missing.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "installing Debian's prometheus package (promtool, prometheus)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	@test -x .tools/node_modules/.bin/azurite-blob || \
+		npm install --no-audit --no-fund --silent --prefix .tools azurite
+
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: dev lint
+test: dev tools lint
 	$(BIN)/pytest -q
 
 bench: venv
