@@ -21,7 +21,6 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from service.commands_af import AfMetricsObserver, run_schedules, sync_once
 from service.commands_maintain import run_with_maintenance
 from service.errors import ConfigError
 from service.lifecycle import Lifecycle
@@ -49,6 +48,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     the time series.
     """
 
+    from service.commands_af import run_schedules  # AF code only where it runs
+
     async def body(pipeline: Pipeline) -> None:
         schedules = asyncio.create_task(
             run_schedules(settings, pipeline.client, pipeline.lifecycle, pipeline.metrics)
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def once(args: argparse.Namespace, settings: Settings) -> int:
     """Catch this shard up to now minus the safety lag, then exit 0."""
+    from service.commands_af import AfMetricsObserver, sync_once  # AF code only where it runs
+
     lag = timedelta(seconds=settings.safety_lag)
 
     async def body(pipeline: Pipeline) -> None:
