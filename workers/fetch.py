@@ -23,7 +23,16 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from workers.decode import DecodeError, SequenceStart, TagLike, decode_streamset, parse_body
+from workers.decode import (
+    DecodeError,
+    NeedsRawValues,
+    SequenceStart,
+    TagLike,
+    TimedValue,
+    decode_streamset,
+    parse_body,
+    parse_typed,
+)
 
 RECORDED_PATH = "/streamsets/recorded"
 ENDPOINT = "streamsets/recorded"
@@ -219,10 +228,16 @@ def parse_time_us(text: str) -> int:
 
 def _timestamp_us(item: Any) -> int | None:
     """The microsecond timestamp of one raw TimedValue, None when it has none that parses."""
-    if type(item) is not dict or type(item.get("Timestamp")) is not str:
+    if type(item) is TimedValue:
+        stamp = item.Timestamp
+    elif type(item) is dict:
+        stamp = item.get("Timestamp")
+    else:
+        return None
+    if type(stamp) is not str:
         return None
     try:
-        return parse_time_us(item["Timestamp"])
+        return parse_time_us(stamp)
     except ValueError:
         return None
 
@@ -396,15 +411,28 @@ class Fetcher:
     def _absorb(
         self, call: Call, body: bytes, result: FetchResult, counts: dict[str, int]
     ) -> list[Span]:
+        """The body read into typed values (`parse_typed`), or into dicts when it is not
+        well formed or holds a value to quarantine (exact raw text and reasons)."""
+        doc = parse_typed(body)
+        if doc is not None:
+            try:
+                return self._absorb_doc(call, doc, len(body), result, counts)
+            except NeedsRawValues:
+                pass
+        return self._absorb_doc(call, parse_body(body, ENDPOINT), len(body), result, counts)
+
+    def _absorb_doc(
+        self, call: Call, doc: Any, size: int, result: FetchResult, counts: dict[str, int]
+    ) -> list[Span]:
         """Page bookkeeping on the parsed body, then the decoder on what is new.
 
         Streams that were not asked for are dropped; a stream that was asked for and is
         missing makes the body unusable (DecodeError, so the call is sent again): treating
-        it as empty would move its checkpoint past values never read.
+        it as empty would move its checkpoint past values never read. `result` is only
+        touched once the decoder has succeeded (NeedsRawValues reads the body again).
         """
-        doc = parse_body(body, ENDPOINT)
         if not isinstance(doc, dict) or not isinstance(doc.get("Items"), list):
-            raise DecodeError("no Items list", source=ENDPOINT, size=len(body))
+            raise DecodeError("no Items list", source=ENDPOINT, size=size)
         by_webid = {s.webid: s for s in call.spans}
         kept: list[tuple[Span, dict[str, Any], list[Any]]] = []
         for stream in doc["Items"]:
@@ -421,6 +449,7 @@ class Fetcher:
             raise DecodeError(f"{len(by_webid)} streams missing ({missing})", source=ENDPOINT)
         continues: dict[str, tuple[int, int]] = {}
         following: list[Span] = []
+        redelivered = stream_errors = 0
         got: dict[str, int] = {}
         for span, stream, items in kept:
             error = stream.get("WebException")
@@ -430,7 +459,7 @@ class Fetcher:
                     # Trouble on the server's side: reading this stream again may succeed;
                     # taking it as empty would move its checkpoint past unread values.
                     raise DecodeError(f"{span.webid}: {error}", source=ENDPOINT)
-                result.stats.stream_errors += 1  # e.g. 404: the point was deleted
+                stream_errors += 1  # e.g. 404: the point was deleted
             page = page_of(items) if len(items) >= call.max_count else None
             if page is not None:
                 nxt = continuation(span, page, call.max_count, self.max_items)
@@ -438,7 +467,7 @@ class Fetcher:
                     following.append(nxt)
                     if (nxt.start, nxt.skip) == (span.start, span.skip):
                         # Stuck at one timestamp: the larger page asked for brings it all.
-                        result.stats.redelivered += len(items)
+                        redelivered += len(items)
                         stream["Items"] = items = []
             drop = leading_at(items, span.start)
             if span.skip is not None:
@@ -446,13 +475,15 @@ class Fetcher:
                 if span.skip:
                     continues[span.webid] = (span.start, span.skip)
             if drop:
-                result.stats.redelivered += drop if span.skip is not None else 0
+                redelivered += drop if span.skip is not None else 0
                 stream["Items"] = items = items[drop:]
             got[span.webid] = len(items)
         doc["Items"] = [stream for _, stream, _ in kept]
         decoded = decode_streamset(
             doc, self.tags, source=ENDPOINT, continues=_sequence_starts(continues)
         )
+        result.stats.redelivered += redelivered
+        result.stats.stream_errors += stream_errors
         for webid, n in got.items():
             counts[webid] = counts.get(webid, 0) + n
         result.stats.values += decoded.rows.num_rows

@@ -290,11 +290,6 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory) -> BadRun:
     return BadRun(mock, target, start, metric, injected, code)
 
 
-# Rows the decoder kept for values served without a `Value` field: no value column at all,
-# not even `is_system_state` (see the xfail test).
-STORED_WITHOUT_VALUE = pl.col("is_system_state").is_null()
-
-
 def without_units(raw: str) -> str:
     """A raw TimedValue without `UnitsAbbreviation`: pidelta does not select it per value."""
     item = orjson.loads(raw)
@@ -320,11 +315,9 @@ def test_mock_bad_values_are_stored_or_quarantined_exactly(bad_run: BadRun) -> N
     assert int(np.isneginf(values).sum()) > 0
     assert int(np.isnan(values).sum()) > want["value"].null_count
     rows = pl.from_arrow(read_table(bad_run.target))
-    assert_same(rows.filter(~STORED_WITHOUT_VALUE).to_arrow(), want)
+    assert_same(rows.to_arrow(), want)
 
-    bad = pl.from_arrow(expected_quarantine(truth, ranges)).filter(
-        pl.col("bad_kind") != ser.BAD_MISSING_VALUE
-    )
+    bad = pl.from_arrow(expected_quarantine(truth, ranges))
     assert set(bad["reason"]) == {
         "wrong_value_type",
         "bad_digital_state",
@@ -338,11 +331,6 @@ def test_mock_bad_values_are_stored_or_quarantined_exactly(bad_run: BadRun) -> N
     assert bad_run.quarantined_metric == dict(Counter(bad["reason"].to_list()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workers/decode.py stores a value without a Value field (and without Errors) as "
-    "a row of nulls instead of quarantining it as wrong_value_type",
-)
 def test_a_value_without_value_field_is_quarantined(bad_run: BadRun) -> None:
     truth = truth_for(bad_run.mock)
     missing = pl.from_arrow(expected_quarantine(truth, bad_run.ranges())).filter(
@@ -350,7 +338,7 @@ def test_a_value_without_value_field_is_quarantined(bad_run: BadRun) -> None:
     )
     assert missing.height > 0
     rows = pl.from_arrow(read_table(bad_run.target))
-    assert rows.filter(STORED_WITHOUT_VALUE).height == 0
+    assert rows.filter(pl.col("is_system_state").is_null()).height == 0
     got = pl.from_arrow(read_table(bad_run.target, "_pidelta_quarantine"))
     held = comparable(got).join(comparable(missing), on=["tag_webid", "raw"], how="semi")
     assert held.height == missing.height

@@ -349,7 +349,6 @@ def test_mixed_streams_quarantine_only_the_odd_values() -> None:
         ("WF", None, None, "I/O Timeout", 246, True),
         ("WF", float(big), None, None, None, False),
         ("WF", None, None, None, None, None),
-        ("WF", None, None, None, None, None),
         ("WF", 2.0, None, None, None, False),
         ("WS", None, "a", None, None, False),
         ("WS", None, None, "Shutdown", 254, True),
@@ -362,6 +361,7 @@ def test_mixed_streams_quarantine_only_the_odd_values() -> None:
         ("WF", REASON_BAD_DIGITAL_STATE),
         ("WF", REASON_WRONG_VALUE_TYPE),
         ("WF", REASON_WRONG_VALUE_TYPE),
+        ("WF", REASON_WRONG_VALUE_TYPE),  # no Value field and no Errors
         ("WS", REASON_WRONG_VALUE_TYPE),
         ("WD", REASON_WRONG_VALUE_TYPE),
         ("WD", REASON_WRONG_VALUE_TYPE),
