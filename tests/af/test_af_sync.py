@@ -188,7 +188,7 @@ async def test_tables_equal_the_af_model_and_follow_a_version_bump(
 
     # pi_timeseries.tag_webid joins pi_af_attributes.point_webid joins pi_af_hierarchy.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIDELTA_")}
-    env.update(PIDELTA_PI_URL=server.url, PIDELTA_TARGET=target, PIDELTA_START="*-10m",
+    env.update(PIDELTA_PI_URL=server.url, PIDELTA_TARGET=target, PIDELTA_START="*-2h",
                PIDELTA_METRICS_PORT="0")  # fmt: skip
     once = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "service", "once"], cwd=ROOT, env=env,

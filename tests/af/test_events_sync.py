@@ -227,7 +227,7 @@ def test_kill_9_during_sync_then_restart_leaves_no_duplicate_and_no_gap(
     killed = 0
     for _ in range(6):
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 1.0) * whole)
+        time.sleep(rng.uniform(0.2, 0.7) * whole)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
