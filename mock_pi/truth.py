@@ -164,8 +164,7 @@ class GroundTruth:
         end: Instant,
         at: float | None = None,
     ) -> pa.Table:
-        tables = [table(*self.events(p, start, end, at)) for p in points]
-        return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+        return self._per_point(table, SCHEMA, points, start, end, at)
 
     def quarantine_table(
         self,
@@ -174,8 +173,19 @@ class GroundTruth:
         end: Instant,
         at: float | None = None,
     ) -> pa.Table:
-        tables = [quarantined(*self.events(p, start, end, at)) for p in points]
-        return pa.concat_tables(tables) if tables else QUARANTINE_SCHEMA.empty_table()
+        return self._per_point(quarantined, QUARANTINE_SCHEMA, points, start, end, at)
+
+    def _per_point(
+        self,
+        build: Callable[..., pa.Table],
+        schema: pa.Schema,
+        points: Sequence[str | cat.Point],
+        start: Instant,
+        end: Instant,
+        at: float | None,
+    ) -> pa.Table:
+        tables = [build(*self.events(p, start, end, at)) for p in points]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def arrivals(self, ref: str | cat.Point, after_ticks: int, upto_ticks: int) -> list[dict]:
         s = self.state.series(self.point(ref))
