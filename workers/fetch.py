@@ -166,11 +166,14 @@ def _call(
 
 @dataclass(frozen=True, slots=True)
 class StreamPage:
-    """What one page said about one stream: item count, last timestamp, items at it."""
+    """What one page said about one stream: item count, last timestamp, items at it, and
+    how many items to keep (those after the last timestamp that parses come again on the
+    next page)."""
 
     items: int
     last: int
     at_last: int
+    kept: int
 
 
 def continuation(span: Span, page: StreamPage, max_count: int, max_items: int) -> Span | None:
@@ -243,27 +246,40 @@ def _timestamp_us(item: Any) -> int | None:
 
 
 def page_of(items: list[Any]) -> StreamPage | None:
-    """Count, last timestamp and values at it for one stream's page (None: no timestamps)."""
+    """Count, last timestamp and values at it for one stream's page (None: no timestamps).
+
+    Values without a timestamp that parses are not counted: the decoder gives them no
+    sequence number, and `leading_at` steps over them.
+    """
     for pos in range(len(items) - 1, -1, -1):
         last = _timestamp_us(items[pos])
         if last is not None:
-            at_last = 1
-            for earlier in range(pos - 1, -1, -1):
-                if _timestamp_us(items[earlier]) != last:
+            at_last = 0
+            for item in reversed(items[: pos + 1]):
+                t = _timestamp_us(item)
+                if t is not None and t != last:
                     break
-                at_last += 1
-            return StreamPage(len(items), last, at_last)
+                at_last += t is not None
+            return StreamPage(len(items), last, at_last, pos + 1)
     return None
 
 
-def leading_at(items: list[Any], start: int) -> int:
-    """How many values at the front of a page carry the timestamp `start`."""
-    n = 0
-    for item in items:
-        if _timestamp_us(item) != start:
+def leading_at(items: list[Any], start: int, limit: int | None = None) -> int:
+    """How many items at the front of a page to drop: the values at `start` (at most
+    `limit` of them) and those without a timestamp that parses among them, which PI's
+    order puts at `start` too. One after the last value dropped may be later: it stays."""
+    seen = drop = 0
+    for pos, item in enumerate(items):
+        if limit is not None and seen >= limit:
             break
-        n += 1
-    return n
+        t = _timestamp_us(item)
+        if t is None:
+            continue
+        if t != start:
+            break
+        seen += 1
+        drop = pos + 1
+    return drop
 
 
 @dataclass
@@ -460,8 +476,10 @@ class Fetcher:
                     # taking it as empty would move its checkpoint past unread values.
                     raise DecodeError(f"{span.webid}: {error}", source=ENDPOINT)
                 stream_errors += 1  # e.g. 404: the point was deleted
-            page = page_of(items) if len(items) >= call.max_count else None
-            if page is not None:
+            if len(items) >= call.max_count:
+                # A full page with no timestamp to continue from has made no progress.
+                n = len(items)
+                page = page_of(items) or StreamPage(n, span.start, n, n)
                 nxt = continuation(span, page, call.max_count, self.max_items)
                 if nxt is not None:
                     following.append(nxt)
@@ -469,11 +487,12 @@ class Fetcher:
                         # Stuck at one timestamp: the larger page asked for brings it all.
                         redelivered += len(items)
                         stream["Items"] = items = []
-            drop = leading_at(items, span.start)
-            if span.skip is not None:
-                drop = min(drop, span.skip)
-                if span.skip:
-                    continues[span.webid] = (span.start, span.skip)
+                    elif page.kept < n:
+                        redelivered += n - page.kept
+                        stream["Items"] = items = items[: page.kept]
+            drop = leading_at(items, span.start, span.skip)
+            if span.skip:
+                continues[span.webid] = (span.start, span.skip)
             if drop:
                 redelivered += drop if span.skip is not None else 0
                 stream["Items"] = items = items[drop:]

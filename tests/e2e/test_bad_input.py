@@ -16,6 +16,7 @@ import asyncio
 import math
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,8 @@ from tests.e2e.helpers import (
     expected_quarantine,
     iso,
     metrics_port_env,
+    ok,
+    pidelta,
     read_table,
     scrape,
     start_worker,
@@ -346,3 +349,27 @@ def test_a_value_without_value_field_is_quarantined(bad_run: BadRun) -> None:
     held = comparable(got).join(comparable(missing), on=["tag_webid", "raw"], how="semi")
     assert held.height == missing.height
     assert set(held["reason"]) == {"wrong_value_type"}
+
+
+def test_bad_values_at_page_boundaries_are_quarantined_once(
+    tmp_path: Path, mock_pi_factory: Callable[..., MockServer]
+) -> None:
+    """Pages of 7 values against a mock where 30% are malformed: many pages end on (or
+    continue after) a value whose timestamp does not parse. Each good value lands once,
+    each bad one is quarantined once."""
+    mock = mock_pi_factory(tag_count=12, seed=7, rate_limit=0, bad_fraction=0.3)
+    target = tmp_path / "lake"
+    start = aligned_past(90)
+    end = start + timedelta(minutes=20)
+    env = worker_env(mock, target, pi_page_size=7, pi_max_items_per_call=150_000)
+    ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
+    truth = truth_for(mock)
+    prefix = "pidelta-bf-"
+    ranges = {w: (start, cp) for w, cp in checkpoints(target, prefix).items()}
+    assert len(ranges) == 12 and set(ranges.values()) == {(start, end)}
+    assert_same(read_table(target), expected(truth, ranges))
+    want = comparable(pl.from_arrow(expected_quarantine(truth, ranges)))
+    got = comparable(pl.from_arrow(read_table(target, "_pidelta_quarantine")))
+    key = ["tag_webid", "reason", "raw"]
+    assert want.height > 100
+    assert got.sort(key).equals(want.sort(key))

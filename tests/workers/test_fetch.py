@@ -82,27 +82,40 @@ def _item(us: int) -> dict[str, object]:
 
 def test_page_summary_counts_values_at_the_last_timestamp() -> None:
     items = [_item(T0), _item(T0 + 1), _item(T0 + 2), _item(T0 + 2)]
-    assert page_of(items) == StreamPage(4, T0 + 2, 2)
+    assert page_of(items) == StreamPage(4, T0 + 2, 2, 4)
     assert leading_at(items, T0) == 1
     assert leading_at(items, T0 - 1) == 0
     assert page_of([{"Value": 1}]) is None
 
 
+def test_values_without_a_timestamp_are_stepped_over() -> None:
+    """Only values whose timestamp parses are counted at T (the decoder numbers those);
+    a page is cut after its last one (the continuation brings the rest again), and the
+    front of a continuation drops the broken values among the ones it skips."""
+    broken = {"Timestamp": "yesterday", "Value": 1.0}
+    items = [broken, _item(T0 + 2), 42, _item(T0 + 2), broken, {"Value": 2}]
+    assert page_of(items) == StreamPage(6, T0 + 2, 2, 4)
+    assert leading_at(items, T0 + 2) == 4
+    assert leading_at(items, T0 + 2, 1) == 2
+    assert leading_at(items, T0 + 2, 0) == 0
+    assert leading_at(items, T0) == 0
+
+
 def test_short_page_is_complete_and_full_page_continues_from_last_timestamp() -> None:
     span = Span("A", T0, T0 + 100)
-    assert continuation(span, StreamPage(9, T0 + 50, 1), 10, 1000) is None
-    nxt = continuation(span, StreamPage(10, T0 + 50, 3), 10, 1000)
+    assert continuation(span, StreamPage(9, T0 + 50, 1, 9), 10, 1000) is None
+    nxt = continuation(span, StreamPage(10, T0 + 50, 3, 10), 10, 1000)
     assert nxt is not None
     assert (nxt.start, nxt.end, nxt.skip) == (T0 + 50, T0 + 100, 3)
 
 
 def test_page_stuck_at_one_timestamp_asks_for_more_then_gives_up() -> None:
     span = Span("A", T0, T0 + 100, skip=10)
-    nxt = continuation(span, StreamPage(10, T0, 10), 10, 1000)
+    nxt = continuation(span, StreamPage(10, T0, 10, 10), 10, 1000)
     assert nxt is not None
     assert (nxt.start, nxt.skip, nxt.min_count) == (T0, 10, 20)
     with pytest.raises(FetchError):
-        continuation(span, StreamPage(1000, T0, 1000), 1000, 1000)
+        continuation(span, StreamPage(1000, T0, 1000, 1000), 1000, 1000)
 
 
 class _Client:
@@ -163,3 +176,26 @@ async def test_full_pages_continue_and_sequence_counts_across_pages() -> None:
     assert rows.column("sequence").to_pylist() == [0, 0, 1, 2, 0]
     assert result.stats.redelivered == 3 + 2  # the stuck page, then two at T0+2
     assert result.stats.continued == 2
+
+
+async def test_a_broken_value_ending_a_full_page_is_read_once() -> None:
+    """PI continues from the last timestamp that parses: the broken value after it comes
+    again on the next page and is quarantined once, as is one inside a run at T."""
+    broken = {"Timestamp": "noon", "Value": 1.0}
+    inner = {"Timestamp": "night", "Value": 2.0}
+    page1 = _body(("A", [_item(T0 + 1), _item(T0 + 2), inner, _item(T0 + 2), broken]))
+    page2 = _body(("A", [_item(T0 + 2), inner, _item(T0 + 2), broken, _item(T0 + 3)]))
+    page3 = _body(("A", [_item(T0 + 3)]))
+    client = _Client(page1, page2, page3)
+    fetcher = _fetcher(client, [])
+    fetcher.page_size = 5
+    result = await fetcher.fetch([("A", T0, T0 + 10)])
+    rows = pa.concat_tables(result.rows)
+    stamps = [round(t.timestamp() * 1e6) - T0 for t in rows.column("timestamp").to_pylist()]
+    assert stamps == [1, 2, 2, 3]
+    assert rows.column("sequence").to_pylist() == [0, 0, 1, 0]
+    raws = pa.concat_tables(result.quarantine).column("raw").to_pylist()
+    assert sorted(raws) == sorted(
+        ['{"Timestamp":"night","Value":2.0}', '{"Timestamp":"noon","Value":1.0}']
+    )
+    assert result.stats.redelivered == 1 + 3 + 1
