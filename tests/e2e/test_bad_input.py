@@ -364,9 +364,9 @@ def test_bad_values_at_page_boundaries_are_quarantined_once(
     env = worker_env(mock, target, pi_page_size=7, pi_max_items_per_call=150_000)
     ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
     truth = truth_for(mock)
-    prefix = "pidelta-bf-"
-    ranges = {w: (start, cp) for w, cp in checkpoints(target, prefix).items()}
-    assert len(ranges) == 12 and set(ranges.values()) == {(start, end)}
+    ranges = {w: (start, cp) for w, cp in checkpoints(target, "pidelta-bf-").items()}
+    assert len(ranges) == 12
+    assert set(ranges.values()) == {(start, end)}
     assert_same(read_table(target), expected(truth, ranges))
     want = comparable(pl.from_arrow(expected_quarantine(truth, ranges)))
     got = comparable(pl.from_arrow(read_table(target, "_pidelta_quarantine")))
