@@ -13,7 +13,7 @@ tag that moves to another shard resumes where it stopped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import polars as pl
@@ -170,6 +170,51 @@ class CheckpointStore:
                 if batch.batch_id <= data and self.advance(app_id, batch.batch_id, batch.ranges):
                     recovered.append(batch)
         return recovered
+
+    def overlapping(
+        self,
+        spans: Mapping[str, tuple[datetime, datetime]],
+        exclude: Collection[tuple[str, int]],
+    ) -> set[str]:
+        """Tags whose span (lo, hi] meets a range of a planned batch not in `exclude` (any
+        app id, committed or not): their data may be in pi_timeseries already.
+
+        A backfill into times nobody else has read then needs no anti-join against the
+        table; the plans are a thousandth of the data, so asking them is cheap.
+        """
+        if not spans:
+            return set()
+        lo = pa.scalar(min(s for s, _ in spans.values()), UTC_US)
+        hi = pa.scalar(max(e for _, e in spans.values()), UTC_US)
+        where = (
+            (ds.field("range_end") > lo)
+            & (ds.field("range_start") < hi)
+            & ds.field("tag_webid").isin(list(spans))
+        )
+        columns = ["app_id", "batch_id", "tag_webid", "range_start", "range_end"]
+        dataset = self.sink.table(BATCHES).to_pyarrow_dataset()
+        found = pl.from_arrow(dataset.to_table(columns=columns, filter=where))
+        if found.is_empty():
+            return set()
+        wanted = pl.from_arrow(
+            pa.table(
+                {
+                    "tag_webid": list(spans),
+                    "lo": pa.array([s for s, _ in spans.values()], UTC_US),
+                    "hi": pa.array([e for _, e in spans.values()], UTC_US),
+                }
+            )
+        )
+        mine = pl.DataFrame(
+            {"app_id": [a for a, _ in exclude], "batch_id": [b for _, b in exclude]},
+            schema={"app_id": pl.String, "batch_id": pl.Int64},
+        )
+        hits = (
+            found.join(wanted, on="tag_webid")
+            .filter((pl.col("range_end") > pl.col("lo")) & (pl.col("range_start") < pl.col("hi")))
+            .join(mine, on=["app_id", "batch_id"], how="anti")
+        )
+        return set(hits["tag_webid"].unique().to_list())
 
     def compact(self, app_id: str, keep_batches: int = 10) -> bool:
         """Bound the state tables: keep the latest checkpoint per tag of `app_id`, and its

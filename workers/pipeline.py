@@ -5,15 +5,17 @@ the exactly-once protocol of docs/DESIGN.md: a batch's plan is recorded before i
 its rows are appended with `Transaction(app_id, batch_id)` (skipped when the table already
 holds that batch), then the checkpoints advance. Consecutive batches of one app id are
 buffered (rows, bytes, age: `commit_max_*`) and committed together under the highest batch
-id, which the sink counts as committing every lower one; then each batch advances in order.
+id, which the sink counts as committing every lower one; then one checkpoint write advances
+them all. A commit runs in a thread while the next batches fetch (one in flight at most).
 On start, batches whose data is in but whose checkpoints are not are advanced (this
 worker's own app ids, and those of older shard generations, whose workers have stopped),
 and this worker's other planned batches are re-run as planned.
 
 Rows that may already be in the table go through the sink's anti-join on the key instead
 of being appended blindly: late look-back rows always; backfill rows and the first range of
-a tag with no live checkpoint only when a file's timestamp statistics meet them (a backfill
-or an earlier run may have loaded them; usually nothing is there, and the join is skipped).
+a tag with no live checkpoint only when another planned batch of any app id covered the
+same tag and times (`CheckpointStore.overlapping`): a backfill into times nobody has read
+skips the join, however full the table already is.
 
 Resharding: `_pidelta_shards` holds generations (shard count, announced when). A worker
 whose shard count differs from the latest generation announces a new one; workers of an
@@ -221,6 +223,7 @@ class Pipeline:
         self._unsure: list[pa.Table] = []  # backfill and first ranges: rarely in the table
         self._guarded_rows = 0
         self._quarantine: list[pa.Table] = []
+        self._landing: tuple[list[PlannedBatch], asyncio.Future[int]] | None = None
         self._oldest_buffered: float | None = None
         self._last_lookback = float("-inf")
         self.batches_done = 0
@@ -449,6 +452,7 @@ class Pipeline:
                     resume = True
             if self._buffered and self.buffer.should_flush():
                 await self.flush()
+            await self._land()  # a commit a catch-up left in flight: checkpoints now
             wake = next_poll
             if self._buffered:
                 wake = min(wake, time.monotonic() + self.settings.commit_max_age - self.buffer.age)
@@ -487,7 +491,7 @@ class Pipeline:
     ) -> None:
         assert self.checkpoints is not None
         if self.buffer.rows + self._guarded_rows + expected > self.settings.commit_max_rows:
-            await self.flush()  # commit first rather than hold two batches' rows
+            await self._start_commit()  # commit first rather than hold two batches' rows
         batch_id = await asyncio.to_thread(self.checkpoints.next_batch_id, app_id)
         for r in ranges:
             if r.kind == LIVE and r.webid not in cps:
@@ -552,26 +556,41 @@ class Pipeline:
             result.stats.calls,
         )
         if self.buffer.should_flush() or self._guarded_rows >= self.settings.commit_max_rows:
-            await self.flush()
+            await self._start_commit()
 
     async def flush(self) -> int:
-        """Steps 3-4 for every buffered batch: one idempotent commit, then the checkpoints."""
-        assert self.checkpoints is not None
+        """Steps 3-4 for every buffered batch, and wait until they are done."""
+        await self._start_commit()
+        return await self._land()
+
+    async def _start_commit(self) -> None:
+        """Step 3 for every buffered batch, in a thread: one idempotent commit with the
+        highest batch id as the app transaction version. The next batches fetch while it
+        writes; `_land` then advances the checkpoints (step 4).
+
+        Only the commit thread touches pi_timeseries and the quarantine until `_land`,
+        which comes first in here, so a DeltaTable object is never used by two threads.
+        """
+        await self._land()
         if not self._buffered:
-            return 0
+            return
         batches = self._buffered
         app_id, last_id = batches[0].app_id, batches[-1].batch_id
         fresh = self.buffer.drain(PI_TIMESERIES_SCHEMA)
         unsure = pa.concat_tables(self._unsure) if self._unsure else None
         if unsure is not None and unsure.num_rows:
-            if await asyncio.to_thread(self._table_may_hold, unsure):
-                self._guarded.append(unsure)
-            else:
-                fresh = pa.concat_tables([fresh, unsure])
+            loaded = await asyncio.to_thread(self._possibly_loaded, unsure, batches)
+            if loaded:
+                held = pc.is_in(
+                    unsure.column("tag_webid"), value_set=pa.array(sorted(loaded), pa.string())
+                )
+                self._guarded.append(unsure.filter(held))
+                unsure = unsure.filter(pc.invert(held))
+            fresh = pa.concat_tables([fresh, unsure])
         guarded = pa.concat_tables(self._guarded) if self._guarded else None
         quarantine = pa.concat_tables(self._quarantine) if self._quarantine else None
         await asyncio.to_thread(self.check_generation)
-        written = await asyncio.to_thread(
+        commit = asyncio.to_thread(
             self.sink.commit_timeseries,
             fresh,
             app_id,
@@ -579,16 +598,27 @@ class Pipeline:
             late=guarded,
             quarantine=quarantine,
         )
-        for batch in batches:
-            await asyncio.to_thread(
-                self.checkpoints.advance, app_id, batch.batch_id, list(batch.ranges)
-            )
+        self._landing = (batches, asyncio.ensure_future(commit))
         self._buffered, self._guarded, self._unsure, self._quarantine = [], [], [], []
         self._guarded_rows = 0
-        self._buffered_ends.clear()
         self._oldest_buffered = None
         self.metrics.buffered_rows.labels(shard=self.shard).set(0)
         self.metrics.oldest_unprocessed.labels(shard=self.shard).set(0)
+
+    async def _land(self) -> int:
+        """Wait for the commit in flight, then step 4: one checkpoint write covering all
+        its batches (the highest id marks the lower ones done). Returns the rows written."""
+        if self._landing is None:
+            return 0
+        assert self.checkpoints is not None
+        batches, commit = self._landing
+        self._landing = None
+        written = await commit
+        app_id, last_id = batches[0].app_id, batches[-1].batch_id
+        ranges = [r for batch in batches for r in batch.ranges]
+        await asyncio.to_thread(self.checkpoints.advance, app_id, last_id, ranges)
+        if not self._buffered:
+            self._buffered_ends.clear()
         self.batches_done += len(batches)
         self.rows_written += written
         log.debug("committed batches up to %d of %s: %d rows", last_id, app_id, written)
@@ -616,6 +646,22 @@ class Pipeline:
             guard = e if r.kind == LATE or r.webid in whole else s
             boundary[r.webid] = max(guard, boundary.get(r.webid, guard))
         return [(w, lo[w], hi[w]) for w in lo], boundary, sorted(whole)
+
+    def _possibly_loaded(self, rows: pa.Table, batches: Sequence[PlannedBatch]) -> set[str]:
+        """Tags of `rows` whose times another batch (any app id) may have loaded: only
+        those are anti-joined against the table. File statistics answer first when no file
+        meets these times at all."""
+        assert self.checkpoints is not None
+        if not self._table_may_hold(rows):
+            return set()
+        tags = set(pc.unique(rows.column("tag_webid")).to_pylist())
+        spans: dict[str, tuple[datetime, datetime]] = {}
+        for batch in batches:
+            for r in batch.ranges:
+                if r.webid in tags:
+                    lo, hi = spans.get(r.webid, (r.start, r.end))
+                    spans[r.webid] = (min(lo, r.start), max(hi, r.end))
+        return self.checkpoints.overlapping(spans, {(b.app_id, b.batch_id) for b in batches})
 
     def _table_may_hold(self, rows: pa.Table) -> bool:
         """Whether a pi_timeseries file's time range meets these rows' (file stats only).
