@@ -21,7 +21,7 @@ from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from service.settings import Settings
-from workers.tables import TableStore
+from workers.tables import TABLES, TableStore
 
 log = logging.getLogger("pidelta.maintenance")
 
@@ -115,8 +115,10 @@ class Maintainer:
     def _compact(self, table: DeltaTable, report: TableReport) -> None:
         for attempt in range(1, COMPACT_ATTEMPTS + 1):
             try:
+                spec = TABLES.get(report.table)
                 metrics = table.optimize.compact(
                     target_size=self.target_size,
+                    writer_properties=spec.writer if spec is not None else None,
                     commit_properties=CommitProperties(
                         custom_metadata={"pidelta.operation": "maintain"},
                         max_commit_retries=self.max_commit_retries,

@@ -117,6 +117,7 @@ class DeltaSink:
                 mode="append",
                 partition_by=list(spec.partition_by) or None,
                 storage_options=self.store.options(name),
+                writer_properties=spec.writer,
                 commit_properties=CommitProperties(
                     custom_metadata=metadata,
                     max_commit_retries=self.max_commit_retries,
@@ -153,6 +154,7 @@ class DeltaSink:
                 predicate=predicate,
                 partition_by=list(spec.partition_by) or None,
                 storage_options=self.store.options(name),
+                writer_properties=spec.writer,
                 commit_properties=CommitProperties(
                     custom_metadata={"pidelta.operation": "compact"}, max_commit_retries=0
                 ),

@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
@@ -109,6 +110,11 @@ def test_partitions_and_exact_schema(store: TableStore) -> None:
     history = table.history(1)[0]
     assert history["pidelta.app_id"] == "app"
     assert history["pidelta.batch_id"] == "1"
+    meta = pq.ParquetFile(table.file_uris()[0]).metadata.row_group(0)
+    chunks = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert {c.compression for c in chunks.values()} == {"ZSTD"}
+    assert chunks["value"].dictionary_page_offset is None
+    assert chunks["tag_webid"].dictionary_page_offset is not None
 
 
 def test_empty_batch_writes_nothing(store: TableStore) -> None:
