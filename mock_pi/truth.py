@@ -50,7 +50,7 @@ from mock_pi.render import timed_value
 from mock_pi.series import SYSTEM_TABLE, TICKS_PER_US, Events, Series
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
-from mock_pi.timeparse import parse_pi_ticks
+from workers.pitime import parse_pi_ticks
 
 Instant = str | datetime | int
 

@@ -42,7 +42,6 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable, write_deltalake
 
-from mock_pi.timeparse import TICKS_PER_SECOND, parse_pi_ticks
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 from service.settings import Settings
@@ -52,6 +51,7 @@ from workers.discovery import TagInfo, discover_tags
 from workers.errors import PIError
 from workers.fetch import Fetcher, FetchStats, to_us
 from workers.pi_client import PIClient
+from workers.pitime import TICKS_PER_SECOND, parse_pi_ticks
 from workers.plan import (
     BACKFILL,
     LATE,

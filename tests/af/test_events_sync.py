@@ -18,7 +18,6 @@ from deltalake import DeltaTable
 
 from mock_pi.af import AfModel
 from mock_pi.eventframes import EventFrameModel, Frame
-from mock_pi.timeparse import parse_pi_time
 from service.commands_af import run_schedules
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
@@ -28,6 +27,7 @@ from workers.af_sync import iso_us
 from workers.af_tables import META_WATERMARK, PI_AF_HIERARCHY, PI_EVENT_FRAMES
 from workers.events_sync import sync_events, value_text, windows
 from workers.pi_client import PIClient
+from workers.pitime import parse_pi_time
 
 SEED = 42
 TAGS = 100

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from mock_pi.catalog import Catalog, Point
-from mock_pi.timeparse import format_ticks, parse_pi_ticks
 from tests.conftest import MockServer
 from tests.mock_pi import get, get_raw, iso, truth_for, url
 from tests.spec import validate_response
+from workers.pitime import format_ticks, parse_pi_ticks
 
 CATALOG = Catalog(42, 1000)
 # One point of each instrument kind: analog Float32/Float64/Int32, digital, string.
