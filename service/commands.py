@@ -73,6 +73,7 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
     async def body(pipeline: Pipeline) -> None:
         await pipeline.catch_up(datetime.now(UTC) - lag)
         await pipeline.flush()
+        await pipeline.compact_state()
         observer = AfMetricsObserver(pipeline.metrics, pipeline.shard)
         await sync_once(settings, pipeline.client, observer)
         log.info("once: %s", _summary(pipeline))

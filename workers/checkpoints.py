@@ -217,12 +217,16 @@ class CheckpointStore:
         return set(hits["tag_webid"].unique().to_list())
 
     def compact(self, app_id: str, keep_batches: int = 10) -> bool:
-        """Bound the state tables: keep the latest checkpoint per tag of `app_id`, and its
-        plans that are pending or among the last `keep_batches` done.
+        """Bound the state tables: keep the latest checkpoint per tag of `app_id`, its plans
+        that are pending or among the last `keep_batches` done, and one summary row per tag
+        and kind (earliest start, latest end) for the older ones.
 
-        Both tables gain rows every batch, and `reload` reads them whole. Only this app
-        id's rows are rewritten (each in one atomic replace), so other shards appending at
-        the same time are not affected; False when a concurrent commit got in the way.
+        Both tables gain rows every batch, and `reload` reads them whole. The summary keeps
+        what the older plans are still read for: where a tag's live data begins (look-backs
+        stop there) and which times were read (`overlapping`; a summary over a gap between
+        two backfills only makes an anti-join that finds nothing). Only this app id's rows
+        are rewritten, each table in one atomic replace, so other shards appending at the
+        same time are not affected; False when a concurrent commit got in the way.
         """
         quoted = app_id.replace("'", "''")
         where = f"app_id = '{quoted}'"
@@ -239,10 +243,20 @@ class CheckpointStore:
             )
             if latest.height < checkpoints.height:
                 self.sink.replace_rows(CHECKPOINTS, latest.to_arrow(), where)
-            plans = self._plans(app_id)
-            kept = plans.filter(pc.greater(plans["batch_id"], done - keep_batches))
-            if kept.num_rows < plans.num_rows:
-                self.sink.replace_rows(BATCHES, kept, where)
+            plans = pl.from_arrow(self._plans(app_id))
+            recent = pl.col("batch_id") > done - keep_batches
+            old = plans.filter(~recent)
+            summary = old.group_by(["tag_webid", "kind"]).agg(
+                pl.col("app_id").first(),
+                pl.col("batch_id").max(),
+                pl.col("range_start").min(),
+                pl.col("range_end").max(),
+                pl.col("planned_at").max(),
+            )
+            if summary.height < old.height:
+                kept = pl.concat([summary.select(plans.columns), plans.filter(recent)])
+                table = kept.sort(["batch_id", "tag_webid"]).to_arrow().cast(BATCHES_SCHEMA)
+                self.sink.replace_rows(BATCHES, table, where)
         except SinkError:
             return False
         return True

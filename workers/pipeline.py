@@ -67,6 +67,10 @@ from workers.tables import BATCHES, PI_TIMESERIES, PI_TIMESERIES_SCHEMA, UTC_US,
 
 log = logging.getLogger("pidelta.pipeline")
 
+# How often `run` folds its old plans and checkpoints: the state tables then hold about
+# ten minutes of batches per tag, whatever the uptime.
+STATE_COMPACT_SECONDS = 600.0
+
 SHARDS = "_pidelta_shards"
 SHARDS_SCHEMA = pa.schema(
     [
@@ -422,12 +426,22 @@ class Pipeline:
                     break
                 await self._run_new(self.backfill_app_id, ranges, cps, expected)
         await self.flush()
+        await self.compact_state()
+
+    async def compact_state(self) -> None:
+        """Fold this worker's older plans and checkpoints (`CheckpointStore.compact`): a
+        live worker adds a row per tag per poll to each state table."""
+        assert self.checkpoints is not None
+        for app_id in (self.app_id, self.backfill_app_id):
+            if not await asyncio.to_thread(self.checkpoints.compact, app_id):
+                log.info("state compaction of %s met a concurrent commit; next time", app_id)
 
     async def run_forever(self) -> None:
         """Poll every `poll_interval`, rediscover every `rediscover_interval`, and commit the
         buffer when it is old enough (waking up for it between polls), until stopped."""
         lag = timedelta(seconds=self.settings.safety_lag)
         next_discovery = time.monotonic() + self.settings.rediscover_interval
+        next_compaction = time.monotonic() + STATE_COMPACT_SECONDS
         next_poll = time.monotonic()
         resume = False
         while not self.lifecycle.stopping:
@@ -442,6 +456,9 @@ class Pipeline:
                         await self.discover()
                         next_discovery = now + self.settings.rediscover_interval
                     await self.catch_up(self.clock() - lag)
+                    if now >= next_compaction:
+                        await self.compact_state()
+                        next_compaction = now + STATE_COMPACT_SECONDS
                 except PIError as exc:
                     if self.lifecycle.stopping:
                         break

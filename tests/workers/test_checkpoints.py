@@ -171,6 +171,10 @@ def test_buffered_batches_commit_under_the_highest_id(tmp_path: Path) -> None:
     assert table_rows(tmp_path).height == 20 + 2
 
 
+def plans_version(root: Path) -> int:
+    return DeltaTable(str(root / "_pidelta_batches")).version()
+
+
 def test_compact_keeps_latest_checkpoints_and_recent_plans(tmp_path: Path) -> None:
     _, state = open_state(tmp_path)
     other = "pidelta-ts-1-of-2"
@@ -198,7 +202,17 @@ def test_compact_keeps_latest_checkpoints_and_recent_plans(tmp_path: Path) -> No
         (other, "B", 1),
     ]
     plans = pl.from_arrow(DeltaTable(str(tmp_path / "_pidelta_batches")).to_pyarrow_table())
-    assert sorted(set(plans["batch_id"].to_list())) == [3, 4, 5]
+    assert sorted(plans.select("batch_id", "tag_webid", "range_start", "range_end").rows()) == [
+        (2, "A", T, T + 2 * SEC),  # the summary of batches 1 and 2
+        (2, "C", T, T + 2 * SEC),
+        (3, "A", T + 2 * SEC, T + 3 * SEC),
+        (4, "A", T + 3 * SEC, T + 4 * SEC),
+        (5, "A", T + 4 * SEC, T + 5 * SEC),
+    ]
+    assert reopened.overlapping({"A": (T + SEC / 2, T + SEC), "B": (T, T + 9 * SEC)}, ()) == {"A"}
+    before = plans_version(tmp_path)
+    assert state.compact(APP, keep_batches=2) is True  # nothing older to fold: no rewrite
+    assert plans_version(tmp_path) == before
     assert [b.batch_id for b in reopened.pending_batches(APP)] == [5]
     assert reopened.is_done(APP, 4)
     assert reopened.next_batch_id(APP) == 6
