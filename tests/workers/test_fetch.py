@@ -9,6 +9,7 @@ from workers.fetch import (
     Call,
     Fetcher,
     FetchError,
+    FetchResult,
     Span,
     StreamPage,
     continuation,
@@ -160,20 +161,25 @@ async def test_missing_stream_is_retried_and_extra_streams_dropped() -> None:
     assert sorted(pa.concat_tables(result.rows).column("tag_webid").to_pylist()) == ["A", "B"]
 
 
+async def _paged(page_size: int, *bodies: bytes) -> tuple[FetchResult, list[tuple[int, int]]]:
+    """Stream A over (T0, T0+10] read from `bodies` in turn: the result, and each row's
+    (microseconds after T0, sequence)."""
+    fetcher = _fetcher(_Client(*bodies), [])
+    fetcher.page_size = page_size
+    result = await fetcher.fetch([("A", T0, T0 + 10)])
+    rows = pa.concat_tables(result.rows)
+    stamps = [round(t.timestamp() * 1e6) - T0 for t in rows.column("timestamp").to_pylist()]
+    return result, list(zip(stamps, rows.column("sequence").to_pylist(), strict=True))
+
+
 async def test_full_pages_continue_and_sequence_counts_across_pages() -> None:
     """Three values share T0+2; pages of 3 split them 2 + 1, and one page is stuck at T0+2."""
     at2 = [_item(T0 + 2)] * 3
     page1 = _body(("A", [_item(T0 + 1), *at2[:2]]))
     stuck = _body(("A", at2))  # full and all at the continuation's start: ask for more
     page3 = _body(("A", [*at2, _item(T0 + 3)]))
-    client = _Client(page1, stuck, page3)
-    fetcher = _fetcher(client, [])
-    fetcher.page_size = 3
-    result = await fetcher.fetch([("A", T0, T0 + 10)])
-    rows = pa.concat_tables(result.rows)
-    stamps = [round(t.timestamp() * 1e6) - T0 for t in rows.column("timestamp").to_pylist()]
-    assert stamps == [1, 2, 2, 2, 3]
-    assert rows.column("sequence").to_pylist() == [0, 0, 1, 2, 0]
+    result, keys = await _paged(3, page1, stuck, page3)
+    assert keys == [(1, 0), (2, 0), (2, 1), (2, 2), (3, 0)]
     assert result.stats.redelivered == 3 + 2  # the stuck page, then two at T0+2
     assert result.stats.continued == 2
 
@@ -186,14 +192,8 @@ async def test_a_broken_value_ending_a_full_page_is_read_once() -> None:
     page1 = _body(("A", [_item(T0 + 1), _item(T0 + 2), inner, _item(T0 + 2), broken]))
     page2 = _body(("A", [_item(T0 + 2), inner, _item(T0 + 2), broken, _item(T0 + 3)]))
     page3 = _body(("A", [_item(T0 + 3)]))
-    client = _Client(page1, page2, page3)
-    fetcher = _fetcher(client, [])
-    fetcher.page_size = 5
-    result = await fetcher.fetch([("A", T0, T0 + 10)])
-    rows = pa.concat_tables(result.rows)
-    stamps = [round(t.timestamp() * 1e6) - T0 for t in rows.column("timestamp").to_pylist()]
-    assert stamps == [1, 2, 2, 3]
-    assert rows.column("sequence").to_pylist() == [0, 0, 1, 0]
+    result, keys = await _paged(5, page1, page2, page3)
+    assert keys == [(1, 0), (2, 0), (2, 1), (3, 0)]
     raws = pa.concat_tables(result.quarantine).column("raw").to_pylist()
     assert sorted(raws) == sorted(
         ['{"Timestamp":"night","Value":2.0}', '{"Timestamp":"noon","Value":1.0}']
