@@ -33,7 +33,7 @@ from workers.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
 from workers.discovery import discover_tags
 from workers.errors import RetriesAbandoned
 from workers.pi_client import PIClient
-from workers.pipeline import SHARDS, MetricsObserver, Pipeline, StaleGeneration, parse_time
+from workers.pipeline import MetricsObserver, Pipeline, StaleGeneration, parse_time
 from workers.tables import CHECKPOINTS, TABLES, TableStore
 
 log = logging.getLogger("pidelta")
@@ -261,7 +261,7 @@ def collect_status(settings: Settings) -> dict[str, object]:
     """Everything `status` prints, read from Delta metadata and the checkpoints table."""
     store = TableStore.from_settings(settings)
     tables: list[dict[str, object]] = []
-    for name in (*TABLES, *AF_TABLES, SHARDS):
+    for name in (*TABLES, *AF_TABLES):
         if not DeltaTable.is_deltatable(store.uri(name), storage_options=store.options(name)):
             tables.append({"table": name, "exists": False})
             continue

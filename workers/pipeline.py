@@ -33,14 +33,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import DeltaTable, write_deltalake
+from deltalake import write_deltalake
 
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
@@ -63,7 +62,14 @@ from workers.plan import (
     next_batch,
 )
 from workers.sink import CommitBuffer, DeltaSink
-from workers.tables import BATCHES, PI_TIMESERIES, PI_TIMESERIES_SCHEMA, UTC_US, TableStore
+from workers.tables import (
+    BATCHES,
+    PI_TIMESERIES,
+    PI_TIMESERIES_SCHEMA,
+    SHARDS,
+    SHARDS_SCHEMA,
+    TableStore,
+)
 
 log = logging.getLogger("pidelta.pipeline")
 
@@ -71,15 +77,6 @@ log = logging.getLogger("pidelta.pipeline")
 # ten minutes of batches per tag, whatever the uptime.
 STATE_COMPACT_SECONDS = 600.0
 
-SHARDS = "_pidelta_shards"
-SHARDS_SCHEMA = pa.schema(
-    [
-        pa.field("generation", pa.int64(), nullable=False),
-        pa.field("shard_count", pa.int64(), nullable=False),
-        pa.field("announced_at", UTC_US, nullable=False),
-        pa.field("announced_by", pa.string(), nullable=False),
-    ]
-)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -135,18 +132,9 @@ class ShardGenerations:
 
     def __init__(self, store: TableStore) -> None:
         self.store = store
+        store.create(SHARDS)  # many shards start at once: the race is handled there
         self.uri = store.uri(SHARDS)
         self.storage_options = store.options(SHARDS)
-        if store.is_local:
-            Path(self.uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-        if not DeltaTable.is_deltatable(self.uri, storage_options=self.storage_options):
-            DeltaTable.create(
-                self.uri,
-                SHARDS_SCHEMA,
-                mode="ignore",
-                name=SHARDS,
-                storage_options=self.storage_options,
-            )
         self._table = store.open(SHARDS)
 
     def _rows(self) -> pl.DataFrame:

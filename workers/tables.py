@@ -29,6 +29,7 @@ PI_TIMESERIES = "pi_timeseries"
 QUARANTINE = "_pidelta_quarantine"
 BATCHES = "_pidelta_batches"
 CHECKPOINTS = "_pidelta_checkpoints"
+SHARDS = "_pidelta_shards"
 
 PI_TIMESERIES_SCHEMA = pa.schema(
     [
@@ -62,6 +63,15 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("app_id", pa.string()),
         pa.field("batch_id", pa.int64()),
         pa.field("ingestion_timestamp", UTC_US, nullable=False),
+    ]
+)
+
+SHARDS_SCHEMA = pa.schema(
+    [
+        pa.field("generation", pa.int64(), nullable=False),
+        pa.field("shard_count", pa.int64(), nullable=False),
+        pa.field("announced_at", UTC_US, nullable=False),
+        pa.field("announced_by", pa.string(), nullable=False),
     ]
 )
 
@@ -118,6 +128,7 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(QUARANTINE, QUARANTINE_SCHEMA),
         TableSpec(BATCHES, BATCHES_SCHEMA),
         TableSpec(CHECKPOINTS, CHECKPOINTS_SCHEMA),
+        TableSpec(SHARDS, SHARDS_SCHEMA),
     )
 }
 

@@ -339,12 +339,9 @@ def create_table_sql(
 def known_tables() -> dict[str, tuple[pa.Schema, tuple[str, ...]]]:
     """Every table pidelta writes, with schema and partition columns."""
     from workers.af_tables import AF_TABLES
-    from workers.pipeline import SHARDS, SHARDS_SCHEMA
     from workers.tables import TABLES
 
-    out = {n: (s.schema, s.partition_by) for n, s in {**TABLES, **AF_TABLES}.items()}
-    out[SHARDS] = (SHARDS_SCHEMA, ())
-    return out
+    return {n: (s.schema, s.partition_by) for n, s in {**TABLES, **AF_TABLES}.items()}
 
 
 # ---------------------------------------------------------------------------- checks

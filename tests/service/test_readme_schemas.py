@@ -11,10 +11,9 @@ from deltalake import DeltaTable
 
 from tests.conftest import ROOT
 from workers.af_tables import AF_TABLES
-from workers.pipeline import SHARDS, SHARDS_SCHEMA
 from workers.tables import TABLES, TableSpec, TableStore
 
-SPECS = [*TABLES.values(), *AF_TABLES.values(), TableSpec(SHARDS, SHARDS_SCHEMA)]
+SPECS = [*TABLES.values(), *AF_TABLES.values()]
 _SECTION = re.compile(r"^### `(?P<name>[\w]+)`(?: \(partitioned by `(?P<parts>[^`]+)`\))?$")
 _ROW = re.compile(r"^\| `(?P<col>\w+)` \| `(?P<type>[^`]+)` \| (?P<null>yes|no) \|$")
 
