@@ -15,12 +15,18 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
 
 import boto3
+import polars as pl
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, MockServer, free_port
+from tests.e2e.helpers import assert_same, expected, truth_for, worker_env
 from tests.storage.azurite_proxy import StartFromProxy
 from tests.storage.uc_server import UCServer
 
@@ -63,9 +69,12 @@ class S3:
     endpoint: str
     bucket: str
 
+    def root(self, prefix: str) -> str:
+        return f"s3://{self.bucket}/{prefix}"
+
     def env(self, prefix: str) -> dict[str, str]:
         return {
-            "PIDELTA_TARGET": f"s3://{self.bucket}/{prefix}",
+            "PIDELTA_TARGET": self.root(prefix),
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_REGION": "us-east-1",
             **MOTO_KEYS,
@@ -118,9 +127,12 @@ class Azure:
     endpoint: str
     container: str
 
+    def root(self, prefix: str) -> str:
+        return f"az://{self.container}/{prefix}"
+
     def env(self, prefix: str) -> dict[str, str]:
         return {
-            "PIDELTA_TARGET": f"az://{self.container}/{prefix}",
+            "PIDELTA_TARGET": self.root(prefix),
             "AZURE_STORAGE_ACCOUNT_NAME": AZURITE_ACCOUNT,
             "AZURE_STORAGE_ACCOUNT_KEY": AZURITE_KEY,
             "AZURE_STORAGE_ENDPOINT": self.endpoint,
@@ -207,3 +219,62 @@ def merged(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
     """A worker environment without the test process's own cloud variables."""
     drop = ("AWS_", "AZURE_", "DATABRICKS_", "GOOGLE_")
     return {**{k: v for k, v in base.items() if not k.startswith(drop)}, **extra}
+
+
+class ObjectStore(Protocol):
+    """What the tests use of `S3` and `Azure`."""
+
+    def root(self, prefix: str) -> str: ...
+    def env(self, prefix: str) -> dict[str, str]: ...
+    def table(self, uri: str) -> DeltaTable: ...
+
+
+@pytest.fixture(params=["moto_s3", "azurite"], ids=["s3", "azure"])
+def object_store(request: pytest.FixtureRequest) -> ObjectStore:
+    """Each object store in turn (the servers are started once per session)."""
+    store: ObjectStore = request.getfixturevalue(request.param)
+    return store
+
+
+def store_env(
+    mock: MockServer, store: ObjectStore, prefix: str, **settings: object
+) -> dict[str, str]:
+    """A worker environment writing under `prefix` of the store."""
+    return merged(worker_env(mock, Path("unused"), **settings), store.env(prefix))
+
+
+def latest_checkpoints(table: pa.Table, prefix: str) -> dict[str, datetime]:
+    """The highest checkpoint per tag over the app ids starting with `prefix`."""
+    frame = pl.from_arrow(table).filter(pl.col("app_id").str.starts_with(prefix))
+    latest = frame.group_by("tag_webid").agg(pl.col("checkpoint").max())
+    return dict(zip(latest["tag_webid"].to_list(), latest["checkpoint"].to_list(), strict=True))
+
+
+def assert_holds_truth(
+    mock: MockServer,
+    timeseries: DeltaTable,
+    checkpoints: DeltaTable,
+    app_prefix: str,
+    start: datetime,
+    end: datetime | None = None,
+) -> dict[str, datetime]:
+    """The time series equal the mock's truth over (start, end] of every tag with a
+    checkpoint of `app_prefix` (end: the tag's own checkpoint when None); returns them."""
+    cps = latest_checkpoints(checkpoints.to_pyarrow_table(), app_prefix)
+    ranges = {w: (start, end or c) for w, c in cps.items()}
+    assert_same(timeseries.to_pyarrow_table(), expected(truth_for(mock), ranges))
+    return cps
+
+
+def store_holds_truth(
+    mock: MockServer,
+    store: ObjectStore,
+    prefix: str,
+    app_prefix: str,
+    start: datetime,
+    end: datetime | None = None,
+) -> dict[str, datetime]:
+    """`assert_holds_truth` for the tables under `prefix` of the store."""
+    root = store.root(prefix)
+    tables = (store.table(f"{root}/pi_timeseries"), store.table(f"{root}/_pidelta_checkpoints"))
+    return assert_holds_truth(mock, *tables, app_prefix, start, end)

@@ -14,24 +14,15 @@ import pyarrow as pa
 from tests.conftest import MockServer
 from tests.e2e.helpers import (
     aligned_past,
-    assert_same,
-    expected,
     iso,
     ok,
     pidelta,
     start_worker,
-    truth_for,
-    worker_env,
 )
-from tests.storage.conftest import S3, merged
-from tests.storage.test_s3 import latest_checkpoints
+from tests.storage.conftest import S3, store_env, store_holds_truth
 
 DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
 MB = 1024 * 1024
-
-
-def s3_env(mock: MockServer, s3: S3, prefix: str, **settings: object) -> dict[str, str]:
-    return merged(worker_env(mock, Path("unused"), **settings), s3.env(prefix))
 
 
 def sizes(table: object) -> list[int]:
@@ -44,7 +35,7 @@ def test_compaction_and_vacuum_keep_the_truth(
 ) -> None:
     mock = mock_pi_factory(tag_count=200, rate_limit=0)
     start, end = DAY, DAY + timedelta(hours=3)
-    env = s3_env(mock, moto_s3, "maint", backfill_window=900, commit_max_rows=20_000)
+    env = store_env(mock, moto_s3, "maint", backfill_window=900, commit_max_rows=20_000)
     ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
     uri = "s3://lake/maint/pi_timeseries"
     table = moto_s3.table(uri)
@@ -64,11 +55,7 @@ def test_compaction_and_vacuum_keep_the_truth(
     history = [c.get("operation") for c in table.history()]
     assert "OPTIMIZE" in history, history
     assert "VACUUM END" in history, history
-    cps = latest_checkpoints(
-        moto_s3.table("s3://lake/maint/_pidelta_checkpoints").to_pyarrow_table(), "pidelta-bf-"
-    )
-    truth = expected(truth_for(mock), {w: (start, end) for w in cps})
-    assert_same(table.to_pyarrow_table(), truth)
+    store_holds_truth(mock, moto_s3, "maint", "pidelta-bf-", start, end)
 
 
 def test_maintenance_beside_writers_fails_no_commit(
@@ -78,7 +65,7 @@ def test_maintenance_beside_writers_fails_no_commit(
     mock = mock_pi_factory(tag_count=60, rate_limit=0)
     start, end = DAY + timedelta(hours=6), DAY + timedelta(hours=7)
     envs = [
-        s3_env(
+        store_env(
             mock,
             moto_s3,
             "busy",
@@ -121,12 +108,7 @@ def test_maintenance_beside_writers_fails_no_commit(
     assert optimized, operations
     # Compactions landed between the shards' appends, not only after them.
     assert any(op == "WRITE" for op in operations[optimized[0] + 1 :]), operations
-    cps = latest_checkpoints(
-        moto_s3.table("s3://lake/busy/_pidelta_checkpoints").to_pyarrow_table(), "pidelta-bf-"
-    )
-    assert len(cps) == 60
-    truth = expected(truth_for(mock), {w: (start, end) for w in cps})
-    assert_same(table.to_pyarrow_table(), truth)
+    assert len(store_holds_truth(mock, moto_s3, "busy", "pidelta-bf-", start, end)) == 60
 
 
 def test_run_maintains_on_its_schedule(
@@ -135,7 +117,7 @@ def test_run_maintains_on_its_schedule(
     """`run` on the maintaining shard compacts every PIDELTA_MAINTAIN_INTERVAL seconds."""
     mock = mock_pi_factory(tag_count=50, rate_limit=0)
     origin = aligned_past(3)
-    env = s3_env(
+    env = store_env(
         mock,
         moto_s3,
         "scheduled",
@@ -154,10 +136,4 @@ def test_run_maintains_on_its_schedule(
     assert " ERROR " not in text, text[-3000:]
     table = moto_s3.table("s3://lake/scheduled/pi_timeseries")
     assert "OPTIMIZE" in [c.get("operation") for c in table.history()]
-    cps = latest_checkpoints(
-        moto_s3.table("s3://lake/scheduled/_pidelta_checkpoints").to_pyarrow_table(),
-        "pidelta-ts-",
-    )
-    assert len(cps) == 50
-    truth = expected(truth_for(mock), {w: (origin, c) for w, c in cps.items()})
-    assert_same(table.to_pyarrow_table(), truth)
+    assert len(store_holds_truth(mock, moto_s3, "scheduled", "pidelta-ts-", origin)) == 50

@@ -21,20 +21,16 @@ from service.settings import Settings
 from tests.conftest import MockServer
 from tests.e2e.helpers import (
     aligned_past,
-    assert_same,
-    expected,
     iso,
     ok,
     pidelta,
     start_worker,
-    truth_for,
     worker_env,
 )
-from tests.storage.conftest import S3, merged, uc_env
-from tests.storage.test_s3 import latest_checkpoints
+from tests.storage.conftest import S3, assert_holds_truth, merged, uc_env
 from tests.storage.uc_server import UCServer
 from workers.sink import DeltaSink
-from workers.tables import PI_TIMESERIES, PI_TIMESERIES_SCHEMA, TableStore
+from workers.tables import CHECKPOINTS, PI_TIMESERIES, PI_TIMESERIES_SCHEMA, TableStore
 from workers.unity_catalog import IncompatibleTableError, known_tables, uc_columns
 
 DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -54,6 +50,19 @@ def env_for(mock: MockServer, server: UCServer, **settings: object) -> dict[str,
 
 def location(server: UCServer, name: str) -> str:
     return server.state.tables[f"main.pi.{name}"]["storage_location"]
+
+
+def uc_holds_truth(
+    mock: MockServer,
+    s3: S3,
+    server: UCServer,
+    app_prefix: str,
+    start: datetime,
+    end: datetime | None = None,
+) -> dict[str, datetime]:
+    """`assert_holds_truth` for the tables Unity Catalog placed on S3."""
+    tables = (s3.table(location(server, PI_TIMESERIES)), s3.table(location(server, CHECKPOINTS)))
+    return assert_holds_truth(mock, *tables, app_prefix, start, end)
 
 
 def test_missing_tables_created_external_and_backfill_equals_truth(
@@ -83,14 +92,11 @@ def test_missing_tables_created_external_and_backfill_equals_truth(
     )
     assert columns["date"]["partition_index"] == 0
     assert json.loads(columns["tag_webid"]["type_json"])["nullable"] is False
-    checkpoints = moto_s3.table(location(uc_server, "_pidelta_checkpoints")).to_pyarrow_table()
-    cps = latest_checkpoints(checkpoints, "pidelta-bf-")
-    assert len(cps) == 50
-    truth = expected(truth_for(mock), {w: (start, end) for w in cps})
-    assert_same(moto_s3.table(location(uc_server, PI_TIMESERIES)).to_pyarrow_table(), truth)
+    assert len(uc_holds_truth(mock, moto_s3, uc_server, "pidelta-bf-", start, end)) == 50
     assert uc_server.token not in result.stderr
     status = ok(pidelta("status", env=env)).stdout
-    assert f"pi_timeseries\t{truth.num_rows}\t" in status, status
+    rows = moto_s3.table(location(uc_server, PI_TIMESERIES)).to_pyarrow_table().num_rows
+    assert f"pi_timeseries\t{rows}\t" in status, status
 
 
 def test_managed_table_refused_with_one_clear_line(
@@ -265,11 +271,6 @@ def test_run_across_many_credential_expiries_loses_nothing(
         f"S3 requests refused as expired {uc_server.gate.refused_expired}, "
         f"forwarded {uc_server.gate.forwarded}"
     )
-    cps = latest_checkpoints(
-        moto_s3.table(location(uc_server, "_pidelta_checkpoints")).to_pyarrow_table(),
-        "pidelta-ts-",
-    )
+    cps = uc_holds_truth(mock, moto_s3, uc_server, "pidelta-ts-", origin)
     assert len(cps) == 100
     assert min(cps.values()) > datetime.now(UTC) - timedelta(minutes=1)
-    truth = expected(truth_for(mock), {w: (origin, c) for w, c in cps.items()})
-    assert_same(moto_s3.table(location(uc_server, PI_TIMESERIES)).to_pyarrow_table(), truth)
