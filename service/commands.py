@@ -33,7 +33,8 @@ from workers.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
 from workers.discovery import discover_tags
 from workers.errors import RetriesAbandoned
 from workers.pi_client import PIClient
-from workers.pipeline import MetricsObserver, Pipeline, StaleGeneration, parse_time
+from workers.pipeline import MetricsObserver, Pipeline, parse_time
+from workers.sink import StaleGeneration
 from workers.tables import CHECKPOINTS, TABLES, TableStore
 
 log = logging.getLogger("pidelta")

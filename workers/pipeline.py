@@ -18,11 +18,13 @@ same tag and times (`CheckpointStore.overlapping`): a backfill into times nobody
 skips the join, however full the table already is.
 
 Resharding: `_pidelta_shards` holds generations (shard count, announced when). A worker
-whose shard count differs from the latest generation announces a new one; workers of an
-older generation see it before their next batch and right before a commit, and stop
-without committing what they buffered; every worker of a generation waits `shard_grace`
-after the announcement before reading checkpoints, so that an old worker's last commit
-lands before a new owner reads the same tags.
+whose shard count differs from the latest generation announces a new one and fences
+pi_timeseries for its count (`DeltaSink.fence`): from then on no append of another count
+can land, however slow (a Delta conflict, or the fence seen on the snapshot it commits
+against). Workers of an older generation also see the announcement before their next batch
+and right before a commit, and stop without committing what they buffered. Every worker of
+a generation waits `shard_grace` after the announcement before reading checkpoints, and
+then advances the batches the old generation committed but did not advance (`_recover`).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from workers.plan import (
     backfill_batch,
     next_batch,
 )
-from workers.sink import CommitBuffer, DeltaSink
+from workers.sink import CommitBuffer, DeltaSink, StaleGeneration
 from workers.tables import (
     BATCHES,
     PI_TIMESERIES,
@@ -78,10 +80,6 @@ log = logging.getLogger("pidelta.pipeline")
 STATE_COMPACT_SECONDS = 600.0
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class StaleGeneration(Exception):
-    """A newer shard generation exists: this worker must stop taking batches."""
 
 
 def utcnow() -> datetime:
@@ -272,6 +270,7 @@ class Pipeline:
                 f", was {previous.shard_count}" if previous else "",
             )
         self.generation = current
+        await asyncio.to_thread(self.sink.fence, count)
         wait = (current.announced_at + self.shard_grace - self.clock()).total_seconds()
         if wait > 0 and await asyncio.to_thread(self.generations.ever_other_than, count):
             log.info("waiting %.1f s for workers of the previous generation to stop", wait)
@@ -602,6 +601,7 @@ class Pipeline:
             last_id,
             late=guarded,
             quarantine=quarantine,
+            shard_count=self.settings.shard_count,
         )
         self._landing = (batches, asyncio.ensure_future(commit))
         self._buffered, self._guarded, self._unsure, self._quarantine = [], [], [], []

@@ -5,6 +5,12 @@ records it but does not refuse a stale version, so `append_batch` reads
 `transaction_version(app_id)` first and skips a batch already in the table: a batch re-run
 after a crash lands once. A commit may cover several consecutive planned batches; its
 version is then the highest batch id it holds, and every lower id counts as committed.
+
+Fence: the shard count that owns the tags is kept in pi_timeseries itself, as metadata of
+its `tag_webid` column (`fence`). Changing it is a Delta metadata change, which makes every
+append prepared against an older snapshot fail with a conflict; an append checks the fence
+on the very snapshot it commits against. So once a new shard count is fenced in, no worker
+of the old count can add a row, however slow its commit (StaleGeneration instead).
 """
 
 from __future__ import annotations
@@ -25,9 +31,33 @@ from service.metrics import Metrics
 from service.settings import Settings
 from workers.tables import PI_TIMESERIES, QUARANTINE, TABLES, SinkError, TableStore
 
-__all__ = ["KEY_COLUMNS", "CommitBuffer", "DeltaSink", "SinkError"]
+__all__ = ["KEY_COLUMNS", "CommitBuffer", "DeltaSink", "SinkError", "StaleGeneration"]
 
 KEY_COLUMNS = ("tag_webid", "timestamp", "sequence")
+FENCE_COLUMN = "tag_webid"
+FENCE_KEY = "pidelta.shard_count"
+# How many times an append whose snapshot a metadata change outdated is tried again.
+FENCE_ATTEMPTS = 5
+
+
+class StaleGeneration(Exception):
+    """Another shard count owns the tags now: this worker must stop taking batches."""
+
+
+def require_fence(table: DeltaTable, shard_count: int) -> None:
+    """StaleGeneration when the table is fenced for another shard count."""
+    fenced = fenced_count(table)
+    if fenced is not None and fenced != shard_count:
+        raise StaleGeneration(f"pi_timeseries is fenced for {fenced} shards, not {shard_count}")
+
+
+def fenced_count(table: DeltaTable) -> int | None:
+    """The shard count pi_timeseries is fenced for (None before any)."""
+    for f in table.schema().fields:
+        if f.name == FENCE_COLUMN:
+            value = f.metadata.get(FENCE_KEY)
+            return int(value) if value is not None else None
+    return None
 
 
 class DeltaSink:
@@ -78,21 +108,24 @@ class DeltaSink:
         batch_id: int,
         *,
         custom_metadata: Mapping[str, str] | None = None,
+        shard_count: int | None = None,
     ) -> bool:
         """Append `rows` unless batch `batch_id` of `app_id` is already in; True if written.
 
         An empty table writes nothing (there is nothing to make idempotent). A write the
         store refuses for expired credentials is retried once with renewed ones: the
         batch's transaction version says whether the first attempt landed after all.
+        With `shard_count`, the append lands only while the table is fenced for it.
         """
+        args = (name, rows, app_id, batch_id, custom_metadata, shard_count)
         table = self.table(name)
         try:
-            return self._append_once(table, name, rows, app_id, batch_id, custom_metadata)
+            return self._append_once(table, *args)
         except SinkError as exc:
             if not self.store.renew_if_refused(name, table, exc.__cause__ or exc):
                 raise
         self._tables.pop(name, None)
-        return self._append_once(self.table(name), name, rows, app_id, batch_id, custom_metadata)
+        return self._append_once(self.table(name), *args)
 
     def _append_once(
         self,
@@ -102,10 +135,13 @@ class DeltaSink:
         app_id: str,
         batch_id: int,
         custom_metadata: Mapping[str, str] | None,
+        shard_count: int | None,
     ) -> bool:
         done = table.transaction_version(app_id)
         if (done is not None and done >= batch_id) or rows.num_rows == 0:
             return False
+        if shard_count is not None:
+            require_fence(table, shard_count)  # on the snapshot this append commits against
         spec = TABLES[name]
         metadata = {"pidelta.app_id": app_id, "pidelta.batch_id": str(batch_id)}
         metadata.update(custom_metadata or {})
@@ -210,11 +246,14 @@ class DeltaSink:
         *,
         late: pa.Table | None = None,
         quarantine: pa.Table | None = None,
+        shard_count: int | None = None,
     ) -> int:
         """Write one batch: quarantine rows, then new rows plus the late rows not yet in.
 
         Returns the number of pi_timeseries rows written (0 when already committed).
         """
+        if shard_count is not None:
+            self.check_fence(shard_count)  # before the quarantine, which has no fence
         if quarantine is not None and quarantine.num_rows:
             self.append_batch(
                 QUARANTINE, with_batch(quarantine, app_id, batch_id), app_id, batch_id
@@ -224,7 +263,44 @@ class DeltaSink:
             return 0
         if late is not None and late.num_rows:
             rows = pa.concat_tables([rows, self.drop_existing(late, rows)])
-        return rows.num_rows if self.append_batch(PI_TIMESERIES, rows, app_id, batch_id) else 0
+        attempt = 1
+        while True:
+            try:
+                written = self.append_batch(
+                    PI_TIMESERIES, rows, app_id, batch_id, shard_count=shard_count
+                )
+                return rows.num_rows if written else 0
+            except SinkError as exc:
+                # A metadata change (a fence, maybe) outdated the snapshot: look again.
+                if "metadata changed" not in str(exc).lower() or attempt >= FENCE_ATTEMPTS:
+                    raise
+                attempt += 1
+
+    def check_fence(self, shard_count: int) -> None:
+        """StaleGeneration unless pi_timeseries is fenced for `shard_count` (or not yet)."""
+        require_fence(self.table(PI_TIMESERIES), shard_count)
+
+    def fence(self, shard_count: int) -> None:
+        """Fence pi_timeseries for `shard_count` shards (see the module docstring). Workers
+        of one count starting together race to set it; a loser finds it set and is done."""
+        for attempt in range(1, FENCE_ATTEMPTS + 1):
+            table = self.table(PI_TIMESERIES)
+            if fenced_count(table) == shard_count:
+                return
+            try:
+                table.alter.set_column_metadata(
+                    FENCE_COLUMN,
+                    {FENCE_KEY: str(shard_count)},
+                    commit_properties=CommitProperties(max_commit_retries=self.max_commit_retries),
+                )
+            except (DeltaError, OSError) as exc:
+                if "metadata changed" in str(exc).lower() and attempt < FENCE_ATTEMPTS:
+                    continue
+                raise SinkError(
+                    f"fence for {shard_count} shards failed: {exc}",
+                    table=PI_TIMESERIES,
+                    uri=self.store.uri(PI_TIMESERIES),
+                ) from exc
 
 
 def _int_keys(rows: pa.Table, tags: pa.Array) -> pl.DataFrame:

@@ -16,7 +16,7 @@ from deltalake import DeltaTable
 
 from service.metrics import Metrics, MetricsServer, Readiness
 from workers.decode import TagMeta, decode_streamset
-from workers.sink import CommitBuffer, DeltaSink
+from workers.sink import CommitBuffer, DeltaSink, StaleGeneration
 from workers.tables import (
     PI_TIMESERIES,
     PI_TIMESERIES_SCHEMA,
@@ -223,3 +223,53 @@ async def test_metrics_server_serves_metrics_health_and_readiness() -> None:
                 assert resp.status == 200
     finally:
         await server.stop()
+
+
+class FrozenStore(TableStore):
+    """Hands back tables as they are for its first `frozen` refreshes: an append then
+    commits against an old snapshot, as a slow worker's would when a fence lands between
+    its refresh and its commit."""
+
+    def __init__(self, target: str, frozen: int) -> None:
+        super().__init__(target)
+        self.frozen = frozen
+        self.refreshes = 0
+
+    def refresh(self, name: str, table: DeltaTable) -> DeltaTable:
+        self.refreshes += 1
+        if self.frozen > 0:
+            self.frozen -= 1
+            return table
+        return super().refresh(name, table)
+
+
+def test_fence_stops_appends_of_another_shard_count(store: TableStore) -> None:
+    rows = decoded(("2026-11-28T00:00:01Z", 1.0))
+    old = DeltaSink(FrozenStore(store.target, frozen=99))
+    old.check_fence(4)  # not fenced yet: any count may write; caches the snapshot
+    DeltaSink(store).fence(5)
+    with pytest.raises(SinkError, match="Metadata changed since last commit"):
+        old.append_batch(PI_TIMESERIES, rows, "pidelta-ts-0-of-4", 1)
+    with pytest.raises(StaleGeneration, match="fenced for 5 shards, not 4"):
+        DeltaSink(store).commit_timeseries(rows, "pidelta-ts-0-of-4", 1, shard_count=4)
+    assert read(store).height == 0
+    assert DeltaTable(store.uri(QUARANTINE)).to_pyarrow_table().num_rows == 0
+    assert DeltaSink(store).commit_timeseries(rows, "pidelta-ts-0-of-5", 1, shard_count=5) == 1
+    assert read(store)["value"].to_list() == [1.0]
+
+
+def test_an_append_outdated_by_a_fence_for_its_own_count_lands(store: TableStore) -> None:
+    """A metadata change that leaves the fence on this worker's count is looked at again,
+    not taken for a stale generation."""
+    rows = decoded(("2026-11-28T00:00:01Z", 1.0))
+    frozen = FrozenStore(store.target, frozen=2)  # the fence check, the first append
+    slow = DeltaSink(frozen)
+    slow.check_fence(5)
+    DeltaSink(store).fence(5)
+    assert slow.commit_timeseries(rows, "pidelta-ts-0-of-5", 1, shard_count=5) == 1
+    assert frozen.refreshes == 3  # the conflict made it look at the table again
+    assert read(store)["value"].to_list() == [1.0]
+    assert [c["operation"] for c in DeltaTable(store.uri(PI_TIMESERIES)).history(2)] == [
+        "WRITE",
+        "UPDATE FIELD METADATA",
+    ]
