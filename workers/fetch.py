@@ -255,8 +255,8 @@ def page_of(items: list[Any]) -> StreamPage | None:
         last = _timestamp_us(items[pos])
         if last is not None:
             at_last = 0
-            for item in reversed(items[: pos + 1]):
-                t = _timestamp_us(item)
+            for back in range(pos, -1, -1):
+                t = _timestamp_us(items[back])
                 if t is not None and t != last:
                     break
                 at_last += t is not None

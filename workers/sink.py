@@ -51,6 +51,12 @@ def require_fence(table: DeltaTable, shard_count: int) -> None:
         raise StaleGeneration(f"pi_timeseries is fenced for {fenced} shards, not {shard_count}")
 
 
+def _outdated(exc: BaseException) -> bool:
+    """A commit refused because a metadata change (a fence, maybe) outdated its snapshot:
+    delta-rs has no exception class of its own for it, only this text."""
+    return "metadata changed" in str(exc).lower()
+
+
 def fenced_count(table: DeltaTable) -> int | None:
     """The shard count pi_timeseries is fenced for (None before any)."""
     for f in table.schema().fields:
@@ -252,15 +258,16 @@ class DeltaSink:
 
         Returns the number of pi_timeseries rows written (0 when already committed).
         """
+        table = self.table(PI_TIMESERIES)
         if shard_count is not None:
-            self.check_fence(shard_count)  # before the quarantine, which has no fence
+            require_fence(table, shard_count)  # before the quarantine, which has no fence
+        done = table.transaction_version(app_id)
+        if done is not None and done >= batch_id:
+            return 0  # its quarantine rows went in first
         if quarantine is not None and quarantine.num_rows:
             self.append_batch(
                 QUARANTINE, with_batch(quarantine, app_id, batch_id), app_id, batch_id
             )
-        done = self.committed_version(PI_TIMESERIES, app_id)
-        if done is not None and done >= batch_id:
-            return 0
         if late is not None and late.num_rows:
             rows = pa.concat_tables([rows, self.drop_existing(late, rows)])
         attempt = 1
@@ -271,14 +278,9 @@ class DeltaSink:
                 )
                 return rows.num_rows if written else 0
             except SinkError as exc:
-                # A metadata change (a fence, maybe) outdated the snapshot: look again.
-                if "metadata changed" not in str(exc).lower() or attempt >= FENCE_ATTEMPTS:
+                if not _outdated(exc) or attempt >= FENCE_ATTEMPTS:
                     raise
-                attempt += 1
-
-    def check_fence(self, shard_count: int) -> None:
-        """StaleGeneration unless pi_timeseries is fenced for `shard_count` (or not yet)."""
-        require_fence(self.table(PI_TIMESERIES), shard_count)
+                attempt += 1  # look again: at the fence, on the new snapshot
 
     def fence(self, shard_count: int) -> None:
         """Fence pi_timeseries for `shard_count` shards (see the module docstring). Workers
@@ -294,7 +296,7 @@ class DeltaSink:
                     commit_properties=CommitProperties(max_commit_retries=self.max_commit_retries),
                 )
             except (DeltaError, OSError) as exc:
-                if "metadata changed" in str(exc).lower() and attempt < FENCE_ATTEMPTS:
+                if _outdated(exc) and attempt < FENCE_ATTEMPTS:
                     continue
                 raise SinkError(
                     f"fence for {shard_count} shards failed: {exc}",

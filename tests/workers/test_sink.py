@@ -246,7 +246,7 @@ class FrozenStore(TableStore):
 def test_fence_stops_appends_of_another_shard_count(store: TableStore) -> None:
     rows = decoded(("2026-11-28T00:00:01Z", 1.0))
     old = DeltaSink(FrozenStore(store.target, frozen=99))
-    old.check_fence(4)  # not fenced yet: any count may write; caches the snapshot
+    old.table(PI_TIMESERIES)  # caches the snapshot from before the fence
     DeltaSink(store).fence(5)
     with pytest.raises(SinkError, match="Metadata changed since last commit"):
         old.append_batch(PI_TIMESERIES, rows, "pidelta-ts-0-of-4", 1)
@@ -264,7 +264,7 @@ def test_an_append_outdated_by_a_fence_for_its_own_count_lands(store: TableStore
     rows = decoded(("2026-11-28T00:00:01Z", 1.0))
     frozen = FrozenStore(store.target, frozen=2)  # the fence check, the first append
     slow = DeltaSink(frozen)
-    slow.check_fence(5)
+    slow.table(PI_TIMESERIES)
     DeltaSink(store).fence(5)
     assert slow.commit_timeseries(rows, "pidelta-ts-0-of-5", 1, shard_count=5) == 1
     assert frozen.refreshes == 3  # the conflict made it look at the table again
