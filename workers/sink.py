@@ -36,8 +36,8 @@ __all__ = ["KEY_COLUMNS", "CommitBuffer", "DeltaSink", "SinkError", "StaleGenera
 KEY_COLUMNS = ("tag_webid", "timestamp", "sequence")
 FENCE_COLUMN = "tag_webid"
 FENCE_KEY = "pidelta.shard_count"
-# How many times an append whose snapshot a metadata change outdated is tried again.
-FENCE_ATTEMPTS = 5
+# How many times an append whose snapshot a concurrent commit outdated is tried in all.
+REBASE_ATTEMPTS = 5
 
 
 class StaleGeneration(Exception):
@@ -52,9 +52,12 @@ def require_fence(table: DeltaTable, shard_count: int) -> None:
 
 
 def _outdated(exc: BaseException) -> bool:
-    """A commit refused because a metadata change (a fence, maybe) outdated its snapshot:
-    delta-rs has no exception class of its own for it, only this text."""
-    return "metadata changed" in str(exc).lower()
+    """A commit refused because a concurrent commit outdated its snapshot: a metadata change
+    (a fence, maybe), or a delete (another shard compacting its state rows), which delta-rs
+    1.x counts against a blind append too. Re-running the append on a fresh snapshot is
+    right for both; delta-rs has no exception class of its own for them, only these texts."""
+    text = str(exc).lower()
+    return "metadata changed" in text or "concurrent transaction deleted data" in text
 
 
 def fenced_count(table: DeltaTable) -> int | None:
@@ -119,19 +122,28 @@ class DeltaSink:
         """Append `rows` unless batch `batch_id` of `app_id` is already in; True if written.
 
         An empty table writes nothing (there is nothing to make idempotent). A write the
-        store refuses for expired credentials is retried once with renewed ones: the
-        batch's transaction version says whether the first attempt landed after all.
-        With `shard_count`, the append lands only while the table is fenced for it.
+        store refuses for expired credentials is retried once with renewed ones, and one a
+        concurrent commit outdated is retried on a fresh snapshot: each attempt reads the
+        batch's transaction version again, so a batch lands once whatever happened before.
+        With `shard_count`, the append lands only while the table is fenced for it, checked
+        on each snapshot.
         """
         args = (name, rows, app_id, batch_id, custom_metadata, shard_count)
-        table = self.table(name)
-        try:
-            return self._append_once(table, *args)
-        except SinkError as exc:
-            if not self.store.renew_if_refused(name, table, exc.__cause__ or exc):
-                raise
-        self._tables.pop(name, None)
-        return self._append_once(self.table(name), *args)
+        renewed = False
+        attempt = 1
+        while True:
+            table = self.table(name)
+            try:
+                return self._append_once(table, *args)
+            except SinkError as exc:
+                cause = exc.__cause__ or exc
+                if _outdated(cause) and attempt < REBASE_ATTEMPTS:
+                    attempt += 1
+                    continue
+                if renewed or not self.store.renew_if_refused(name, table, cause):
+                    raise
+                renewed = True
+                self._tables.pop(name, None)
 
     def _append_once(
         self,
@@ -270,22 +282,13 @@ class DeltaSink:
             )
         if late is not None and late.num_rows:
             rows = pa.concat_tables([rows, self.drop_existing(late, rows)])
-        attempt = 1
-        while True:
-            try:
-                written = self.append_batch(
-                    PI_TIMESERIES, rows, app_id, batch_id, shard_count=shard_count
-                )
-                return rows.num_rows if written else 0
-            except SinkError as exc:
-                if not _outdated(exc) or attempt >= FENCE_ATTEMPTS:
-                    raise
-                attempt += 1  # look again: at the fence, on the new snapshot
+        written = self.append_batch(PI_TIMESERIES, rows, app_id, batch_id, shard_count=shard_count)
+        return rows.num_rows if written else 0
 
     def fence(self, shard_count: int) -> None:
         """Fence pi_timeseries for `shard_count` shards (see the module docstring). Workers
         of one count starting together race to set it; a loser finds it set and is done."""
-        for attempt in range(1, FENCE_ATTEMPTS + 1):
+        for attempt in range(1, REBASE_ATTEMPTS + 1):
             table = self.table(PI_TIMESERIES)
             if fenced_count(table) == shard_count:
                 return
@@ -296,7 +299,7 @@ class DeltaSink:
                     commit_properties=CommitProperties(max_commit_retries=self.max_commit_retries),
                 )
             except (DeltaError, OSError) as exc:
-                if _outdated(exc) and attempt < FENCE_ATTEMPTS:
+                if _outdated(exc) and attempt < REBASE_ATTEMPTS:
                     continue
                 raise SinkError(
                     f"fence for {shard_count} shards failed: {exc}",

@@ -18,6 +18,8 @@ from service.metrics import Metrics, MetricsServer, Readiness
 from workers.decode import TagMeta, decode_streamset
 from workers.sink import CommitBuffer, DeltaSink, StaleGeneration
 from workers.tables import (
+    CHECKPOINTS,
+    CHECKPOINTS_SCHEMA,
     PI_TIMESERIES,
     PI_TIMESERIES_SCHEMA,
     QUARANTINE,
@@ -272,4 +274,40 @@ def test_an_append_outdated_by_a_fence_for_its_own_count_lands(store: TableStore
     assert [c["operation"] for c in DeltaTable(store.uri(PI_TIMESERIES)).history(2)] == [
         "WRITE",
         "UPDATE FIELD METADATA",
+    ]
+
+
+def checkpoint_rows(app_id: str, *tags: str) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {
+                "tag_webid": t,
+                "checkpoint": NOW,
+                "app_id": app_id,
+                "batch_id": 1,
+                "committed_at": NOW,
+            }
+            for t in tags
+        ],
+        schema=CHECKPOINTS_SCHEMA,
+    )
+
+
+def test_an_append_outdated_by_another_shards_delete_lands_once(store: TableStore) -> None:
+    """delta-rs 1.x refuses even a blind append when a concurrent commit deleted rows (here
+    another shard compacting its own state rows): the append is made again on a fresh
+    snapshot, not failed, and lands once."""
+    other = DeltaSink(store)
+    other.append_batch(CHECKPOINTS, checkpoint_rows("shard-1", "A", "B"), "shard-1", 1)
+    frozen = FrozenStore(store.target, frozen=1)
+    slow = DeltaSink(frozen)
+    slow.table(CHECKPOINTS)  # the snapshot from before the delete
+    other.replace_rows(CHECKPOINTS, checkpoint_rows("shard-1", "A"), "app_id = 'shard-1'")
+    assert slow.append_batch(CHECKPOINTS, checkpoint_rows("shard-0", "C"), "shard-0", 1) is True
+    assert frozen.refreshes == 2  # the refused attempt, then the fresh snapshot
+    assert slow.append_batch(CHECKPOINTS, checkpoint_rows("shard-0", "C"), "shard-0", 1) is False
+    table = pl.from_arrow(DeltaTable(store.uri(CHECKPOINTS)).to_pyarrow_table())
+    assert table.sort("tag_webid").select("app_id", "tag_webid").rows() == [
+        ("shard-1", "A"),
+        ("shard-0", "C"),
     ]
