@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, compress, repeat
 from operator import attrgetter
@@ -114,12 +114,12 @@ class SequenceStart:
 
 @dataclass(frozen=True, slots=True)
 class DecodedBatch:
-    """Decoded rows (pi_timeseries schema) and quarantine rows (app id and batch id null)."""
+    """Decoded rows (pi_timeseries schema) and quarantine rows (app id and batch id null;
+    timestamp and sequence set where the timestamp parsed)."""
 
     rows: pa.Table
     quarantine: pa.Table
     non_finite: int = 0
-    quarantine_counts: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def values(self) -> int:
@@ -315,7 +315,7 @@ def _decode(
         for i, s in enumerate(streams):
             for v in s.items:
                 if type(v) is not dict:
-                    quarantine.add(s.webid, names[i], v, REASON_NOT_AN_OBJECT)
+                    quarantine.add(s.webid, names[i], v, REASON_NOT_AN_OBJECT, None)
             s.items = [v for v in s.items if type(v) is dict]
         flat = list(chain.from_iterable(s.items for s in streams))
         ts_raw = _field(flat, "Timestamp")
@@ -332,7 +332,7 @@ def _decode(
         for i in np.flatnonzero(bad):
             s = int(stream_of[i])
             reason = REASON_MISSING_TIMESTAMP if ts_missing[i] else REASON_BAD_TIMESTAMP
-            quarantine.add(streams[s].webid, names[s], flat[i], reason)
+            quarantine.add(streams[s].webid, names[s], flat[i], reason, None)
         keep &= ~bad
 
     kinds = [_point_kind(tags.get(s.webid)) for s in streams]
@@ -341,7 +341,7 @@ def _decode(
     for at, reason in rejected:
         if keep[at]:
             s = int(stream_of[at])
-            quarantine.add(streams[s].webid, names[s], flat[at], reason)
+            quarantine.add(streams[s].webid, names[s], flat[at], reason, at)
             keep[at] = False
 
     ts_us = timestamps.cast(pa.int64()).fill_null(0).to_numpy()
@@ -374,7 +374,7 @@ def _decode(
     )
     if not keep.all():
         table = table.filter(pa.array(keep))
-    return DecodedBatch(table, quarantine.table(), non_finite, quarantine.counts)
+    return DecodedBatch(table, quarantine.table(ts_us, sequence), non_finite)
 
 
 def _field(items: list[dict[str, Any]], key: str) -> list[Any]:
@@ -679,19 +679,26 @@ class _QuarantineRows:
         self.names: list[str | None] = []
         self.raw: list[str] = []
         self.reasons: list[str] = []
-        self.counts: dict[str, int] = {}
+        self.at: list[int] = []
 
-    def add(self, webid: str | None, name: str | None, value: Any, reason: str) -> None:
+    def add(
+        self, webid: str | None, name: str | None, value: Any, reason: str, at: int | None
+    ) -> None:
+        """`at`: the value's position among the decoded ones when its timestamp parsed."""
         if type(value) is TimedValue:
             raise NeedsRawValues(reason)
         self.webids.append(webid)
         self.names.append(name)
         self.raw.append(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode())
         self.reasons.append(reason)
-        self.counts[reason] = self.counts.get(reason, 0) + 1
+        self.at.append(-1 if at is None else at)
 
-    def table(self) -> pa.Table:
+    def table(self, ts_us: np.ndarray, sequence: np.ndarray) -> pa.Table:
+        """The rows, with the key (timestamp, sequence) of those whose timestamp parsed."""
         n = len(self.raw)
+        at = np.array(self.at, dtype=np.int64)
+        keyed = at >= 0
+        where = np.where(keyed, at, 0)
         return pa.Table.from_arrays(
             [
                 pa.array(self.webids, pa.string()),
@@ -702,6 +709,8 @@ class _QuarantineRows:
                 pa.nulls(n, pa.string()),
                 pa.nulls(n, pa.int64()),
                 pa.array([self.ingested] * n, UTC_US),
+                pa.array(ts_us[where], mask=~keyed).cast(UTC_US),
+                pa.array(sequence[where], mask=~keyed),
             ],
             schema=QUARANTINE_SCHEMA,
         )

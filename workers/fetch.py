@@ -306,7 +306,6 @@ class FetchResult:
     rows: list[pa.Table] = field(default_factory=list)
     quarantine: list[pa.Table] = field(default_factory=list)
     stats: FetchStats = field(default_factory=FetchStats)
-    quarantine_counts: dict[str, int] = field(default_factory=dict)
     non_finite: int = 0
 
     @property
@@ -510,8 +509,6 @@ class Fetcher:
             result.rows.append(decoded.rows)
         if decoded.quarantine.num_rows:
             result.quarantine.append(decoded.quarantine)
-            for reason, n in decoded.quarantine_counts.items():
-                result.quarantine_counts[reason] = result.quarantine_counts.get(reason, 0) + n
         result.non_finite += decoded.non_finite
         return following
 

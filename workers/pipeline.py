@@ -63,7 +63,7 @@ from workers.plan import (
     backfill_batch,
     next_batch,
 )
-from workers.sink import CommitBuffer, DeltaSink, StaleGeneration
+from workers.sink import CommitBuffer, DeltaSink, StaleGeneration, with_batch
 from workers.tables import (
     BATCHES,
     PI_TIMESERIES,
@@ -213,7 +213,9 @@ class Pipeline:
         self._unsure: list[pa.Table] = []  # backfill and first ranges: rarely in the table
         self._guarded_rows = 0
         self._quarantine: list[pa.Table] = []
-        self._landing: tuple[list[PlannedBatch], asyncio.Future[int]] | None = None
+        self._landing: (
+            tuple[list[PlannedBatch], asyncio.Future[tuple[int, pa.Table | None]]] | None
+        ) = None
         self._oldest_buffered: float | None = None
         self._last_lookback = float("-inf")
         self.batches_done = 0
@@ -535,7 +537,9 @@ class Pipeline:
             self._unsure.append(guarded.filter(unsure))
             self._guarded.append(guarded.filter(pc.invert(unsure)))
         self._guarded_rows += guarded.num_rows
-        self._quarantine.extend(result.quarantine)
+        self._quarantine.extend(
+            with_batch(q, batch.app_id, batch.batch_id) for q in result.quarantine
+        )
         self.fetch_stats.add(result.stats)
         self._buffered.append(batch)
         self._buffered_ends.update(batch.checkpoints())
@@ -547,7 +551,6 @@ class Pipeline:
         self.metrics.values_ingested.labels(table=PI_TIMESERIES, shard=self.shard).inc(
             result.stats.values
         )
-        self.metrics.count_quarantine(result.quarantine_counts)
         self.metrics.buffered_rows.labels(shard=self.shard).set(
             self.buffer.rows + self._guarded_rows
         )
@@ -594,8 +597,27 @@ class Pipeline:
         guarded = pa.concat_tables(self._guarded) if self._guarded else None
         quarantine = pa.concat_tables(self._quarantine) if self._quarantine else None
         await asyncio.to_thread(self.check_generation)
-        commit = asyncio.to_thread(
-            self.sink.commit_timeseries,
+        commit = asyncio.to_thread(self._commit, fresh, app_id, last_id, guarded, quarantine)
+        self._landing = (batches, asyncio.ensure_future(commit))
+        self._buffered, self._guarded, self._unsure, self._quarantine = [], [], [], []
+        self._guarded_rows = 0
+        self._oldest_buffered = None
+        self.metrics.buffered_rows.labels(shard=self.shard).set(0)
+        self.metrics.oldest_unprocessed.labels(shard=self.shard).set(0)
+
+    def _commit(
+        self,
+        fresh: pa.Table,
+        app_id: str,
+        last_id: int,
+        guarded: pa.Table | None,
+        quarantine: pa.Table | None,
+    ) -> tuple[int, pa.Table | None]:
+        """The commit thread's work: rows written, and the bad values quarantined (those
+        not already listed, which only now, with the table at hand, is known)."""
+        if quarantine is not None:
+            quarantine = self.sink.new_quarantine(quarantine)
+        written = self.sink.commit_timeseries(
             fresh,
             app_id,
             last_id,
@@ -603,12 +625,7 @@ class Pipeline:
             quarantine=quarantine,
             shard_count=self.settings.shard_count,
         )
-        self._landing = (batches, asyncio.ensure_future(commit))
-        self._buffered, self._guarded, self._unsure, self._quarantine = [], [], [], []
-        self._guarded_rows = 0
-        self._oldest_buffered = None
-        self.metrics.buffered_rows.labels(shard=self.shard).set(0)
-        self.metrics.oldest_unprocessed.labels(shard=self.shard).set(0)
+        return written, quarantine
 
     async def _land(self) -> int:
         """Wait for the commit in flight, then step 4: one checkpoint write covering all
@@ -618,7 +635,10 @@ class Pipeline:
         assert self.checkpoints is not None
         batches, commit = self._landing
         self._landing = None
-        written = await commit
+        written, quarantined = await commit
+        if quarantined is not None:
+            reasons = pc.value_counts(quarantined.column("reason")).to_pylist()
+            self.metrics.count_quarantine({r["values"]: r["counts"] for r in reasons})
         app_id, last_id = batches[0].app_id, batches[-1].batch_id
         ranges = [r for batch in batches for r in batch.ranges]
         await asyncio.to_thread(self.checkpoints.advance, app_id, last_id, ranges)

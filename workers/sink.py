@@ -219,8 +219,11 @@ class DeltaSink:
                 f"replace where {predicate} failed: {exc}", table=name, uri=self.store.uri(name)
             ) from exc
 
-    def drop_existing(self, late: pa.Table, fresh: pa.Table | None = None) -> pa.Table:
-        """Late look-back rows whose key is neither in `fresh` nor already in pi_timeseries.
+    def drop_existing(
+        self, late: pa.Table, fresh: pa.Table | None = None, name: str = PI_TIMESERIES
+    ) -> pa.Table:
+        """Late look-back rows whose key is neither in `fresh` nor already in table `name`
+        (pi_timeseries, or the quarantine for bad values with a key).
 
         Duplicates among the late rows (overlapping look-backs) are dropped first; the table
         is read only for the tags, dates and times the late rows span. Keys are joined with
@@ -234,27 +237,64 @@ class DeltaSink:
         keep = _first_of_each_key(keys)
         if fresh is not None and fresh.num_rows:
             keep &= ~_found(keys, _int_keys(fresh, tags))
-        existing = self._existing_keys(late, tags)
+        existing = self._existing_keys(name, late, tags)
         if existing.num_rows:
             keep &= ~_found(keys, _int_keys(existing, tags))
         if keep.all():
             return late  # nothing to drop: no copy of what may be a whole commit's rows
         return late.filter(pa.array(keep))
 
-    def _existing_keys(self, rows: pa.Table, tags: pa.Array) -> pa.Table:
-        dates = rows.column("date")
+    def _existing_keys(self, name: str, rows: pa.Table, tags: pa.Array) -> pa.Table:
         stamps = rows.column("timestamp")
-        lo_date, hi_date = pc.min(dates), pc.max(dates)
-        lo_ts, hi_ts = pc.min(stamps), pc.max(stamps)
-        dataset = self.table(PI_TIMESERIES).to_pyarrow_dataset()
         where = (
-            (ds.field("date") >= lo_date)
-            & (ds.field("date") <= hi_date)
-            & (ds.field("timestamp") >= lo_ts)
-            & (ds.field("timestamp") <= hi_ts)
+            (ds.field("timestamp") >= pc.min(stamps))
+            & (ds.field("timestamp") <= pc.max(stamps))
             & ds.field("tag_webid").isin(tags)
         )
+        if "date" in TABLES[name].partition_by:
+            dates = rows.column("date")
+            where &= (ds.field("date") >= pc.min(dates)) & (ds.field("date") <= pc.max(dates))
+        dataset = self.table(name).to_pyarrow_dataset()
         return dataset.to_table(columns=list(KEY_COLUMNS), filter=where)
+
+    def new_quarantine(self, rows: pa.Table) -> pa.Table:
+        """The quarantine rows not in the quarantine table yet: a look-back, an overlapping
+        backfill or a re-run reads a bad value again, and it must be listed once.
+
+        A row whose timestamp parsed has the key of pi_timeseries and is anti-joined like a
+        late value. One without (timestamp missing or broken) has only its raw text; each
+        batch reads all the values of a tag's range, so a text one batch met k times is k
+        values: the table needs the most any batch met, less what it holds already.
+        """
+        if rows.num_rows == 0:
+            return rows
+        keyed = rows.column("timestamp").is_valid()
+        parts = [self.drop_existing(rows.filter(keyed), name=QUARANTINE)]
+        loose = rows.filter(pc.invert(keyed))
+        if loose.num_rows:
+            parts.append(self._new_loose(loose))
+        return pa.concat_tables(parts)
+
+    def _new_loose(self, rows: pa.Table) -> pa.Table:
+        text = ["tag_webid", "raw"]
+        met = pl.from_arrow(rows.select([*text, "batch_id"])).with_row_index("_row")
+        need = met.group_by([*text, "batch_id"]).len().group_by(text).agg(pl.col("len").max())
+        where = ds.field("timestamp").is_null() & ds.field("tag_webid").isin(
+            pc.unique(rows.column("tag_webid"))
+        )
+        held = pl.from_arrow(
+            self.table(QUARANTINE).to_pyarrow_dataset().to_table(columns=text, filter=where)
+        )
+        have = held.group_by(text).len().rename({"len": "have"})
+        wanted = (
+            met.with_columns(pl.int_range(pl.len()).over(text).alias("_nth"))
+            .join(need, on=text, how="left", nulls_equal=True)
+            .join(have, on=text, how="left", nulls_equal=True)
+            .filter(pl.col("_nth") < pl.col("len") - pl.col("have").fill_null(0))
+            .get_column("_row")
+            .sort()
+        )
+        return rows.take(pa.array(wanted.to_numpy()))
 
     def commit_timeseries(
         self,
@@ -347,11 +387,13 @@ def _found(keys: pl.DataFrame, known: pl.DataFrame) -> np.ndarray:
 
 
 def with_batch(quarantine: pa.Table, app_id: str, batch_id: int) -> pa.Table:
-    """Quarantine rows stamped with the batch that met them."""
+    """Quarantine rows stamped with the batch that met them (`batch_id` where they do not
+    say it yet: the pipeline stamps each batch's rows, a commit may hold several)."""
     n = quarantine.num_rows
     index = quarantine.schema.get_field_index
     table = quarantine.set_column(index("app_id"), "app_id", pa.array([app_id] * n, pa.string()))
-    return table.set_column(index("batch_id"), "batch_id", pa.array([batch_id] * n, pa.int64()))
+    batch_ids = pc.coalesce(table.column("batch_id"), pa.scalar(batch_id, pa.int64()))
+    return table.set_column(index("batch_id"), "batch_id", batch_ids)
 
 
 class CommitBuffer:

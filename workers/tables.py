@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from deltalake import ColumnProperties, CommitProperties, DeltaTable, WriterProperties
+from deltalake import ColumnProperties, CommitProperties, DeltaTable, Field, WriterProperties
 from deltalake.exceptions import DeltaError
 
 from service.errors import PideltaError
@@ -63,6 +63,10 @@ QUARANTINE_SCHEMA = pa.schema(
         pa.field("app_id", pa.string()),
         pa.field("batch_id", pa.int64()),
         pa.field("ingestion_timestamp", UTC_US, nullable=False),
+        # The value's key, as in pi_timeseries, when its timestamp parses: a look-back that
+        # reads the value again finds it here. `create` adds them to tables made without.
+        pa.field("timestamp", UTC_US),
+        pa.field("sequence", pa.int32()),
     ]
 )
 
@@ -147,6 +151,15 @@ def _same_columns(actual: pa.Schema, declared: pa.Schema) -> bool:
     return [(f.name, f.type) for f in actual] == [(f.name, f.type) for f in declared]
 
 
+def _added_columns(actual: pa.Schema, declared: pa.Schema) -> list[pa.Field]:
+    """The nullable columns a newer pidelta declares after all of an older table's."""
+    n = len(actual)
+    if n >= len(declared) or not _same_columns(actual, pa.schema(list(declared)[:n])):
+        return []
+    added = list(declared)[n:]
+    return added if all(f.nullable for f in added) else []
+
+
 class TableStore:
     """Knows where the tables live and creates them; shared by the sink and checkpoints.
 
@@ -222,11 +235,29 @@ class TableStore:
                 # Another shard may have committed version 0 between our check and our write.
                 if not self.exists(name):
                     raise SinkError(f"cannot create: {exc}", table=name, uri=uri) from exc
-        actual = pa.schema(self.open(name).schema().to_arrow())
-        if not _same_columns(actual, spec.schema):
+        table = self.open(name)
+        actual = pa.schema(table.schema().to_arrow())
+        added = _added_columns(actual, spec.schema)
+        if added:
+            self._add_columns(name, table, added)
+        elif not _same_columns(actual, spec.schema):
             raise SinkError(
                 f"existing schema differs from the declared one: {actual}", table=name, uri=uri
             )
+
+    def _add_columns(self, name: str, table: DeltaTable, added: list[pa.Field]) -> None:
+        """Bring a table an older pidelta created up to date: the new columns are nullable,
+        so its rows read them as null. Shards starting together race; a loser finds them."""
+        try:
+            table.alter.add_columns([Field.from_arrow(f) for f in added])
+        except (DeltaError, OSError) as exc:
+            latest = pa.schema(self.open(name).schema().to_arrow())
+            if not _same_columns(latest, TABLES[name].schema):
+                raise SinkError(
+                    f"cannot add columns {[f.name for f in added]}: {exc}",
+                    table=name,
+                    uri=self.uri(name),
+                ) from exc
 
     def exists(self, name: str) -> bool:
         return DeltaTable.is_deltatable(self.uri(name), storage_options=self.options(name))

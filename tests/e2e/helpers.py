@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -200,6 +201,21 @@ def expected_quarantine(
         if e > s
     ]
     return pa.concat_tables(parts) if parts else truth.quarantine_table([], 0, 0)
+
+
+def without_units(raw: str) -> str:
+    """A raw TimedValue without `UnitsAbbreviation`: pidelta does not select it per value."""
+    item = orjson.loads(raw)
+    if isinstance(item, dict):
+        item.pop("UnitsAbbreviation", None)
+    return orjson.dumps(item).decode()
+
+
+def comparable(quarantine: pl.DataFrame) -> pl.DataFrame:
+    """Quarantine rows as (tag, reason, raw) to compare with the truth's."""
+    return quarantine.select(
+        "tag_webid", "reason", pl.col("raw").map_elements(without_units, return_dtype=pl.String)
+    )
 
 
 def frame(table: pa.Table) -> pl.DataFrame:

@@ -34,6 +34,7 @@ from tests.e2e.helpers import (
     aligned_past,
     assert_same,
     checkpoints,
+    comparable,
     expected,
     expected_quarantine,
     iso,
@@ -269,9 +270,6 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory) -> BadRun:
             poll_interval=3600,
             pi_max_attempts=10,
             pi_page_size=2000,
-            # No late values here; a look-back re-read would quarantine a bad value again
-            # (a known limit of the quarantine table, see the README).
-            late_lookback=0,
         )
     )
     until = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=11)
@@ -294,20 +292,6 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory) -> BadRun:
         mock.stop()
     injected = faults["Injected"]["badjson"]  # type: ignore[index]
     return BadRun(mock, target, start, metric, injected, code)
-
-
-def without_units(raw: str) -> str:
-    """A raw TimedValue without `UnitsAbbreviation`: pidelta does not select it per value."""
-    item = orjson.loads(raw)
-    if isinstance(item, dict):
-        item.pop("UnitsAbbreviation", None)
-    return orjson.dumps(item).decode()
-
-
-def comparable(quarantine: pl.DataFrame) -> pl.DataFrame:
-    return quarantine.select(
-        "tag_webid", "reason", pl.col("raw").map_elements(without_units, return_dtype=pl.String)
-    )
 
 
 def test_mock_bad_values_are_stored_or_quarantined_exactly(bad_run: BadRun) -> None:

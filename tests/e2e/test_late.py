@@ -1,6 +1,8 @@
 """Late data: a tenth of the tags hold values back (interface outages, values visible
 LATE_SECONDS after their timestamp). Once the late window has passed, the table equals the
 ground truth exactly: the look-back re-read found every late value, and added nothing twice.
+Some values are malformed: each look-back meets those of its window again, and each is
+quarantined once.
 
 Size: 300 tags (about 30 late), 5 minutes behind now at start, then about a minute live.
 """
@@ -23,7 +25,9 @@ from tests.e2e.helpers import (
     assert_no_duplicates,
     assert_same,
     checkpoints,
+    comparable,
     expected,
+    expected_quarantine,
     iso,
     read_table,
     start_worker,
@@ -41,7 +45,11 @@ def test_late_values_land_exactly_once(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
     mock = mock_pi_factory(
-        tag_count=300, rate_limit=0, late_fraction=0.1, late_seconds=LATE_SECONDS
+        tag_count=300,
+        rate_limit=0,
+        late_fraction=0.1,
+        late_seconds=LATE_SECONDS,
+        bad_fraction=0.02,
     )
     truth = truth_for(mock)
     origin = aligned_past(5)
@@ -67,6 +75,35 @@ def test_late_values_land_exactly_once(
     assert_no_duplicates(table)
     assert_same(within(table, ranges), final)
     _subset(read_table(target), truth, origin)
+    reached = {w: (origin, c) for w, c in checkpoints(target).items()}
+    _quarantined_once(read_table(target, "_pidelta_quarantine"), truth, ranges, reached)
+
+
+def _quarantined_once(
+    got: pa.Table,
+    truth: GroundTruth,
+    settled: dict[str, tuple[datetime, datetime]],
+    reached: dict[str, tuple[datetime, datetime]],
+) -> None:
+    """Every bad value of the settled ranges is listed, and nothing more often than the
+    source holds it up to the end of what was read (a value quarantined twice would be)."""
+    key = ["tag_webid", "reason", "raw"]
+
+    def counts(table: pa.Table) -> pl.DataFrame:
+        return comparable(pl.from_arrow(table)).group_by(key).len()
+
+    held = counts(got)
+    must = counts(expected_quarantine(truth, settled))
+    may = counts(expected_quarantine(truth, reached))
+    assert must["len"].sum() > 50
+    lost = must.join(held, on=key, how="left").filter(
+        pl.col("len_right").fill_null(0) < pl.col("len")
+    )
+    assert lost.height == 0, lost.head(5)
+    doubled = held.join(may, on=key, how="left").filter(
+        pl.col("len") > pl.col("len_right").fill_null(0)
+    )
+    assert doubled.height == 0, doubled.head(5)
 
 
 def _caught_up(target: Path, since: datetime) -> bool:

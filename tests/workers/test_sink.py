@@ -12,17 +12,18 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from service.metrics import Metrics, MetricsServer, Readiness
 from workers.decode import TagMeta, decode_streamset
-from workers.sink import CommitBuffer, DeltaSink, StaleGeneration
+from workers.sink import CommitBuffer, DeltaSink, StaleGeneration, with_batch
 from workers.tables import (
     CHECKPOINTS,
     CHECKPOINTS_SCHEMA,
     PI_TIMESERIES,
     PI_TIMESERIES_SCHEMA,
     QUARANTINE,
+    QUARANTINE_SCHEMA,
     TABLES,
     SinkError,
     TableStore,
@@ -310,4 +311,66 @@ def test_an_append_outdated_by_another_shards_delete_lands_once(store: TableStor
     assert table.sort("tag_webid").select("app_id", "tag_webid").rows() == [
         ("shard-1", "A"),
         ("shard-0", "C"),
+    ]
+
+
+def bad_values(*items: dict[str, object]) -> pa.Table:
+    raw = orjson.dumps({"Items": [{"WebId": "WF", "Items": list(items)}]})
+    return decode_streamset(raw, TAGS, ingestion_time=NOW).quarantine
+
+
+LIST_AT_1 = {"Timestamp": "2026-11-28T00:00:01Z", "Value": [1], "Good": True}
+MONTH_13 = {"Timestamp": "2026-13-28T00:00:02Z", "Value": 2.0, "Good": True}
+LIST_AT_3 = {"Timestamp": "2026-11-28T00:00:03Z", "Value": [3], "Good": True}
+
+
+def quarantine_rows(store: TableStore) -> list[tuple[object, ...]]:
+    table = pl.from_arrow(DeltaTable(store.uri(QUARANTINE)).to_pyarrow_table())
+    return sorted(table.select("raw", "timestamp", "sequence", "batch_id").rows(), key=str)
+
+
+def test_a_bad_value_read_again_is_quarantined_once(store: TableStore) -> None:
+    """Look-backs and overlapping reads meet bad values again. Those with a timestamp are
+    known by their key; those without by their text, counted per read: a read that met a
+    text twice stands for two values, and two reads that met it once each for one."""
+    sink = DeltaSink(store)
+    empty = PI_TIMESERIES_SCHEMA.empty_table()
+    first = with_batch(bad_values(LIST_AT_1, MONTH_13, MONTH_13), "app", 1)
+    assert sink.new_quarantine(first).num_rows == 3
+    sink.commit_timeseries(empty, "app", 1, quarantine=sink.new_quarantine(first))
+    look_back = with_batch(bad_values(LIST_AT_1, MONTH_13, MONTH_13, LIST_AT_3), "app", 2)
+    next_poll = with_batch(bad_values(MONTH_13, MONTH_13, LIST_AT_3), "app", 3)
+    new = sink.new_quarantine(pa.concat_tables([look_back, next_poll]))
+    assert new.column("raw").to_pylist() == [orjson.dumps(LIST_AT_3).decode()]
+    assert new.column("batch_id").to_pylist() == [2]
+    sink.commit_timeseries(empty, "app", 3, quarantine=new)
+    third = with_batch(bad_values(MONTH_13, MONTH_13, MONTH_13), "app", 4)
+    assert sink.new_quarantine(third).num_rows == 1  # a third value with that text came
+    at_1, at_3 = (datetime(2026, 11, 28, 0, 0, s, tzinfo=UTC) for s in (1, 3))
+    month_13 = orjson.dumps(MONTH_13).decode()
+    assert quarantine_rows(store) == sorted(
+        [
+            (orjson.dumps(LIST_AT_1).decode(), at_1, 0, 1),
+            (month_13, None, None, 1),
+            (month_13, None, None, 1),
+            (orjson.dumps(LIST_AT_3).decode(), at_3, 0, 2),
+        ],
+        key=str,
+    )
+
+
+def test_quarantine_made_before_the_key_columns_gains_them(tmp_path: Path) -> None:
+    old_schema = pa.schema(list(QUARANTINE_SCHEMA)[:-2])
+    uri = str(tmp_path / "lake" / QUARANTINE)
+    DeltaTable.create(uri, old_schema)
+    old_row = {"raw": "[1]", "reason": "not_an_object", "ingestion_timestamp": NOW}
+    write_deltalake(uri, pa.Table.from_pylist([old_row], schema=old_schema), mode="append")
+    store = TableStore(str(tmp_path / "lake"))
+    store.create_all()
+    store.create_all()
+    table = DeltaTable(uri)
+    assert table.version() == 2  # created, appended, columns added once
+    assert pa.schema(table.schema().to_arrow()) == QUARANTINE_SCHEMA
+    assert table.to_pyarrow_table().select(["raw", "timestamp", "sequence"]).to_pylist() == [
+        {"raw": "[1]", "timestamp": None, "sequence": None}
     ]
