@@ -1,10 +1,12 @@
 """Table maintenance: compaction, checkpoints, vacuum, log clean-up, on pidelta's tables only.
 
 Why it cannot fail a writer: compaction commits a rewrite (remove small files, add large
-ones) with delta-rs's conflict check. Shards only ever append, and a blind append never
-conflicts with a rewrite, so their commits go through whether they land before or after
-the compaction's; if a rewrite loses a race it is retried on the new version, and at worst
-a pass is skipped and logged. Vacuum only deletes files the log removed longer than the
+ones, all marked as no data change) with delta-rs's conflict check. Shards append, and a
+blind append does not conflict with a rewrite that changes no data, so their commits go
+through whether they land before or after the compaction's. (Shards also fold their own
+rows of the state tables, a real delete; an append that one outdates is re-run by the sink
+on the new version.) If a rewrite loses a race it is retried on the new version, and at
+worst a pass is skipped and logged. Vacuum only deletes files the log removed longer than the
 retention ago (never below the table's `delta.deletedFileRetentionDuration`), so files a
 writer is about to commit, and files readers of recent versions need, stay.
 """
