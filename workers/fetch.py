@@ -30,6 +30,7 @@ from workers.decode import (
     TagLike,
     TimedValue,
     decode_streamset,
+    gc_paused,
     parse_body,
     parse_typed,
 )
@@ -414,7 +415,8 @@ class Fetcher:
                 result.stats.calls += 1
                 result.stats.bytes += len(body)
                 try:
-                    return self._absorb(call, body, result, counts)
+                    with gc_paused():
+                        return self._absorb(call, body, result, counts)
                 except DecodeError:
                     if attempt >= self.max_attempts:
                         raise
