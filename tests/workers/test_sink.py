@@ -374,3 +374,19 @@ def test_quarantine_made_before_the_key_columns_gains_them(tmp_path: Path) -> No
     assert table.to_pyarrow_table().select(["raw", "timestamp", "sequence"]).to_pylist() == [
         {"raw": "[1]", "timestamp": None, "sequence": None}
     ]
+
+
+def test_the_anti_join_opens_only_files_whose_times_meet_the_rows(store: TableStore) -> None:
+    """File statistics choose what is read (deltalake hands them to the pyarrow dataset): a
+    file of other hours is never opened (here it is gone from disk, and reading it would
+    fail; on S3 each file opened is a request), and a file whose last timestamp has
+    sub-millisecond digits (Delta's statistic is truncated to the millisecond) is read."""
+    sink = DeltaSink(store)
+    sink.commit_timeseries(decoded(("2026-11-27T10:00:00Z", 1.0)), "app", 1)
+    early = {Path(u) for u in DeltaTable(store.uri(PI_TIMESERIES)).file_uris()}
+    sink.commit_timeseries(decoded(("2026-11-27T12:00:00.0005Z", 2.0)), "app", 2)
+    for path in early:
+        path.unlink()
+    late = decoded(("2026-11-27T12:00:00.0005Z", 2.0), ("2026-11-27T12:00:01Z", 3.0))
+    kept = sink.drop_existing(late)
+    assert kept.column("value").to_pylist() == [3.0]
