@@ -131,33 +131,48 @@ class DecodedBatch:
         return self.quarantine.num_rows
 
 
-class TimedValue(msgspec.Struct, gc=False):
+class TimedValue(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     """One PI TimedValue read by `parse_typed`: no dict per value. Every field is `Any` so
-    that any JSON value decodes; the decoder judges the types as it does for dicts."""
+    that any JSON value decodes; the decoder judges the types as it does for dicts.
+
+    Only the fields pidelta selects per value, bar `Errors`: the usual body decodes into
+    these, and the decoder skips reading the absent fields (two passes of eight). A value
+    with any other field fails the body over to `FullTimedValue`, at once in practice (a
+    server that adds a field adds it to the first value).
+    """
 
     Timestamp: Any = None
     Value: Any = None
-    UnitsAbbreviation: Any = None
     Good: Any = None
     Questionable: Any = None
     Substituted: Any = None
     Annotated: Any = None
+
+
+class FullTimedValue(TimedValue, forbid_unknown_fields=False):
+    """A TimedValue that may carry `Errors` or its own units (other fields are ignored)."""
+
+    UnitsAbbreviation: Any = None
     Errors: Any = None
 
 
-class _TypedStream(msgspec.Struct, gc=False):
-    WebId: Any = None
-    Name: Any = None
-    UnitsAbbreviation: Any = None
-    Items: list[TimedValue] | None = None
-    WebException: Any = None
+def _streamset_decoder(value: type[TimedValue]) -> msgspec.json.Decoder[Any]:
+    stream = msgspec.defstruct(
+        f"Stream[{value.__name__}]",
+        [
+            ("WebId", Any, None),
+            ("Name", Any, None),
+            ("UnitsAbbreviation", Any, None),
+            ("Items", list[value] | None, None),  # type: ignore[valid-type]
+            ("WebException", Any, None),
+        ],
+        gc=False,
+    )
+    body = msgspec.defstruct(f"Body[{value.__name__}]", [("Items", list[stream])], gc=False)  # type: ignore[valid-type]
+    return msgspec.json.Decoder(body)
 
 
-class _TypedBody(msgspec.Struct, gc=False):
-    Items: list[_TypedStream]
-
-
-_TYPED_DECODER = msgspec.json.Decoder(_TypedBody)
+_TYPED_DECODERS = (_streamset_decoder(TimedValue), _streamset_decoder(FullTimedValue))
 
 
 class NeedsRawValues(Exception):
@@ -287,9 +302,15 @@ def parse_typed(body: bytes | str) -> dict[str, Any] | None:
     msgspec builds one small struct per value instead of a dict: about a third of the CPU
     of `parse_body` on a full TimedValue body, half on a trimmed one.
     """
+    plain, full = _TYPED_DECODERS
     try:
-        doc = _TYPED_DECODER.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        doc = plain.decode(body)
+    except msgspec.ValidationError:
+        try:
+            doc = full.decode(body)
+        except msgspec.DecodeError:  # ValidationError included
+            return None
+    except msgspec.DecodeError:
         return None
     return {
         "Items": [
@@ -328,9 +349,9 @@ def _decode(
     quarantine = _QuarantineRows(source, ingested)
 
     flat = list(chain.from_iterable(s.items for s in streams))
-    # Values from `parse_typed` are all `TimedValue`s (a list of them never holds anything
-    # else), so the TypeError branch below is for dicts only.
-    field = _attr_field if flat and type(flat[0]) is TimedValue else _field
+    # Values from `parse_typed` are all `TimedValue`s of one class (a list of them never
+    # holds anything else), so the TypeError branch below is for dicts only.
+    field = _attr_field if flat and isinstance(flat[0], TimedValue) else _field
     try:
         ts_raw = field(flat, "Timestamp")
     except TypeError:
@@ -405,8 +426,14 @@ def _field(items: list[dict[str, Any]], key: str) -> list[Any]:
     return list(map(dict.get, items, repeat(key)))
 
 
+_NOT_IN_PLAIN = frozenset(FullTimedValue.__struct_fields__) - set(TimedValue.__struct_fields__)
+
+
 def _attr_field(items: list[TimedValue], key: str) -> list[Any]:
-    """`_field` for `TimedValue`s (None where absent: the struct's default)."""
+    """`_field` for `TimedValue`s (None where absent: the struct's default, and every value
+    of a field the plain struct does not have)."""
+    if key in _NOT_IN_PLAIN and type(items[0]) is TimedValue:
+        return [None] * len(items)
     return list(map(attrgetter(key), items))
 
 
@@ -707,7 +734,7 @@ class _QuarantineRows:
         self, webid: str | None, name: str | None, value: Any, reason: str, at: int | None
     ) -> None:
         """`at`: the value's position among the decoded ones when its timestamp parsed."""
-        if type(value) is TimedValue:
+        if isinstance(value, TimedValue):
             raise NeedsRawValues(reason)
         self.webids.append(webid)
         self.names.append(name)

@@ -232,7 +232,7 @@ def parse_time_us(text: str) -> int:
 
 def _timestamp_us(item: Any) -> int | None:
     """The microsecond timestamp of one raw TimedValue, None when it has none that parses."""
-    if type(item) is TimedValue:
+    if isinstance(item, TimedValue):
         stamp = item.Timestamp
     elif type(item) is dict:
         stamp = item.get("Timestamp")

@@ -17,11 +17,14 @@ from workers.decode import (
     REASON_NOT_AN_OBJECT,
     REASON_WRONG_VALUE_TYPE,
     DecodeError,
+    FullTimedValue,
     SequenceStart,
     TagMeta,
+    TimedValue,
     decode_streams,
     decode_streamset,
     decode_values,
+    parse_typed,
 )
 from workers.tables import PI_TIMESERIES_SCHEMA, QUARANTINE_SCHEMA
 
@@ -389,3 +392,32 @@ def test_many_streams_with_scattered_system_states_match_a_per_value_reading() -
     out = decode(*streams)
     assert value_cols(out) == expected
     assert out.quarantined == 0
+
+
+def test_plain_values_read_into_the_plain_struct_and_the_rest_into_the_full_one() -> None:
+    """The usual body (the selected fields, no `Errors`) skips the absent fields; a value
+    with `Errors`, its own units or a field PI may add moves the body to the full struct,
+    with the same rows as the plain read would give for the same values."""
+    plain = body(("WF", [tv(1.5), tv(2.5, "2026-11-27T10:00:01Z")]))
+    doc = parse_typed(plain)
+    assert doc is not None
+    assert {type(v) for v in doc["Items"][0]["Items"]} == {TimedValue}
+    for extra in (
+        {"Errors": [{"FieldName": "Value", "Message": ["stale"]}]},
+        {"UnitsAbbreviation": "l/s"},
+        {"Links": {}},
+    ):
+        richer = body(("WF", [tv(1.5), tv(2.5, "2026-11-27T10:00:01Z", **extra)]))
+        doc = parse_typed(richer)
+        assert doc is not None
+        assert {type(v) for v in doc["Items"][0]["Items"]} == {FullTimedValue}
+    out = decode_streamset(
+        body(("WF", [tv(1.5), tv(2.5, "2026-11-27T10:00:01Z", UnitsAbbreviation="l/s")])),
+        TAGS,
+        ingestion_time=NOW,
+    )
+    assert [(r["value"], r["units"], r["value_error"]) for r in rows(out)] == [
+        (1.5, "m3/h", None),
+        (2.5, "l/s", None),
+    ]
+    assert rows(decode_streamset(plain, TAGS, ingestion_time=NOW))[0]["units"] == "m3/h"
