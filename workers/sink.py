@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction
 from deltalake import write_deltalake as _write_deltalake
-from deltalake.exceptions import DeltaError
+from deltalake.exceptions import CommitFailedError, DeltaError
 
 from service.metrics import Metrics
 from service.settings import Settings
@@ -53,11 +53,10 @@ def require_fence(table: DeltaTable, shard_count: int) -> None:
 
 def _outdated(exc: BaseException) -> bool:
     """A commit refused because a concurrent commit outdated its snapshot: a metadata change
-    (a fence, maybe), or a delete (another shard compacting its state rows), which delta-rs
-    1.x counts against a blind append too. Re-running the append on a fresh snapshot is
-    right for both; delta-rs has no exception class of its own for them, only these texts."""
-    text = str(exc).lower()
-    return "metadata changed" in text or "concurrent transaction deleted data" in text
+    (a fence, maybe), or a delete (another shard folding its state rows), which delta-rs 1.x
+    counts against a blind append too. A blind append read nothing, so making it again on a
+    fresh snapshot is right whatever the conflict was."""
+    return isinstance(exc, CommitFailedError)
 
 
 def fenced_count(table: DeltaTable) -> int | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,9 +19,8 @@ from tests.e2e.helpers import (
     pidelta,
     start_worker,
 )
-from tests.storage.conftest import S3, store_env, store_holds_truth
+from tests.storage.conftest import DAY, S3, store_env, store_holds_truth
 
-DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
 MB = 1024 * 1024
 
 

@@ -16,9 +16,7 @@ from tests.e2e.helpers import (
     pidelta,
     start_worker,
 )
-from tests.storage.conftest import ObjectStore, store_env, store_holds_truth
-
-DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+from tests.storage.conftest import DAY, ObjectStore, store_env, store_holds_truth
 
 
 def test_backfill_equals_truth(

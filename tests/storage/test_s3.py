@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from tests.conftest import MockServer
 from tests.e2e.helpers import iso, start_worker
-from tests.storage.conftest import S3, store_env, store_holds_truth
-
-DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+from tests.storage.conftest import DAY, S3, store_env, store_holds_truth
 
 
 def test_four_shards_append_to_one_s3_table(

@@ -27,13 +27,12 @@ from tests.e2e.helpers import (
     start_worker,
     worker_env,
 )
-from tests.storage.conftest import S3, assert_holds_truth, merged, uc_env
+from tests.storage.conftest import DAY, S3, assert_holds_truth, merged, uc_env
 from tests.storage.uc_server import UCServer
 from workers.sink import DeltaSink
 from workers.tables import CHECKPOINTS, PI_TIMESERIES, PI_TIMESERIES_SCHEMA, TableStore
 from workers.unity_catalog import IncompatibleTableError, known_tables, uc_columns
 
-DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
 REFUSED_MANAGED = (
     "pidelta: Unity Catalog table main.pi.pi_timeseries cannot be written by pidelta: it is a "
     "MANAGED table, whose commits Unity Catalog owns (catalog-managed commits); delta-rs "
