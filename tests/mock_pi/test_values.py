@@ -178,11 +178,13 @@ def test_boundary_types(mock_pi: MockServer, truth: Any) -> None:
 
 
 def expected_interpolation(truth: Any, point: Point, at: float) -> Any:
-    """Linear between neighbours for analog points, previous value otherwise."""
+    """Linear between two good neighbours of an analog point, the previous value otherwise
+    (a system state on either side stops the line)."""
     prev = truth.recorded(point, iso(at - 3600), iso(at))[-1]
     nxt = truth.recorded(point, iso(at), iso(at + 3600))
     nxt = next(v for v in nxt if ticks(v["Timestamp"]) > ticks(iso(at)))
-    if point.point_type == "Float32" and not isinstance(prev["Value"], dict):
+    system = isinstance(prev["Value"], dict) or isinstance(nxt["Value"], dict)
+    if point.point_type == "Float32" and not system:
         pt, nt, t = ticks(prev["Timestamp"]), ticks(nxt["Timestamp"]), ticks(iso(at))
         return prev["Value"] + (nxt["Value"] - prev["Value"]) * (t - pt) / (nt - pt)
     return prev["Value"]
