@@ -149,6 +149,27 @@ def test_time_strings(mock_pi: MockServer, truth: Any) -> None:
     )
 
 
+def expected_interpolation(truth: Any, point: Point, at: float) -> Any:
+    """Linear between two good neighbours of an analog point, the previous value otherwise
+    (a system state on either side stops the line)."""
+    prev = truth.recorded(point, iso(at - 3600), iso(at))[-1]
+    nxt = truth.recorded(point, iso(at), iso(at + 3600))
+    nxt = next(v for v in nxt if ticks(v["Timestamp"]) > ticks(iso(at)))
+    system = isinstance(prev["Value"], dict) or isinstance(nxt["Value"], dict)
+    if point.point_type == "Float32" and not system:
+        pt, nt, t = ticks(prev["Timestamp"]), ticks(nxt["Timestamp"]), ticks(iso(at))
+        return prev["Value"] + (nxt["Value"] - prev["Value"]) * (t - pt) / (nt - pt)
+    return prev["Value"]
+
+
+def assert_interpolated(item: dict[str, Any], truth: Any, point: Point) -> None:
+    want = expected_interpolation(truth, point, ticks(item["Timestamp"]) / 10_000_000)
+    if isinstance(want, float):
+        assert item["Value"] == pytest.approx(want, abs=1e-3)
+    else:
+        assert item["Value"] == want
+
+
 def test_boundary_types(mock_pi: MockServer, truth: Any) -> None:
     point = KINDS["TI"]
     inside = truth.recorded(point, iso(START), iso(END))
@@ -169,25 +190,12 @@ def test_boundary_types(mock_pi: MockServer, truth: Any) -> None:
     assert ticks(items[0]["Timestamp"]) == ticks(iso(START))
     assert ticks(items[-1]["Timestamp"]) == ticks(iso(END))
     assert items[1:-1] == inside
-    assert min(before[-1]["Value"], inside[0]["Value"]) <= items[0]["Value"]
-    assert items[0]["Value"] <= max(before[-1]["Value"], inside[0]["Value"])
+    assert_interpolated(items[0], truth, point)
+    assert_interpolated(items[-1], truth, point)
     assert get(base + "&boundaryType=Sideways") == (
         400,
         {"Errors": ["The value 'Sideways' is not valid for boundaryType."]},
     )
-
-
-def expected_interpolation(truth: Any, point: Point, at: float) -> Any:
-    """Linear between two good neighbours of an analog point, the previous value otherwise
-    (a system state on either side stops the line)."""
-    prev = truth.recorded(point, iso(at - 3600), iso(at))[-1]
-    nxt = truth.recorded(point, iso(at), iso(at + 3600))
-    nxt = next(v for v in nxt if ticks(v["Timestamp"]) > ticks(iso(at)))
-    system = isinstance(prev["Value"], dict) or isinstance(nxt["Value"], dict)
-    if point.point_type == "Float32" and not system:
-        pt, nt, t = ticks(prev["Timestamp"]), ticks(nxt["Timestamp"]), ticks(iso(at))
-        return prev["Value"] + (nxt["Value"] - prev["Value"]) * (t - pt) / (nt - pt)
-    return prev["Value"]
 
 
 def test_interpolated_and_value_at_time(mock_pi: MockServer, truth: Any) -> None:
@@ -206,12 +214,7 @@ def test_interpolated_and_value_at_time(mock_pi: MockServer, truth: Any) -> None
         stamps = [ticks(v["Timestamp"]) for v in body["Items"]]
         assert stamps == [ticks(iso(START)) + k * 600 * 10_000_000 for k in range(4)]
         for item in body["Items"]:
-            seconds = ticks(item["Timestamp"]) / 10_000_000
-            want = expected_interpolation(truth, point, seconds)
-            if isinstance(want, float):
-                assert item["Value"] == pytest.approx(want, abs=1e-3)
-            else:
-                assert item["Value"] == want
+            assert_interpolated(item, truth, point)
         _, one = get(url(mock_pi.url, f"/streams/{point.webid}/value", time=iso(START)))
         validate_response(one, "/streams/{webId}/value")
         assert one == body["Items"][0]
