@@ -1,14 +1,15 @@
 """PI JSON bytes → Arrow columns in the `pi_timeseries` schema, plus quarantine rows.
 
-Why it is shaped like this: the body is parsed once with orjson (the PI `Value` field is
-polymorphic, which neither `pyarrow.json` nor `polars.read_json` can read, and both parse
-no faster than orjson); after that every column is built with one list comprehension over
-all values and converted by pyarrow in C. Values are split by Python type across all
-streams (numbers, strings, digital-state objects), one `pyarrow.array` call per type, and
-scattered back: a numeric stream with a few system states stays columnar; only nulls, odd
-types and doubtful objects are classified one by one. A bad value becomes a quarantine row,
-never an exception; only a body that is not JSON, or not shaped like a PI answer, raises
-`DecodeError`.
+Why it is shaped like this: the PI `Value` field is polymorphic (a number, a string or a
+digital-state object), which neither `pyarrow.json` nor `polars.read_json` can read. So the
+body is parsed once with msgspec into one small `TimedValue` struct per value (`parse_typed`;
+orjson dicts, `parse_body`, only for a body of odd shape or with a value to quarantine);
+then every column is built with one pass over all values and converted by pyarrow in C. Values
+are split by Python type across all streams (numbers, strings, digital-state objects), one
+`pyarrow.array` call per type, and scattered back: a numeric stream with a few system states
+stays columnar; only nulls, odd types and doubtful objects are classified one by one. A bad
+value becomes a quarantine row, never an exception; only a body that is not JSON, or not
+shaped like a PI answer, raises `DecodeError`.
 
 Timestamps: PI sends up to seven fractional digits (100 ns); they are parsed at nanosecond
 resolution and truncated (not rounded) to microseconds, so `...00.1234567Z` becomes
