@@ -748,7 +748,8 @@ class _QuarantineRows:
         n = len(self.raw)
         at = np.array(self.at, dtype=np.int64)
         keyed = at >= 0
-        where = np.where(keyed, at, 0)
+        stamps, sequences = np.zeros(n, ts_us.dtype), np.zeros(n, sequence.dtype)
+        stamps[keyed], sequences[keyed] = ts_us[at[keyed]], sequence[at[keyed]]
         return pa.Table.from_arrays(
             [
                 pa.array(self.webids, pa.string()),
@@ -759,8 +760,8 @@ class _QuarantineRows:
                 pa.nulls(n, pa.string()),
                 pa.nulls(n, pa.int64()),
                 pa.array([self.ingested] * n, UTC_US),
-                pa.array(ts_us[where], mask=~keyed).cast(UTC_US),
-                pa.array(sequence[where], mask=~keyed),
+                pa.array(stamps, mask=~keyed).cast(UTC_US),
+                pa.array(sequences, mask=~keyed),
             ],
             schema=QUARANTINE_SCHEMA,
         )

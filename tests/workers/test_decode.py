@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from datetime import UTC, date, datetime
 from typing import Any
@@ -243,6 +244,62 @@ def test_bad_values_are_quarantined_never_raised() -> None:
         REASON_BAD_DIGITAL_STATE: 1,
     }
     assert set(out.quarantine.column("source").to_pylist()) == {"streamsets/recorded"}
+
+
+def test_a_body_of_values_that_are_not_objects_is_all_quarantine() -> None:
+    out = decode(("WF", [42, "x"]), ("WS", []))
+    assert out.rows.num_rows == 0
+    assert [
+        (q["tag_name"], q["reason"], q["raw"], q["timestamp"], q["sequence"])
+        for q in out.quarantine.to_pylist()
+    ] == [
+        ("flow", REASON_NOT_AN_OBJECT, "42", None, None),
+        ("flow", REASON_NOT_AN_OBJECT, '"x"', None, None),
+    ]
+
+
+BAD_EVERYWHERE: list[tuple[Any, str]] = [
+    (42, REASON_NOT_AN_OBJECT),
+    ("text", REASON_NOT_AN_OBJECT),
+    (tv(1.0, "yesterday"), REASON_BAD_TIMESTAMP),
+    (tv(1.0, ts=None), REASON_MISSING_TIMESTAMP),
+    (tv([1, 2]), REASON_WRONG_VALUE_TYPE),
+    (tv(True), REASON_WRONG_VALUE_TYPE),
+    ({"Timestamp": T0, "Value": None, "Good": True}, REASON_WRONG_VALUE_TYPE),
+    (tv({"Name": "Open"}), REASON_BAD_DIGITAL_STATE),
+]
+GOOD_FOR = {
+    "WF": lambda ts: tv(1.5, ts),
+    "WI": lambda ts: tv(7, ts),
+    "WS": lambda ts: tv("batch-1", ts),
+    "WD": lambda ts: tv({"Name": "Open", "Value": 1, "IsSystem": False}, ts),
+}
+
+
+def test_any_mix_of_good_and_bad_values_is_rows_plus_quarantine() -> None:
+    """Seeded random bodies, including streams and pages that hold only bad values or none:
+    every value is a row or a quarantine row with its reason, and nothing raises."""
+    rng = random.Random(20261128)
+    stamps = [T0, "2026-11-27T10:00:01Z", "2026-11-27T10:00:01.5Z"]
+    for _ in range(300):
+        streams, reasons, good = [], Counter[str](), 0
+        for _ in range(rng.randrange(1, 5)):
+            webid = rng.choice(list(GOOD_FOR))
+            values: list[Any] = []
+            for _ in range(rng.randrange(0, 6)):
+                if rng.random() < 0.5:
+                    values.append(GOOD_FOR[webid](rng.choice(stamps)))
+                    good += 1
+                else:
+                    value, reason = rng.choice(BAD_EVERYWHERE)
+                    values.append(value)
+                    reasons[reason] += 1
+            streams.append((webid, values))
+        out = decode(*streams)
+        assert out.values == good
+        assert Counter(out.quarantine.column("reason").to_pylist()) == reasons
+        keyed = out.quarantine.filter(out.quarantine.column("timestamp").is_valid())
+        assert keyed.column("sequence").null_count == 0
 
 
 def test_unknown_tag_uses_stream_name_and_json_types() -> None:
