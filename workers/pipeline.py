@@ -63,7 +63,7 @@ from workers.plan import (
     backfill_batch,
     next_batch,
 )
-from workers.sink import CommitBuffer, DeltaSink, StaleGeneration, with_batch
+from workers.sink import CommitBuffer, Committed, DeltaSink, StaleGeneration, with_batch
 from workers.tables import (
     BATCHES,
     PI_TIMESERIES,
@@ -213,9 +213,7 @@ class Pipeline:
         self._unsure: list[pa.Table] = []  # backfill and first ranges: rarely in the table
         self._guarded_rows = 0
         self._quarantine: list[pa.Table] = []
-        self._landing: (
-            tuple[list[PlannedBatch], asyncio.Future[tuple[int, pa.Table | None]]] | None
-        ) = None
+        self._landing: tuple[list[PlannedBatch], asyncio.Future[Committed]] | None = None
         self._oldest_buffered: float | None = None
         self._last_lookback = float("-inf")
         self.batches_done = 0
@@ -597,27 +595,8 @@ class Pipeline:
         guarded = pa.concat_tables(self._guarded) if self._guarded else None
         quarantine = pa.concat_tables(self._quarantine) if self._quarantine else None
         await asyncio.to_thread(self.check_generation)
-        commit = asyncio.to_thread(self._commit, fresh, app_id, last_id, guarded, quarantine)
-        self._landing = (batches, asyncio.ensure_future(commit))
-        self._buffered, self._guarded, self._unsure, self._quarantine = [], [], [], []
-        self._guarded_rows = 0
-        self._oldest_buffered = None
-        self.metrics.buffered_rows.labels(shard=self.shard).set(0)
-        self.metrics.oldest_unprocessed.labels(shard=self.shard).set(0)
-
-    def _commit(
-        self,
-        fresh: pa.Table,
-        app_id: str,
-        last_id: int,
-        guarded: pa.Table | None,
-        quarantine: pa.Table | None,
-    ) -> tuple[int, pa.Table | None]:
-        """The commit thread's work: rows written, and the bad values quarantined (those
-        not already listed, which only now, with the table at hand, is known)."""
-        if quarantine is not None:
-            quarantine = self.sink.new_quarantine(quarantine)
-        written = self.sink.commit_timeseries(
+        commit = asyncio.to_thread(
+            self.sink.commit_timeseries,
             fresh,
             app_id,
             last_id,
@@ -625,7 +604,12 @@ class Pipeline:
             quarantine=quarantine,
             shard_count=self.settings.shard_count,
         )
-        return written, quarantine
+        self._landing = (batches, asyncio.ensure_future(commit))
+        self._buffered, self._guarded, self._unsure, self._quarantine = [], [], [], []
+        self._guarded_rows = 0
+        self._oldest_buffered = None
+        self.metrics.buffered_rows.labels(shard=self.shard).set(0)
+        self.metrics.oldest_unprocessed.labels(shard=self.shard).set(0)
 
     async def _land(self) -> int:
         """Wait for the commit in flight, then step 4: one checkpoint write covering all

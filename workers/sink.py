@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -31,13 +32,21 @@ from service.metrics import Metrics
 from service.settings import Settings
 from workers.tables import PI_TIMESERIES, QUARANTINE, TABLES, SinkError, TableStore
 
-__all__ = ["KEY_COLUMNS", "CommitBuffer", "DeltaSink", "SinkError", "StaleGeneration"]
+__all__ = ["KEY_COLUMNS", "CommitBuffer", "Committed", "DeltaSink", "SinkError", "StaleGeneration"]
 
 KEY_COLUMNS = ("tag_webid", "timestamp", "sequence")
 FENCE_COLUMN = "tag_webid"
 FENCE_KEY = "pidelta.shard_count"
 # How many times an append whose snapshot a concurrent commit outdated is tried in all.
 REBASE_ATTEMPTS = 5
+
+
+class Committed(NamedTuple):
+    """What one `commit_timeseries` wrote: pi_timeseries rows, and the quarantine rows
+    (those not listed already; none when the batch had landed before)."""
+
+    rows: int
+    quarantine: pa.Table | None
 
 
 class StaleGeneration(Exception):
@@ -304,25 +313,25 @@ class DeltaSink:
         late: pa.Table | None = None,
         quarantine: pa.Table | None = None,
         shard_count: int | None = None,
-    ) -> int:
-        """Write one batch: quarantine rows, then new rows plus the late rows not yet in.
-
-        Returns the number of pi_timeseries rows written (0 when already committed).
+    ) -> Committed:
+        """Write one batch: its quarantine rows not listed yet, then new rows plus the late
+        rows not yet in. A batch that landed before writes nothing, and reads nothing more.
         """
         table = self.table(PI_TIMESERIES)
         if shard_count is not None:
             require_fence(table, shard_count)  # before the quarantine, which has no fence
         done = table.transaction_version(app_id)
         if done is not None and done >= batch_id:
-            return 0  # its quarantine rows went in first
+            return Committed(0, None)  # its quarantine rows went in first
+        listed = None
         if quarantine is not None and quarantine.num_rows:
-            self.append_batch(
-                QUARANTINE, with_batch(quarantine, app_id, batch_id), app_id, batch_id
-            )
+            new = self.new_quarantine(with_batch(quarantine, app_id, batch_id))
+            if self.append_batch(QUARANTINE, new, app_id, batch_id):
+                listed = new
         if late is not None and late.num_rows:
             rows = pa.concat_tables([rows, self.drop_existing(late, rows)])
         written = self.append_batch(PI_TIMESERIES, rows, app_id, batch_id, shard_count=shard_count)
-        return rows.num_rows if written else 0
+        return Committed(rows.num_rows if written else 0, listed)
 
     def fence(self, shard_count: int) -> None:
         """Fence pi_timeseries for `shard_count` shards (see the module docstring). Workers

@@ -16,7 +16,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from service.metrics import Metrics, MetricsServer, Readiness
 from workers.decode import TagMeta, decode_streamset
-from workers.sink import CommitBuffer, DeltaSink, StaleGeneration, with_batch
+from workers.sink import CommitBuffer, Committed, DeltaSink, StaleGeneration, with_batch
 from workers.tables import (
     CHECKPOINTS,
     CHECKPOINTS_SCHEMA,
@@ -129,7 +129,7 @@ def test_empty_batch_writes_nothing(store: TableStore) -> None:
 def test_commit_timeseries_keeps_only_new_late_values_and_quarantine(store: TableStore) -> None:
     sink = DeltaSink(store)
     first = decoded(("2026-11-27T10:00:00Z", 1.0), ("2026-11-27T10:00:00Z", 2.0))
-    assert sink.commit_timeseries(first, "app", 1) == 2
+    assert sink.commit_timeseries(first, "app", 1).rows == 2
     late = decoded(
         ("2026-11-27T10:00:00Z", 1.0),
         ("2026-11-27T10:00:00Z", 2.0),
@@ -140,8 +140,13 @@ def test_commit_timeseries_keeps_only_new_late_values_and_quarantine(store: Tabl
     quarantine = decode_streamset(
         orjson.dumps({"Items": [{"WebId": "WF", "Items": [{"Value": 1.0}]}]}), TAGS
     ).quarantine
-    assert sink.commit_timeseries(fresh, "app", 2, late=late, quarantine=quarantine) == 3
-    assert sink.commit_timeseries(fresh, "app", 2, late=late, quarantine=quarantine) == 0
+    landed = sink.commit_timeseries(fresh, "app", 2, late=late, quarantine=quarantine)
+    assert (landed.rows, landed.quarantine.column("reason").to_pylist()) == (
+        3,
+        ["missing_timestamp"],
+    )
+    again = sink.commit_timeseries(fresh, "app", 2, late=late, quarantine=quarantine)
+    assert again == Committed(0, None)
     table = read(store)
     assert table.select("value", "sequence").rows() == [
         (1.0, 0),
@@ -156,7 +161,7 @@ def test_commit_timeseries_keeps_only_new_late_values_and_quarantine(store: Tabl
 
 def test_drop_existing_keeps_every_new_late_row_without_a_copy(store: TableStore) -> None:
     sink = DeltaSink(store)
-    assert sink.commit_timeseries(decoded(("2026-11-27T10:00:00Z", 1.0)), "app", 1) == 1
+    assert sink.commit_timeseries(decoded(("2026-11-27T10:00:00Z", 1.0)), "app", 1).rows == 1
     late = decoded(("2026-11-27T10:00:01Z", 2.0), ("2026-11-27T10:00:02Z", 3.0))
     assert sink.drop_existing(late) is late
     again = decoded(("2026-11-27T10:00:00Z", 1.0), ("2026-11-27T10:00:02Z", 3.0))
@@ -257,7 +262,7 @@ def test_fence_stops_appends_of_another_shard_count(store: TableStore) -> None:
         DeltaSink(store).commit_timeseries(rows, "pidelta-ts-0-of-4", 1, shard_count=4)
     assert read(store).height == 0
     assert DeltaTable(store.uri(QUARANTINE)).to_pyarrow_table().num_rows == 0
-    assert DeltaSink(store).commit_timeseries(rows, "pidelta-ts-0-of-5", 1, shard_count=5) == 1
+    assert DeltaSink(store).commit_timeseries(rows, "pidelta-ts-0-of-5", 1, shard_count=5).rows == 1
     assert read(store)["value"].to_list() == [1.0]
 
 
@@ -269,7 +274,7 @@ def test_an_append_outdated_by_a_fence_for_its_own_count_lands(store: TableStore
     slow = DeltaSink(frozen)
     slow.table(PI_TIMESERIES)
     DeltaSink(store).fence(5)
-    assert slow.commit_timeseries(rows, "pidelta-ts-0-of-5", 1, shard_count=5) == 1
+    assert slow.commit_timeseries(rows, "pidelta-ts-0-of-5", 1, shard_count=5).rows == 1
     assert frozen.refreshes == 3  # the conflict made it look at the table again
     assert read(store)["value"].to_list() == [1.0]
     assert [c["operation"] for c in DeltaTable(store.uri(PI_TIMESERIES)).history(2)] == [
@@ -336,14 +341,16 @@ def test_a_bad_value_read_again_is_quarantined_once(store: TableStore) -> None:
     sink = DeltaSink(store)
     empty = PI_TIMESERIES_SCHEMA.empty_table()
     first = with_batch(bad_values(LIST_AT_1, MONTH_13, MONTH_13), "app", 1)
-    assert sink.new_quarantine(first).num_rows == 3
-    sink.commit_timeseries(empty, "app", 1, quarantine=sink.new_quarantine(first))
+    landed = sink.commit_timeseries(empty, "app", 1, quarantine=first).quarantine
+    assert landed is not None
+    assert landed.sort_by("raw") == first.sort_by("raw")
     look_back = with_batch(bad_values(LIST_AT_1, MONTH_13, MONTH_13, LIST_AT_3), "app", 2)
     next_poll = with_batch(bad_values(MONTH_13, MONTH_13, LIST_AT_3), "app", 3)
-    new = sink.new_quarantine(pa.concat_tables([look_back, next_poll]))
+    both = pa.concat_tables([look_back, next_poll])
+    new = sink.new_quarantine(both)
     assert new.column("raw").to_pylist() == [orjson.dumps(LIST_AT_3).decode()]
     assert new.column("batch_id").to_pylist() == [2]
-    sink.commit_timeseries(empty, "app", 3, quarantine=new)
+    assert sink.commit_timeseries(empty, "app", 3, quarantine=both).quarantine == new
     third = with_batch(bad_values(MONTH_13, MONTH_13, MONTH_13), "app", 4)
     assert sink.new_quarantine(third).num_rows == 1  # a third value with that text came
     at_1, at_3 = (datetime(2026, 11, 28, 0, 0, s, tzinfo=UTC) for s in (1, 3))
