@@ -309,9 +309,9 @@ def parse_typed(body: bytes | str) -> dict[str, Any] | None:
     except msgspec.ValidationError:
         try:
             doc = full.decode(body)
-        except msgspec.DecodeError:  # ValidationError included
+        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError included
             return None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8
         return None
     return {
         "Items": [

@@ -332,6 +332,18 @@ def test_broken_bodies_raise_decode_error(raw: bytes) -> None:
     assert "streamsets/recorded" in str(caught.value)
 
 
+def test_a_body_that_is_not_utf8_is_a_decode_error_to_retry() -> None:
+    """msgspec raises UnicodeDecodeError there, which the fetch layer did not retry: the
+    worker failed instead. orjson then names the fault."""
+    raw = body(("WS", [tv("ok")])).replace(b"ok", b"o\xffk")
+    with pytest.raises(DecodeError) as caught:
+        decode_streamset(raw, TAGS, source="streamsets/recorded")
+    assert str(caught.value) == (
+        f"cannot decode streamsets/recorded, {len(raw)} bytes: str is not valid UTF-8: "
+        "surrogates not allowed: line 1 column 1 (char 0)"
+    )
+
+
 def value_cols(batch: Any) -> list[tuple[Any, ...]]:
     keys = ("tag_webid", "value", "value_string", "digital_state", "digital_code")
     return [(*(r[k] for k in keys), r["is_system_state"]) for r in rows(batch)]
