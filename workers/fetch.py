@@ -24,15 +24,16 @@ from urllib.parse import quote
 import pyarrow as pa
 
 from workers.decode import (
+    PARSERS,
     DecodeError,
     NeedsRawValues,
     SequenceStart,
     TagLike,
     TimedValue,
+    ValueSlice,
     decode_streamset,
     gc_paused,
     parse_body,
-    parse_typed,
 )
 
 RECORDED_PATH = "/streamsets/recorded"
@@ -246,18 +247,27 @@ def _timestamp_us(item: Any) -> int | None:
         return None
 
 
-def page_of(items: list[Any]) -> StreamPage | None:
+def _stamps(items: list[Any] | ValueSlice) -> Callable[[int], int | None]:
+    """Reads the microsecond timestamp of the value at a position (None: none that parses)."""
+    if isinstance(items, ValueSlice):
+        stamps = items.timestamps()
+        return lambda pos: int(stamps[pos])
+    return lambda pos: _timestamp_us(items[pos])
+
+
+def page_of(items: list[Any] | ValueSlice) -> StreamPage | None:
     """Count, last timestamp and values at it for one stream's page (None: no timestamps).
 
     Values without a timestamp that parses are not counted: the decoder gives them no
     sequence number, and `leading_at` steps over them.
     """
+    stamp = _stamps(items)
     for pos in range(len(items) - 1, -1, -1):
-        last = _timestamp_us(items[pos])
+        last = stamp(pos)
         if last is not None:
             at_last = 0
             for back in range(pos, -1, -1):
-                t = _timestamp_us(items[back])
+                t = stamp(back)
                 if t is not None and t != last:
                     break
                 at_last += t is not None
@@ -265,15 +275,16 @@ def page_of(items: list[Any]) -> StreamPage | None:
     return None
 
 
-def leading_at(items: list[Any], start: int, limit: int | None = None) -> int:
+def leading_at(items: list[Any] | ValueSlice, start: int, limit: int | None = None) -> int:
     """How many items at the front of a page to drop: the values at `start` (at most
     `limit` of them) and those without a timestamp that parses among them, which PI's
     order puts at `start` too. One after the last value dropped may be later: it stays."""
+    stamp = _stamps(items)
     seen = drop = 0
-    for pos, item in enumerate(items):
+    for pos in range(len(items)):
         if limit is not None and seen >= limit:
             break
-        t = _timestamp_us(item)
+        t = stamp(pos)
         if t is None:
             continue
         if t != start:
@@ -428,14 +439,16 @@ class Fetcher:
     def _absorb(
         self, call: Call, body: bytes, result: FetchResult, counts: dict[str, int]
     ) -> list[Span]:
-        """The body read into typed values (`parse_typed`), or into dicts when it is not
-        well formed or holds a value to quarantine (exact raw text and reasons)."""
-        doc = parse_typed(body)
-        if doc is not None:
-            try:
-                return self._absorb_doc(call, doc, len(body), result, counts)
-            except NeedsRawValues:
-                pass
+        """The body read into columns (`parse_columns`) or typed values (`parse_typed`), or
+        into dicts when it is not well formed or holds a value to quarantine (exact raw
+        text and reasons)."""
+        for parse in PARSERS:
+            doc = parse(body)
+            if doc is not None:
+                try:
+                    return self._absorb_doc(call, doc, len(body), result, counts)
+                except NeedsRawValues:
+                    pass
         return self._absorb_doc(call, parse_body(body, ENDPOINT), len(body), result, counts)
 
     def _absorb_doc(
@@ -456,7 +469,7 @@ class Fetcher:
             if isinstance(stream, dict) and stream.get("WebId") in by_webid:
                 span = by_webid.pop(stream["WebId"])
                 items = stream.get("Items")
-                if not isinstance(items, list):
+                if not isinstance(items, list | ValueSlice):
                     if stream.get("WebException") is None:
                         raise DecodeError(f"no Items for {span.webid}", source=ENDPOINT)
                     items = stream["Items"] = []

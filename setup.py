@@ -1,0 +1,20 @@
+"""The optional C reader of `/streamsets/recorded` bodies (`workers._pijson`).
+
+Optional twice over: without a C compiler the build goes on without it, and
+`PIDELTA_PURE_WHEEL=1` leaves it out on purpose, for a wheel built on one machine and run
+on another (the Databricks bundle builds on a laptop for the cluster). Without it,
+msgspec and orjson read every body: the same rows, at about twice the CPU.
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+native = os.environ.get("PIDELTA_PURE_WHEEL") != "1"
+setup(
+    ext_modules=[
+        Extension("workers._pijson", ["workers/_pijson.c"], optional=True)
+    ]
+    if native
+    else []
+)
