@@ -12,9 +12,7 @@ from setuptools import Extension, setup
 
 native = os.environ.get("PIDELTA_PURE_WHEEL") != "1"
 setup(
-    ext_modules=[
-        Extension("workers._pijson", ["workers/_pijson.c"], optional=True)
-    ]
+    ext_modules=[Extension("workers._pijson", ["workers/_pijson.c"], optional=True)]
     if native
     else []
 )
