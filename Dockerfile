@@ -5,13 +5,22 @@
 # Builder: turns the source tree into wheels (pidelta and its dependencies), so the
 # final image carries no build tools and no source.
 FROM python:3.11-slim AS builder
+# gcc builds the C reader of PI bodies (workers/_pijson.c) into the pidelta wheel; the
+# final image gets the wheel, not the compiler. Debian's current versions: the slim base
+# image is the pin.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY service ./service
 COPY workers ./workers
 COPY shard_config ./shard_config
 COPY mock_pi ./mock_pi
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The C reader is optional to pip; here its absence fails the build (no cp311 wheel).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
+    && ls /wheels/pidelta-*-cp311-cp311-linux_*.whl
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -6,17 +6,25 @@ PORT ?= 8440
 DEMO_SECONDS ?= 0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv dev tools test lint bench demo clean
+.PHONY: venv dev compiler tools test lint bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-venv: $(BIN)/python
+venv: compiler $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 
-dev: $(BIN)/python
+dev: compiler $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
+
+# gcc for the C reader of PI bodies (workers/_pijson.c), built in place by the editable
+# install; pip goes on without it, the suite does not (test_the_c_reader_is_built).
+compiler:
+	@command -v gcc >/dev/null 2>&1 || { \
+		echo "installing Debian's gcc (the C reader of PI bodies)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends gcc libc6-dev; }
 
 # Real servers the suite runs on loopback: Prometheus/promtool (Debian's prometheus
 # package) and Azurite (npm, kept in .tools/). Installed only when missing.
@@ -42,4 +50,4 @@ demo: venv
 	DEMO_SECONDS=$(DEMO_SECONDS) PORT=$(PORT) $(BIN)/python scripts/demo.py
 
 clean:
-	rm -rf $(VENV) lakehouse .pytest_cache build *.egg-info
+	rm -rf $(VENV) lakehouse .pytest_cache build *.egg-info workers/*.so

@@ -18,7 +18,15 @@ import pytest
 
 from tests.deploy.queries import ROOT
 
-SOURCES = ("pyproject.toml", "README.md", "service", "workers", "shard_config", "mock_pi")
+SOURCES = (
+    "pyproject.toml",
+    "setup.py",
+    "README.md",
+    "service",
+    "workers",
+    "shard_config",
+    "mock_pi",
+)
 
 
 def shared_tmpdir() -> Path:
@@ -35,18 +43,24 @@ def deploy_tmp() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def wheel(deploy_tmp: Path) -> Path:
-    """`pip wheel . --no-deps`, as the Dockerfile and the Databricks bundle build it."""
-    src = deploy_tmp / "src"
-    src.mkdir()
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+def copy_sources(to: Path) -> Path:
+    """The files the Dockerfile's builder copies (no C extension built in place here)."""
+    to.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so")
     for name in SOURCES:
         item = ROOT / name
         if item.is_dir():
-            shutil.copytree(item, src / name, ignore=ignore)
+            shutil.copytree(item, to / name, ignore=ignore)
         else:
-            shutil.copy2(item, src / name)
+            shutil.copy2(item, to / name)
+    return to
+
+
+@pytest.fixture(scope="session")
+def wheel(deploy_tmp: Path) -> Path:
+    """`pip wheel . --no-deps`, as the Dockerfile builds it: with the C reader, so a wheel
+    for this platform and Python."""
+    src = copy_sources(deploy_tmp / "src")
     out = deploy_tmp / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", out, src],
@@ -54,7 +68,7 @@ def wheel(deploy_tmp: Path) -> Path:
         capture_output=True,
         timeout=300,
     )
-    (built,) = out.glob("pidelta-*-py3-none-any.whl")
+    (built,) = out.glob("pidelta-*-cp311-cp311-linux_*.whl")
     return built
 
 

@@ -8,6 +8,7 @@ from the installed wheel the way a `python_wheel_task` does: argv = parameters.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import zipfile
@@ -22,6 +23,7 @@ from databricks.sdk.service.jobs import JobSettings
 
 from service.settings import Settings
 from tests.conftest import MockServer
+from tests.deploy.conftest import copy_sources
 from tests.deploy.queries import ROOT
 
 BUNDLE = ROOT / "deploy" / "databricks" / "databricks.yml"
@@ -74,14 +76,38 @@ def wheel_tasks(jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [t["python_wheel_task"] for job in jobs.values() for t in job["tasks"]]
 
 
+@pytest.fixture(scope="module")
+def bundle_wheel(bundle: dict[str, Any], deploy_tmp: Path) -> Path:
+    """The wheel the bundle's own build command makes, run in a copy of the repository."""
+    (artifact,) = bundle["artifacts"].values()
+    src = copy_sources(deploy_tmp / "bundle-src")
+    env = {k: v for k, v in os.environ.items() if k != "PIDELTA_PURE_WHEEL"}
+    subprocess.run(
+        ["sh", "-c", artifact["build"]],
+        cwd=src,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (built,) = (src / "dist").glob("pidelta-*.whl")
+    return built
+
+
 def test_bundle_builds_the_wheel_from_the_repository(bundle: dict[str, Any]) -> None:
     (artifact,) = bundle["artifacts"].values()
     assert artifact["type"] == "whl"
     assert (BUNDLE.parent / artifact["path"] / "pyproject.toml").is_file()
-    assert "wheel" in artifact["build"]
     for job in bundle["resources"]["jobs"].values():
         for task in job["tasks"]:
             assert task["libraries"] == [{"whl": "../../dist/*.whl"}]
+
+
+def test_the_bundle_wheel_is_pure_python(bundle_wheel: Path) -> None:
+    """Built on a laptop, run on a cluster of another platform: no C reader in it."""
+    assert bundle_wheel.name == "pidelta-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(bundle_wheel) as zf:
+        assert [n for n in zf.namelist() if n.startswith("workers/_pijson")] == []
 
 
 def test_jobs_round_trip_through_the_jobs_api_model(jobs: dict[str, dict[str, Any]]) -> None:
@@ -150,14 +176,13 @@ def test_environment_is_settings_and_secrets_come_from_the_scope(
 
 
 def test_tasks_name_the_wheel_package_and_its_console_script(
-    jobs: dict[str, dict[str, Any]], wheel: Path
+    jobs: dict[str, dict[str, Any]], bundle_wheel: Path
 ) -> None:
-    with zipfile.ZipFile(wheel) as zf:
+    with zipfile.ZipFile(bundle_wheel) as zf:
         (meta,) = [n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt")]
         entry_points = zf.read(meta).decode()
     scripts = entry_points.split("[console_scripts]", 1)[1].split("\n[", 1)[0]
     names = {line.split("=")[0].strip() for line in scripts.splitlines() if "=" in line}
-    assert wheel.name.startswith("pidelta-")
     for task in wheel_tasks(jobs):
         assert task["package_name"] == "pidelta"
         assert task["entry_point"] in names
