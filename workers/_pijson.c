@@ -531,56 +531,57 @@ static int string_or_null(P *p, const unsigned char **at, size_t *len) {
     return plain_string(p, at, len);
 }
 
+/* A JSON array whose every element `element` reads. */
+static int array_of(P *p, int (*element)(P *)) {
+    if (expect(p, '[')) return BAIL;
+    ws(p);
+    if (p->s < p->end && *p->s == ']') {
+        p->s++;
+        return 0;
+    }
+    for (;;) {
+        if (element(p)) return BAIL;
+        ws(p);
+        if (p->s >= p->end || *p->s != ',') return expect(p, ']');
+        p->s++;
+    }
+}
+
+static const char *const STREAM_FIELDS[] = {"WebId", "Name", "UnitsAbbreviation", "Items",
+                                             "WebException"};
+
 static int stream(P *p) {
-    const unsigned char *at, *webid = NULL, *name = NULL, *units = NULL;
-    size_t len, webid_len = 0, name_len = 0, units_len = 0;
+    const unsigned char *at, *text[3] = {NULL, NULL, NULL};
+    size_t len, text_len[3] = {0, 0, 0};
     int first = 1, got, seen = 0;
     Py_ssize_t before = p->n;
     if (expect(p, '{')) return BAIL;
     while ((got = next_member(p, &first, &at, &len)) == 1) {
-        if (IS_KEY(at, len, "WebId") && !(seen & 1)) {
-            seen |= 1;
-            if (plain_string(p, &webid, &webid_len)) return BAIL;
-        } else if (IS_KEY(at, len, "Name") && !(seen & 2)) {
-            seen |= 2;
-            if (string_or_null(p, &name, &name_len)) return BAIL;
-        } else if (IS_KEY(at, len, "UnitsAbbreviation") && !(seen & 4)) {
-            seen |= 4;
-            if (string_or_null(p, &units, &units_len)) return BAIL;
-        } else if (IS_KEY(at, len, "Items") && !(seen & 8)) {
-            seen |= 8;
-            if (expect(p, '[')) return BAIL;
-            ws(p);
-            if (p->s < p->end && *p->s == ']') {
-                p->s++;
-            } else {
-                for (;;) {
-                    if (timed_value(p)) return BAIL;
-                    ws(p);
-                    if (p->s < p->end && *p->s == ',') {
-                        p->s++;
-                        continue;
-                    }
-                    if (expect(p, ']')) return BAIL;
-                    break;
-                }
-            }
-        } else if (IS_KEY(at, len, "WebException") && !(seen & 16)) {
-            seen |= 16;
+        int field = -1;
+        for (int k = 0; k < 5; k++)
+            if (len == strlen(STREAM_FIELDS[k]) && memcmp(at, STREAM_FIELDS[k], len) == 0)
+                field = k;
+        if (field < 0) {
+            if (skip_value(p, 1)) return BAIL;
+            continue;
+        }
+        if (seen & (1 << field)) return BAIL;
+        seen |= 1 << field;
+        if (field == 0) {
+            if (plain_string(p, &text[0], &text_len[0])) return BAIL;
+        } else if (field < 3) {
+            if (string_or_null(p, &text[field], &text_len[field])) return BAIL;
+        } else if (field == 3) {
+            if (array_of(p, timed_value)) return BAIL;
+        } else {
             ws(p);
             if (LITERAL(p, "null")) return BAIL;
-        } else if (IS_KEY(at, len, "WebId") || IS_KEY(at, len, "Name") ||
-                   IS_KEY(at, len, "UnitsAbbreviation") || IS_KEY(at, len, "Items") ||
-                   IS_KEY(at, len, "WebException")) {
-            return BAIL;
-        } else if (skip_value(p, 1)) {
-            return BAIL;
         }
     }
     if (got == BAIL || !(seen & 1) || !(seen & 8)) return BAIL;
-    PyObject *w = optional_text(webid, webid_len);
-    PyObject *nm = w ? optional_text(name, name_len) : NULL;
-    PyObject *u = nm ? optional_text(units, units_len) : NULL;
+    PyObject *w = optional_text(text[0], text_len[0]);
+    PyObject *nm = w ? optional_text(text[1], text_len[1]) : NULL;
+    PyObject *u = nm ? optional_text(text[2], text_len[2]) : NULL;
     PyObject *row = u ? Py_BuildValue("(NNNn)", w, nm, u, p->n - before) : NULL;
     if (row == NULL) {
         Py_XDECREF(w);
@@ -602,23 +603,7 @@ static int body(P *p) {
     if (expect(p, '{')) return BAIL;
     while ((got = next_member(p, &first, &at, &len)) == 1) {
         if (IS_KEY(at, len, "Items")) {
-            if (items++) return BAIL;
-            if (expect(p, '[')) return BAIL;
-            ws(p);
-            if (p->s < p->end && *p->s == ']') {
-                p->s++;
-                continue;
-            }
-            for (;;) {
-                if (stream(p)) return BAIL;
-                ws(p);
-                if (p->s < p->end && *p->s == ',') {
-                    p->s++;
-                    continue;
-                }
-                if (expect(p, ']')) return BAIL;
-                break;
-            }
+            if (items++ || array_of(p, stream)) return BAIL;
         } else if (skip_value(p, 1)) {
             return BAIL;
         }
