@@ -50,7 +50,7 @@ typedef struct {
     uint8_t *kind, *qual, *sys;
     double *num;
     int32_t *toff, *code, *soff;
-    Buf tdata, sdata;
+    Buf tdata, sdata, scratch;
 } P;
 
 enum { BAIL = -1 };
@@ -142,7 +142,7 @@ static void init_stop(void) {
     for (int c = 0; c < 256; c++) STOP[c] = c == '"' || c == '\\' || c < 0x20 || c >= 0x80;
 }
 
-/* A string without escapes: its bytes (between the quotes) in *at, *len. */
+/* A key: a string without escapes, its bytes (between the quotes) in *at, *len. */
 static int plain_string(P *p, const unsigned char **at, size_t *len) {
     ws(p);
     if (p->s >= p->end || *p->s != '"') return BAIL;
@@ -160,6 +160,109 @@ static int plain_string(P *p, const unsigned char **at, size_t *len) {
     p->s = s + 1;
     if (high && !valid_utf8(start, *len)) return BAIL;
     return 0;
+}
+
+static int hex4(const unsigned char *s, const unsigned char *end, unsigned *out) {
+    unsigned v = 0;
+    if (end - s < 4) return BAIL;
+    for (int k = 0; k < 4; k++) {
+        unsigned char c = s[k];
+        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                            : 16;
+        if (d == 16) return BAIL;
+        v = v * 16 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The escapes of s..end (a string's raw bytes) resolved onto `out`, as UTF-8. A surrogate
+ * escape must be a high one followed by a low one (a lone one declines: orjson refuses it,
+ * and Arrow strings must be valid UTF-8). */
+static int unescape(P *p, Buf *out, const unsigned char *s, const unsigned char *end) {
+    while (s < end) {
+        const unsigned char *run = s;
+        while (s < end && *s != '\\') s++;
+        if (buf_put(p, out, run, (size_t)(s - run))) return BAIL;
+        if (s >= end) break;
+        unsigned char c = *++s, one;
+        s++;
+        switch (c) {
+        case '"': case '\\': case '/': one = c; break;
+        case 'b': one = '\b'; break;
+        case 'f': one = '\f'; break;
+        case 'n': one = '\n'; break;
+        case 'r': one = '\r'; break;
+        case 't': one = '\t'; break;
+        case 'u': {
+            unsigned cp, low;
+            if (hex4(s, end, &cp)) return BAIL;
+            s += 4;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) return BAIL;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (end - s < 6 || s[0] != '\\' || s[1] != 'u' || hex4(s + 2, end, &low) ||
+                    low < 0xDC00 || low > 0xDFFF)
+                    return BAIL;
+                s += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+            }
+            unsigned char utf8[4];
+            size_t n;
+            if (cp < 0x80) {
+                utf8[0] = (unsigned char)cp;
+                n = 1;
+            } else if (cp < 0x800) {
+                utf8[0] = (unsigned char)(0xC0 | cp >> 6);
+                utf8[1] = (unsigned char)(0x80 | (cp & 0x3F));
+                n = 2;
+            } else if (cp < 0x10000) {
+                utf8[0] = (unsigned char)(0xE0 | cp >> 12);
+                utf8[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+                utf8[2] = (unsigned char)(0x80 | (cp & 0x3F));
+                n = 3;
+            } else {
+                utf8[0] = (unsigned char)(0xF0 | cp >> 18);
+                utf8[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
+                utf8[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
+                utf8[3] = (unsigned char)(0x80 | (cp & 0x3F));
+                n = 4;
+            }
+            if (buf_put(p, out, utf8, n)) return BAIL;
+            continue;
+        }
+        default: return BAIL;
+        }
+        if (buf_put(p, out, &one, 1)) return BAIL;
+    }
+    return 0;
+}
+
+/* A JSON string at the cursor, its text appended to `out` (raw UTF-8 checked, escapes
+ * resolved). */
+static int string_to(P *p, Buf *out) {
+    ws(p);
+    if (p->s >= p->end || *p->s != '"') return BAIL;
+    const unsigned char *start = ++p->s, *s = start, *e = p->end;
+    int high = 0, escaped = 0;
+    for (;;) {
+        while (s < e && !STOP[*s]) s++;
+        if (s >= e || *s < 0x20) return BAIL;
+        if (*s == '"') break;
+        if (*s == '\\') {
+            if (e - s < 2) return BAIL;
+            escaped = 1;
+            s += 2; /* the escaped byte, even a quote; unescape() checks what it is */
+            continue;
+        }
+        high = 1;
+        s++;
+    }
+    if (high && !valid_utf8(start, (size_t)(s - start))) return BAIL;
+    p->s = s + 1;
+    if (!escaped) return buf_put(p, out, start, (size_t)(s - start));
+    return unescape(p, out, start, s);
 }
 
 static int literal(P *p, const char *word, size_t n) {
@@ -406,8 +509,6 @@ static int timestamp(const unsigned char *s, size_t len, int64_t *out) {
 
 /* {"Name": str, "Value": int32, "IsSystem": bool (absent: false)}, nothing else. */
 static int state(P *p, Py_ssize_t i) {
-    const unsigned char *name = NULL;
-    size_t name_len = 0;
     int seen = 0, more;
     int64_t code = 0;
     uint8_t system = 0;
@@ -419,7 +520,7 @@ static int state(P *p, Py_ssize_t i) {
         if (field < 0 || seen & (1 << field)) return BAIL;
         seen |= 1 << field;
         if (field == 0) {
-            if (KEY(p, "Name") || plain_string(p, &name, &name_len)) return BAIL;
+            if (KEY(p, "Name") || string_to(p, &p->sdata)) return BAIL;
         } else if (field == 1) {
             const unsigned char *num;
             int is_int, digits;
@@ -440,7 +541,6 @@ static int state(P *p, Py_ssize_t i) {
         }
     } while ((more = member_end(p)) == 1);
     if (more == BAIL || (seen & 3) != 3) return BAIL;
-    if (buf_put(p, &p->sdata, name, name_len)) return BAIL;
     p->code[i] = (int32_t)code;
     p->sys[i] = system;
     return 0;
@@ -489,11 +589,8 @@ static int timed_value(P *p) {
             p->s = close + 1;
         } else if (field == 5) {
             if (c == '"') {
-                const unsigned char *text;
-                size_t text_len;
                 p->kind[i] = 1;
-                if (plain_string(p, &text, &text_len) || buf_put(p, &p->tdata, text, text_len))
-                    return BAIL;
+                if (string_to(p, &p->tdata)) return BAIL;
             } else if (c == '{') {
                 p->kind[i] = 2;
                 if (state(p, i)) return BAIL;
@@ -519,16 +616,19 @@ static int timed_value(P *p) {
     return 0;
 }
 
-static PyObject *optional_text(const unsigned char *at, size_t len) {
-    if (at == NULL) Py_RETURN_NONE;
-    return PyUnicode_DecodeUTF8((const char *)at, (Py_ssize_t)len, "strict");
-}
-
-/* A string or null field of a stream: *at stays NULL for null. */
-static int string_or_null(P *p, const unsigned char **at, size_t *len) {
+/* A string or null field of a stream as a Python object (None for null). */
+static PyObject *text_or_null(P *p) {
     ws(p);
-    if (p->s < p->end && *p->s == 'n') return LITERAL(p, "null");
-    return plain_string(p, at, len);
+    if (p->s < p->end && *p->s == 'n') {
+        if (LITERAL(p, "null")) return NULL;
+        Py_RETURN_NONE;
+    }
+    p->scratch.len = 0;
+    if (string_to(p, &p->scratch)) return NULL;
+    PyObject *text = PyUnicode_DecodeUTF8(p->scratch.p ? p->scratch.p : "",
+                                          (Py_ssize_t)p->scratch.len, "strict");
+    if (text == NULL) p->oom = 1;
+    return text;
 }
 
 /* A JSON array whose every element `element` reads. */
@@ -551,46 +651,42 @@ static const char *const STREAM_FIELDS[] = {"WebId", "Name", "UnitsAbbreviation"
                                              "WebException"};
 
 static int stream(P *p) {
-    const unsigned char *at, *text[3] = {NULL, NULL, NULL};
-    size_t len, text_len[3] = {0, 0, 0};
-    int first = 1, got, seen = 0;
+    const unsigned char *at;
+    size_t len;
+    int first = 1, got, seen = 0, failed = 0;
+    PyObject *text[3] = {NULL, NULL, NULL};
     Py_ssize_t before = p->n;
     if (expect(p, '{')) return BAIL;
-    while ((got = next_member(p, &first, &at, &len)) == 1) {
+    while (!failed && (got = next_member(p, &first, &at, &len)) == 1) {
         int field = -1;
         for (int k = 0; k < 5; k++)
             if (len == strlen(STREAM_FIELDS[k]) && memcmp(at, STREAM_FIELDS[k], len) == 0)
                 field = k;
         if (field < 0) {
-            if (skip_value(p, 1)) return BAIL;
-            continue;
-        }
-        if (seen & (1 << field)) return BAIL;
-        seen |= 1 << field;
-        if (field == 0) {
-            if (plain_string(p, &text[0], &text_len[0])) return BAIL;
+            failed = skip_value(p, 1);
+        } else if (seen & (1 << field)) {
+            failed = 1;
         } else if (field < 3) {
-            if (string_or_null(p, &text[field], &text_len[field])) return BAIL;
+            text[field] = text_or_null(p);
+            failed = text[field] == NULL || (field == 0 && text[field] == Py_None);
         } else if (field == 3) {
-            if (array_of(p, timed_value)) return BAIL;
+            failed = array_of(p, timed_value);
         } else {
             ws(p);
-            if (LITERAL(p, "null")) return BAIL;
+            failed = LITERAL(p, "null");
         }
+        if (field >= 0) seen |= 1 << field;
     }
-    if (got == BAIL || !(seen & 1) || !(seen & 8)) return BAIL;
-    PyObject *w = optional_text(text[0], text_len[0]);
-    PyObject *nm = w ? optional_text(text[1], text_len[1]) : NULL;
-    PyObject *u = nm ? optional_text(text[2], text_len[2]) : NULL;
-    PyObject *row = u ? Py_BuildValue("(NNNn)", w, nm, u, p->n - before) : NULL;
+    PyObject *row = NULL;
+    if (!failed && got == 0 && (seen & 9) == 9)
+        row = Py_BuildValue("(OOOn)", text[0], text[1] ? text[1] : Py_None,
+                            text[2] ? text[2] : Py_None, p->n - before);
+    for (int k = 0; k < 3; k++) Py_XDECREF(text[k]);
     if (row == NULL) {
-        Py_XDECREF(w);
-        Py_XDECREF(nm);
-        Py_XDECREF(u);
-        p->oom = 1;
+        if (PyErr_Occurred()) p->oom = 1;
         return BAIL;
     }
-    int failed = PyList_Append(p->streams, row);
+    failed = PyList_Append(p->streams, row);
     Py_DECREF(row);
     if (failed) p->oom = 1;
     return failed ? BAIL : 0;
@@ -668,8 +764,8 @@ static PyObject *decode(PyObject *module, PyObject *arg) {
         else if (!p.oom) result = Py_NewRef(Py_None);
     }
     if (p.oom && !PyErr_Occurred()) PyErr_NoMemory();
-    void *columns[] = {p.ts, p.kind, p.qual, p.sys, p.num, p.toff, p.code, p.soff,
-                       p.tdata.p, p.sdata.p};
+    void *columns[] = {p.ts,   p.kind,    p.qual,    p.sys,     p.num, p.toff,
+                       p.code, p.soff, p.tdata.p, p.sdata.p, p.scratch.p};
     for (size_t k = 0; k < sizeof columns / sizeof columns[0]; k++) PyMem_Free(columns[k]);
     Py_DECREF(p.streams);
     return result;

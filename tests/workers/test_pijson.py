@@ -128,15 +128,30 @@ def random_stamp(rng: random.Random) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
 
 
+TEXTS = (
+    "batch-1",
+    "",
+    "ünïcödé",
+    "🙂 ok",
+    "a b/c",
+    'Pump "A" swapped to "B"',
+    "C:\\PI\\data",
+    "two\nlines\tand a tab",
+    "nul \x00 and \x1f",
+    "Température élevée — check cooling",
+)
+
+
 def random_clean_body(rng: random.Random) -> bytes:
     """A body the C reader must accept: every value kind its tag allows, flags true, false,
-    null or absent, fields in any order, non-ASCII text, whitespace, unknown outer fields."""
+    null or absent, fields in any order, text with escapes or non-ASCII (raw or escaped),
+    whitespace, unknown outer fields."""
     streams = []
     for _ in range(rng.randrange(1, 6)):
         webid = rng.choice(list(TAGS))
         values = []
         for _ in range(rng.randrange(0, 8)):
-            state = {"Name": rng.choice(["Open", "Ü-Stop", "停止", "", "I/O Timeout"])}
+            state = {"Name": rng.choice(["Open", "Ü-Stop", "停止", "", 'Pump "A"', "I/O Timeout"])}
             state["Value"] = rng.randrange(-(2**31), 2**31)
             if rng.random() < 0.7:
                 state["IsSystem"] = rng.random() < 0.5
@@ -149,7 +164,7 @@ def random_clean_body(rng: random.Random) -> bytes:
             kind = rng.choice(kinds)
             value: Any = {
                 "number": f"@@{number_text(random_number(rng), rng)}@@",
-                "text": rng.choice(["batch-1", "", "ünïcödé", "🙂 ok", "a b/c"]),
+                "text": rng.choice(TEXTS),
                 "state": dict(rng.sample(list(state.items()), len(state))),
             }[kind]
             item = {"Timestamp": random_stamp(rng), "Value": value}
@@ -159,10 +174,14 @@ def random_clean_body(rng: random.Random) -> bytes:
             values.append(dict(rng.sample(list(item.items()), len(item))))
         streams.append((webid, values))
     top = {"Links": {"Self": "https://pi/x"}} if rng.random() < 0.5 else {}
-    doc = {"Items": [{"WebId": w, "Name": f"n-{w}", "Items": v} for w, v in streams], **top}
+    doc = {
+        "Items": [{"WebId": w, "Name": rng.choice(TEXTS), "Items": v} for w, v in streams],
+        **top,
+    }
     if rng.random() < 0.3:
         doc["Items"][0]["UnitsAbbreviation"] = rng.choice([None, "°C", "m³/h"])
-    text = json.dumps(doc, ensure_ascii=False, indent=rng.choice([None, 1]))
+    # ensure_ascii: every non-ASCII character as a \u escape, emoji as surrogate pairs
+    text = json.dumps(doc, ensure_ascii=rng.random() < 0.5, indent=rng.choice([None, 1]))
     return re.sub(r'"@@([^@]+)@@"', r"\1", text).encode()
 
 
@@ -206,7 +225,12 @@ def test_timestamps_are_truncated_to_microseconds_as_arrow_reads_them() -> None:
 
 
 DECLINED = [
-    pytest.param(body(("WS", [tv('say "hi"')])), id="escape in a value"),
+    pytest.param(body(("WS", [tv("x")])).replace(b'"x"', b'"\\ud800"'), id="lone surrogate escape"),
+    pytest.param(
+        body(("WS", [tv("x")])).replace(b'"x"', b'"\\ude00\\ud83d"'), id="swapped surrogates"
+    ),
+    pytest.param(body(("WS", [tv("x")])).replace(b'"x"', b'"\\x41"'), id="unknown escape"),
+    pytest.param(body(("WF", [tv(1.5)])).replace(b'"WebId"', b'"Web\\u0049d"'), id="escaped key"),
     pytest.param(body(("WF", [tv(None)])), id="null value"),
     pytest.param(body(("WF", [{"Timestamp": T0, "Good": True}])), id="no value"),
     pytest.param(body(("WF", [{"Value": 1.0}])), id="no timestamp"),
