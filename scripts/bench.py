@@ -239,7 +239,8 @@ def main() -> int:
         print(
             f"large backfill:  {big_tags:,} tags x {big_minutes:g} min = {big.values:,} values in "
             f"{big.seconds:.1f} s, worker peak RSS {big.max_rss_mb:,.0f} MB, "
-            f"{big.cpu / (big.values / 1e6):.2f} CPU-s per million values"
+            f"{big.cpu / (big.values / 1e6):.2f} CPU-s per million values, "
+            f"{big.values / big.calls:,.0f} values per request"
         )
     shutil.rmtree(work, ignore_errors=True)
     return 0
