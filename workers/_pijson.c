@@ -4,10 +4,10 @@
  * each; that was two thirds of the worker's CPU (docs/DESIGN.md, "Decode").
  *
  * It reads only the usual, clean body and answers None for anything else (a field it does
- * not know, an escape in a string, a null Value, Errors, a timestamp it cannot parse
- * exactly as Arrow would, malformed JSON): the caller then decodes that body with msgspec
- * or orjson, which judge and quarantine every oddity. So this parser never decides what is
- * bad data; it only has to be exact on what it accepts.
+ * not know, an escaped key, a lone surrogate, a null Value, Errors, a timestamp it cannot
+ * parse exactly as Arrow would, bad UTF-8, malformed JSON): the caller then decodes that
+ * body with msgspec or orjson, which judge and quarantine every oddity. So this parser
+ * never decides what is bad data; it only has to be exact on what it accepts.
  *
  * decode(body: bytes) -> None | (streams, n, ts, kind, number, quality, text_offsets,
  *                                text_data, state_code, state_system, state_offsets,
