@@ -12,14 +12,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-venv: compiler $(BIN)/python
+venv: $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 
 dev: compiler $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 
 # gcc for the C reader of PI bodies (workers/_pijson.c), built in place by the editable
-# install; pip goes on without it, the suite does not (test_the_c_reader_is_built).
+# install; pip goes on without it, the suite does not (test_the_c_reader_is_built). `make
+# demo` and `make bench` (venv) do not ask for it: without a compiler they run on msgspec.
 compiler:
 	@command -v gcc >/dev/null 2>&1 || { \
 		echo "installing Debian's gcc (the C reader of PI bodies)"; \

@@ -1,10 +1,14 @@
 """PI JSON bytes → Arrow columns in the `pi_timeseries` schema, plus quarantine rows.
 
 Why it is shaped like this: the PI `Value` field is polymorphic (a number, a string or a
-digital-state object), which neither `pyarrow.json` nor `polars.read_json` can read. So the
-body is parsed once with msgspec into one small `TimedValue` struct per value (`parse_typed`;
-orjson dicts, `parse_body`, only for a body of odd shape or with a value to quarantine);
-then every column is built with one pass over all values and converted by pyarrow in C. Values
+digital-state object), which neither `pyarrow.json` nor `polars.read_json` can read. So a
+body goes to the first of three readers that takes it (`read_body`): the C reader
+`workers._pijson` turns the usual, clean body straight into arrays (`parse_columns`, rows
+built by `_decode_columns` with numpy and Arrow only); msgspec reads any other well-formed
+body into one small `TimedValue` struct per value (`parse_typed`); orjson dicts
+(`parse_body`) serve a body of odd shape or with a value to quarantine. Only the last two
+judge bad values. From structs or dicts every column is built with one pass over all values
+and converted by pyarrow in C. Values
 are split by Python type across all streams (numbers, strings, digital-state objects), one
 `pyarrow.array` call per type, and scattered back: a numeric stream with a few system states
 stays columnar; only nulls, odd types and doubtful objects are classified one by one. A bad
@@ -27,13 +31,13 @@ from __future__ import annotations
 
 import gc
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, compress, repeat
 from operator import attrgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 import numpy as np
@@ -73,6 +77,7 @@ QUARANTINE_REASONS: tuple[str, ...] = (
     REASON_BAD_DIGITAL_STATE,
 )
 
+_T = TypeVar("_T")
 _NUMERIC, _STRING, _DIGITAL, _ANY = "numeric", "string", "digital", "any"
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _US_PER_DAY = 86_400_000_000
@@ -260,15 +265,24 @@ def _decode_body(
     continues: Mapping[str, SequenceStart] | None,
 ) -> DecodedBatch:
     if isinstance(body, bytes | str):
-        for parse in PARSERS:
-            doc = parse(body)
-            if doc is not None:
-                try:
-                    return _decode_doc(doc, tags, source, ingestion_time, continues, body)
-                except NeedsRawValues:
-                    pass
-        return _decode_doc(parse_body(body, source), tags, source, ingestion_time, continues, body)
+        raw = body
+        return read_body(
+            raw, source, lambda doc: _decode_doc(doc, tags, source, ingestion_time, continues, raw)
+        )
     return _decode_doc(body, tags, source, ingestion_time, continues, None)
+
+
+def read_body(body: bytes | str, source: str, use: Callable[[Any], _T]) -> _T:
+    """`use` of the body as read by the first reader of `PARSERS` that takes it and whose
+    values `use` can judge (NeedsRawValues hands it on), at last by `parse_body`."""
+    for parse in PARSERS:
+        doc = parse(body)
+        if doc is not None:
+            try:
+                return use(doc)
+            except NeedsRawValues:
+                pass
+    return use(parse_body(body, source))
 
 
 def _decode_doc(
@@ -537,8 +551,9 @@ def _decode_columns(
     stream_of = np.repeat(np.arange(len(streams), dtype=np.int32), lengths)
     point = np.array([_KIND_CODES[_point_kind(tags.get(s.webid))] for s in streams], np.int8)
     point = np.repeat(point, lengths)
-    number_misfit = (kind == _C_NUMBER) & ((point == 1) | (point == 2))
-    text_misfit = (kind == _C_TEXT) & ((point == 0) | (point == 2))
+    numeric, string, digital = (_KIND_CODES[k] for k in (_NUMERIC, _STRING, _DIGITAL))
+    number_misfit = (kind == _C_NUMBER) & ((point == string) | (point == digital))
+    text_misfit = (kind == _C_TEXT) & ((point == numeric) | (point == digital))
     if (number_misfit | text_misfit).any():
         raise NeedsRawValues(REASON_WRONG_VALUE_TYPE)
 

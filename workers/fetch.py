@@ -24,16 +24,14 @@ from urllib.parse import quote
 import pyarrow as pa
 
 from workers.decode import (
-    PARSERS,
     DecodeError,
-    NeedsRawValues,
     SequenceStart,
     TagLike,
     TimedValue,
     ValueSlice,
     decode_streamset,
     gc_paused,
-    parse_body,
+    read_body,
 )
 
 RECORDED_PATH = "/streamsets/recorded"
@@ -442,14 +440,9 @@ class Fetcher:
         """The body read into columns (`parse_columns`) or typed values (`parse_typed`), or
         into dicts when it is not well formed or holds a value to quarantine (exact raw
         text and reasons)."""
-        for parse in PARSERS:
-            doc = parse(body)
-            if doc is not None:
-                try:
-                    return self._absorb_doc(call, doc, len(body), result, counts)
-                except NeedsRawValues:
-                    pass
-        return self._absorb_doc(call, parse_body(body, ENDPOINT), len(body), result, counts)
+        return read_body(
+            body, ENDPOINT, lambda doc: self._absorb_doc(call, doc, len(body), result, counts)
+        )
 
     def _absorb_doc(
         self, call: Call, doc: Any, size: int, result: FetchResult, counts: dict[str, int]
