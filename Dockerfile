@@ -5,7 +5,7 @@
 # Builder: turns the source tree into wheels (pidelta and its dependencies), so the
 # final image carries no build tools and no source.
 FROM python:3.11-slim AS builder
-# gcc builds the C reader of PI bodies (workers/_pijson.c) into the pidelta wheel; the
+# gcc builds the C reader of PI bodies (workers/timeseries/_pijson.c) into the pidelta wheel; the
 # final image gets the wheel, not the compiler. Debian's current versions: the slim base
 # image is the pin.
 # hadolint ignore=DL3008

@@ -18,7 +18,7 @@ venv: $(BIN)/python
 dev: compiler $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 
-# gcc for the C reader of PI bodies (workers/_pijson.c), built in place by the editable
+# gcc for the C reader of PI bodies (workers/timeseries/_pijson.c), built in place by the editable
 # install; pip goes on without it, the suite does not (test_the_c_reader_is_built). `make
 # demo` and `make bench` (venv) do not ask for it: without a compiler they run on msgspec.
 compiler:
@@ -51,4 +51,4 @@ demo: venv
 	DEMO_SECONDS=$(DEMO_SECONDS) PORT=$(PORT) $(BIN)/python scripts/demo.py
 
 clean:
-	rm -rf $(VENV) lakehouse .pytest_cache build *.egg-info workers/*.so
+	rm -rf $(VENV) lakehouse .pytest_cache build *.egg-info workers/*/*.so

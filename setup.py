@@ -1,4 +1,4 @@
-"""The optional C reader of `/streamsets/recorded` bodies (`workers._pijson`).
+"""The optional C reader of `/streamsets/recorded` bodies (`workers.timeseries._pijson`).
 
 Optional twice over: without a C compiler the build goes on without it, and
 `PIDELTA_PURE_WHEEL=1` leaves it out on purpose, for a wheel built on one machine and run
@@ -12,7 +12,9 @@ from setuptools import Extension, setup
 
 native = os.environ.get("PIDELTA_PURE_WHEEL") != "1"
 setup(
-    ext_modules=[Extension("workers._pijson", ["workers/_pijson.c"], optional=True)]
+    ext_modules=[
+        Extension("workers.timeseries._pijson", ["workers/timeseries/_pijson.c"], optional=True)
+    ]
     if native
     else []
 )

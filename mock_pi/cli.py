@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = MockSettings(**overrides)
     except ValidationError as exc:
-        from service.settings import describe_validation_error
+        from workers.settings import describe_validation_error
 
         print(f"mock-pi: {describe_validation_error(exc, 'MOCK_PI_')}", file=sys.stderr)
         return 2

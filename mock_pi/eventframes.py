@@ -27,7 +27,7 @@ from typing import Any
 from mock_pi import webid
 from mock_pi.af import DATABASE_PATH, AfModel, Element, name_pattern
 from mock_pi.catalog import mix
-from workers.pitime import format_ticks
+from workers.pi.times import format_ticks
 
 OPEN_END = "9999-12-31T23:59:59Z"  # how PI Web API shows the end of an in-progress frame
 NEVER = "1970-01-01T00:00:00Z"  # AcknowledgedDate of a frame nobody acknowledged

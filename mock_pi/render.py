@@ -17,7 +17,7 @@ import polars as pl
 from aiohttp import web
 
 from mock_pi import catalog, series
-from workers.pitime import format_ticks
+from workers.pi.times import format_ticks
 
 ALL: dict[str, Any] = {}  # the subtree marker "keep everything below"
 

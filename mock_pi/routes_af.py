@@ -34,7 +34,7 @@ from mock_pi.routes_data import BadRequest, Query, handler, unknown_webid
 from mock_pi.series import TICKS
 from mock_pi.state import MockState
 from mock_pi.truth import timed_values
-from workers.pitime import TimeParseError, format_ticks, parse_pi_time
+from workers.pi.times import TimeParseError, format_ticks, parse_pi_time
 
 AF_SERVER_VERSION = "2.10.5.9050"
 SECURITY = {

@@ -21,7 +21,7 @@ from mock_pi.render import (
 )
 from mock_pi.series import EMPTY, Events, Series
 from mock_pi.state import MockState
-from workers.pitime import TimeParseError, parse_pi_ticks
+from workers.pi.times import TimeParseError, parse_pi_ticks
 
 SERVER_VERSION = "3.4.440.477"
 MAX_COLLECTION = 1000

@@ -18,7 +18,7 @@
     truth.quarantine_table(points, start, end, at=None) -> pyarrow.Table
         the malformed values a client should quarantine instead: tag_webid, tag_name,
         timestamp (of the value behind the malformed one), reason (QUARANTINE_REASONS of
-        workers/decode.py), raw (the served TimedValue as compact JSON), bad_kind.
+        workers/timeseries/decode.py), raw (the served TimedValue as compact JSON), bad_kind.
     truth.arrivals(point, after_ticks, upto_ticks) -> list[dict]
         TimedValue dicts of the values whose visibility instant (the timestamp, or the
         timestamp + LATE_SECONDS for a late tag's value stamped inside an outage) falls in
@@ -50,7 +50,7 @@ from mock_pi.render import timed_value
 from mock_pi.series import SYSTEM_TABLE, TICKS_PER_US, Events, Series
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
-from workers.pitime import parse_pi_ticks
+from workers.pi.times import parse_pi_ticks
 
 Instant = str | datetime | int
 

@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from service.settings import Settings  # noqa: E402
-from workers.pi_client import PIClient  # noqa: E402
-from workers.pipeline import Pipeline  # noqa: E402
+from workers.pi.client import PIClient  # noqa: E402
+from workers.settings import Settings  # noqa: E402
+from workers.timeseries.pipeline import Pipeline  # noqa: E402
 
 SUMMARY = re.compile(r"(\d+) rows written in (\d+) batches; (\d+) values read in (\d+) PI calls")
 

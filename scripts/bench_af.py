@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deltalake import DeltaTable
 
-from service.settings import load_settings
 from tests.conftest import start_mock
-from workers.af_sync import sync_af
-from workers.af_tables import PI_EVENT_FRAMES
-from workers.events_sync import sync_events
+from workers.af.events import sync_events
+from workers.af.hierarchy import sync_af
+from workers.af.tables import PI_EVENT_FRAMES
+from workers.settings import load_settings
 
 ELEMENT_TARGET = 10_000
 ATTRIBUTE_TARGET = 100_000

@@ -25,9 +25,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pyarrow as pa
 
-from workers import decode
-from workers.decode import TagMeta, decode_streamset, parse_typed
-from workers.fetch import SELECTED_FIELDS
+from workers.timeseries import decode
+from workers.timeseries.decode import TagMeta, decode_streamset, parse_typed
+from workers.timeseries.fetch import SELECTED_FIELDS
 
 KINDS = ("Float32",) * 7 + ("Int32", "String", "Digital")
 SELECTED = tuple(f.rsplit(".", 1)[1] for f in SELECTED_FIELDS.split(";") if "Items.Items." in f)

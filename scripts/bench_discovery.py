@@ -21,9 +21,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import start_mock  # noqa: E402
 
-from service.settings import Settings  # noqa: E402
-from workers.discovery import discover_tags  # noqa: E402
-from workers.pi_client import PIClient  # noqa: E402
+from workers.pi.client import PIClient  # noqa: E402
+from workers.settings import Settings  # noqa: E402
+from workers.timeseries.discovery import discover_tags  # noqa: E402
 
 
 async def run(url: str, expected: int, page_size: int | None) -> None:

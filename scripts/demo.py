@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service.commands import collect_status  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from workers.settings import Settings  # noqa: E402
 
 REPORT_EVERY = 10.0
 

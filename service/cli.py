@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 from pydantic import AliasChoices
 
-from service.errors import ConfigError
-from service.settings import Settings, load_settings
+from workers.errors import ConfigError
+from workers.settings import Settings, load_settings
 
 log = logging.getLogger("pidelta")
 

@@ -22,20 +22,20 @@ import pyarrow as pa
 from deltalake import DeltaTable
 
 from service.commands_maintain import run_with_maintenance
-from service.errors import ConfigError
-from service.lifecycle import Lifecycle
-from service.metrics import Metrics, MetricsServer, Readiness
-from service.settings import Settings
+from service.metrics import Metrics, MetricsObserver, MetricsServer, Readiness
 from shard_config.plan import compute_plan, format_plan
 from shard_config.ring import ShardRing
-from workers.af_tables import AF_TABLES
-from workers.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
-from workers.discovery import discover_tags
-from workers.errors import RetriesAbandoned
-from workers.pi_client import PIClient
-from workers.pipeline import MetricsObserver, Pipeline, parse_time
-from workers.sink import StaleGeneration
-from workers.tables import CHECKPOINTS, TABLES, TableStore
+from workers.af.tables import AF_TABLES
+from workers.errors import ConfigError, RetriesAbandoned
+from workers.lake.tables import CHECKPOINTS, TABLES, TableStore
+from workers.lifecycle import Lifecycle
+from workers.pi.client import PIClient
+from workers.pi.times import parse_time
+from workers.settings import Settings
+from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
+from workers.timeseries.discovery import discover_tags
+from workers.timeseries.pipeline import Pipeline
+from workers.timeseries.sink import StaleGeneration
 
 log = logging.getLogger("pidelta")
 
@@ -51,9 +51,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.commands_af import run_schedules  # AF code only where it runs
 
-    async def body(pipeline: Pipeline) -> None:
+    async def body(pipeline: Pipeline, metrics: Metrics) -> None:
         schedules = asyncio.create_task(
-            run_schedules(settings, pipeline.client, pipeline.lifecycle, pipeline.metrics)
+            run_schedules(settings, pipeline.client, pipeline.lifecycle, metrics)
         )
         try:
             await run_with_maintenance(pipeline)
@@ -71,11 +71,11 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
 
     lag = timedelta(seconds=settings.safety_lag)
 
-    async def body(pipeline: Pipeline) -> None:
+    async def body(pipeline: Pipeline, metrics: Metrics) -> None:
         await pipeline.catch_up(datetime.now(UTC) - lag)
         await pipeline.flush()
         await pipeline.compact_state()
-        observer = AfMetricsObserver(pipeline.metrics, pipeline.shard)
+        observer = AfMetricsObserver(metrics, pipeline.shard)
         await sync_once(settings, pipeline.client, observer)
         log.info("once: %s", _summary(pipeline))
 
@@ -93,7 +93,7 @@ def backfill(args: argparse.Namespace, settings: Settings) -> int:
     if end <= start:
         raise ConfigError(f"backfill: --end {args.backfill_end} is not after --start")
 
-    async def body(pipeline: Pipeline) -> None:
+    async def body(pipeline: Pipeline, metrics: Metrics) -> None:
         with _Progress(f"backfill shard {settings.shard_index}/{settings.shard_count}") as bar:
             await pipeline.backfill(start, end, bar.update)
             if not pipeline.lifecycle.stopping:
@@ -159,7 +159,9 @@ def _print(text: str) -> int:
 # ---------------------------------------------------------------------- worker plumbing
 
 
-async def _worker(settings: Settings, mode: str, body: Callable[[Pipeline], object]) -> int:
+async def _worker(
+    settings: Settings, mode: str, body: Callable[[Pipeline, Metrics], object]
+) -> int:
     """Metrics server, signals, pipeline start-up, the mode's body; exit code."""
     metrics = Metrics(_version())
     lifecycle = Lifecycle()
@@ -169,10 +171,13 @@ async def _worker(settings: Settings, mode: str, body: Callable[[Pipeline], obje
         return Readiness(True) if ready["ok"] else Readiness(False, "starting")
 
     async with _metrics_server(metrics, settings.metrics_port, readiness):
-        client = PIClient(settings, MetricsObserver(metrics), stop=lifecycle.stop_event)
+        observer = MetricsObserver(metrics)
+        client = PIClient(settings, observer, stop=lifecycle.stop_event)
         with lifecycle.signals():
             async with (
-                Pipeline(settings, metrics=metrics, lifecycle=lifecycle, client=client) as pipeline,
+                Pipeline(
+                    settings, observer=observer, lifecycle=lifecycle, client=client
+                ) as pipeline,
                 client,
             ):
                 try:
@@ -186,7 +191,7 @@ async def _worker(settings: Settings, mode: str, body: Callable[[Pipeline], obje
                         len(pipeline.tags),
                         pipeline.app_id,
                     )
-                    await body(pipeline)  # type: ignore[misc]
+                    await body(pipeline, metrics)  # type: ignore[misc]
                     await pipeline.flush()
                 except StaleGeneration as exc:
                     log.info("%s: stopping, %s", mode, exc)

@@ -15,14 +15,14 @@ from collections.abc import Awaitable, Callable
 
 from deltalake.exceptions import DeltaError
 
-from service.lifecycle import Lifecycle
-from service.metrics import Metrics
-from service.settings import Settings
-from workers.af_sync import AfObserver, sync_af
+from service.metrics import Metrics, MetricsObserver
+from workers.af.events import sync_events
+from workers.af.hierarchy import AfObserver, sync_af
 from workers.errors import PIError
-from workers.events_sync import sync_events
-from workers.pi_client import PIClient
-from workers.tables import SinkError
+from workers.lake.tables import SinkError
+from workers.lifecycle import Lifecycle
+from workers.pi.client import PIClient
+from workers.settings import Settings
 
 log = logging.getLogger("pidelta.af")
 
@@ -38,7 +38,7 @@ class AfMetricsObserver:
         self.metrics.quarantined_values.labels(reason=f"{kind}: {reason}").inc(count)
 
     def on_commit(self, table: str, rows: int, seconds: float, version: int) -> None:
-        self.metrics.observe_commit(table, self.shard, rows, seconds, version)
+        MetricsObserver(self.metrics).committed(table, self.shard, rows, seconds, version)
 
 
 def af(args: argparse.Namespace, settings: Settings) -> int:

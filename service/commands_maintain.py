@@ -15,13 +15,13 @@ import sys
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
-from service.lifecycle import Lifecycle
-from service.settings import Settings
-from workers.maintenance import Maintainer, format_reports
-from workers.tables import TableStore
+from workers.lake.maintenance import Maintainer, format_reports
+from workers.lake.tables import TableStore
+from workers.lifecycle import Lifecycle
+from workers.settings import Settings
 
 if TYPE_CHECKING:
-    from workers.pipeline import Pipeline
+    from workers.timeseries.pipeline import Pipeline
 
 log = logging.getLogger("pidelta.maintain")
 
@@ -33,7 +33,7 @@ def maintain(args: argparse.Namespace, settings: Settings) -> int:
     try:
         reports = maintainer.run(args.tables or None)
     except ValueError as exc:
-        from service.errors import ConfigError
+        from workers.errors import ConfigError
 
         raise ConfigError(f"maintain: {exc}") from None
     sys.stdout.write(format_reports(reports) + "\n")

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import orjson
 from pydantic import SecretStr
 
-from service.settings import Settings
+from workers.settings import Settings
 
 MASK = "***"
 

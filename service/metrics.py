@@ -107,21 +107,49 @@ class Metrics:
         )
         self.build_info.labels(version=version).set(1)
 
-    def observe_commit(
-        self, table: str, shard: str, rows: int, seconds: float, version: int
-    ) -> None:
-        """One successful Delta commit."""
-        self.commit_duration.labels(table=table).observe(seconds)
-        self.commit_rows.labels(table=table).observe(rows)
-        self.rows_committed.labels(table=table, shard=shard).inc(rows)
-        self.delta_table_version.labels(table=table).set(version)
-
-    def count_quarantine(self, counts: Mapping[str, int]) -> None:
-        for reason, n in counts.items():
-            self.quarantined_values.labels(reason=reason).inc(n)
-
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class MetricsObserver:
+    """The core's `workers.observe.Observer`, feeding the Prometheus catalog."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def on_request(self, endpoint: str, status: str, seconds: float) -> None:
+        self.metrics.pi_requests.labels(endpoint=endpoint, status=str(status)).inc()
+        self.metrics.pi_request_duration.labels(endpoint=endpoint).observe(seconds)
+
+    def on_retry(self, reason: str) -> None:
+        self.metrics.pi_retries.labels(reason=reason).inc()
+
+    def tags_owned(self, shard: str, count: int) -> None:
+        self.metrics.tags_owned.labels(shard=shard).set(count)
+
+    def values_read(self, table: str, shard: str, count: int) -> None:
+        self.metrics.values_ingested.labels(table=table, shard=shard).inc(count)
+
+    def buffered(self, shard: str, rows: int, oldest_seconds: float) -> None:
+        self.metrics.buffered_rows.labels(shard=shard).set(rows)
+        self.metrics.oldest_unprocessed.labels(shard=shard).set(oldest_seconds)
+
+    def lag(self, shard: str, seconds: float) -> None:
+        self.metrics.lag.labels(shard=shard).set(seconds)
+
+    def error(self, kind: str) -> None:
+        self.metrics.errors.labels(kind=kind).inc()
+
+    def quarantined(self, counts: Mapping[str, int]) -> None:
+        for reason, n in counts.items():
+            self.metrics.quarantined_values.labels(reason=reason).inc(n)
+
+    def committed(self, table: str, shard: str, rows: int, seconds: float, version: int) -> None:
+        m = self.metrics
+        m.commit_duration.labels(table=table).observe(seconds)
+        m.commit_rows.labels(table=table).observe(rows)
+        m.rows_committed.labels(table=table, shard=shard).inc(rows)
+        m.delta_table_version.labels(table=table).set(version)
 
 
 PI_UNREACHABLE = "PI Web API unreachable: every request since the previous check failed"

@@ -10,10 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from service.errors import PideltaError
-
 MAX_QUERY_CHARS = 300
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class PideltaError(Exception):
+    """Base of every error pidelta raises on purpose."""
+
+
+class ConfigError(PideltaError):
+    """Bad configuration or arguments: reported as one line, exit code 2."""
 
 
 def redact_url(url: str, max_query: int = MAX_QUERY_CHARS) -> str:

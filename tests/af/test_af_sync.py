@@ -21,18 +21,18 @@ from deltalake import DeltaTable
 from mock_pi.af import AfModel
 from service.commands_af import AfMetricsObserver
 from service.metrics import Metrics
-from service.settings import Settings, load_settings
 from tests.conftest import ROOT
-from workers import af_sync
-from workers.af_sync import Database, config_point_path, database_matches, sync_af
-from workers.af_tables import (
+from workers.af import hierarchy as af_sync
+from workers.af.events import sync_events
+from workers.af.hierarchy import Database, config_point_path, database_matches, sync_af
+from workers.af.tables import (
     AF_QUARANTINE,
     META_HASH,
     PI_AF_ATTRIBUTES,
     PI_AF_HIERARCHY,
     content_hash,
 )
-from workers.events_sync import sync_events
+from workers.settings import Settings, load_settings
 
 SEED = 42
 TAGS = 200

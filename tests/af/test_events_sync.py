@@ -19,15 +19,15 @@ from deltalake import DeltaTable
 from mock_pi.af import AfModel
 from mock_pi.eventframes import EventFrameModel, Frame
 from service.commands_af import run_schedules
-from service.lifecycle import Lifecycle
 from service.metrics import Metrics
-from service.settings import load_settings
 from tests.conftest import ROOT
-from workers.af_sync import iso_us
-from workers.af_tables import META_WATERMARK, PI_AF_HIERARCHY, PI_EVENT_FRAMES
-from workers.events_sync import sync_events, value_text, windows
-from workers.pi_client import PIClient
-from workers.pitime import parse_pi_time
+from workers.af.events import sync_events, value_text, windows
+from workers.af.hierarchy import iso_us
+from workers.af.tables import META_WATERMARK, PI_AF_HIERARCHY, PI_EVENT_FRAMES
+from workers.lifecycle import Lifecycle
+from workers.pi.client import PIClient
+from workers.pi.times import parse_pi_time
+from workers.settings import load_settings
 
 SEED = 42
 TAGS = 100

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from mock_pi.settings import MockSettings
-from service.settings import Settings
 from tests.deploy.queries import ROOT
+from workers.settings import Settings
 
 COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"
 PIDELTA_IMAGE = "pidelta:local"

@@ -21,10 +21,10 @@ import pytest
 import yaml
 from databricks.sdk.service.jobs import JobSettings
 
-from service.settings import Settings
 from tests.conftest import MockServer
 from tests.deploy.conftest import copy_sources
 from tests.deploy.queries import ROOT
+from workers.settings import Settings
 
 BUNDLE = ROOT / "deploy" / "databricks" / "databricks.yml"
 _VAR = re.compile(r"\$\{var\.(\w+)\}")
@@ -107,7 +107,7 @@ def test_the_bundle_wheel_is_pure_python(bundle_wheel: Path) -> None:
     """Built on a laptop, run on a cluster of another platform: no C reader in it."""
     assert bundle_wheel.name == "pidelta-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(bundle_wheel) as zf:
-        assert [n for n in zf.namelist() if n.startswith("workers/_pijson")] == []
+        assert [n for n in zf.namelist() if n.startswith("workers/timeseries/_pijson")] == []
 
 
 def test_jobs_round_trip_through_the_jobs_api_model(jobs: dict[str, dict[str, Any]]) -> None:

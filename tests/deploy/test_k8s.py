@@ -8,8 +8,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.settings import Settings
 from tests.deploy.queries import ROOT
+from workers.settings import Settings
 
 K8S = ROOT / "deploy" / "k8s"
 # The pod-index label appeared in 1.28 (beta, on by default); 1.30 is a supported release.

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from mock_pi.catalog import Catalog
-from service.settings import Settings
 from shard_config.ring import ShardRing
 from tests.conftest import MockServer, free_port
 from tests.deploy.queries import ROOT
+from workers.settings import Settings
 
 HEALTHCHECK = ROOT / "deploy" / "docker" / "healthcheck.py"
 TAGS = 30
@@ -79,7 +79,7 @@ def test_runs_as_non_root_from_the_venv_not_the_source_tree(
         workdir,
         "python",
         "-c",
-        "import os, service, mock_pi, workers._pijson as c;"
+        "import os, service, mock_pi, workers.timeseries._pijson as c;"
         " print(os.geteuid(), service.__file__, mock_pi.__file__, c.__file__)",
     )
     assert result.returncode == 0, result.stderr

@@ -16,7 +16,7 @@ from mock_pi.af import AfModel
 from mock_pi.eventframes import OPEN_END, EventFrameModel, Frame
 from tests.conftest import MockServer, get_json
 from tests.spec import validate_response
-from workers.pitime import format_ticks
+from workers.pi.times import format_ticks
 
 SEED, TAGS, DAY_MS = 42, 1000, 86_400_000
 DB = AfModel(SEED, TAGS).database_webid

@@ -10,7 +10,7 @@ import numpy as np
 from mock_pi.catalog import Catalog
 from mock_pi.settings import MockSettings
 from mock_pi.truth import SCHEMA, GroundTruth
-from workers.pitime import TICKS_PER_SECOND, format_ticks, parse_pi_ticks
+from workers.pi.times import TICKS_PER_SECOND, format_ticks, parse_pi_ticks
 
 NOW = time.time()
 END = NOW - 600

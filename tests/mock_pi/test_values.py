@@ -13,7 +13,7 @@ from mock_pi.catalog import Catalog, Point
 from tests.conftest import MockServer
 from tests.mock_pi import get, get_raw, iso, truth_for, url
 from tests.spec import validate_response
-from workers.pitime import format_ticks, parse_pi_ticks
+from workers.pi.times import format_ticks, parse_pi_ticks
 
 CATALOG = Catalog(42, 1000)
 # One point of each instrument kind: analog Float32/Float64/Int32, digital, string.

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from service.logs import MASK, configure_logging
-from service.settings import Settings
 from tests.conftest import ROOT, MockServer
 from tests.e2e.helpers import metrics_port_env, pidelta, wait_for, worker_env
+from workers.settings import Settings
 
 USER = "operator"
 PASSWORD = "Qx7-unmistakable-Pa55word"

@@ -10,8 +10,8 @@ import pytest
 from deltalake import DeltaTable
 
 from tests.conftest import ROOT
-from workers.af_tables import AF_TABLES
-from workers.tables import TABLES, TableSpec, TableStore
+from workers.af.tables import AF_TABLES
+from workers.lake.tables import TABLES, TableSpec, TableStore
 
 SPECS = [*TABLES.values(), *AF_TABLES.values()]
 _SECTION = re.compile(r"^### `(?P<name>[\w]+)`(?: \(partitioned by `(?P<parts>[^`]+)`\))?$")

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from service.errors import ConfigError
-from service.settings import Settings, load_settings
 from tests.conftest import ROOT
+from workers.errors import ConfigError
+from workers.settings import Settings, load_settings
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

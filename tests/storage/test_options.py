@@ -6,13 +6,13 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from service.errors import ConfigError
-from service.settings import Settings
-from workers.credentials import CredentialCache, Vended, is_expired_credential_error
-from workers.maintenance import retention_hours
-from workers.storage import parse_target, storage_options
-from workers.tables import PI_TIMESERIES_SCHEMA
-from workers.unity_catalog import create_table_sql, property_features, refusal, uc_columns
+from workers.errors import ConfigError
+from workers.lake.credentials import CredentialCache, Vended, is_expired_credential_error
+from workers.lake.maintenance import retention_hours
+from workers.lake.storage import parse_target, storage_options
+from workers.lake.tables import PI_TIMESERIES_SCHEMA
+from workers.lake.unity_catalog import create_table_sql, property_features, refusal, uc_columns
+from workers.settings import Settings
 
 
 def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:

@@ -16,8 +16,6 @@ import boto3
 import pyarrow as pa
 import pytest
 
-from service.errors import ConfigError
-from service.settings import Settings
 from tests.conftest import MockServer
 from tests.e2e.helpers import (
     aligned_past,
@@ -29,9 +27,11 @@ from tests.e2e.helpers import (
 )
 from tests.storage.conftest import DAY, S3, assert_holds_truth, merged, uc_env
 from tests.storage.uc_server import UCServer
-from workers.sink import DeltaSink
-from workers.tables import CHECKPOINTS, PI_TIMESERIES, PI_TIMESERIES_SCHEMA, TableStore
-from workers.unity_catalog import IncompatibleTableError, known_tables, uc_columns
+from workers.errors import ConfigError
+from workers.lake.tables import CHECKPOINTS, PI_TIMESERIES, PI_TIMESERIES_SCHEMA, TableStore
+from workers.lake.unity_catalog import IncompatibleTableError, known_tables, uc_columns
+from workers.settings import Settings
+from workers.timeseries.sink import DeltaSink
 
 REFUSED_MANAGED = (
     "pidelta: Unity Catalog table main.pi.pi_timeseries cannot be written by pidelta: it is a "

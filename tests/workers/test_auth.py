@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from service.errors import ConfigError
-from service.settings import Settings
 from tests.conftest import MockServer
 from tests.workers.test_pi_client import Recorder, serve
-from workers.auth import make_authenticator, refresh_delay
-from workers.errors import AuthError
-from workers.pi_client import PIClient
+from workers.errors import AuthError, ConfigError
+from workers.pi.auth import make_authenticator, refresh_delay
+from workers.pi.client import PIClient
+from workers.settings import Settings
 
 PI_TOKEN = "pi-accepts-this-token-7f3a"
 CLIENT_SECRET = "client-secret-never-shown-91c2"

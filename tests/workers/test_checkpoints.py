@@ -11,11 +11,11 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from workers.checkpoints import BACKFILL_PREFIX, CheckpointStore
-from workers.decode import TagMeta, decode_streamset
-from workers.plan import PlannedBatch, TagRange, next_batch
-from workers.sink import DeltaSink
-from workers.tables import PI_TIMESERIES, TableStore
+from workers.lake.tables import PI_TIMESERIES, TableStore
+from workers.timeseries.checkpoints import BACKFILL_PREFIX, CheckpointStore
+from workers.timeseries.decode import TagMeta, decode_streamset
+from workers.timeseries.plan import PlannedBatch, TagRange, next_batch
+from workers.timeseries.sink import DeltaSink
 
 T = datetime(2026, 11, 27, 10, tzinfo=UTC)
 SEC = timedelta(seconds=1)

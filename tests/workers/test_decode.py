@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from workers.decode import (
+from workers.lake.tables import PI_TIMESERIES_SCHEMA, QUARANTINE_SCHEMA
+from workers.timeseries.decode import (
     REASON_BAD_DIGITAL_STATE,
     REASON_BAD_TIMESTAMP,
     REASON_MISSING_TIMESTAMP,
@@ -27,7 +28,6 @@ from workers.decode import (
     decode_values,
     parse_typed,
 )
-from workers.tables import PI_TIMESERIES_SCHEMA, QUARANTINE_SCHEMA
 
 NOW = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
 T0 = "2026-11-27T10:00:00Z"

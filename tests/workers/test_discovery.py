@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from mock_pi.catalog import SERVER_NAME, Catalog
-from service.errors import ConfigError
-from service.settings import Settings
 from tests.conftest import MockServer
 from tests.workers.test_pi_client import Recorder, injected
-from workers.discovery import TagInfo, discover_tags
-from workers.pi_client import PIClient
+from workers.errors import ConfigError
+from workers.pi.client import PIClient
+from workers.settings import Settings
+from workers.timeseries.discovery import TagInfo, discover_tags
 
 
 def expected_tags(seed: int, tag_count: int, name_filter: str = "*") -> list[TagInfo]:

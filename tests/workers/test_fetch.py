@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from workers.fetch import (
+from workers.pi.times import format_us
+from workers.timeseries.fetch import (
     Call,
     Fetcher,
     FetchError,
@@ -13,7 +14,6 @@ from workers.fetch import (
     Span,
     StreamPage,
     continuation,
-    format_us,
     leading_at,
     page_of,
     parse_time_us,

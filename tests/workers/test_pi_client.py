@@ -24,10 +24,9 @@ import pytest
 from aiohttp import web
 
 from mock_pi.faults import FaultInjector
-from service.settings import Settings
 from tests.conftest import MockServer, free_port, get_json
 from workers.errors import AuthError, PIConnectionError, PIWebAPIError, redact_url
-from workers.pi_client import (
+from workers.pi.client import (
     BACKOFF_BASE,
     BACKOFF_CAP,
     PIClient,
@@ -36,12 +35,13 @@ from workers.pi_client import (
     batch_content,
     parse_retry_after,
 )
+from workers.settings import Settings
 
 POINT_FIELDS = "Items.WebId;Items.Name;Items.PointType;Items.Descriptor"
 
 
 class Recorder:
-    """A ClientObserver that keeps what it saw."""
+    """A RequestObserver that keeps what it saw."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, float, float]] = []

@@ -1,4 +1,4 @@
-"""The C reader (`workers._pijson`): exact on what it accepts, None on everything else.
+"""The C reader (`workers.timeseries._pijson`): exact on what it accepts, None on everything else.
 
 Every test compares against the readers it stands in front of (msgspec, then orjson): a
 body gives the same rows, bit for bit, whichever reads it.
@@ -19,8 +19,8 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from workers import decode as decode_module
-from workers.decode import (
+from workers.timeseries import decode as decode_module
+from workers.timeseries.decode import (
     DecodeError,
     NeedsRawValues,
     TagMeta,
@@ -29,7 +29,7 @@ from workers.decode import (
     parse_columns,
     parse_typed,
 )
-from workers.fetch import leading_at, page_of
+from workers.timeseries.fetch import leading_at, page_of
 
 NOW = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
 TAGS = {

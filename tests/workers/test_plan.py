@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from workers.plan import (
+from workers.timeseries.plan import (
     BACKFILL,
     LATE,
     LIVE,

@@ -14,10 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from service.metrics import Metrics, MetricsServer, Readiness
-from workers.decode import TagMeta, decode_streamset
-from workers.sink import CommitBuffer, Committed, DeltaSink, StaleGeneration, with_batch
-from workers.tables import (
+from service.metrics import Metrics, MetricsObserver, MetricsServer, Readiness
+from workers.lake.tables import (
     CHECKPOINTS,
     CHECKPOINTS_SCHEMA,
     PI_TIMESERIES,
@@ -28,6 +26,9 @@ from workers.tables import (
     SinkError,
     TableStore,
 )
+from workers.timeseries.commit_queue import CommitBuffer
+from workers.timeseries.decode import TagMeta, decode_streamset
+from workers.timeseries.sink import Committed, DeltaSink, StaleGeneration, with_batch
 
 TAGS = {"WF": TagMeta("WF", "flow", "Float64", "m3/h")}
 NOW = datetime(2026, 11, 28, 1, tzinfo=UTC)
@@ -79,7 +80,7 @@ def test_schema_mismatch_is_a_sink_error(tmp_path: Path) -> None:
 
 def test_append_is_idempotent_per_app_and_batch(store: TableStore) -> None:
     metrics = Metrics(process=False)
-    sink = DeltaSink(store, metrics=metrics, shard="3")
+    sink = DeltaSink(store, observer=MetricsObserver(metrics), shard="3")
     rows = decoded(("2026-11-27T10:00:00Z", 1.0), ("2026-11-28T00:00:00Z", 2.0))
     assert sink.append_batch(PI_TIMESERIES, rows, "app", 1) is True
     assert sink.append_batch(PI_TIMESERIES, rows, "app", 1) is False
@@ -203,7 +204,7 @@ def test_commit_buffer_flushes_by_rows_bytes_and_age() -> None:
 
 async def test_metrics_server_serves_metrics_health_and_readiness() -> None:
     metrics = Metrics("1.2.3", process=False)
-    metrics.observe_commit(PI_TIMESERIES, "0", 10, 0.2, 4)
+    MetricsObserver(metrics).committed(PI_TIMESERIES, "0", 10, 0.2, 4)
     ready = [Readiness(False, "PI unreachable")]
 
     async def check() -> Readiness:

@@ -32,8 +32,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.settings import Settings
-from workers.af_tables import (
+from workers.af.tables import (
     AF_QUARANTINE,
     META_HASH,
     META_SNAPSHOT,
@@ -47,8 +46,9 @@ from workers.af_tables import (
     content_hash,
 )
 from workers.errors import PIError
-from workers.pi_client import PIClient, batch_content
-from workers.tables import UTC_US, TableStore
+from workers.lake.tables import UTC_US, TableStore
+from workers.pi.client import PIClient, batch_content
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 

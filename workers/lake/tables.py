@@ -16,12 +16,12 @@ import pyarrow as pa
 from deltalake import ColumnProperties, CommitProperties, DeltaTable, Field, WriterProperties
 from deltalake.exceptions import DeltaError
 
-from service.errors import PideltaError
-from service.settings import Settings
-from workers.credentials import is_expired_credential_error
+from workers.errors import PideltaError
+from workers.lake.credentials import is_expired_credential_error
+from workers.settings import Settings
 
 if TYPE_CHECKING:
-    from workers.unity_catalog import UnityCatalog
+    from workers.lake.unity_catalog import UnityCatalog
 
 UTC_US = pa.timestamp("us", tz="UTC")
 
@@ -184,8 +184,8 @@ class TableStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TableStore:
-        from workers.storage import parse_target, storage_options
-        from workers.unity_catalog import UnityCatalog
+        from workers.lake.storage import parse_target, storage_options
+        from workers.lake.unity_catalog import UnityCatalog
 
         target = parse_target(settings.target)
         catalog = UnityCatalog.from_settings(settings) if target.is_catalog else None

@@ -21,7 +21,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.errors import ConfigError
+from workers.errors import ConfigError
 
 AuthKind = Literal["none", "basic", "bearer", "oidc", "kerberos"]
 
@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     )
 
     # Object stores: the providers' own variables, read here so this model stays the only
-    # reader of the environment (workers.storage maps them to delta-rs storage options).
+    # reader of the environment (workers.lake.storage maps them to delta-rs storage options).
     aws_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices(

@@ -25,10 +25,10 @@ import pyarrow as pa
 from deltalake import DeltaTable, Schema
 from deltalake.exceptions import DeltaError
 
-from service.errors import ConfigError, PideltaError
-from service.settings import Settings
-from workers.credentials import CredentialCache, Vended
-from workers.storage import parse_target, scheme_of, storage_options
+from workers.errors import ConfigError, PideltaError
+from workers.lake.credentials import CredentialCache, Vended
+from workers.lake.storage import parse_target, scheme_of, storage_options
+from workers.settings import Settings
 
 log = logging.getLogger("pidelta.unity_catalog")
 
@@ -338,8 +338,8 @@ def create_table_sql(
 
 def known_tables() -> dict[str, tuple[pa.Schema, tuple[str, ...]]]:
     """Every table pidelta writes, with schema and partition columns."""
-    from workers.af_tables import AF_TABLES
-    from workers.tables import TABLES
+    from workers.af.tables import AF_TABLES
+    from workers.lake.tables import TABLES
 
     return {n: (s.schema, s.partition_by) for n, s in {**TABLES, **AF_TABLES}.items()}
 

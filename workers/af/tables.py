@@ -8,7 +8,7 @@ a rerun with nothing changed writes nothing. `pi_event_frames` is kept by merges
 watermark travels in the metadata of the very commit that holds the frames, so a crash can
 never advance it past data that did not land.
 
-Locations and the `TableSpec` record come from `workers.tables.TableStore`; the specs live
+Locations and the `TableSpec` record come from `workers.lake.tables.TableStore`; the specs live
 here because that module's registry holds the time-series tables only.
 """
 
@@ -25,7 +25,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 
-from workers.tables import UTC_US, SinkError, TableSpec, TableStore
+from workers.lake.tables import UTC_US, SinkError, TableSpec, TableStore
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -32,8 +32,6 @@ from isal import isal_zlib
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from service.settings import Settings
-from workers.auth import Authenticator, make_authenticator, tls_context
 from workers.errors import (
     RETRYABLE_STATUSES,
     AuthError,
@@ -42,6 +40,9 @@ from workers.errors import (
     RetriesAbandoned,
     redact_url,
 )
+from workers.observe import NullObserver, RequestObserver
+from workers.pi.auth import Authenticator, make_authenticator, tls_context
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +56,6 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # (`;` in selectedFields, `*` in name filters and PI times, `:` in ISO times).
 _QUERY_SAFE = "-_.~*:;,!$'()@/"
 _PATH_SAFE = "/-_.~%:@!$&'()*+,;="
-
-
-class ClientObserver(Protocol):
-    """Metrics hook, so the client does not depend on the metrics module."""
-
-    def on_request(self, endpoint: str, status: str, seconds: float) -> None:
-        """One HTTP attempt ended: status is "200", "429", ... or "error:<reason>"."""
-        ...
-
-    def on_retry(self, reason: str) -> None:
-        """A retry is about to happen: reason is "429", "5xx", "timeout", "reset", "truncated"."""
-        ...
-
-
-class NullObserver:
-    def on_request(self, endpoint: str, status: str, seconds: float) -> None:
-        return None
-
-    def on_retry(self, reason: str) -> None:
-        return None
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -157,14 +138,14 @@ class PIClient:
     def __init__(
         self,
         settings: Settings,
-        observer: ClientObserver | None = None,
+        observer: RequestObserver | None = None,
         *,
         auth: Authenticator | None = None,
         stop: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
         self._stop = stop
-        self.observer: ClientObserver = observer or NullObserver()
+        self.observer: RequestObserver = observer or NullObserver()
         self.auth: Authenticator = auth or make_authenticator(settings)
         self._base = settings.pi_url.rstrip("/")
         self._semaphore = asyncio.Semaphore(settings.pi_max_concurrency)

@@ -23,7 +23,8 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from workers.decode import (
+from workers.pi.times import format_us, to_us
+from workers.timeseries.decode import (
     DecodeError,
     SequenceStart,
     TagLike,
@@ -58,19 +59,6 @@ DEFAULT_RATE = 1.0
 
 class FetchError(Exception):
     """A stream that cannot be paged (more values at one timestamp than one call may hold)."""
-
-
-def format_us(us: int) -> str:
-    """ISO 8601 UTC with microseconds, as the PI Web API reads it."""
-    seconds, rem = divmod(us, 1_000_000)
-    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{rem:06d}Z" if rem else f"{base}Z"
-
-
-def to_us(moment: datetime) -> int:
-    """Epoch microseconds of an aware datetime, exactly (no float rounding)."""
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +192,7 @@ def continuation(span: Span, page: StreamPage, max_count: int, max_items: int) -
 
 
 class ClientLike(Protocol):
-    """What the fetcher needs of `workers.pi_client.PIClient`."""
+    """What the fetcher needs of `workers.pi.client.PIClient`."""
 
     def url_length(self, path: str, params: Sequence[tuple[str, str]]) -> int: ...
 

@@ -25,9 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.errors import ConfigError
-from service.settings import Settings
-from workers.af_sync import (
+from workers.af.hierarchy import (
     AfObserver,
     Commit,
     Database,
@@ -46,7 +44,7 @@ from workers.af_sync import (
     text,
     webid_of_link,
 )
-from workers.af_tables import (
+from workers.af.tables import (
     META_WATERMARK,
     PI_AF_HIERARCHY,
     PI_EVENT_FRAMES,
@@ -54,11 +52,12 @@ from workers.af_tables import (
     AfTables,
     Quarantine,
 )
-from workers.errors import PIWebAPIError
-from workers.fetch import parse_time_us
-from workers.pi_client import PIClient, batch_content
-from workers.pipeline import as_us, from_us, parse_time
-from workers.tables import TableStore
+from workers.errors import ConfigError, PIWebAPIError
+from workers.lake.tables import TableStore
+from workers.pi.client import PIClient, batch_content
+from workers.pi.times import from_us, parse_time, to_us
+from workers.settings import Settings
+from workers.timeseries.fetch import parse_time_us
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +367,7 @@ def windows(start_us: int, end_us: int, max_seconds: float) -> list[tuple[int, i
 
 def _first_start_us(settings: Settings, now: int) -> int:
     try:
-        return as_us(parse_time(settings.events_start, from_us(now)))
+        return to_us(parse_time(settings.events_start, from_us(now)))
     except ValueError as exc:
         raise ConfigError(f"PIDELTA_EVENTS_START={settings.events_start!r}: {exc}") from None
 

@@ -21,9 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from workers.plan import PlannedBatch, TagRange
-from workers.sink import DeltaSink, SinkError
-from workers.tables import (
+from workers.lake.tables import (
     BATCHES,
     BATCHES_SCHEMA,
     CHECKPOINTS,
@@ -31,6 +29,8 @@ from workers.tables import (
     PI_TIMESERIES,
     UTC_US,
 )
+from workers.timeseries.plan import PlannedBatch, TagRange
+from workers.timeseries.sink import DeltaSink, SinkError
 
 LIVE_PREFIX = "pidelta-ts-"
 BACKFILL_PREFIX = "pidelta-bf-"

@@ -3,7 +3,7 @@
 Why it is shaped like this: the PI `Value` field is polymorphic (a number, a string or a
 digital-state object), which neither `pyarrow.json` nor `polars.read_json` can read. So a
 body goes to the first of three readers that takes it (`read_body`): the C reader
-`workers._pijson` turns the usual, clean body straight into arrays (`parse_columns`, rows
+`workers.timeseries._pijson` turns the usual, clean body straight into arrays (`parse_columns`, rows
 built by `_decode_columns` with numpy and Arrow only); msgspec reads any other well-formed
 body into one small `TimedValue` struct per value (`parse_typed`); orjson dicts
 (`parse_body`) serve a body of odd shape or with a value to quarantine. Only the last two
@@ -46,11 +46,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.errors import PideltaError
-from workers.tables import PI_TIMESERIES_SCHEMA, QUARANTINE_SCHEMA, UTC_US
+from workers.errors import PideltaError
+from workers.lake.tables import PI_TIMESERIES_SCHEMA, QUARANTINE_SCHEMA, UTC_US
 
 try:
-    from workers import _pijson
+    from workers.timeseries import _pijson
 except ImportError:  # installed without a C compiler: msgspec and orjson read every body
     _pijson = None
 
@@ -94,7 +94,7 @@ class DecodeError(PideltaError):
 
 
 class TagLike(Protocol):
-    """What the decoder needs of a tag; `workers.discovery.TagInfo` has this shape."""
+    """What the decoder needs of a tag; `workers.timeseries.discovery.TagInfo` has this shape."""
 
     @property
     def webid(self) -> str: ...
@@ -195,7 +195,7 @@ class NeedsRawValues(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ValueColumns:
-    """Every value of a body read by `workers._pijson`, one array per field."""
+    """Every value of a body read by `workers.timeseries._pijson`, one array per field."""
 
     ts_us: np.ndarray
     kind: np.ndarray  # _C_NUMBER, _C_TEXT or _C_STATE

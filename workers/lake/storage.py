@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from service.errors import ConfigError
-from service.settings import Settings
+from workers.errors import ConfigError
+from workers.settings import Settings
 
 Scheme = Literal["local", "s3", "az", "gs", "uc"]
 

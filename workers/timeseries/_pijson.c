@@ -1,5 +1,5 @@
 /*
- * workers._pijson: a /streamsets/recorded body straight into columns, no Python object
+ * workers.timeseries._pijson: a /streamsets/recorded body straight into columns, no Python object
  * per value. Why C: msgspec builds a struct per value and Python reads six fields out of
  * each; that was two thirds of the worker's CPU (docs/DESIGN.md, "Decode").
  *

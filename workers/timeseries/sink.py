@@ -16,7 +16,7 @@ of the old count can add a row, however slow its commit (StaleGeneration instead
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -28,11 +28,11 @@ from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Tr
 from deltalake import write_deltalake as _write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from service.metrics import Metrics
-from service.settings import Settings
-from workers.tables import PI_TIMESERIES, QUARANTINE, TABLES, SinkError, TableStore
+from workers.lake.tables import PI_TIMESERIES, QUARANTINE, TABLES, SinkError, TableStore
+from workers.observe import CommitObserver
+from workers.settings import Settings
 
-__all__ = ["KEY_COLUMNS", "CommitBuffer", "Committed", "DeltaSink", "SinkError", "StaleGeneration"]
+__all__ = ["KEY_COLUMNS", "Committed", "DeltaSink", "SinkError", "StaleGeneration"]
 
 KEY_COLUMNS = ("tag_webid", "timestamp", "sequence")
 FENCE_COLUMN = "tag_webid"
@@ -85,23 +85,23 @@ class DeltaSink:
         store: TableStore,
         *,
         max_commit_retries: int = 100,
-        metrics: Metrics | None = None,
+        observer: CommitObserver | None = None,
         shard: str = "0",
     ) -> None:
         self.store = store
         self.max_commit_retries = max_commit_retries
-        self.metrics = metrics
+        self.observer = observer
         self.shard = shard
         self._tables: dict[str, DeltaTable] = {}
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, store: TableStore, metrics: Metrics | None = None
+        cls, settings: Settings, store: TableStore, observer: CommitObserver | None = None
     ) -> DeltaSink:
         return cls(
             store,
             max_commit_retries=settings.max_commit_retries,
-            metrics=metrics,
+            observer=observer,
             shard=str(settings.shard_index),
         )
 
@@ -194,8 +194,8 @@ class DeltaSink:
                 table=name,
                 uri=self.store.uri(name),
             ) from exc
-        if self.metrics is not None:
-            self.metrics.observe_commit(
+        if self.observer is not None:
+            self.observer.committed(
                 name, self.shard, rows.num_rows, time.perf_counter() - began, table.version()
             )
         return True
@@ -402,64 +402,3 @@ def with_batch(quarantine: pa.Table, app_id: str, batch_id: int) -> pa.Table:
     table = quarantine.set_column(index("app_id"), "app_id", pa.array([app_id] * n, pa.string()))
     batch_ids = pc.coalesce(table.column("batch_id"), pa.scalar(batch_id, pa.int64()))
     return table.set_column(index("batch_id"), "batch_id", batch_ids)
-
-
-class CommitBuffer:
-    """Accumulates Arrow tables until a commit is worth it: by rows, bytes or age.
-
-    Large commits make few, large files; the age bound keeps latency bounded when PI is quiet.
-    """
-
-    def __init__(
-        self,
-        max_rows: int,
-        max_bytes: int,
-        max_age: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_rows = max_rows
-        self.max_bytes = max_bytes
-        self.max_age = max_age
-        self._clock = clock
-        self._tables: list[pa.Table] = []
-        self._rows = 0
-        self._bytes = 0
-        self._since: float | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CommitBuffer:
-        return cls(settings.commit_max_rows, settings.commit_max_bytes, settings.commit_max_age)
-
-    def add(self, table: pa.Table) -> None:
-        if self._since is None:
-            self._since = self._clock()
-        if table.num_rows:
-            self._tables.append(table)
-            self._rows += table.num_rows
-            self._bytes += table.nbytes
-
-    @property
-    def rows(self) -> int:
-        return self._rows
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-    @property
-    def age(self) -> float:
-        return 0.0 if self._since is None else self._clock() - self._since
-
-    def should_flush(self) -> bool:
-        return (
-            self._rows >= self.max_rows
-            or self._bytes >= self.max_bytes
-            or (self._since is not None and self.age >= self.max_age)
-        )
-
-    def drain(self, schema: pa.Schema) -> pa.Table:
-        """All buffered rows as one table (empty with `schema` when none); resets the buffer."""
-        tables, self._tables = self._tables, []
-        self._rows = self._bytes = 0
-        self._since = None
-        return pa.concat_tables(tables) if tables else schema.empty_table()

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import ConfigError
-from service.settings import Settings
-from workers.pi_client import PIClient
+from workers.errors import ConfigError
+from workers.pi.client import PIClient
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from service.settings import Settings
-from workers.tables import TABLES, TableStore
+from workers.lake.tables import TABLES, TableStore
+from workers.settings import Settings
 
 log = logging.getLogger("pidelta.maintenance")
 
@@ -47,7 +47,7 @@ class TableReport:
 
 def owned_tables() -> list[str]:
     """The tables pidelta writes, and so the only ones it maintains."""
-    from workers.unity_catalog import known_tables
+    from workers.lake.unity_catalog import known_tables
 
     return sorted(known_tables())
 

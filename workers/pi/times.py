@@ -114,3 +114,36 @@ def format_ticks(ticks: int) -> str:
     seconds, rem = divmod(ticks, TICKS_PER_SECOND)
     base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{base}.{rem:07d}Z" if rem else f"{base}Z"
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_us(moment: datetime) -> int:
+    """Epoch microseconds of an aware datetime, exactly (no float rounding)."""
+    delta = moment - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def format_us(us: int) -> str:
+    """ISO 8601 UTC with microseconds, as the PI Web API reads it."""
+    seconds, rem = divmod(us, 1_000_000)
+    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{rem:06d}Z" if rem else f"{base}Z"
+
+
+def parse_time(text: str, now: datetime) -> datetime:
+    """ISO 8601 or a PI time string (`*-1h`, `t`, `y+6h`), relative to `now`, to µs.
+
+    Raises ValueError (TimeParseError) for text PI would refuse.
+    """
+    ticks = parse_pi_ticks(text, now.timestamp())
+    return from_us(ticks // (TICKS_PER_SECOND // 1_000_000))

@@ -33,27 +33,33 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import write_deltalake
 
-from service.lifecycle import Lifecycle
-from service.metrics import Metrics
-from service.settings import Settings
 from shard_config.ring import owned
-from workers.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
-from workers.discovery import TagInfo, discover_tags
 from workers.errors import PIError
-from workers.fetch import Fetcher, FetchStats, to_us
-from workers.pi_client import PIClient
-from workers.pitime import TICKS_PER_SECOND, parse_pi_ticks
-from workers.plan import (
+from workers.lake.tables import (
+    BATCHES,
+    PI_TIMESERIES,
+    PI_TIMESERIES_SCHEMA,
+    TableStore,
+)
+from workers.lifecycle import Lifecycle
+from workers.observe import NullObserver, Observer
+from workers.pi.client import PIClient
+from workers.pi.times import parse_time, to_us, utcnow
+from workers.settings import Settings
+from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
+from workers.timeseries.commit_queue import CommitBuffer
+from workers.timeseries.discovery import TagInfo, discover_tags
+from workers.timeseries.fetch import Fetcher, FetchStats
+from workers.timeseries.generations import Generation, ShardGenerations
+from workers.timeseries.plan import (
     BACKFILL,
     LATE,
     LIVE,
@@ -63,109 +69,13 @@ from workers.plan import (
     backfill_batch,
     next_batch,
 )
-from workers.sink import CommitBuffer, Committed, DeltaSink, StaleGeneration, with_batch
-from workers.tables import (
-    BATCHES,
-    PI_TIMESERIES,
-    PI_TIMESERIES_SCHEMA,
-    SHARDS,
-    SHARDS_SCHEMA,
-    TableStore,
-)
+from workers.timeseries.sink import Committed, DeltaSink, StaleGeneration, with_batch
 
 log = logging.getLogger("pidelta.pipeline")
 
 # How often `run` folds its old plans and checkpoints: the state tables then hold about
 # ten minutes of batches per tag, whatever the uptime.
 STATE_COMPACT_SECONDS = 600.0
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_us(moment: datetime) -> int:
-    """Epoch microseconds of an aware datetime (the tables' timestamp resolution)."""
-    return to_us(moment)
-
-
-def from_us(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
-
-
-def parse_time(text: str, now: datetime) -> datetime:
-    """ISO 8601 or a PI time string (`*-1h`, `t`, `y+6h`), relative to `now`, to µs.
-
-    Raises ValueError (TimeParseError) for text PI would refuse.
-    """
-    ticks = parse_pi_ticks(text, now.timestamp())
-    return from_us(ticks // (TICKS_PER_SECOND // 1_000_000))
-
-
-@dataclass(frozen=True, slots=True)
-class Generation:
-    generation: int
-    shard_count: int
-    announced_at: datetime
-
-
-class MetricsObserver:
-    """The PI client's observer, feeding the Prometheus catalog."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-
-    def on_request(self, endpoint: str, status: str, seconds: float) -> None:
-        self.metrics.pi_requests.labels(endpoint=endpoint, status=str(status)).inc()
-        self.metrics.pi_request_duration.labels(endpoint=endpoint).observe(seconds)
-
-    def on_retry(self, reason: str) -> None:
-        self.metrics.pi_retries.labels(reason=reason).inc()
-
-
-class ShardGenerations:
-    """`_pidelta_shards`: which shard count is current, and since when."""
-
-    def __init__(self, store: TableStore) -> None:
-        self.store = store
-        store.create(SHARDS)  # many shards start at once: the race is handled there
-        self.uri = store.uri(SHARDS)
-        self.storage_options = store.options(SHARDS)
-        self._table = store.open(SHARDS)
-
-    def _rows(self) -> pl.DataFrame:
-        self._table = self.store.refresh(SHARDS, self._table)
-        return pl.from_arrow(self._table.to_pyarrow_table()).sort(["generation", "announced_at"])
-
-    def latest(self) -> Generation | None:
-        rows = self._rows()
-        if rows.height == 0:
-            return None
-        top = rows.row(-1, named=True)
-        return Generation(int(top["generation"]), int(top["shard_count"]), top["announced_at"])
-
-    def ever_other_than(self, shard_count: int) -> bool:
-        """True when some generation had another shard count (a resharding happened)."""
-        return bool((self._rows()["shard_count"] != shard_count).any())
-
-    def announce(self, shard_count: int, by: str) -> Generation:
-        """Append a generation of `shard_count` shards, unless one was just announced."""
-        current = self.latest()
-        if current is not None and current.shard_count == shard_count:
-            return current
-        gen = Generation((current.generation if current else 0) + 1, shard_count, utcnow())
-        row = {
-            "generation": gen.generation,
-            "shard_count": shard_count,
-            "announced_at": gen.announced_at,
-            "announced_by": by,
-        }
-        write_deltalake(
-            self._table, pa.Table.from_pylist([row], schema=SHARDS_SCHEMA), mode="append"
-        )
-        return gen
 
 
 class Pipeline:
@@ -175,22 +85,22 @@ class Pipeline:
         self,
         settings: Settings,
         *,
-        metrics: Metrics | None = None,
+        observer: Observer | None = None,
         lifecycle: Lifecycle | None = None,
         client: PIClient | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.settings = settings
-        self.metrics = metrics or Metrics(process=False)
+        self.observer: Observer = observer or NullObserver()
         self.lifecycle = lifecycle or Lifecycle()
         self.clock = clock
         self.shard = str(settings.shard_index)
         self.app_id = app_id_for(settings.shard_index, settings.shard_count, LIVE)
         self.backfill_app_id = app_id_for(settings.shard_index, settings.shard_count, BACKFILL)
-        self.client = client or PIClient(settings, MetricsObserver(self.metrics))
+        self.client = client or PIClient(settings, self.observer)
         self._own_client = client is None
         self.store = TableStore.from_settings(settings)
-        self.sink = DeltaSink.from_settings(settings, self.store, self.metrics)
+        self.sink = DeltaSink.from_settings(settings, self.store, self.observer)
         self.tags: dict[str, TagInfo] = {}
         self.origins: dict[str, datetime] = {}
         self.fetcher = Fetcher(
@@ -253,7 +163,7 @@ class Pipeline:
         self.tags.update(kept)
         if gone or new:
             log.info("tags owned: %d (%d new, %d gone)", len(kept), len(new), len(gone))
-        self.metrics.tags_owned.labels(shard=self.shard).set(len(kept))
+        self.observer.tags_owned(self.shard, len(kept))
         return list(kept.values())
 
     async def _join_generation(self) -> None:
@@ -449,7 +359,7 @@ class Pipeline:
                 except PIError as exc:
                     if self.lifecycle.stopping:
                         break
-                    self.metrics.errors.labels(kind="pi_unavailable").inc()
+                    self.observer.error("pi_unavailable")
                     log.warning(
                         "poll failed, retrying in %.0f s: %s", self.settings.poll_interval, exc
                     )
@@ -543,14 +453,9 @@ class Pipeline:
         self._buffered_ends.update(batch.checkpoints())
         if self._oldest_buffered is None:
             self._oldest_buffered = time.time()
-        self.metrics.oldest_unprocessed.labels(shard=self.shard).set(
-            time.time() - self._oldest_buffered
-        )
-        self.metrics.values_ingested.labels(table=PI_TIMESERIES, shard=self.shard).inc(
-            result.stats.values
-        )
-        self.metrics.buffered_rows.labels(shard=self.shard).set(
-            self.buffer.rows + self._guarded_rows
+        self.observer.values_read(PI_TIMESERIES, self.shard, result.stats.values)
+        self.observer.buffered(
+            self.shard, self.buffer.rows + self._guarded_rows, time.time() - self._oldest_buffered
         )
         log.debug(
             "batch %d of %s: %d tags, %d values in %d calls",
@@ -608,8 +513,7 @@ class Pipeline:
         self._buffered, self._guarded, self._unsure, self._quarantine = [], [], [], []
         self._guarded_rows = 0
         self._oldest_buffered = None
-        self.metrics.buffered_rows.labels(shard=self.shard).set(0)
-        self.metrics.oldest_unprocessed.labels(shard=self.shard).set(0)
+        self.observer.buffered(self.shard, 0, 0.0)
 
     async def _land(self) -> int:
         """Wait for the commit in flight, then step 4: one checkpoint write covering all
@@ -622,7 +526,7 @@ class Pipeline:
         written, quarantined = await commit
         if quarantined is not None:
             reasons = pc.value_counts(quarantined.column("reason")).to_pylist()
-            self.metrics.count_quarantine({r["values"]: r["counts"] for r in reasons})
+            self.observer.quarantined({r["values"]: r["counts"] for r in reasons})
         app_id, last_id = batches[0].app_id, batches[-1].batch_id
         ranges = [r for batch in batches for r in batch.ranges]
         await asyncio.to_thread(self.checkpoints.advance, app_id, last_id, ranges)
@@ -713,4 +617,4 @@ class Pipeline:
         known = [cps[w] for w in self.tags if w in cps]
         if known:
             oldest = min(known)
-            self.metrics.lag.labels(shard=self.shard).set((self.clock() - oldest).total_seconds())
+            self.observer.lag(self.shard, (self.clock() - oldest).total_seconds())

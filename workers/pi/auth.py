@@ -21,9 +21,8 @@ from typing import Protocol
 import aiohttp
 import orjson
 
-from service.errors import ConfigError
-from service.settings import Settings
-from workers.errors import AuthError, PIConnectionError, PIError
+from workers.errors import AuthError, ConfigError, PIConnectionError, PIError
+from workers.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,81 @@
+"""What the core tells the outside about its work, without knowing who listens.
+
+The process layer (`service.metrics`) implements `Observer` on Prometheus; tests and tools
+that need no metrics use `NullObserver`. Labels stay bounded: shard, table, reason, never a
+tag name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+
+class RequestObserver(Protocol):
+    """Hooks of the PI client."""
+
+    def on_request(self, endpoint: str, status: str, seconds: float) -> None:
+        """One HTTP attempt ended: status is "200", "429", ... or "error:<reason>"."""
+
+    def on_retry(self, reason: str) -> None:
+        """A retry is about to happen: reason is "429", "5xx", "timeout", "reset", "truncated"."""
+
+
+class CommitObserver(Protocol):
+    """Hooks of the Delta writer."""
+
+    def committed(self, table: str, shard: str, rows: int, seconds: float, version: int) -> None:
+        """One successful Delta commit."""
+
+
+class Observer(RequestObserver, CommitObserver, Protocol):
+    """Hooks of a shard's time-series loop, with those of its client and writer."""
+
+    def tags_owned(self, shard: str, count: int) -> None:
+        """Discovery found this many tags owned by the shard."""
+
+    def values_read(self, table: str, shard: str, count: int) -> None:
+        """Values decoded from PI for a table."""
+
+    def buffered(self, shard: str, rows: int, oldest_seconds: float) -> None:
+        """Rows waiting for a commit, and the age of the oldest of them."""
+
+    def lag(self, shard: str, seconds: float) -> None:
+        """Now minus the oldest checkpoint of the shard's tags."""
+
+    def error(self, kind: str) -> None:
+        """A failure the worker outlived (for instance `pi_unavailable`)."""
+
+    def quarantined(self, counts: Mapping[str, int]) -> None:
+        """Values written to the quarantine table, by reason."""
+
+
+class NullObserver:
+    """An observer that records nothing."""
+
+    def on_request(self, endpoint: str, status: str, seconds: float) -> None:
+        return None
+
+    def on_retry(self, reason: str) -> None:
+        return None
+
+    def tags_owned(self, shard: str, count: int) -> None:
+        return None
+
+    def values_read(self, table: str, shard: str, count: int) -> None:
+        return None
+
+    def buffered(self, shard: str, rows: int, oldest_seconds: float) -> None:
+        return None
+
+    def lag(self, shard: str, seconds: float) -> None:
+        return None
+
+    def error(self, kind: str) -> None:
+        return None
+
+    def quarantined(self, counts: Mapping[str, int]) -> None:
+        return None
+
+    def committed(self, table: str, shard: str, rows: int, seconds: float, version: int) -> None:
+        return None
