@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from aiohttp import web
 from prometheus_client import (
@@ -21,6 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+_STATUS_LABELS = frozenset(str(s.value) for s in HTTPStatus)
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 ROWS_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000)
 
@@ -118,7 +120,9 @@ class MetricsObserver:
         self.metrics = metrics
 
     def on_request(self, endpoint: str, status: str, seconds: float) -> None:
-        self.metrics.pi_requests.labels(endpoint=endpoint, status=str(status)).inc()
+        # A hostile server picks its status codes: an unknown one must not grow the label set.
+        label = status if status in _STATUS_LABELS or status.startswith("error:") else "other"
+        self.metrics.pi_requests.labels(endpoint=endpoint, status=label).inc()
         self.metrics.pi_request_duration.labels(endpoint=endpoint).observe(seconds)
 
     def on_retry(self, reason: str) -> None:

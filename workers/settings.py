@@ -7,8 +7,10 @@ reads the environment.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -19,9 +21,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from workers.errors import ConfigError
+
+_SETTINGS_FIELD = re.compile(r'field "(\w+)"')
 
 AuthKind = Literal["none", "basic", "bearer", "oidc", "kerberos"]
 
@@ -296,6 +300,13 @@ class Settings(BaseSettings):
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        if "@" in urlsplit(value).netloc:
+            # aiohttp would send them as basic auth beside PIDELTA_PI_AUTH's own header, and
+            # a URL ends up in logs and errors: credentials go in their own variables.
+            raise ValueError(
+                "must not hold credentials (user:password@); use PIDELTA_PI_USERNAME and "
+                "PIDELTA_PI_PASSWORD"
+            )
         return value.rstrip("/")
 
     @field_validator("target")
@@ -364,6 +375,12 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**clean)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, "PIDELTA_")) from None
+    except SettingsError as exc:
+        # pydantic-settings parses JSON-valued variables before any validator runs; its
+        # message names the field, and the value (maybe a secret) is left out on purpose.
+        field = _SETTINGS_FIELD.search(str(exc))
+        name = f"PIDELTA_{field.group(1).upper()}" if field else "a PIDELTA_ variable"
+        raise ConfigError(f"invalid configuration: {name}: not valid JSON") from None
 
 
 def describe_validation_error(exc: ValidationError, prefix: str) -> str:

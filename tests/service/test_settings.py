@@ -81,6 +81,20 @@ def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             "invalid configuration: PIDELTA_TARGET: must be a folder, s3://, az://, gs://, "
             "file:// or uc://catalog.schema",
         ),
+        (
+            {"PIDELTA_STORAGE_OPTIONS": '{"aws_secret_access_key": "hunter2'},
+            "invalid configuration: PIDELTA_STORAGE_OPTIONS: not valid JSON",
+        ),
+        (
+            {
+                "PIDELTA_PI_URL": "https://u:hunter2@pi.example/piwebapi",
+                "PIDELTA_PI_AUTH": "basic",
+                "PIDELTA_PI_USERNAME": "u",
+                "PIDELTA_PI_PASSWORD": "p",
+            },
+            "invalid configuration: PIDELTA_PI_URL: must not hold credentials "
+            "(user:password@); use PIDELTA_PI_USERNAME and PIDELTA_PI_PASSWORD",
+        ),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(env: dict[str, str], message: str) -> None:
