@@ -119,3 +119,17 @@ def test_graceful_termination_resources_and_hardening() -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
     assert "/tmp" in mounts, "a writable /tmp on a read-only root"
+
+
+def test_only_prometheus_reaches_the_metrics_port() -> None:
+    policy = one("NetworkPolicy")["spec"]
+    assert policy["podSelector"] == one("StatefulSet")["spec"]["selector"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
