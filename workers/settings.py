@@ -54,6 +54,11 @@ class Settings(BaseSettings):
         default=None, description="OAuth scope for the OIDC client-credentials grant, if needed"
     )
     pi_verify_tls: bool = True
+    allow_http_credentials: bool = Field(
+        default=False,
+        description="send credentials to a plain http:// token URL (PIDELTA_PI_TOKEN_URL); "
+        "for test servers only: anyone on the path reads them",
+    )
     pi_ca_bundle: Path | None = None
     pi_data_server: str | None = Field(
         default=None, description="data server name to read; all data servers when unset"
@@ -350,6 +355,16 @@ class Settings(BaseSettings):
         if missing:
             names = ", ".join(f"PIDELTA_{n.upper()}" for n in missing)
             raise ValueError(f"PIDELTA_PI_AUTH={self.pi_auth} needs {names}")
+        if (
+            self.pi_auth == "oidc"
+            and (self.pi_token_url or "").startswith("http://")
+            and not self.allow_http_credentials
+        ):
+            raise ValueError(
+                "PIDELTA_PI_TOKEN_URL is plain http://: the client secret would cross the "
+                "network in clear; use https://, or PIDELTA_ALLOW_HTTP_CREDENTIALS=true for a "
+                "test server"
+            )
         if self.target.startswith("uc://"):
             if self.databricks_host is None:
                 raise ValueError("PIDELTA_TARGET=uc://... needs DATABRICKS_HOST")

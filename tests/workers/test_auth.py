@@ -67,6 +67,7 @@ def oidc_settings(pi_url: str, token_url: str, **overrides: object) -> Settings:
         pi_client_id="pidelta",
         pi_client_secret=CLIENT_SECRET,
         pi_token_url=token_url,
+        allow_http_credentials=True,  # the test's token servers are plain HTTP on loopback
         **overrides,
     )
 
@@ -168,6 +169,49 @@ async def test_a_failed_renewal_keeps_the_valid_token_until_it_expires(
         with pytest.raises(AuthError, match="token request refused"):
             await client.get_json("dataservers", endpoint="dataservers")
     assert len(issuer.grants) == 1
+
+
+async def test_a_redirecting_token_endpoint_gets_no_secret_across(
+    mock_pi_factory: Callable[..., MockServer],
+) -> None:
+    pi = mock_pi_factory(auth="bearer", token=PI_TOKEN, tag_count=10, rate_limit=0)
+    elsewhere: list[bytes] = []
+
+    async def other_host(request: web.Request) -> web.Response:
+        elsewhere.append(await request.read())
+        return web.json_response({"access_token": "from-another-host", "expires_in": 3600})
+
+    other = web.Application()
+    other.router.add_route("*", "/{tail:.*}", other_host)
+    async with serve(other) as other_base:
+
+        async def redirect(request: web.Request) -> web.Response:
+            raise web.HTTPTemporaryRedirect(f"{other_base}/token")
+
+        issuer = web.Application()
+        issuer.router.add_post("/piwebapi/token", redirect)
+        async with serve(issuer) as issuer_base:
+            settings = oidc_settings(pi.url, f"{issuer_base}/token")
+            async with PIClient(settings) as client:
+                with pytest.raises(AuthError) as info:
+                    await client.get_json("dataservers", endpoint="dataservers")
+    assert elsewhere == []
+    assert info.value.status == 307
+    assert str(info.value) == (
+        f"POST {issuer_base}/token -> HTTP 307 token endpoint redirected, not followed "
+        "(the client secret stays with PIDELTA_PI_TOKEN_URL); set it to the final address: "
+        "307: Temporary Redirect"
+    )
+
+
+def test_a_plain_http_token_url_is_refused_unless_allowed() -> None:
+    with pytest.raises(ValueError, match="PIDELTA_PI_TOKEN_URL is plain http://"):
+        Settings(
+            pi_auth="oidc",
+            pi_client_id="pidelta",
+            pi_client_secret=CLIENT_SECRET,
+            pi_token_url="http://idp.example/token",
+        )
 
 
 def test_kerberos_is_refused_at_start_up_with_the_reason() -> None:

@@ -90,6 +90,11 @@ class OIDCAuth:
         self._settings = settings
         self._token_url = settings.pi_token_url
         self._tls = _token_tls(settings)
+        if self._token_url.startswith("http://"):
+            log.warning(
+                "PIDELTA_PI_TOKEN_URL is plain http:// (PIDELTA_ALLOW_HTTP_CREDENTIALS=true): "
+                "the client secret and the tokens cross the network in clear"
+            )
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._refresh_at = 0.0
@@ -148,6 +153,8 @@ class OIDCAuth:
                     headers=headers,
                     ssl=self._tls,
                     timeout=aiohttp.ClientTimeout(total=settings.pi_request_timeout),
+                    # A redirect would carry the client secret to whatever host it names.
+                    allow_redirects=False,
                 ) as resp:
                     body = await resp.read()
                     status = resp.status
@@ -164,12 +171,18 @@ class OIDCAuth:
                     self._accept(body)
                     return
                 retryable = status >= 500 or status == 429
-                reason = (
-                    "token endpoint unavailable"
-                    if retryable
-                    else "token request refused; check PIDELTA_PI_CLIENT_ID / "
-                    "PIDELTA_PI_CLIENT_SECRET / PIDELTA_PI_TOKEN_SCOPE"
-                )
+                if retryable:
+                    reason = "token endpoint unavailable"
+                elif 300 <= status < 400:
+                    reason = (
+                        "token endpoint redirected, not followed (the client secret stays "
+                        "with PIDELTA_PI_TOKEN_URL); set it to the final address"
+                    )
+                else:
+                    reason = (
+                        "token request refused; check PIDELTA_PI_CLIENT_ID / "
+                        "PIDELTA_PI_CLIENT_SECRET / PIDELTA_PI_TOKEN_SCOPE"
+                    )
                 failure = AuthError(
                     "POST", self._token_url, status, _oauth_errors(body), reason, attempt
                 )
