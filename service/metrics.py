@@ -156,15 +156,25 @@ class MetricsObserver:
         m.delta_table_version.labels(table=table).set(version)
 
 
-PI_UNREACHABLE = "PI Web API unreachable: every request since the previous check failed"
+PI_FAILING = (
+    "PI Web API failing: every request since the previous check failed (no answer, 401, 403, "
+    "429 or 5xx)"
+)
+# Statuses that mean PI did not serve the worker: it cannot make progress while all fail.
+_FAILED_STATUSES = frozenset({"401", "403", "429", "other"})
+
+
+def _failed(status: str) -> bool:
+    return status.startswith(("error:", "5")) or status in _FAILED_STATUSES
 
 
 class _PiTraffic:
-    """PI reachability judged from the worker's own requests, so probes cost PI nothing.
+    """PI usability judged from the worker's own requests, so probes cost PI nothing.
 
-    Unreachable when every request since the previous check ended without an HTTP answer
-    (status `error:*`: refused, reset, timed out); any HTTP status, even a 5xx, means PI
-    answers. With no request in between (idle between polls), the previous verdict stands.
+    Failing when every request since the previous check failed: no HTTP answer (`error:*`:
+    refused, reset, timed out), credentials refused (401, 403, a revoked token), throttled
+    (429) or a server error (5xx). With no request in between (idle between polls), the
+    previous verdict stands.
     """
 
     def __init__(self, metrics: Metrics) -> None:
@@ -178,7 +188,7 @@ class _PiTraffic:
             for sample in family.samples:
                 if not sample.name.endswith("_total"):
                     continue
-                if sample.labels["status"].startswith("error:"):
+                if _failed(sample.labels["status"]):
                     failed += sample.value
                 else:
                     answered += sample.value
@@ -191,7 +201,7 @@ class _PiTraffic:
         if new_answered:
             self._verdict = Readiness(True)
         elif new_failed:
-            self._verdict = Readiness(False, PI_UNREACHABLE)
+            self._verdict = Readiness(False, PI_FAILING)
         return self._verdict
 
 

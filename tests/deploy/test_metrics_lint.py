@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.metrics import PI_UNREACHABLE
+from service.metrics import PI_FAILING
 from tests.conftest import MockServer, start_mock
 from tests.e2e.helpers import Worker, metrics_port_env, start_worker, wait_for, worker_env
 
@@ -83,5 +83,5 @@ def test_health_and_readiness_follow_pi(live: tuple[MockServer, Worker, int]) ->
     assert get_json(port, "/readyz") == (200, {"status": "ready"})
     mock.stop()
     assert wait_for(lambda: get(port, "/readyz")[0] == 503, 30), worker.text()[-3000:]
-    assert get_json(port, "/readyz") == (503, {"status": "not ready", "reason": PI_UNREACHABLE})
+    assert get_json(port, "/readyz") == (503, {"status": "not ready", "reason": PI_FAILING})
     assert get_json(port, "/healthz") == (200, {"status": "ok"})
