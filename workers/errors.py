@@ -99,6 +99,11 @@ class RetriesAbandoned(PIError):
     """The worker is stopping: a request gave up its retries; its batch re-runs on start."""
 
 
+class DiscoveryLimitError(PIError):
+    """Discovery passed its bound on points or time: the server is broken or hostile, or the
+    bound is too low for this plant. Failing beats a silently partial tag list."""
+
+
 class PIConnectionError(PIError):
     """No usable answer: connection failures, timeouts or cut bodies, retries exhausted.
 

@@ -80,6 +80,15 @@ class Settings(BaseSettings):
     discovery_page_size: int = Field(
         default=10_000, ge=1, description="points per page when listing a data server"
     )
+    discovery_max_points: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="points one discovery may list across data servers; past it discovery "
+        "fails instead of paging a server that never ends",
+    )
+    discovery_timeout: float = Field(
+        default=900.0, gt=0, description="seconds one discovery may take before it fails"
+    )
 
     # Target and sharding
     target: str = "./lakehouse"

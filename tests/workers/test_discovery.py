@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from mock_pi.catalog import SERVER_NAME, Catalog
 from tests.conftest import MockServer
-from tests.workers.test_pi_client import Recorder, injected
-from workers.errors import ConfigError
+from tests.workers.test_pi_client import Recorder, injected, serve
+from workers.errors import ConfigError, DiscoveryLimitError
 from workers.pi.client import PIClient
 from workers.settings import Settings
 from workers.timeseries.discovery import TagInfo, discover_tags
@@ -84,3 +86,52 @@ async def test_discovery_through_faults_gives_the_same_tags(
     tags = await discover(server.url, discovery_page_size=100, pi_max_attempts=20)
     assert tags == expected_tags(9, 1200)
     assert sum(injected(server)["Injected"].values()) > 0
+
+
+def endless_server(delay: float = 0.0) -> web.Application:
+    """A broken or hostile server: every page of points is full and new, forever."""
+
+    async def servers(request: web.Request) -> web.Response:
+        return web.json_response({"Items": [{"WebId": "F1DSendless", "Name": "ENDLESS"}]})
+
+    async def points(request: web.Request) -> web.Response:
+        await asyncio.sleep(delay)
+        first, count = int(request.query["startIndex"]), int(request.query["maxCount"])
+        items = [
+            {"WebId": f"F1DPendless{n}", "Name": f"P{n}", "PointType": "Float32"}
+            for n in range(first, first + count)
+        ]
+        return web.json_response({"Items": items})
+
+    app = web.Application()
+    app.router.add_get("/piwebapi/dataservers", servers)
+    app.router.add_get("/piwebapi/dataservers/{webid}/points", points)
+    return app
+
+
+async def test_a_server_that_never_ends_its_points_is_stopped_by_the_point_bound() -> None:
+    recorder = Recorder()
+    async with serve(endless_server()) as url:
+        with pytest.raises(DiscoveryLimitError) as info:
+            await discover(
+                url,
+                recorder,
+                discovery_page_size=10,
+                discovery_max_points=100,
+                pi_max_concurrency=4,
+            )
+    # Page 0 alone, then waves of 4: 5, 9, 13 pages; 130 points pass the bound of 100.
+    assert str(info.value) == (
+        "data server ENDLESS: more than 100 points (PIDELTA_DISCOVERY_MAX_POINTS) after 13 "
+        "pages of 10"
+    )
+    assert len([r for r in recorder.requests if r[0] == "dataservers/points"]) == 13
+
+
+async def test_a_server_that_pages_too_slowly_is_stopped_by_the_time_bound() -> None:
+    async with serve(endless_server(delay=0.2)) as url:
+        with pytest.raises(DiscoveryLimitError) as info:
+            await discover(url, discovery_page_size=10, discovery_timeout=0.5)
+    assert str(info.value) == (
+        "discovery took more than 0.5 s (PIDELTA_DISCOVERY_TIMEOUT) after 0 points"
+    )

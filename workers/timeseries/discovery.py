@@ -4,7 +4,8 @@
 how many points there are nor whether a full page is the last one. So the first page is
 read alone (most servers fit in it), then pages are read in waves of
 `pi_max_concurrency` until a short page ends the list: a million points is 100 pages of
-10,000, read about 16 at a time.
+10,000, read about 16 at a time. A server that never sends a short page is stopped by the
+bounds on points (`discovery_max_points`) and time (`discovery_timeout`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from workers.errors import ConfigError
+from workers.errors import ConfigError, DiscoveryLimitError
 from workers.pi.client import PIClient
 from workers.settings import Settings
 
@@ -47,11 +48,24 @@ class TagInfo:
 
 
 async def discover_tags(client: PIClient, settings: Settings) -> list[TagInfo]:
-    """Every point of the data server(s) matching `tag_filter`, sorted by name then WebID."""
+    """Every point of the data server(s) matching `tag_filter`, sorted by name then WebID.
+
+    Raises DiscoveryLimitError past `discovery_max_points` points or `discovery_timeout`.
+    """
     found: dict[str, TagInfo] = {}
-    for server_webid, server_name in await data_servers(client, settings):
-        for tag in await _server_points(client, settings, server_webid, server_name):
-            found.setdefault(tag.webid, tag)
+    try:
+        async with asyncio.timeout(settings.discovery_timeout):
+            for server_webid, server_name in await data_servers(client, settings):
+                budget = settings.discovery_max_points - len(found)
+                for tag in await _server_points(
+                    client, settings, server_webid, server_name, budget
+                ):
+                    found.setdefault(tag.webid, tag)
+    except TimeoutError:
+        raise DiscoveryLimitError(
+            f"discovery took more than {settings.discovery_timeout:g} s "
+            f"(PIDELTA_DISCOVERY_TIMEOUT) after {len(found)} points"
+        ) from None
     tags = sorted(found.values(), key=lambda t: (t.name, t.data_server, t.webid))
     log.info("discovered %d PI points matching %r", len(tags), settings.tag_filter)
     return tags
@@ -80,7 +94,7 @@ async def data_servers(client: PIClient, settings: Settings) -> list[tuple[str, 
 
 
 async def _server_points(
-    client: PIClient, settings: Settings, server_webid: str, server_name: str
+    client: PIClient, settings: Settings, server_webid: str, server_name: str, budget: int
 ) -> list[TagInfo]:
     size = min(settings.discovery_page_size, settings.pi_max_items_per_call)
     path = f"dataservers/{server_webid}/points"
@@ -109,6 +123,11 @@ async def _server_points(
             if len(items) < size:
                 ended = True
                 break
+        if len(seen) > budget:
+            raise DiscoveryLimitError(
+                f"data server {server_name}: more than {settings.discovery_max_points} points "
+                f"(PIDELTA_DISCOVERY_MAX_POINTS) after {len(pages)} pages of {size}"
+            )
         if not ended and len(seen) == before:
             log.warning(
                 "data server %s: a wave of %d full pages brought no new points; the server "
