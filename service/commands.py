@@ -170,7 +170,7 @@ async def _worker(
     async def readiness() -> Readiness:
         return Readiness(True) if ready["ok"] else Readiness(False, "starting")
 
-    async with _metrics_server(metrics, settings.metrics_port, readiness):
+    async with _metrics_server(metrics, settings, readiness):
         observer = MetricsObserver(metrics)
         client = PIClient(settings, observer, stop=lifecycle.stop_event)
         with lifecycle.signals():
@@ -205,14 +205,15 @@ async def _worker(
 
 @asynccontextmanager
 async def _metrics_server(
-    metrics: Metrics, port: int, readiness: Callable[[], object]
+    metrics: Metrics, settings: Settings, readiness: Callable[[], object]
 ) -> AsyncIterator[None]:
-    server = MetricsServer(metrics, port, readiness)  # type: ignore[arg-type]
+    host, port = settings.metrics_host, settings.metrics_port
+    server = MetricsServer(metrics, port, readiness, host=host)  # type: ignore[arg-type]
     try:
         bound = await server.start()
-        log.info("metrics on http://0.0.0.0:%d/metrics", bound)
+        log.info("metrics on http://%s:%d/metrics", host, bound)
     except OSError as exc:
-        log.warning("metrics server not started on port %d: %s", port, exc)
+        log.warning("metrics server not started on %s:%d: %s", host, port, exc)
     try:
         yield
     finally:

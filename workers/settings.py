@@ -306,6 +306,11 @@ class Settings(BaseSettings):
 
     # Service
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="address the unauthenticated metrics and health server binds to; "
+        "127.0.0.1 keeps it on the host",
+    )
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -30,9 +30,12 @@ def promtool() -> str:
     return path
 
 
-def get(port: int, path: str) -> tuple[int, bytes]:
+HOST = "127.0.0.2"  # PIDELTA_METRICS_HOST: bound there alone, not on every address
+
+
+def get(port: int, path: str, host: str = HOST) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -56,6 +59,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MockServer,
     env, port = metrics_port_env(
         worker_env(mock, tmp_path / "lake", start="*-5m", poll_interval=1, commit_max_age=1)
     )
+    env["PIDELTA_METRICS_HOST"] = HOST
     worker = start_worker("run", env=env, log=tmp_path / "worker.log")
     try:
         assert wait_for(lambda: get(port, "/readyz")[0] == 200, 60), worker.text()[-3000:]
@@ -80,6 +84,7 @@ def test_live_scrape_passes_promtool_check_metrics(live: tuple[MockServer, Worke
 def test_health_and_readiness_follow_pi(live: tuple[MockServer, Worker, int]) -> None:
     mock, worker, port = live
     assert get_json(port, "/healthz") == (200, {"status": "ok"})
+    assert get(port, "/healthz", host="127.0.0.1") == (0, b"")  # refused: not bound there
     assert get_json(port, "/readyz") == (200, {"status": "ready"})
     mock.stop()
     assert wait_for(lambda: get(port, "/readyz")[0] == 503, 30), worker.text()[-3000:]
