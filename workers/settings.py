@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from workers.errors import ConfigError
 
+RESPONSE_BYTES_PER_ITEM = 1024
 _SETTINGS_FIELD = re.compile(r'field "(\w+)"')
 
 AuthKind = Literal["none", "basic", "bearer", "oidc", "kerberos"]
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
     pi_max_url_bytes: int = Field(default=16_000, ge=1024)
     pi_max_items_per_call: int = Field(default=150_000, ge=1000)
     pi_page_size: int = Field(default=10_000, ge=1, description="maxCount per stream")
+    pi_max_response_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="largest PI answer accepted, on the wire or inflated; default "
+        "PIDELTA_PI_MAX_ITEMS_PER_CALL x 1 KiB (a recorded value takes about 150 bytes)",
+    )
     pi_gzip: bool = Field(
         default=True,
         description="ask PI for gzip bodies (needed over a WAN; off saves CPU on a LAN)",
@@ -313,6 +320,12 @@ class Settings(BaseSettings):
     )
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def response_limit(self) -> int:
+        """Bytes one PI answer may take: the server's own item limit times a generous
+        size per item, unless set."""
+        return self.pi_max_response_bytes or self.pi_max_items_per_call * RESPONSE_BYTES_PER_ITEM
 
     @field_validator("pi_url")
     @classmethod

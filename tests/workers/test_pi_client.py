@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import logging
 import random
 import shutil
@@ -512,6 +514,65 @@ async def test_cut_bodies_gzip_and_redirects() -> None:
     assert info.value.status == 301
     assert "redirected to https://pi.example.com/piwebapi/dataservers" in str(info.value)
     assert "secret" not in str(info.value)
+
+
+async def test_answers_past_the_size_limit_are_refused_however_they_come() -> None:
+    """A gzip bomb, a body that never ends and a huge declared length: each is read no
+    further than the limit, refused three times, then a typed error."""
+    limit = 1 << 20
+    bomb = gzip.compress(b" " * (64 << 20), compresslevel=9)  # 64 KiB on the wire
+    hits: Counter[str] = Counter()
+
+    async def gzip_bomb(request: web.Request) -> web.Response:
+        hits["bomb"] += 1
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return web.Response(body=bomb, headers=headers)
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        hits["endless"] += 1
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for _ in range(10_000):  # 640 MiB at most, far past the limit
+                await response.write(b"[" * 65536)
+        return response
+
+    async def declared(request: web.Request) -> web.StreamResponse:
+        hits["declared"] += 1
+        response = web.StreamResponse(headers={"Content-Length": str(1 << 40)})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            await response.write(b"{}")
+        return response
+
+    app = web.Application()
+    for name, handler in (("bomb", gzip_bomb), ("endless", endless), ("declared", declared)):
+        app.router.add_get(f"/piwebapi/{name}", handler)
+    errors: dict[str, PIConnectionError] = {}
+    async with serve(app) as url:
+        settings = settings_for(url, pi_max_response_bytes=limit)
+        async with PIClient(settings) as client:
+            for name in ("bomb", "endless", "declared"):
+                with pytest.raises(PIConnectionError) as info:
+                    await client.get_bytes(name, endpoint="streams")
+                errors[name] = info.value
+    assert hits == Counter({"bomb": 3, "endless": 3, "declared": 3})
+    assert {name: str(exc) for name, exc in errors.items()} == {
+        name: f"GET {url}/{name} failed: oversized ({what} larger than "
+        f"PIDELTA_PI_MAX_RESPONSE_BYTES={limit}) after 3 attempts"
+        for name, what in (
+            ("bomb", "body"),
+            ("endless", "body"),
+            ("declared", f"Content-Length {1 << 40}"),
+        )
+    }
+
+
+def test_the_response_limit_follows_the_servers_item_limit() -> None:
+    assert Settings().response_limit == 150_000 * 1024
+    assert Settings(pi_max_items_per_call=2000).response_limit == 2000 * 1024
+    assert Settings(pi_max_response_bytes=5000).response_limit == 5000
 
 
 # --------------------------------------------------------------------------- auth

@@ -128,8 +128,18 @@ class _Reply:
 
 @dataclass(slots=True)
 class _Failure:
-    reason: str  # "timeout", "reset", "truncated"
+    reason: str  # "timeout", "reset", "truncated", "oversized"
     detail: str
+
+
+READ_CHUNK_BYTES = 1 << 20
+# A body over the limit is refused this many times at most, however many attempts the
+# other failures get: a server that sends one will likely send it again.
+OVERSIZED_ATTEMPTS = 3
+
+
+def _over(what: str, limit: int) -> str:
+    return f"{what} larger than PIDELTA_PI_MAX_RESPONSE_BYTES={limit}"
 
 
 class PIClient:
@@ -341,8 +351,10 @@ class PIClient:
                 reason = outcome.reason
             delay = max(backoff_delay(attempt), retry_after or 0.0)
             elapsed = time.monotonic() - start
-            if attempt >= self.settings.pi_max_attempts or (
-                elapsed + delay > self.settings.pi_max_retry_seconds
+            if (
+                attempt >= self.settings.pi_max_attempts
+                or elapsed + delay > self.settings.pi_max_retry_seconds
+                or (reason == "oversized" and attempt >= OVERSIZED_ATTEMPTS)
             ):
                 if isinstance(outcome, _Reply):
                     raise PIWebAPIError(
@@ -400,7 +412,9 @@ class PIClient:
             async with session.request(
                 method, URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
             ) as resp:
-                data = await resp.read()
+                data = await self._read_bounded(resp)
+                if isinstance(data, _Failure):
+                    return data  # leaving the block closes the connection, unread
                 reply = _Reply(resp.status, resp.headers, data)
         except aiohttp.ClientSSLError as exc:
             raise PIConnectionError(
@@ -422,6 +436,25 @@ class PIClient:
         if 200 <= reply.status < 300:
             return self._check_body(method, reply, parse)
         return reply
+
+    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes | _Failure:
+        """The body, unless it passes `pi_max_response_bytes` on the wire or inflated.
+
+        aiohttp inflates gzip in bounded pieces as the body is read, so a gzip bomb or a
+        never-ending chunked body costs at most the limit before it is refused.
+        """
+        limit = self.settings.response_limit
+        declared = resp.content_length
+        if declared is not None and declared > limit:
+            return _Failure("oversized", _over(f"Content-Length {declared}", limit))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                return _Failure("oversized", _over("body", limit))
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _check_body(self, method: str, reply: _Reply, parse: bool) -> _Reply | _Failure:
         """Parse (or, for raw reads not framed by length or chunks, validate) a 2xx body."""
