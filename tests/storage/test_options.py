@@ -11,7 +11,7 @@ from workers.lake.credentials import CredentialCache, Vended, is_expired_credent
 from workers.lake.maintenance import retention_hours
 from workers.lake.storage import parse_target, storage_options
 from workers.lake.tables import PI_TIMESERIES_SCHEMA
-from workers.lake.unity_catalog import property_features, refusal, uc_columns
+from workers.lake.unity_catalog import create_table_sql, property_features, refusal, uc_columns
 from workers.settings import Settings
 
 
@@ -111,7 +111,7 @@ def test_refusal_rules() -> None:
     assert property_features({"delta.feature.deletionVectors": "supported"}) == {"deletionVectors"}
 
 
-def test_columns() -> None:
+def test_columns_and_sql() -> None:
     columns = uc_columns(pa.schema([pa.field("m", pa.map_(pa.string(), pa.string()))]))
     assert (columns[0]["type_name"], columns[0]["type_text"]) == ("MAP", "map<string,string>")
     by_name = {c["name"]: c for c in uc_columns(PI_TIMESERIES_SCHEMA, ("date",))}
@@ -119,6 +119,9 @@ def test_columns() -> None:
     assert (timestamp["type_text"], timestamp["nullable"]) == ("timestamp", False)
     assert by_name["date"]["partition_index"] == 0
     assert "partition_index" not in timestamp
+    sql = create_table_sql("main.pi.pi_timeseries", PI_TIMESERIES_SCHEMA, ("date",), "s3://b/t")
+    assert "  `timestamp` TIMESTAMP NOT NULL," in sql
+    assert "PARTITIONED BY (`date`)" in sql
 
 
 def test_credentials_renewed_ahead_of_expiry() -> None:

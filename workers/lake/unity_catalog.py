@@ -132,6 +132,30 @@ def uc_columns(schema: pa.Schema, partition_by: tuple[str, ...] = ()) -> list[di
     return columns
 
 
+def create_table_sql(
+    full_name: str, schema: pa.Schema, partition_by: tuple[str, ...], location: str
+) -> str:
+    """The Databricks SQL for an EXTERNAL table pidelta can append to (names quoted:
+    `timestamp` and `date` are keywords)."""
+    lines = []
+    for column in uc_columns(schema):
+        null = "" if column["nullable"] else " NOT NULL"
+        lines.append(f"  `{column['name']}` {column['type_text'].upper()}{null}")
+    parts = [f"CREATE TABLE {full_name} (", ",\n".join(lines), ")", "USING DELTA"]
+    if partition_by:
+        parts.append(f"PARTITIONED BY ({', '.join(f'`{c}`' for c in partition_by)})")
+    parts.append(f"LOCATION '{location}'")
+    parts.append(
+        "TBLPROPERTIES (\n"
+        "  'delta.enableDeletionVectors' = 'false',\n"
+        "  'delta.enableRowTracking' = 'false',\n"
+        "  'delta.enableInCommitTimestamps' = 'false',\n"
+        "  'delta.checkpointPolicy' = 'classic'\n"
+        ");"
+    )
+    return "\n".join(parts)
+
+
 # ---------------------------------------------------------------------------- checks
 
 
