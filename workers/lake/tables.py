@@ -258,7 +258,10 @@ def _added_columns(actual: pa.Schema, declared: pa.Schema) -> list[pa.Field]:
 
 
 class TableStore:
-    """Knows where the tables live and creates them; shared by the sink and checkpoints.
+    """Knows where the tables live, creates them and opens them; shared by every writer.
+
+    `create` is the one creation path, time-series and AF tables alike: many shards start
+    at once, so it tolerates a concurrent creator and checks the schema it finds.
 
     With a Unity Catalog (`uc://` targets) each table has its own location and its own
     vended, expiring credentials: `options(name)` gives the current ones and `refresh`
