@@ -23,9 +23,12 @@ from workers.lake.tables import (
     PI_TIMESERIES_SCHEMA,
     QUARANTINE,
     QUARANTINE_SCHEMA,
+    SHARDS,
+    SHARDS_SCHEMA,
     TABLES,
     TableStore,
 )
+from workers.lake.writer import DeltaWriter
 from workers.timeseries.commit_queue import CommitBuffer
 from workers.timeseries.decode import TagMeta, decode_streamset
 from workers.timeseries.sink import Committed, DeltaSink, StaleGeneration, with_batch
@@ -125,6 +128,22 @@ def test_empty_batch_writes_nothing(store: TableStore) -> None:
     sink = DeltaSink(store)
     assert sink.append(PI_TIMESERIES, PI_TIMESERIES_SCHEMA.empty_table(), "app", 1) is False
     assert DeltaTable(store.uri(PI_TIMESERIES)).version() == 0
+
+
+def test_writer_appends_blindly_and_overwrites_with_commit_metadata(store: TableStore) -> None:
+    writer = DeltaWriter(store)
+    first = {"generation": 1, "shard_count": 2, "announced_at": NOW, "announced_by": "w0"}
+    second = {**first, "generation": 2, "shard_count": 3}
+    assert writer.append(SHARDS, pa.Table.from_pylist([first], schema=SHARDS_SCHEMA)) is True
+    assert writer.append(SHARDS, SHARDS_SCHEMA.empty_table()) is False
+    table = DeltaTable(store.uri(SHARDS))
+    assert table.to_pyarrow_table().to_pylist() == [first]
+    assert "pidelta.app_id" not in table.history(1)[0]
+    rows = pa.Table.from_pylist([second], schema=SHARDS_SCHEMA)
+    assert writer.overwrite(SHARDS, rows, {"pidelta.test": "x"}) == 2
+    table = DeltaTable(store.uri(SHARDS))
+    assert table.to_pyarrow_table().to_pylist() == [second]
+    assert table.history(1)[0]["pidelta.test"] == "x"
 
 
 def test_commit_timeseries_keeps_only_new_late_values_and_quarantine(store: TableStore) -> None:
