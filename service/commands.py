@@ -25,9 +25,8 @@ from service.commands_maintain import run_with_maintenance
 from service.metrics import Metrics, MetricsObserver, MetricsServer, Readiness
 from shard_config.plan import compute_plan, format_plan
 from shard_config.ring import ShardRing
-from workers.af.tables import AF_TABLES
-from workers.errors import ConfigError, RetriesAbandoned
-from workers.lake.tables import CHECKPOINTS, TABLES, TableStore
+from workers.errors import ConfigError, RetriesAbandoned, StaleGeneration
+from workers.lake.tables import ALL_TABLES, CHECKPOINTS, TableStore
 from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient
 from workers.pi.times import parse_time
@@ -35,7 +34,6 @@ from workers.settings import Settings
 from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
 from workers.timeseries.discovery import discover_tags
 from workers.timeseries.pipeline import Pipeline
-from workers.timeseries.sink import StaleGeneration
 
 log = logging.getLogger("pidelta")
 
@@ -268,7 +266,7 @@ def collect_status(settings: Settings) -> dict[str, object]:
     """Everything `status` prints, read from Delta metadata and the checkpoints table."""
     store = TableStore.from_settings(settings)
     tables: list[dict[str, object]] = []
-    for name in (*TABLES, *AF_TABLES):
+    for name in ALL_TABLES:
         if not DeltaTable.is_deltatable(store.uri(name), storage_options=store.options(name)):
             tables.append({"table": name, "exists": False})
             continue

@@ -18,8 +18,7 @@ from deltalake.exceptions import DeltaError
 from service.metrics import Metrics, MetricsObserver
 from workers.af.events import sync_events
 from workers.af.hierarchy import AfObserver, sync_af
-from workers.errors import PIError
-from workers.lake.tables import SinkError
+from workers.errors import PIError, SinkError
 from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient
 from workers.settings import Settings

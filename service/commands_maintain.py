@@ -29,13 +29,7 @@ log = logging.getLogger("pidelta.maintain")
 def maintain(args: argparse.Namespace, settings: Settings) -> int:
     """One maintenance pass over pidelta's tables (or those named by --table); exit 1 if any
     step failed."""
-    maintainer = Maintainer.from_settings(settings)
-    try:
-        reports = maintainer.run(args.tables or None)
-    except ValueError as exc:
-        from workers.errors import ConfigError
-
-        raise ConfigError(f"maintain: {exc}") from None
+    reports = Maintainer.from_settings(settings).run(args.tables or None)
     sys.stdout.write(format_reports(reports) + "\n")
     failed = [r for r in reports if r.errors]
     for report in failed:

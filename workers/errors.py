@@ -133,3 +133,20 @@ class PIConnectionError(PIError):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._line()!r})"
+
+
+class SinkError(PideltaError):
+    """A Delta table could not be created, opened or written (URI and cause, no secrets)."""
+
+    def __init__(self, message: str, *, table: str, uri: str) -> None:
+        super().__init__(f"{message} (table {table} at {uri})")
+        self.table = table
+        self.uri = uri
+
+
+class StaleGeneration(PideltaError):
+    """Another shard count owns the tags now: this worker must stop taking batches."""
+
+
+class MalformedAnswer(PIError):
+    """The PI Web API answered with a value pidelta cannot read (a timestamp that is none)."""

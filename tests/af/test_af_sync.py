@@ -25,13 +25,8 @@ from tests.conftest import ROOT
 from workers.af import hierarchy as af_sync
 from workers.af.events import sync_events
 from workers.af.hierarchy import Database, config_point_path, database_matches, sync_af
-from workers.af.tables import (
-    AF_QUARANTINE,
-    META_HASH,
-    PI_AF_ATTRIBUTES,
-    PI_AF_HIERARCHY,
-    content_hash,
-)
+from workers.af.tables import META_HASH, content_hash
+from workers.lake.tables import AF_QUARANTINE, PI_AF_ATTRIBUTES, PI_AF_HIERARCHY
 from workers.settings import Settings, load_settings
 
 SEED = 42

@@ -23,7 +23,8 @@ from service.metrics import Metrics
 from tests.conftest import ROOT
 from workers.af.events import sync_events, value_text, windows
 from workers.af.hierarchy import iso_us
-from workers.af.tables import META_WATERMARK, PI_AF_HIERARCHY, PI_EVENT_FRAMES
+from workers.af.tables import META_WATERMARK
+from workers.lake.tables import PI_AF_HIERARCHY, PI_EVENT_FRAMES
 from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient
 from workers.pi.times import parse_pi_time

@@ -114,6 +114,11 @@ def test_refusal_rules() -> None:
 def test_columns_and_sql() -> None:
     columns = uc_columns(pa.schema([pa.field("m", pa.map_(pa.string(), pa.string()))]))
     assert (columns[0]["type_name"], columns[0]["type_text"]) == ("MAP", "map<string,string>")
+    by_name = {c["name"]: c for c in uc_columns(PI_TIMESERIES_SCHEMA, ("date",))}
+    timestamp = by_name["timestamp"]
+    assert (timestamp["type_text"], timestamp["nullable"]) == ("timestamp", False)
+    assert by_name["date"]["partition_index"] == 0
+    assert "partition_index" not in timestamp
     sql = create_table_sql("main.pi.pi_timeseries", PI_TIMESERIES_SCHEMA, ("date",), "s3://b/t")
     assert "  `timestamp` TIMESTAMP NOT NULL," in sql
     assert "PARTITIONED BY (`date`)" in sql

@@ -28,8 +28,14 @@ from tests.e2e.helpers import (
 from tests.storage.conftest import DAY, S3, assert_holds_truth, merged, uc_env
 from tests.storage.uc_server import UCServer
 from workers.errors import ConfigError
-from workers.lake.tables import CHECKPOINTS, PI_TIMESERIES, PI_TIMESERIES_SCHEMA, TableStore
-from workers.lake.unity_catalog import IncompatibleTableError, known_tables, uc_columns
+from workers.lake.tables import (
+    CHECKPOINTS,
+    PI_TIMESERIES,
+    PI_TIMESERIES_SCHEMA,
+    TABLES,
+    TableStore,
+)
+from workers.lake.unity_catalog import IncompatibleTableError, uc_columns
 from workers.settings import Settings
 from workers.timeseries.sink import DeltaSink
 
@@ -72,14 +78,12 @@ def test_missing_tables_created_external_and_backfill_equals_truth(
     env = env_for(mock, uc_server, backfill_window=600)
     result = ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
     root = env["PIDELTA_UC_STORAGE_ROOT"]
-    for name, (schema, partition_by) in known_tables().items():
-        if name.startswith("pi_af") or name in ("pi_event_frames", "_pidelta_af_quarantine"):
-            continue  # AF tables are created by `af`/`events`, not by a backfill
+    for name, spec in TABLES.items():  # AF tables are created by `af`/`events`, not here
         info = uc_server.state.tables[f"main.pi.{name}"]
         assert info["table_type"] == "EXTERNAL"
         assert info["data_source_format"] == "DELTA"
         assert info["storage_location"] == f"{root}/{name}"
-        assert info["columns"] == uc_columns(schema, partition_by)
+        assert info["columns"] == uc_columns(spec.schema, spec.partition_by)
     columns = {c["name"]: c for c in uc_server.state.tables["main.pi.pi_timeseries"]["columns"]}
     assert (columns["timestamp"]["type_name"], columns["timestamp"]["type_text"]) == (
         "TIMESTAMP",
@@ -199,12 +203,12 @@ def _append_across_revocation(settings: dict[str, object], host: str) -> tuple[b
     now = datetime(2026, 1, 1, tzinfo=UTC)
     row = {"tag_webid": "W1", "timestamp": now, "sequence": 0, "ingestion_timestamp": now}
     rows = pa.Table.from_pylist([{**row, "date": now.date()}], schema=PI_TIMESERIES_SCHEMA)
-    first = sink.append_batch(PI_TIMESERIES, rows, "app", 1)
+    first = sink.append(PI_TIMESERIES, rows, "app", 1)
     before = sink.table(PI_TIMESERIES)
     urllib.request.urlopen(urllib.request.Request(f"{host}/_test/revoke", method="POST"))
-    second = sink.append_batch(PI_TIMESERIES, rows, "app", 2)
+    second = sink.append(PI_TIMESERIES, rows, "app", 2)
     reopened = sink._tables[PI_TIMESERIES] is not before
-    again = sink.append_batch(PI_TIMESERIES, rows, "app", 2)
+    again = sink.append(PI_TIMESERIES, rows, "app", 2)
     return first, second, reopened, again
 
 

@@ -15,6 +15,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from service.metrics import Metrics, MetricsObserver, MetricsServer, Readiness
+from workers.errors import SinkError
 from workers.lake.tables import (
     CHECKPOINTS,
     CHECKPOINTS_SCHEMA,
@@ -22,10 +23,12 @@ from workers.lake.tables import (
     PI_TIMESERIES_SCHEMA,
     QUARANTINE,
     QUARANTINE_SCHEMA,
+    SHARDS,
+    SHARDS_SCHEMA,
     TABLES,
-    SinkError,
     TableStore,
 )
+from workers.lake.writer import DeltaWriter
 from workers.timeseries.commit_queue import CommitBuffer
 from workers.timeseries.decode import TagMeta, decode_streamset
 from workers.timeseries.sink import Committed, DeltaSink, StaleGeneration, with_batch
@@ -82,14 +85,14 @@ def test_append_is_idempotent_per_app_and_batch(store: TableStore) -> None:
     metrics = Metrics(process=False)
     sink = DeltaSink(store, observer=MetricsObserver(metrics), shard="3")
     rows = decoded(("2026-11-27T10:00:00Z", 1.0), ("2026-11-28T00:00:00Z", 2.0))
-    assert sink.append_batch(PI_TIMESERIES, rows, "app", 1) is True
-    assert sink.append_batch(PI_TIMESERIES, rows, "app", 1) is False
-    assert DeltaSink(store).append_batch(PI_TIMESERIES, rows, "app", 1) is False
+    assert sink.append(PI_TIMESERIES, rows, "app", 1) is True
+    assert sink.append(PI_TIMESERIES, rows, "app", 1) is False
+    assert DeltaSink(store).append(PI_TIMESERIES, rows, "app", 1) is False
     assert sink.committed_version(PI_TIMESERIES, "app") == 1
     more = decoded(("2026-11-28T00:00:01Z", 3.0))
-    assert sink.append_batch(PI_TIMESERIES, more, "app", 2) is True
-    assert sink.append_batch(PI_TIMESERIES, more, "app", 1) is False
-    assert sink.append_batch(PI_TIMESERIES, rows, "other", 1) is True
+    assert sink.append(PI_TIMESERIES, more, "app", 2) is True
+    assert sink.append(PI_TIMESERIES, more, "app", 1) is False
+    assert sink.append(PI_TIMESERIES, rows, "other", 1) is True
     table = read(store)
     assert table.height == 5
     assert table.filter(pl.col("value") == 1.0).height == 2
@@ -105,7 +108,7 @@ def test_append_is_idempotent_per_app_and_batch(store: TableStore) -> None:
 
 def test_partitions_and_exact_schema(store: TableStore) -> None:
     rows = decoded(("2026-11-27T23:59:59.9999999Z", 1.0), ("2026-11-28T00:00:00Z", 2.0))
-    DeltaSink(store).append_batch(PI_TIMESERIES, rows, "app", 1)
+    DeltaSink(store).append(PI_TIMESERIES, rows, "app", 1)
     table = DeltaTable(store.uri(PI_TIMESERIES))
     folders = {Path(f).parent.name for f in table.file_uris()}
     assert folders == {"date=2026-11-27", "date=2026-11-28"}
@@ -123,8 +126,24 @@ def test_partitions_and_exact_schema(store: TableStore) -> None:
 
 def test_empty_batch_writes_nothing(store: TableStore) -> None:
     sink = DeltaSink(store)
-    assert sink.append_batch(PI_TIMESERIES, PI_TIMESERIES_SCHEMA.empty_table(), "app", 1) is False
+    assert sink.append(PI_TIMESERIES, PI_TIMESERIES_SCHEMA.empty_table(), "app", 1) is False
     assert DeltaTable(store.uri(PI_TIMESERIES)).version() == 0
+
+
+def test_writer_appends_blindly_and_overwrites_with_commit_metadata(store: TableStore) -> None:
+    writer = DeltaWriter(store)
+    first = {"generation": 1, "shard_count": 2, "announced_at": NOW, "announced_by": "w0"}
+    second = {**first, "generation": 2, "shard_count": 3}
+    assert writer.append(SHARDS, pa.Table.from_pylist([first], schema=SHARDS_SCHEMA)) is True
+    assert writer.append(SHARDS, SHARDS_SCHEMA.empty_table()) is False
+    table = DeltaTable(store.uri(SHARDS))
+    assert table.to_pyarrow_table().to_pylist() == [first]
+    assert "pidelta.app_id" not in table.history(1)[0]
+    rows = pa.Table.from_pylist([second], schema=SHARDS_SCHEMA)
+    assert writer.overwrite(SHARDS, rows, {"pidelta.test": "x"}) == 2
+    table = DeltaTable(store.uri(SHARDS))
+    assert table.to_pyarrow_table().to_pylist() == [second]
+    assert table.history(1)[0]["pidelta.test"] == "x"
 
 
 def test_commit_timeseries_keeps_only_new_late_values_and_quarantine(store: TableStore) -> None:
@@ -258,7 +277,7 @@ def test_fence_stops_appends_of_another_shard_count(store: TableStore) -> None:
     old.table(PI_TIMESERIES)  # caches the snapshot from before the fence
     DeltaSink(store).fence(5)
     with pytest.raises(SinkError, match="Metadata changed since last commit"):
-        old.append_batch(PI_TIMESERIES, rows, "pidelta-ts-0-of-4", 1)
+        old.append(PI_TIMESERIES, rows, "pidelta-ts-0-of-4", 1)
     with pytest.raises(StaleGeneration, match="fenced for 5 shards, not 4"):
         DeltaSink(store).commit_timeseries(rows, "pidelta-ts-0-of-4", 1, shard_count=4)
     assert read(store).height == 0
@@ -305,14 +324,14 @@ def test_an_append_outdated_by_another_shards_delete_lands_once(store: TableStor
     another shard compacting its own state rows): the append is made again on a fresh
     snapshot, not failed, and lands once."""
     other = DeltaSink(store)
-    other.append_batch(CHECKPOINTS, checkpoint_rows("shard-1", "A", "B"), "shard-1", 1)
+    other.append(CHECKPOINTS, checkpoint_rows("shard-1", "A", "B"), "shard-1", 1)
     frozen = FrozenStore(store.target, frozen=1)
     slow = DeltaSink(frozen)
     slow.table(CHECKPOINTS)  # the snapshot from before the delete
     other.replace_rows(CHECKPOINTS, checkpoint_rows("shard-1", "A"), "app_id = 'shard-1'")
-    assert slow.append_batch(CHECKPOINTS, checkpoint_rows("shard-0", "C"), "shard-0", 1) is True
+    assert slow.append(CHECKPOINTS, checkpoint_rows("shard-0", "C"), "shard-0", 1) is True
     assert frozen.refreshes == 2  # the refused attempt, then the fresh snapshot
-    assert slow.append_batch(CHECKPOINTS, checkpoint_rows("shard-0", "C"), "shard-0", 1) is False
+    assert slow.append(CHECKPOINTS, checkpoint_rows("shard-0", "C"), "shard-0", 1) is False
     table = pl.from_arrow(DeltaTable(store.uri(CHECKPOINTS)).to_pyarrow_table())
     assert table.sort("tag_webid").select("app_id", "tag_webid").rows() == [
         ("shard-1", "A"),

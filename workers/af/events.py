@@ -44,16 +44,14 @@ from workers.af.hierarchy import (
     text,
     webid_of_link,
 )
-from workers.af.tables import (
-    META_WATERMARK,
+from workers.af.tables import META_WATERMARK, AfTables, Quarantine
+from workers.errors import ConfigError, MalformedAnswer, PIWebAPIError
+from workers.lake.tables import (
     PI_AF_HIERARCHY,
     PI_EVENT_FRAMES,
     PI_EVENT_FRAMES_SCHEMA,
-    AfTables,
-    Quarantine,
+    TableStore,
 )
-from workers.errors import ConfigError, PIWebAPIError
-from workers.lake.tables import TableStore
 from workers.pi.client import PIClient, batch_content
 from workers.pi.times import from_us, parse_time, to_us
 from workers.settings import Settings
@@ -113,10 +111,13 @@ def value_text(value: Any) -> tuple[str | None, bool]:
 
 
 def _time_us(value: Any) -> int:
-    """Epoch µs of a PI timestamp; ValueError when it is not one."""
+    """Epoch µs of a PI timestamp; MalformedAnswer when it is not one."""
     if not isinstance(value, str):
-        raise ValueError(f"not a timestamp: {value!r}")
-    return parse_time_us(value)
+        raise MalformedAnswer(f"not a timestamp: {value!r}")
+    try:
+        return parse_time_us(value)
+    except ValueError as exc:
+        raise MalformedAnswer(str(exc)) from None
 
 
 class EventsSync:
@@ -234,7 +235,7 @@ class EventsSync:
         try:
             start = _time_us(frame.get("StartTime"))
             end = _time_us(frame.get("EndTime"))
-        except ValueError as exc:
+        except MalformedAnswer as exc:
             q.add("event_frame", webid, "malformed event frame", str(exc), raw_json(frame))
             return
         end_time = None if end >= OPEN_FROM_US else end
@@ -256,7 +257,7 @@ class EventsSync:
         if acked:
             try:
                 ack_date = _time_us(frame.get("AcknowledgedDate"))
-            except ValueError as exc:
+            except MalformedAnswer as exc:
                 q.add("event_frame", webid, "malformed acknowledgement", str(exc))
         c = self.rows.columns
         c["event_frame_webid"].append(webid)

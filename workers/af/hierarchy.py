@@ -33,20 +33,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workers.af.tables import (
-    AF_QUARANTINE,
     META_HASH,
     META_SNAPSHOT,
     META_SYNCED_AT,
-    PI_AF_ATTRIBUTES,
-    PI_AF_ATTRIBUTES_SCHEMA,
-    PI_AF_HIERARCHY,
-    PI_AF_HIERARCHY_SCHEMA,
     AfTables,
     Quarantine,
     content_hash,
 )
 from workers.errors import PIError
-from workers.lake.tables import UTC_US, TableStore
+from workers.lake.tables import (
+    AF_QUARANTINE,
+    PI_AF_ATTRIBUTES,
+    PI_AF_ATTRIBUTES_SCHEMA,
+    PI_AF_HIERARCHY,
+    PI_AF_HIERARCHY_SCHEMA,
+    UTC_US,
+    TableStore,
+)
 from workers.pi.client import PIClient, batch_content
 from workers.settings import Settings
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from deltalake import CommitProperties, DeltaTable
 from deltalake.exceptions import CommitFailedError, DeltaError
 
-from workers.lake.tables import TABLES, TableStore
+from workers.errors import ConfigError
+from workers.lake.tables import ALL_TABLES, TableStore
 from workers.settings import Settings
 
 log = logging.getLogger("pidelta.maintenance")
@@ -47,9 +48,7 @@ class TableReport:
 
 def owned_tables() -> list[str]:
     """The tables pidelta writes, and so the only ones it maintains."""
-    from workers.lake.unity_catalog import known_tables
-
-    return sorted(known_tables())
+    return sorted(ALL_TABLES)
 
 
 class Maintainer:
@@ -83,7 +82,7 @@ class Maintainer:
         reports = []
         for name in names or sorted(owned):
             if name not in owned:
-                raise ValueError(f"{name} is not a table pidelta owns")
+                raise ConfigError(f"maintain: {name} is not a table pidelta owns")
             if not self.store.exists(name):
                 continue
             reports.append(self.maintain(name))
@@ -117,10 +116,9 @@ class Maintainer:
     def _compact(self, table: DeltaTable, report: TableReport) -> None:
         for attempt in range(1, COMPACT_ATTEMPTS + 1):
             try:
-                spec = TABLES.get(report.table)
                 metrics = table.optimize.compact(
                     target_size=self.target_size,
-                    writer_properties=spec.writer if spec is not None else None,
+                    writer_properties=ALL_TABLES[report.table].writer,
                     commit_properties=CommitProperties(
                         custom_metadata={"pidelta.operation": "maintain"},
                         max_commit_retries=self.max_commit_retries,

@@ -1,27 +1,27 @@
-"""Arrow schemas of every time-series table and their creation, up front and idempotent.
+"""The registry of every table pidelta writes, and `TableStore`: where each one lives.
 
-Tables are created with their explicit schema before the first write, so that an empty
-batch, a concurrent shard or a reader never sees a table whose schema was inferred from
-whatever data happened to come first.
+Each table's name, Arrow schema, partition columns and Parquet writer settings are declared
+here once; the writer, the catalog registration, maintenance and the README test all read
+them from here. Tables are created with their explicit schema before the first write, so
+that an empty batch, a concurrent shard or a reader never sees a table whose schema was
+inferred from whatever data happened to come first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from deltalake import ColumnProperties, CommitProperties, DeltaTable, Field, WriterProperties
 from deltalake.exceptions import DeltaError
 
-from workers.errors import PideltaError
+from workers.errors import SinkError
 from workers.lake.credentials import is_expired_credential_error
+from workers.lake.storage import parse_target, storage_options
+from workers.lake.unity_catalog import UnityCatalog
 from workers.settings import Settings
-
-if TYPE_CHECKING:
-    from workers.lake.unity_catalog import UnityCatalog
 
 UTC_US = pa.timestamp("us", tz="UTC")
 
@@ -30,6 +30,10 @@ QUARANTINE = "_pidelta_quarantine"
 BATCHES = "_pidelta_batches"
 CHECKPOINTS = "_pidelta_checkpoints"
 SHARDS = "_pidelta_shards"
+PI_AF_HIERARCHY = "pi_af_hierarchy"
+PI_AF_ATTRIBUTES = "pi_af_attributes"
+PI_EVENT_FRAMES = "pi_event_frames"
+AF_QUARANTINE = "_pidelta_af_quarantine"
 
 PI_TIMESERIES_SCHEMA = pa.schema(
     [
@@ -101,6 +105,89 @@ CHECKPOINTS_SCHEMA = pa.schema(
     ]
 )
 
+STRINGS = pa.list_(pa.string())
+
+PI_AF_HIERARCHY_SCHEMA = pa.schema(
+    [
+        pa.field("element_webid", pa.string(), nullable=False),
+        pa.field("element_id", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("parent_element_webid", pa.string()),
+        pa.field("depth", pa.int32()),
+        pa.field("template_name", pa.string()),
+        pa.field("element_type", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("category_names", STRINGS),
+        pa.field("has_children", pa.bool_()),
+        pa.field("database_name", pa.string()),
+        pa.field("database_webid", pa.string()),
+        pa.field("snapshot_id", pa.string(), nullable=False),
+        pa.field("synced_at", UTC_US, nullable=False),
+    ]
+)
+
+PI_AF_ATTRIBUTES_SCHEMA = pa.schema(
+    [
+        pa.field("attribute_webid", pa.string(), nullable=False),
+        pa.field("attribute_id", pa.string()),
+        pa.field("element_webid", pa.string(), nullable=False),
+        pa.field("name", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("type", pa.string()),
+        pa.field("type_qualifier", pa.string()),
+        pa.field("units", pa.string()),
+        pa.field("units_name", pa.string()),
+        pa.field("data_reference", pa.string()),
+        pa.field("config_string", pa.string()),
+        pa.field("point_webid", pa.string()),
+        pa.field("point_name", pa.string()),
+        pa.field("category_names", STRINGS),
+        pa.field("is_configuration_item", pa.bool_()),
+        pa.field("database_webid", pa.string()),
+        pa.field("snapshot_id", pa.string(), nullable=False),
+        pa.field("synced_at", UTC_US, nullable=False),
+    ]
+)
+
+PI_EVENT_FRAMES_SCHEMA = pa.schema(
+    [
+        pa.field("event_frame_webid", pa.string(), nullable=False),
+        pa.field("event_frame_id", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("template_name", pa.string()),
+        pa.field("description", pa.string()),
+        pa.field("start_time", UTC_US),
+        pa.field("end_time", UTC_US),
+        pa.field("primary_referenced_element_webid", pa.string()),
+        pa.field("referenced_element_webids", STRINGS),
+        pa.field("severity", pa.string()),
+        pa.field("can_be_acknowledged", pa.bool_()),
+        pa.field("is_acknowledged", pa.bool_()),
+        pa.field("acknowledged_by", pa.string()),
+        pa.field("acknowledged_date", UTC_US),
+        pa.field("is_alarm", pa.bool_()),
+        pa.field("category_names", STRINGS),
+        pa.field("attributes", pa.map_(pa.string(), pa.string())),
+        pa.field("database_webid", pa.string()),
+        pa.field("synced_at", UTC_US, nullable=False),
+    ]
+)
+
+AF_QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),  # element, attribute, event_frame
+        pa.field("object_webid", pa.string()),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        pa.field("raw", pa.string()),
+        pa.field("snapshot_id", pa.string()),
+        pa.field("synced_at", UTC_US, nullable=False),
+    ]
+)
+
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
@@ -139,15 +226,21 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(SHARDS, SHARDS_SCHEMA),
     )
 }
+"""The time-series tables, created by every shard at start-up."""
 
+AF_TABLES: Mapping[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(PI_AF_HIERARCHY, PI_AF_HIERARCHY_SCHEMA),
+        TableSpec(PI_AF_ATTRIBUTES, PI_AF_ATTRIBUTES_SCHEMA),
+        TableSpec(PI_EVENT_FRAMES, PI_EVENT_FRAMES_SCHEMA),
+        TableSpec(AF_QUARANTINE, AF_QUARANTINE_SCHEMA),
+    )
+}
+"""The AF and event-frame tables, created by the shard that syncs AF, when it does."""
 
-class SinkError(PideltaError):
-    """A Delta table could not be created, opened or written (URI and cause, no secrets)."""
-
-    def __init__(self, message: str, *, table: str, uri: str) -> None:
-        super().__init__(f"{message} (table {table} at {uri})")
-        self.table = table
-        self.uri = uri
+ALL_TABLES: Mapping[str, TableSpec] = {**TABLES, **AF_TABLES}
+"""Every table pidelta writes, and so the only ones it registers and maintains."""
 
 
 def _same_columns(actual: pa.Schema, declared: pa.Schema) -> bool:
@@ -165,7 +258,10 @@ def _added_columns(actual: pa.Schema, declared: pa.Schema) -> list[pa.Field]:
 
 
 class TableStore:
-    """Knows where the tables live and creates them; shared by the sink and checkpoints.
+    """Knows where the tables live, creates them and opens them; shared by every writer.
+
+    `create` is the one creation path, time-series and AF tables alike: many shards start
+    at once, so it tolerates a concurrent creator and checks the schema it finds.
 
     With a Unity Catalog (`uc://` targets) each table has its own location and its own
     vended, expiring credentials: `options(name)` gives the current ones and `refresh`
@@ -184,11 +280,8 @@ class TableStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TableStore:
-        from workers.lake.storage import parse_target, storage_options
-        from workers.lake.unity_catalog import UnityCatalog
-
         target = parse_target(settings.target)
-        catalog = UnityCatalog.from_settings(settings) if target.is_catalog else None
+        catalog = UnityCatalog.from_settings(settings, ALL_TABLES) if target.is_catalog else None
         return cls(settings.target, storage_options(settings), catalog)
 
     @property
@@ -209,17 +302,15 @@ class TableStore:
             return self.catalog.options(name)[0]
         return self.storage_options or None
 
-    def spec(self, name: str) -> TableSpec:
-        return TABLES[name]
-
-    def create_all(self) -> None:
-        """Create every table that does not exist yet; safe to call from many shards at once."""
-        for name in TABLES:
+    def create_all(self, names: Iterable[str] = TABLES) -> None:
+        """Create every table of `names` (default: the time-series ones) that does not exist
+        yet; safe to call from many shards at once."""
+        for name in names:
             self.create(name)
 
     def create(self, name: str) -> None:
         """Create one table with its declared schema, tolerating a concurrent creator."""
-        spec = TABLES[name]
+        spec = ALL_TABLES[name]
         uri = self.uri(name)
         if self.is_local:
             Path(uri.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
@@ -256,7 +347,7 @@ class TableStore:
             table.alter.add_columns([Field.from_arrow(f) for f in added])
         except (DeltaError, OSError) as exc:
             latest = pa.schema(self.open(name).schema().to_arrow())
-            if not _same_columns(latest, TABLES[name].schema):
+            if not _same_columns(latest, ALL_TABLES[name].schema):
                 raise SinkError(
                     f"cannot add columns {[f.name for f in added]}: {exc}",
                     table=name,

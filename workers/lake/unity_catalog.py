@@ -1,25 +1,19 @@
-"""Unity Catalog REST: resolve or create each table, refuse what delta-rs must not write,
+"""Unity Catalog tables: resolve or create each one, refuse what delta-rs must not write,
 and vend temporary credentials as delta-rs storage options.
 
-A small synchronous client (stdlib `urllib`): `TableStore` is synchronous and runs in worker
-threads, and the catalog is asked once per table at start-up and once per credential
-renewal, so an event loop would buy nothing. Tokens and vended secrets are never logged and
-never appear in an error message.
+The tables come from the registry (`workers.lake.tables`), handed in by `TableStore`, so this
+module knows their shapes without importing the module that uses it. Vended secrets are
+never logged and never appear in an error message.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 from deltalake import DeltaTable, Schema
@@ -28,11 +22,11 @@ from deltalake.exceptions import DeltaError
 from workers.errors import ConfigError, PideltaError
 from workers.lake.credentials import CredentialCache, Vended
 from workers.lake.storage import parse_target, scheme_of, storage_options
+from workers.lake.uc_client import UnityCatalogClient, UnityCatalogError
 from workers.settings import Settings
 
 log = logging.getLogger("pidelta.unity_catalog")
 
-API = "/api/2.1/unity-catalog"
 README_SECTION = "README.md, 'Cloud storage and Unity Catalog'"
 
 # Writer features delta-rs 1.x writes correctly; any other one in a table's protocol means
@@ -65,25 +59,18 @@ _FEATURE_PROPERTIES = {
 CATALOG_MANAGED_FEATURES = frozenset({"catalogManaged", "catalogOwned-preview"})
 
 
-class UnityCatalogError(PideltaError):
-    """A Unity Catalog call failed: method, path, status and the server's error text."""
-
-    def __init__(self, method: str, path: str, status: int | None, detail: str) -> None:
-        where = f"{method} {API}{path}"
-        super().__init__(
-            f"Unity Catalog {where} failed"
-            + (f" with HTTP {status}" if status is not None else "")
-            + f": {detail}"
-        )
-        self.status = status
-        self._args = (method, path, status, detail)
-
-    def __reduce__(self) -> tuple[type[UnityCatalogError], tuple[str, str, int | None, str]]:
-        return (type(self), self._args)
-
-
 class IncompatibleTableError(ConfigError):
     """A catalog table pidelta must not write; the message says what to do instead."""
+
+
+class TableShape(Protocol):
+    """What the catalog needs of a table's spec to create it (`TableSpec` has it)."""
+
+    @property
+    def schema(self) -> pa.Schema: ...
+
+    @property
+    def partition_by(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,173 +80,6 @@ class TableRef:
     full_name: str
     table_id: str
     storage_location: str
-
-
-# ---------------------------------------------------------------------------- auth
-
-
-class TokenSource:
-    """A bearer token for the workspace: a PAT, or OAuth M2M refreshed before it expires."""
-
-    def __init__(
-        self,
-        host: str,
-        *,
-        token: str | None = None,
-        client_id: str | None = None,
-        client_secret: str | None = None,
-        timeout: float = 30.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.host = host
-        self._static = token
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._timeout = timeout
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._issued_at = 0.0
-
-    def token(self) -> str:
-        if self._static:
-            return self._static
-        with self._lock:
-            lead = min(60.0, (self._expires_at - self._issued_at) / 3)
-            if self._token is None or self._clock() >= self._expires_at - lead:
-                self._fetch()
-            assert self._token is not None
-            return self._token
-
-    def _fetch(self) -> None:
-        """Client-credentials grant at `{host}/oidc/v1/token` (Databricks OAuth M2M)."""
-        basic = base64.b64encode(f"{self._client_id}:{self._client_secret}".encode()).decode()
-        body = urllib.parse.urlencode({"grant_type": "client_credentials", "scope": "all-apis"})
-        request = urllib.request.Request(
-            f"{self.host}/oidc/v1/token",
-            data=body.encode(),
-            method="POST",
-            headers={
-                "Authorization": f"Basic {basic}",
-                "Content-Type": "application/x-www-form-urlencoded",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                payload = json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            raise ConfigError(
-                f"OAuth token request to {self.host}/oidc/v1/token refused with HTTP "
-                f"{exc.code}: check DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET"
-            ) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise UnityCatalogError("POST", "(oidc token)", None, _reason(exc)) from None
-        now = self._clock()
-        self._token = str(payload["access_token"])
-        self._issued_at = now
-        self._expires_at = now + float(payload.get("expires_in", 3600))
-        log.info("OAuth M2M token obtained, valid %s s", payload.get("expires_in"))
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", exc)
-    return f"{type(exc).__name__}: {reason}"
-
-
-# ---------------------------------------------------------------------------- client
-
-
-class UnityCatalogClient:
-    """The subset of the Unity Catalog REST API pidelta uses."""
-
-    def __init__(self, host: str, tokens: TokenSource, timeout: float = 30.0) -> None:
-        self.base = host.rstrip("/") + API
-        self.tokens = tokens
-        self.timeout = timeout
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> UnityCatalogClient:
-        host = (settings.databricks_host or "").rstrip("/")
-        if "://" not in host:
-            host = f"https://{host}"
-        secret = settings.databricks_client_secret
-        tokens = TokenSource(
-            host,
-            token=settings.databricks_token.get_secret_value()
-            if settings.databricks_token
-            else None,
-            client_id=settings.databricks_client_id,
-            client_secret=secret.get_secret_value() if secret else None,
-            timeout=settings.uc_request_timeout,
-        )
-        return cls(host, tokens, settings.uc_request_timeout)
-
-    def _call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        request = urllib.request.Request(
-            self.base + path,
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.tokens.token()}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            raise UnityCatalogError(method, path, exc.code, _error_text(exc)) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise UnityCatalogError(method, path, None, _reason(exc)) from None
-        return json.loads(raw) if raw else {}
-
-    def get_table(self, full_name: str) -> dict[str, Any] | None:
-        """The table's info, or None when the catalog does not know it."""
-        try:
-            return self._call("GET", f"/tables/{urllib.parse.quote(full_name)}")
-        except UnityCatalogError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def create_external_table(
-        self, catalog: str, schema: str, name: str, columns: list[dict[str, Any]], location: str
-    ) -> dict[str, Any]:
-        return self._call(
-            "POST",
-            "/tables",
-            {
-                "name": name,
-                "catalog_name": catalog,
-                "schema_name": schema,
-                "table_type": "EXTERNAL",
-                "data_source_format": "DELTA",
-                "columns": columns,
-                "storage_location": location,
-                "comment": "written by pidelta",
-            },
-        )
-
-    def temporary_table_credentials(self, table_id: str) -> dict[str, Any]:
-        return self._call(
-            "POST",
-            "/temporary-table-credentials",
-            {"table_id": table_id, "operation": "READ_WRITE"},
-        )
-
-
-def _error_text(exc: urllib.error.HTTPError) -> str:
-    try:
-        payload = json.loads(exc.read() or b"{}")
-    except ValueError:
-        return exc.reason or "no detail"
-    if isinstance(payload, dict):
-        code = payload.get("error_code", "")
-        message = payload.get("message", "")
-        return f"{code} {message}".strip() or str(exc.reason)
-    return str(exc.reason)
 
 
 # ---------------------------------------------------------------------------- columns
@@ -336,14 +156,6 @@ def create_table_sql(
     return "\n".join(parts)
 
 
-def known_tables() -> dict[str, tuple[pa.Schema, tuple[str, ...]]]:
-    """Every table pidelta writes, with schema and partition columns."""
-    from workers.af.tables import AF_TABLES
-    from workers.lake.tables import TABLES
-
-    return {n: (s.schema, s.partition_by) for n, s in {**TABLES, **AF_TABLES}.items()}
-
-
 # ---------------------------------------------------------------------------- checks
 
 
@@ -405,11 +217,11 @@ class UnityCatalog:
         client: UnityCatalogClient,
         catalog: str,
         schema: str,
+        tables: Mapping[str, TableShape],
         *,
         storage_root: str | None,
         base_options: Mapping[str, str] | None = None,
         renew_margin: float = 300.0,
-        tables: Callable[[], dict[str, tuple[pa.Schema, tuple[str, ...]]]] = known_tables,
     ) -> None:
         self.client = client
         self.catalog = catalog
@@ -422,12 +234,14 @@ class UnityCatalog:
         self.credentials = CredentialCache(self._vend, margin=renew_margin)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> UnityCatalog:
+    def from_settings(cls, settings: Settings, tables: Mapping[str, TableShape]) -> UnityCatalog:
+        """The catalog of `PIDELTA_TARGET`, able to create `tables` (the registry's)."""
         target = parse_target(settings.target)
         return cls(
             UnityCatalogClient.from_settings(settings),
             target.catalog or "",
             target.schema or "",
+            tables,
             storage_root=settings.uc_storage_root,
             base_options=storage_options(settings),
             renew_margin=settings.credential_renew_margin,
@@ -468,8 +282,8 @@ class UnityCatalog:
         return ref
 
     def _create(self, name: str) -> dict[str, Any]:
-        known = self._tables()
-        if name not in known:
+        spec = self._tables.get(name)
+        if spec is None:
             raise ConfigError(f"{self.full_name(name)} is not a table pidelta writes")
         if not self.storage_root:
             raise ConfigError(
@@ -477,13 +291,12 @@ class UnityCatalog:
                 "(a cloud folder the catalog can reach) so pidelta creates it as EXTERNAL, or "
                 f"create it with the SQL in {README_SECTION}"
             )
-        schema, partition_by = known[name]
         try:
             created = self.client.create_external_table(
                 self.catalog,
                 self.schema,
                 name,
-                uc_columns(schema, partition_by),
+                uc_columns(spec.schema, spec.partition_by),
                 f"{self.storage_root}/{name}",
             )
         except UnityCatalogError as exc:

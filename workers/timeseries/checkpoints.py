@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from workers.errors import SinkError
 from workers.lake.tables import (
     BATCHES,
     BATCHES_SCHEMA,
@@ -29,8 +30,8 @@ from workers.lake.tables import (
     PI_TIMESERIES,
     UTC_US,
 )
+from workers.lake.writer import DeltaWriter
 from workers.timeseries.plan import PlannedBatch, TagRange
-from workers.timeseries.sink import DeltaSink, SinkError
 
 LIVE_PREFIX = "pidelta-ts-"
 BACKFILL_PREFIX = "pidelta-bf-"
@@ -39,7 +40,7 @@ BACKFILL_PREFIX = "pidelta-bf-"
 class CheckpointStore:
     """Checkpoints cached in memory (reloaded on start and on demand), plans read on demand."""
 
-    def __init__(self, sink: DeltaSink) -> None:
+    def __init__(self, sink: DeltaWriter) -> None:
         self.sink = sink
         self._latest = pl.DataFrame()
         self.reload()
@@ -118,7 +119,7 @@ class CheckpointStore:
             },
             schema=BATCHES_SCHEMA,
         )
-        return self.sink.append_batch(BATCHES, rows, app_id, batch_id)
+        return self.sink.append(BATCHES, rows, app_id, batch_id)
 
     def advance(
         self,
@@ -146,7 +147,7 @@ class CheckpointStore:
             },
             schema=CHECKPOINTS_SCHEMA,
         )
-        written = self.sink.append_batch(CHECKPOINTS, rows, app_id, batch_id)
+        written = self.sink.append(CHECKPOINTS, rows, app_id, batch_id)
         if written:
             fresh = pl.from_arrow(rows.select(["app_id", "tag_webid", "checkpoint"]))
             self._latest = (

@@ -1,10 +1,8 @@
-"""Delta appends with delta-rs, idempotent per (app id, batch id).
+"""The time-series sink: one batch's rows, late rows and quarantine rows into Delta.
 
-Each append carries `Transaction(app_id, batch_id)` in the same commit as the data. delta-rs
-records it but does not refuse a stale version, so `append_batch` reads
-`transaction_version(app_id)` first and skips a batch already in the table: a batch re-run
-after a crash lands once. A commit may cover several consecutive planned batches; its
-version is then the highest batch id it holds, and every lower id counts as committed.
+It sits on `DeltaWriter` (idempotent appends per (app id, batch id), retries, credentials)
+and adds what is particular to pi_timeseries: late look-back rows are anti-joined against
+the table, quarantine rows are listed once, and appends respect the shard-count fence.
 
 Fence: the shard count that owns the tags is kept in pi_timeseries itself, as metadata of
 its `tag_webid` column (`fence`). Changing it is a Delta metadata change, which makes every
@@ -15,8 +13,6 @@ of the old count can add a row, however slow its commit (StaleGeneration instead
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -24,21 +20,17 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction
-from deltalake import write_deltalake as _write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake import DeltaTable
 
-from workers.lake.tables import PI_TIMESERIES, QUARANTINE, TABLES, SinkError, TableStore
-from workers.observe import CommitObserver
-from workers.settings import Settings
+from workers.errors import StaleGeneration
+from workers.lake.tables import PI_TIMESERIES, QUARANTINE, TABLES
+from workers.lake.writer import DeltaWriter
 
-__all__ = ["KEY_COLUMNS", "Committed", "DeltaSink", "SinkError", "StaleGeneration"]
+__all__ = ["KEY_COLUMNS", "Committed", "DeltaSink", "StaleGeneration"]
 
 KEY_COLUMNS = ("tag_webid", "timestamp", "sequence")
 FENCE_COLUMN = "tag_webid"
 FENCE_KEY = "pidelta.shard_count"
-# How many times an append whose snapshot a concurrent commit outdated is tried in all.
-REBASE_ATTEMPTS = 5
 
 
 class Committed(NamedTuple):
@@ -49,23 +41,11 @@ class Committed(NamedTuple):
     quarantine: pa.Table | None
 
 
-class StaleGeneration(Exception):
-    """Another shard count owns the tags now: this worker must stop taking batches."""
-
-
 def require_fence(table: DeltaTable, shard_count: int) -> None:
     """StaleGeneration when the table is fenced for another shard count."""
     fenced = fenced_count(table)
     if fenced is not None and fenced != shard_count:
         raise StaleGeneration(f"pi_timeseries is fenced for {fenced} shards, not {shard_count}")
-
-
-def _outdated(exc: BaseException) -> bool:
-    """A commit refused because a concurrent commit outdated its snapshot: a metadata change
-    (a fence, maybe), or a delete (another shard folding its state rows), which delta-rs 1.x
-    counts against a blind append too. A blind append read nothing, so making it again on a
-    fresh snapshot is right whatever the conflict was."""
-    return isinstance(exc, CommitFailedError)
 
 
 def fenced_count(table: DeltaTable) -> int | None:
@@ -77,155 +57,8 @@ def fenced_count(table: DeltaTable) -> int | None:
     return None
 
 
-class DeltaSink:
-    """Writes Arrow tables to the Delta tables of one `TableStore`."""
-
-    def __init__(
-        self,
-        store: TableStore,
-        *,
-        max_commit_retries: int = 100,
-        observer: CommitObserver | None = None,
-        shard: str = "0",
-    ) -> None:
-        self.store = store
-        self.max_commit_retries = max_commit_retries
-        self.observer = observer
-        self.shard = shard
-        self._tables: dict[str, DeltaTable] = {}
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, store: TableStore, observer: CommitObserver | None = None
-    ) -> DeltaSink:
-        return cls(
-            store,
-            max_commit_retries=settings.max_commit_retries,
-            observer=observer,
-            shard=str(settings.shard_index),
-        )
-
-    def table(self, name: str) -> DeltaTable:
-        """The table at its latest version (cached, refreshed incrementally, re-opened when
-        its vended credentials were renewed)."""
-        table = self._tables.get(name)
-        table = self.store.open(name) if table is None else self.store.refresh(name, table)
-        self._tables[name] = table
-        return table
-
-    def committed_version(self, name: str, app_id: str) -> int | None:
-        """Highest batch id of `app_id` committed to the table, None when none."""
-        return self.table(name).transaction_version(app_id)
-
-    def append_batch(
-        self,
-        name: str,
-        rows: pa.Table,
-        app_id: str,
-        batch_id: int,
-        *,
-        custom_metadata: Mapping[str, str] | None = None,
-        shard_count: int | None = None,
-    ) -> bool:
-        """Append `rows` unless batch `batch_id` of `app_id` is already in; True if written.
-
-        An empty table writes nothing (there is nothing to make idempotent). A write the
-        store refuses for expired credentials is retried once with renewed ones, and one a
-        concurrent commit outdated is retried on a fresh snapshot: each attempt reads the
-        batch's transaction version again, so a batch lands once whatever happened before.
-        With `shard_count`, the append lands only while the table is fenced for it, checked
-        on each snapshot.
-        """
-        args = (name, rows, app_id, batch_id, custom_metadata, shard_count)
-        renewed = False
-        attempt = 1
-        while True:
-            table = self.table(name)
-            try:
-                return self._append_once(table, *args)
-            except SinkError as exc:
-                cause = exc.__cause__ or exc
-                if _outdated(cause) and attempt < REBASE_ATTEMPTS:
-                    attempt += 1
-                    continue
-                if renewed or not self.store.renew_if_refused(name, table, cause):
-                    raise
-                renewed = True
-                self._tables.pop(name, None)
-
-    def _append_once(
-        self,
-        table: DeltaTable,
-        name: str,
-        rows: pa.Table,
-        app_id: str,
-        batch_id: int,
-        custom_metadata: Mapping[str, str] | None,
-        shard_count: int | None,
-    ) -> bool:
-        done = table.transaction_version(app_id)
-        if (done is not None and done >= batch_id) or rows.num_rows == 0:
-            return False
-        if shard_count is not None:
-            require_fence(table, shard_count)  # on the snapshot this append commits against
-        spec = TABLES[name]
-        metadata = {"pidelta.app_id": app_id, "pidelta.batch_id": str(batch_id)}
-        metadata.update(custom_metadata or {})
-        began = time.perf_counter()
-        try:
-            _write_deltalake(
-                table,
-                rows.select(spec.schema.names).cast(spec.schema),
-                mode="append",
-                partition_by=list(spec.partition_by) or None,
-                storage_options=self.store.options(name),
-                writer_properties=spec.writer,
-                commit_properties=CommitProperties(
-                    custom_metadata=metadata,
-                    max_commit_retries=self.max_commit_retries,
-                    app_transactions=[Transaction(app_id, batch_id)],
-                ),
-                post_commithook_properties=PostCommitHookProperties(create_checkpoint=True),
-            )
-            table.update_incremental()
-        except (DeltaError, OSError) as exc:
-            raise SinkError(
-                f"append of batch {batch_id} for {app_id} failed: {exc}",
-                table=name,
-                uri=self.store.uri(name),
-            ) from exc
-        if self.observer is not None:
-            self.observer.committed(
-                name, self.shard, rows.num_rows, time.perf_counter() - began, table.version()
-            )
-        return True
-
-    def replace_rows(self, name: str, rows: pa.Table, predicate: str) -> None:
-        """Atomically replace the rows matching `predicate` by `rows` (all must match it).
-
-        A concurrent commit that touches the same rows makes this fail with SinkError and
-        change nothing, so callers that only tidy up can ignore the error and retry later.
-        """
-        spec = TABLES[name]
-        table = self.table(name)
-        try:
-            _write_deltalake(
-                table,
-                rows.select(spec.schema.names).cast(spec.schema),
-                mode="overwrite",
-                predicate=predicate,
-                partition_by=list(spec.partition_by) or None,
-                storage_options=self.store.options(name),
-                writer_properties=spec.writer,
-                commit_properties=CommitProperties(
-                    custom_metadata={"pidelta.operation": "compact"}, max_commit_retries=0
-                ),
-            )
-            table.update_incremental()
-        except (DeltaError, OSError) as exc:
-            raise SinkError(
-                f"replace where {predicate} failed: {exc}", table=name, uri=self.store.uri(name)
-            ) from exc
+class DeltaSink(DeltaWriter):
+    """The writer of one shard's time series, its quarantine and its fence."""
 
     def drop_existing(
         self, late: pa.Table, fresh: pa.Table | None = None, name: str = PI_TIMESERIES
@@ -326,34 +159,24 @@ class DeltaSink:
         listed = None
         if quarantine is not None and quarantine.num_rows:
             new = self.new_quarantine(with_batch(quarantine, app_id, batch_id))
-            if self.append_batch(QUARANTINE, new, app_id, batch_id):
+            if self.append(QUARANTINE, new, app_id, batch_id):
                 listed = new
         if late is not None and late.num_rows:
             rows = pa.concat_tables([rows, self.drop_existing(late, rows)])
-        written = self.append_batch(PI_TIMESERIES, rows, app_id, batch_id, shard_count=shard_count)
+        check = None if shard_count is None else lambda t: require_fence(t, shard_count)
+        written = self.append(PI_TIMESERIES, rows, app_id, batch_id, check=check)
         return Committed(rows.num_rows if written else 0, listed)
 
     def fence(self, shard_count: int) -> None:
         """Fence pi_timeseries for `shard_count` shards (see the module docstring). Workers
         of one count starting together race to set it; a loser finds it set and is done."""
-        for attempt in range(1, REBASE_ATTEMPTS + 1):
-            table = self.table(PI_TIMESERIES)
-            if fenced_count(table) == shard_count:
-                return
-            try:
-                table.alter.set_column_metadata(
-                    FENCE_COLUMN,
-                    {FENCE_KEY: str(shard_count)},
-                    commit_properties=CommitProperties(max_commit_retries=self.max_commit_retries),
-                )
-            except (DeltaError, OSError) as exc:
-                if _outdated(exc) and attempt < REBASE_ATTEMPTS:
-                    continue
-                raise SinkError(
-                    f"fence for {shard_count} shards failed: {exc}",
-                    table=PI_TIMESERIES,
-                    uri=self.store.uri(PI_TIMESERIES),
-                ) from exc
+        self.set_column_metadata(
+            PI_TIMESERIES,
+            FENCE_COLUMN,
+            {FENCE_KEY: str(shard_count)},
+            unless=lambda table: fenced_count(table) == shard_count,
+            what=f"fence for {shard_count} shards",
+        )
 
 
 def _int_keys(rows: pa.Table, tags: pa.Array) -> pl.DataFrame:
