@@ -386,6 +386,21 @@ def test_a_bad_value_read_again_is_quarantined_once(store: TableStore) -> None:
     )
 
 
+def test_a_text_the_table_holds_more_often_than_a_read_met_is_not_listed_again(
+    store: TableStore,
+) -> None:
+    """The table holds a text twice (two values); a later read meets it once: nothing is
+    new. (The count difference once wrapped around as unsigned and listed it again.)"""
+    sink = DeltaSink(store)
+    empty = PI_TIMESERIES_SCHEMA.empty_table()
+    twice = with_batch(bad_values(MONTH_13, MONTH_13), "app", 1)
+    assert sink.commit_timeseries(empty, "app", 1, quarantine=twice).quarantine == twice
+    once = with_batch(bad_values(MONTH_13), "app", 2)
+    assert sink.new_quarantine(once).num_rows == 0
+    assert sink.commit_timeseries(empty, "app", 2, quarantine=once).quarantine is None
+    assert len(quarantine_rows(store)) == 2
+
+
 def test_quarantine_made_before_the_key_columns_gains_them(tmp_path: Path) -> None:
     old_schema = pa.schema(list(QUARANTINE_SCHEMA)[:-2])
     uri = str(tmp_path / "lake" / QUARANTINE)

@@ -131,7 +131,9 @@ class DeltaSink(DeltaWriter):
             met.with_columns(pl.int_range(pl.len()).over(text).alias("_nth"))
             .join(need, on=text, how="left", nulls_equal=True)
             .join(have, on=text, how="left", nulls_equal=True)
-            .filter(pl.col("_nth") < pl.col("len") - pl.col("have").fill_null(0))
+            # Signed: the table may hold more copies than this commit met (len - have < 0);
+            # counts are UInt32, whose difference would wrap and list every copy again.
+            .filter(pl.col("_nth") < pl.col("len").cast(pl.Int64) - pl.col("have").fill_null(0))
             .get_column("_row")
             .sort()
         )
