@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     pi_verify_tls: bool = True
     allow_http_credentials: bool = Field(
         default=False,
-        description="send credentials to a plain http:// token URL (PIDELTA_PI_TOKEN_URL); "
-        "for test servers only: anyone on the path reads them",
+        description="send credentials to a plain http:// PIDELTA_PI_TOKEN_URL or "
+        "DATABRICKS_HOST; for test servers only: anyone on the path reads them",
     )
     pi_ca_bundle: Path | None = None
     pi_data_server: str | None = Field(
@@ -395,6 +395,12 @@ class Settings(BaseSettings):
         if self.target.startswith("uc://"):
             if self.databricks_host is None:
                 raise ValueError("PIDELTA_TARGET=uc://... needs DATABRICKS_HOST")
+            if self.databricks_host.startswith("http://") and not self.allow_http_credentials:
+                raise ValueError(
+                    "DATABRICKS_HOST is plain http://: the workspace token would cross the "
+                    "network in clear; use https://, or PIDELTA_ALLOW_HTTP_CREDENTIALS=true for "
+                    "a test server"
+                )
             if self.databricks_token is None and (
                 self.databricks_client_id is None or self.databricks_client_secret is None
             ):

@@ -211,6 +211,7 @@ def uc_env(server: UCServer, catalog_schema: str = "main.pi", **extra: str) -> d
         "PIDELTA_UC_STORAGE_ROOT": f"s3://lake/uc-{uuid.uuid4().hex[:8]}",
         "DATABRICKS_HOST": server.host,
         "DATABRICKS_TOKEN": server.token,
+        "PIDELTA_ALLOW_HTTP_CREDENTIALS": "true",  # the test UC server is plain HTTP
         "AWS_ENDPOINT_URL": server.s3_endpoint,
         "AWS_REGION": "us-east-1",
         **extra,

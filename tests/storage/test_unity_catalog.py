@@ -124,6 +124,7 @@ def _settings(server: UCServer, **extra: object) -> dict[str, object]:
         "uc_storage_root": env["PIDELTA_UC_STORAGE_ROOT"],
         "databricks_host": server.host,
         "databricks_token": server.token,
+        "allow_http_credentials": True,
         "aws_endpoint_url": server.s3_endpoint,
         "aws_region": "us-east-1",
         **extra,

@@ -95,12 +95,17 @@ class TokenSource:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+            with _OPENER.open(request, timeout=self._timeout) as response:
                 payload = json.loads(response.read())
         except urllib.error.HTTPError as exc:
+            hint = (
+                f"{REDIRECTED}; set it to the final address"
+                if 300 <= exc.code < 400
+                else "check DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET"
+            )
             raise ConfigError(
                 f"OAuth token request to {self.host}/oidc/v1/token refused with HTTP "
-                f"{exc.code}: check DATABRICKS_CLIENT_ID and DATABRICKS_CLIENT_SECRET"
+                f"{exc.code}: {hint}"
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             raise UnityCatalogError("POST", "(oidc token)", None, _reason(exc)) from None
@@ -109,6 +114,18 @@ class TokenSource:
         self._issued_at = now
         self._expires_at = now + float(payload.get("expires_in", 3600))
         log.info("OAuth M2M token obtained, valid %s s", payload.get("expires_in"))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Every request here carries a credential (a bearer token, or the M2M client secret):
+    a 3xx is not followed to whatever host it names but raised as the HTTPError it is."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+REDIRECTED = "redirected, not followed (credentials stay with DATABRICKS_HOST)"
 
 
 def _reason(exc: BaseException) -> str:
@@ -156,10 +173,11 @@ class UnityCatalogClient:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 raw = response.read()
         except urllib.error.HTTPError as exc:
-            raise UnityCatalogError(method, path, exc.code, _error_text(exc)) from None
+            detail = REDIRECTED if 300 <= exc.code < 400 else _error_text(exc)
+            raise UnityCatalogError(method, path, exc.code, detail) from None
         except (urllib.error.URLError, OSError) as exc:
             raise UnityCatalogError(method, path, None, _reason(exc)) from None
         return json.loads(raw) if raw else {}
