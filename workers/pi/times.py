@@ -12,8 +12,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from workers.errors import PideltaError
+
 DAY = 86_400.0
 TICKS_PER_SECOND = 10_000_000
+TICKS_PER_US = 10
 
 _UNITS = {
     "s": 1.0,
@@ -43,8 +46,9 @@ _ISO = re.compile(
 )
 
 
-class TimeParseError(ValueError):
-    """A time string the PI Web API would refuse with HTTP 400."""
+class TimeParseError(PideltaError, ValueError):
+    """A time string the PI Web API would refuse with HTTP 400 (a ValueError too, which
+    pydantic validators rely on)."""
 
 
 def parse_pi_time(text: str, now: float) -> float:
@@ -87,6 +91,15 @@ def parse_pi_ticks(text: str, now: float) -> int:
         seconds += sign * float(om.group(2)) * _UNITS[om.group(3)]
         pos = om.end()
     return round((base + seconds) * TICKS_PER_SECOND)
+
+
+def parse_iso_us(text: str) -> int:
+    """Epoch microseconds of an ISO 8601 timestamp as PI writes them (no relative time):
+    up to seven fractional digits, truncated, never rounded into the next microsecond."""
+    m = _ISO.match(text)
+    if not m:
+        raise TimeParseError(f"Cannot parse time string '{text}'.")
+    return _iso_ticks(m, text) // TICKS_PER_US
 
 
 def _midnight(now: float) -> float:
@@ -146,4 +159,4 @@ def parse_time(text: str, now: datetime) -> datetime:
     Raises ValueError (TimeParseError) for text PI would refuse.
     """
     ticks = parse_pi_ticks(text, now.timestamp())
-    return from_us(ticks // (TICKS_PER_SECOND // 1_000_000))
+    return from_us(ticks // TICKS_PER_US)
