@@ -130,9 +130,10 @@ class PIConnectionError(PIError):
         return f"{type(self).__name__}({self._line()!r})"
 
 
-class ForeignURL(PIError, ValueError):
+class ForeignURL(PideltaError, ValueError):
     """A URL (e.g. a link the server returned) outside PIDELTA_PI_URL: never requested, so
-    the credentials go to no other host. A ValueError too, as callers have caught it so."""
+    the credentials go to no other host. Not a PIError, which the loop retries: asking again
+    cannot help. A ValueError too, as callers have caught it so."""
 
 
 class ClientNotOpen(PideltaError, RuntimeError):

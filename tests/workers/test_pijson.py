@@ -82,6 +82,12 @@ def test_the_c_reader_is_built() -> None:
     assert body_module._pijson is not None
 
 
+def test_the_c_result_has_the_fields_its_named_tuple_names() -> None:
+    got = body_module.CReading._make(body_module._pijson.decode(body(("WF", [tv(1.5)]))))
+    assert (got.streams, got.n) == ([("WF", "name-WF", None, 1)], 1)
+    assert np.frombuffer(got.number, np.float64).tolist() == [1.5]
+
+
 def random_number(rng: random.Random) -> Any:
     """Floats and ints as a PI server may write them, and edge cases of both."""
     pick = rng.randrange(8)

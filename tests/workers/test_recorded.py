@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from workers.errors import UnpageableStream
-from workers.pi.times import format_us, parse_iso_us
+from workers.errors import PideltaError, UnpageableStream
+from workers.pi.times import TimeParseError, format_us, parse_iso_us
 from workers.timeseries.decode import TagMeta
 from workers.timeseries.recorded import (
     Call,
@@ -34,6 +34,10 @@ def test_time_round_trip_and_seven_digits() -> None:
     assert parse_iso_us("2023-11-14T22:13:20.0000059Z") == T0 + 5
     assert parse_iso_us("2023-11-14T22:13:20Z") == T0
     assert parse_iso_us("2023-11-15T00:13:20+02:00") == T0
+    with pytest.raises(TimeParseError) as caught:
+        parse_iso_us("yesterday")  # a PI time string, but no data timestamp
+    assert isinstance(caught.value, PideltaError)
+    assert isinstance(caught.value, ValueError)  # pydantic validators rely on it
 
 
 def test_calls_stay_under_url_and_item_limits() -> None:
