@@ -6,8 +6,8 @@ reader `workers.timeseries._pijson` turns the usual, clean body straight into ar
 (`parse_columns`: no Python object per value); msgspec reads any other well-formed body
 into one small `TimedValue` struct per value (`parse_typed`); orjson dicts (`parse_json`)
 serve a body of odd shape or with a value to quarantine, as only they keep its raw text.
-`readings` yields a body as each reader in turn reads it: the decoder takes the first one
-whose values it can judge (`NeedsRawValues` asks for the next).
+`readings` yields a body as each fast reader in turn reads it: the decoder takes the first
+one whose values it can judge (`NeedsRawValues` asks for the next), else `parse_json`'s.
 
 Every reader gives the same `ParsedBody`: per stream its WebId, name, units, WebException
 and values, either a `ValueSlice` of the body's columns or a list of structs or dicts.
@@ -298,15 +298,14 @@ def from_json(doc: Any, source: str, size: int | None = None) -> ParsedBody:
 READERS: tuple[Callable[[bytes | str], ParsedBody | None], ...] = (parse_columns, parse_typed)
 
 
-def readings(body: bytes | str, source: str) -> Iterator[ParsedBody]:
-    """The body as each reader of `READERS` that takes it reads it, then as `parse_json`
-    does (DecodeError there when it is no streamset). The caller stops at the first it can
-    use: the next reading is only made when it asks for one."""
+def readings(body: bytes | str) -> Iterator[ParsedBody]:
+    """The body as each reader of `READERS` that takes it reads it; these lose the raw text
+    of values, so the caller goes on to the next reading when one holds a value to
+    quarantine, and ends with `parse_json`. A reading is only made when asked for."""
     for read in READERS:
         parsed = read(body)
         if parsed is not None:
             yield parsed
-    yield parse_json(body, source)
 
 
 def stamp_reader(values: Values) -> Callable[[int], int | None]:

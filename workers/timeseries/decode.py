@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain, repeat
@@ -49,6 +50,7 @@ from workers.timeseries.body import (
     ValueSlice,
     from_json,
     gc_paused,
+    parse_json,
     readings,
 )
 from workers.timeseries.quarantine import (
@@ -129,18 +131,18 @@ def decode_streamset(
 ) -> DecodedBatch:
     """Decode a whole `/streamsets/recorded` body, or the `Content` of a `/batch`
     sub-response already parsed, with no paging: every stream as it came."""
-    size = len(body) if isinstance(body, bytes | str) else None
     with gc_paused():
         if not isinstance(body, bytes | str):
             return decode_parsed(
-                _whole(from_json(body, source), source, size), tags, source, ingestion_time
+                _whole(from_json(body, source), source), tags, source, ingestion_time
             )
-        for parsed in readings(body, source):
-            try:
+        size = len(body)
+        for parsed in readings(body):
+            with suppress(NeedsRawValues):
                 return decode_parsed(_whole(parsed, source, size), tags, source, ingestion_time)
-            except NeedsRawValues:
-                continue
-    raise AssertionError("the last reading keeps raw values")  # pragma: no cover
+        return decode_parsed(
+            _whole(parse_json(body, source), source, size), tags, source, ingestion_time
+        )
 
 
 def _whole(parsed: ParsedBody, source: str, size: int | None = None) -> ParsedBody:

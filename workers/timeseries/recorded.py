@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
@@ -33,6 +34,7 @@ from workers.timeseries.body import (
     ParsedStream,
     Values,
     gc_paused,
+    parse_json,
     readings,
     stamp_reader,
 )
@@ -356,12 +358,10 @@ class RecordedSource:
     ) -> list[Span]:
         """The body in the first reading whose values the decoder can judge: columns, then
         structs, then dicts (which keep the raw text of a value to quarantine)."""
-        for parsed in readings(body, ENDPOINT):
-            try:
+        for parsed in readings(body):
+            with suppress(NeedsRawValues):
                 return self._absorb_parsed(call, parsed, result, counts)
-            except NeedsRawValues:
-                continue
-        raise AssertionError("the last reading keeps raw values")  # pragma: no cover
+        return self._absorb_parsed(call, parse_json(body, ENDPOINT), result, counts)
 
     def _absorb_parsed(
         self, call: Call, parsed: ParsedBody, result: SourceResult, counts: dict[str, int]
