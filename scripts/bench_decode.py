@@ -3,7 +3,7 @@
 Run: `.venv/bin/python scripts/bench_decode.py [--streams 100] [--values 10000] [--repeat 3]`.
 Prints values/s (wall, and per CPU-second: the machine may be shared) for each body shape,
 read as pidelta reads it (the C reader first, `body.READERS`) and with msgspec alone (a
-pure install). Shapes: the fields the fetch layer selects with numbers as mock-pi writes
+pure install). Shapes: the fields `RecordedSource` selects with numbers as mock-pi writes
 them (three decimals: Clinger's fast path in C), the same with full-precision doubles (17
 digits: CPython's dtoa in C), a full TimedValue with units per value (the C reader declines
 it), and the first shape spread over many short streams.

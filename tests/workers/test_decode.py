@@ -330,7 +330,7 @@ def test_broken_bodies_raise_decode_error(raw: bytes) -> None:
 
 
 def test_a_body_that_is_not_utf8_is_a_decode_error_to_retry() -> None:
-    """msgspec raises UnicodeDecodeError there, which the fetch layer did not retry: the
+    """msgspec raises UnicodeDecodeError there, which the read path did not retry: the
     worker failed instead. orjson then names the fault."""
     raw = body(("WS", [tv("ok")])).replace(b"ok", b"o\xffk")
     with pytest.raises(DecodeError) as caught:

@@ -41,7 +41,7 @@ _UNITS = {
 _OFFSET = re.compile(r"\s*([+-])\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)")
 _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?)?"
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?"
     r"\s*(Z|[+-]\d{2}:?\d{2})?$"
 )
 
@@ -62,7 +62,7 @@ def parse_pi_ticks(text: str, now: float) -> int:
     if not s:
         raise TimeParseError(f"Cannot parse time string '{text}'.")
     m = _ISO.match(s)
-    if m:
+    if m and len(m.group(7) or "") <= 7:  # PI refuses finer than its 100 ns
         return _iso_ticks(m, text)
     low = s.lower()
     base: float
@@ -94,8 +94,9 @@ def parse_pi_ticks(text: str, now: float) -> int:
 
 
 def parse_iso_us(text: str) -> int:
-    """Epoch microseconds of an ISO 8601 timestamp as PI writes them (no relative time):
-    up to seven fractional digits, truncated, never rounded into the next microsecond."""
+    """Epoch microseconds of an ISO 8601 timestamp of a value (no relative time). Digits
+    past the microsecond are truncated, never rounded into the next one, and any number of
+    them is read, as the decoder reads a value's timestamp: paging counts the same values."""
     m = _ISO.match(text)
     if not m:
         raise TimeParseError(f"Cannot parse time string '{text}'.")
@@ -119,7 +120,7 @@ def _iso_ticks(m: re.Match[str], text: str) -> int:
         digits = zone[1:].replace(":", "")
         dt -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
     whole = int(dt.timestamp()) * TICKS_PER_SECOND
-    return whole + (int(frac.ljust(7, "0")) if frac else 0)
+    return whole + (int(frac[:7].ljust(7, "0")) if frac else 0)
 
 
 def format_ticks(ticks: int) -> str:
