@@ -2,8 +2,8 @@
 
 Run: `.venv/bin/python scripts/bench_decode.py [--streams 100] [--values 10000] [--repeat 3]`.
 Prints values/s (wall, and per CPU-second: the machine may be shared) for each body shape,
-read as pidelta reads it (the C reader first, `decode.PARSERS`) and with msgspec alone (a
-pure install). Shapes: the fields the fetch layer selects with numbers as mock-pi writes
+read as pidelta reads it (the C reader first, `body.READERS`) and with msgspec alone (a
+pure install). Shapes: the fields `RecordedSource` selects with numbers as mock-pi writes
 them (three decimals: Clinger's fast path in C), the same with full-precision doubles (17
 digits: CPython's dtoa in C), a full TimedValue with units per value (the C reader declines
 it), and the first shape spread over many short streams.
@@ -25,9 +25,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pyarrow as pa
 
-from workers.timeseries import decode
-from workers.timeseries.decode import TagMeta, decode_streamset, parse_typed
-from workers.timeseries.fetch import SELECTED_FIELDS
+from workers.timeseries import body as body_readers
+from workers.timeseries.body import parse_typed
+from workers.timeseries.decode import TagMeta, decode_streamset
+from workers.timeseries.recorded import SELECTED_FIELDS
 
 KINDS = ("Float32",) * 7 + ("Int32", "String", "Digital")
 SELECTED = tuple(f.rsplit(".", 1)[1] for f in SELECTED_FIELDS.split(";") if "Items.Items." in f)
@@ -104,16 +105,16 @@ def main() -> None:
         (f"selected, {total // 100}x100", total // 100, 100, False, 3),
     )
     readers: tuple[tuple[str, tuple[Callable, ...]], ...] = (
-        ("C reader", decode.PARSERS),
+        ("C reader", body_readers.READERS),
         ("msgspec", (parse_typed,)),
     )
     print(f"{total:,} values per body, best of {args.repeat}")
     for label, streams, values, per_value_units, digits in shapes:
         body, tags = make_body(streams, values, per_value_units=per_value_units, digits=digits)
         for reader, parsers in readers:
-            decode.PARSERS = parsers
+            body_readers.READERS = parsers
             run(f"{label} ({reader})", body, tags, streams * values, args.repeat)
-        decode.PARSERS = readers[0][1]
+        body_readers.READERS = readers[0][1]
 
 
 if __name__ == "__main__":

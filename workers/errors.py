@@ -150,3 +150,39 @@ class StaleGeneration(PideltaError):
 
 class MalformedAnswer(PIError):
     """The PI Web API answered with a value pidelta cannot read (a timestamp that is none)."""
+
+
+class ForeignURL(PideltaError, ValueError):
+    """A URL (e.g. a link the server returned) outside PIDELTA_PI_URL: never requested, so
+    the credentials go to no other host. Not a PIError, which the loop retries: asking again
+    cannot help. A ValueError too, as callers have caught it so."""
+
+
+class ClientNotOpen(PideltaError, RuntimeError):
+    """A PI client used outside `async with`: a programming error, never bad input."""
+
+
+class DecodeError(PideltaError):
+    """The body is not JSON or not shaped like a PI answer (e.g. truncated): retry the call."""
+
+    def __init__(self, message: str, *, source: str, size: int | None = None) -> None:
+        where = f"{source}, {size} bytes" if size is not None else source
+        super().__init__(f"cannot decode {where}: {message}")
+        self.source = source
+        self.size = size
+
+
+class NeedsRawValues(PideltaError):
+    """Internal to the read path: a body read into columns or structs holds a value to
+    quarantine, whose raw text only a later reader keeps; that reader decodes it again."""
+
+
+class UnpageableStream(PideltaError):
+    """Internal to the read path: a stream holds more values at one timestamp than one call
+    may return, so paging cannot get past it; the stream is quarantined, never raised on."""
+
+    def __init__(self, webid: str, at_us: int, items: int) -> None:
+        super().__init__(f"stream {webid} has more than {items} values at one timestamp")
+        self.webid = webid
+        self.at_us = at_us
+        self.items = items

@@ -48,6 +48,7 @@ from tests.e2e.helpers import (
     wait_for,
     worker_env,
 )
+from workers.pi.times import parse_iso_us
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 SERVER = "F1DSbad"
@@ -357,3 +358,110 @@ def test_bad_values_at_page_boundaries_are_quarantined_once(
     key = ["tag_webid", "reason", "raw"]
     assert want.height > 100
     assert got.sort(key).equals(want.sort(key))
+
+
+STUCK_TAGS = {"F1DPstuck": "STUCK.PV", "F1DPfine": "FINE.PV"}
+STUCK_VALUES = 1200  # at one timestamp: more than PIDELTA_PI_MAX_ITEMS_PER_CALL=1000
+
+
+class UnpageablePI:
+    """Discovery and `/streamsets/recorded` honouring the range (inclusive, as `Inside`)
+    and maxCount; F1DPstuck holds STUCK_VALUES values at one timestamp, which no call
+    within the server's item cap can page past."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+        self.series = {
+            "F1DPstuck": [good_at(at, float(i)) for i in range(STUCK_VALUES)],
+            "F1DPfine": [good_at(at + timedelta(seconds=s), float(s)) for s in (-60, 0, 60)],
+        }
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/piwebapi/dataservers", self.servers)
+        app.router.add_get("/piwebapi/dataservers/{id}/points", self.points)
+        app.router.add_get("/piwebapi/streamsets/recorded", self.recorded)
+        app.router.add_get("/piwebapi/assetservers", self.nothing)
+        return app
+
+    async def servers(self, request: web.Request) -> web.Response:
+        return web.json_response({"Items": [{"WebId": SERVER, "Name": "STUCKPI"}]})
+
+    async def points(self, request: web.Request) -> web.Response:
+        start = int(request.query.get("startIndex", "0"))
+        items = [
+            {"WebId": w, "Name": n, "PointType": "Float32", "EngineeringUnits": "bar"}
+            for w, n in STUCK_TAGS.items()
+        ]
+        return web.json_response({"Items": items[start:]})
+
+    async def nothing(self, request: web.Request) -> web.Response:
+        return web.json_response({"Items": []})
+
+    async def recorded(self, request: web.Request) -> web.Response:
+        lo, hi = (parse_iso_us(request.query[k]) for k in ("startTime", "endTime"))
+        limit = int(request.query["maxCount"])
+        items = []
+        for webid in request.query.getall("webId"):
+            inside = [v for v in self.series[webid] if lo <= parse_iso_us(v["Timestamp"]) <= hi]
+            items.append({"WebId": webid, "Items": inside[:limit]})
+        return web.Response(body=orjson.dumps({"Items": items}), content_type="application/json")
+
+
+def good_at(moment: datetime, value: float) -> dict[str, Any]:
+    return good((moment - T0).total_seconds(), value)
+
+
+async def test_a_stream_that_cannot_be_paged_is_quarantined_and_once_exits_0_twice(
+    tmp_path: Path,
+) -> None:
+    """More values at one timestamp than one call may return used to crash the worker on
+    every restart (the batch re-ran). Now the stream is quarantined once, the other stream
+    lands, and `pidelta once` exits 0 each time."""
+    at = aligned_past(30)
+    server = UnpageablePI(at)
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    target = tmp_path / "lake"
+    env = worker_env(
+        f"http://127.0.0.1:{port}/piwebapi",
+        target,
+        start=iso(at - timedelta(minutes=5)),
+        late_lookback=0,
+        pi_max_items_per_call=1000,
+        pi_page_size=100,
+    )
+    try:
+        for _ in range(2):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "service",
+                "once",
+                cwd=ROOT,
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await asyncio.wait_for(proc.communicate(), 120)
+            assert proc.returncode == 0, err.decode()[-3000:]
+    finally:
+        await runner.cleanup()
+
+    rows = pl.from_arrow(read_table(target)).sort(["tag_webid", "timestamp", "sequence"])
+    fine = rows.filter(pl.col("tag_webid") == "F1DPfine")
+    assert fine["value"].to_list() == [-60.0, 0.0, 60.0]
+    # The first page of the stuck stream (maxCount = PIDELTA_PI_PAGE_SIZE) is kept.
+    stuck = rows.filter(pl.col("tag_webid") == "F1DPstuck")
+    assert stuck["sequence"].to_list() == list(range(100))
+    assert stuck["value"].to_list() == [float(i) for i in range(100)]
+    quarantine = read_table(target, "_pidelta_quarantine").to_pylist()
+    assert [(q["tag_webid"], q["tag_name"], q["reason"], q["source"]) for q in quarantine] == [
+        ("F1DPstuck", "STUCK.PV", "unpageable", "streamsets/recorded")
+    ]
+    assert quarantine[0]["raw"].startswith(
+        f"at least 1000 values at {iso(at).replace('.000000Z', 'Z')}, the most one call may "
+        "return: values after it up to "
+    )

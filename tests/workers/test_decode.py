@@ -11,22 +11,17 @@ from typing import Any
 import orjson
 import pytest
 
+from workers.errors import DecodeError
 from workers.lake.tables import PI_TIMESERIES_SCHEMA, QUARANTINE_SCHEMA
-from workers.timeseries.decode import (
+from workers.pi.times import to_us
+from workers.timeseries.body import FullTimedValue, TimedValue, parse_json, parse_typed
+from workers.timeseries.decode import SequenceStart, TagMeta, decode_parsed, decode_streamset
+from workers.timeseries.quarantine import (
     REASON_BAD_DIGITAL_STATE,
     REASON_BAD_TIMESTAMP,
     REASON_MISSING_TIMESTAMP,
     REASON_NOT_AN_OBJECT,
     REASON_WRONG_VALUE_TYPE,
-    DecodeError,
-    FullTimedValue,
-    SequenceStart,
-    TagMeta,
-    TimedValue,
-    decode_streams,
-    decode_streamset,
-    decode_values,
-    parse_typed,
 )
 
 NOW = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
@@ -61,6 +56,11 @@ def decode(*streams: tuple[str, list[Any]]) -> Any:
 
 def rows(batch: Any) -> list[dict[str, Any]]:
     return batch.rows.to_pylist()
+
+
+def non_finite(batch: Any) -> int:
+    """Rows whose number is NaN or infinite (PI writes them as strings)."""
+    return sum(not math.isfinite(r["value"]) for r in rows(batch) if r["value"] is not None)
 
 
 def test_float_int_and_units_fallbacks() -> None:
@@ -171,19 +171,16 @@ def test_shared_timestamps_get_sequences() -> None:
 
 
 def test_unordered_and_split_streams_still_number_per_tag() -> None:
-    out = decode_streams(
-        [("WF", [tv(1.0), tv(2.0, "2026-11-27T09:00:00Z")]), ("WF", [tv(3.0)])],
-        TAGS,
-    )
+    out = decode(("WF", [tv(1.0), tv(2.0, "2026-11-27T09:00:00Z")]), ("WF", [tv(3.0)]))
     assert [(r["value"], r["sequence"]) for r in rows(out)] == [(1.0, 0), (2.0, 0), (3.0, 1)]
 
 
 def test_page_continuing_a_run_offsets_sequences() -> None:
-    start = SequenceStart(datetime(2026, 11, 27, 10, tzinfo=UTC), 2)
-    out = decode_values(
-        "WF",
-        [tv(1.0), tv(2.0), tv(3.0, "2026-11-27T10:00:01Z")],
+    start = SequenceStart(to_us(datetime(2026, 11, 27, 10, tzinfo=UTC)), 2)
+    out = decode_parsed(
+        parse_json(body(("WF", [tv(1.0), tv(2.0), tv(3.0, "2026-11-27T10:00:01Z")])), "test"),
         TAGS,
+        "streamsets/recorded",
         continues={"WF": start},
     )
     assert [r["sequence"] for r in rows(out)] == [2, 3, 0]
@@ -195,7 +192,7 @@ def test_non_finite_strings_are_floats_on_numeric_points() -> None:
     assert math.isnan(values[0])
     assert values[1:3] == [math.inf, -math.inf]
     assert rows(out)[3]["value_string"] == "NaN"
-    assert out.non_finite == 3
+    assert non_finite(out) == 3
     assert out.quarantined == 0
 
 
@@ -333,7 +330,7 @@ def test_broken_bodies_raise_decode_error(raw: bytes) -> None:
 
 
 def test_a_body_that_is_not_utf8_is_a_decode_error_to_retry() -> None:
-    """msgspec raises UnicodeDecodeError there, which the fetch layer did not retry: the
+    """msgspec raises UnicodeDecodeError there, which the read path did not retry: the
     worker failed instead. orjson then names the fault."""
     raw = body(("WS", [tv("ok")])).replace(b"ok", b"o\xffk")
     with pytest.raises(DecodeError) as caught:
@@ -391,7 +388,7 @@ def test_mixed_streams_of_every_kind_keep_exact_values() -> None:
         ("WX", None, None, "Shutdown", 254, True),
         ("WX", 5.0, None, None, None, False),
     ]
-    assert out.non_finite == 1
+    assert non_finite(out) == 1
     assert out.quarantined == 0
 
 
@@ -470,7 +467,7 @@ def test_plain_values_read_into_the_plain_struct_and_the_rest_into_the_full_one(
     plain = body(("WF", [tv(1.5), tv(2.5, "2026-11-27T10:00:01Z")]))
     doc = parse_typed(plain)
     assert doc is not None
-    assert {type(v) for v in doc["Items"][0]["Items"]} == {TimedValue}
+    assert {type(v) for v in doc.streams[0].values} == {TimedValue}
     for extra in (
         {"Errors": [{"FieldName": "Value", "Message": ["stale"]}]},
         {"UnitsAbbreviation": "l/s"},
@@ -479,7 +476,7 @@ def test_plain_values_read_into_the_plain_struct_and_the_rest_into_the_full_one(
         richer = body(("WF", [tv(1.5), tv(2.5, "2026-11-27T10:00:01Z", **extra)]))
         doc = parse_typed(richer)
         assert doc is not None
-        assert {type(v) for v in doc["Items"][0]["Items"]} == {FullTimedValue}
+        assert {type(v) for v in doc.streams[0].values} == {FullTimedValue}
     out = decode_streamset(
         body(("WF", [tv(1.5), tv(2.5, "2026-11-27T10:00:01Z", UnitsAbbreviation="l/s")])),
         TAGS,

@@ -19,17 +19,12 @@ import orjson
 import pyarrow as pa
 import pytest
 
+from workers.errors import DecodeError, NeedsRawValues
+from workers.timeseries import body as body_module
 from workers.timeseries import decode as decode_module
-from workers.timeseries.decode import (
-    DecodeError,
-    NeedsRawValues,
-    TagMeta,
-    ValueSlice,
-    decode_streamset,
-    parse_columns,
-    parse_typed,
-)
-from workers.timeseries.fetch import leading_at, page_of
+from workers.timeseries.body import ValueSlice, parse_columns, parse_typed
+from workers.timeseries.decode import TagMeta, decode_parsed, decode_streamset
+from workers.timeseries.recorded import leading_at, page_of
 
 NOW = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
 TAGS = {
@@ -53,7 +48,7 @@ def body(*streams: tuple[str, list[Any]], **top: Any) -> bytes:
 def by_fallback(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The same body read as before the C reader: msgspec, then orjson."""
     with monkeypatch.context() as m:
-        m.setattr(decode_module, "PARSERS", (parse_typed,))
+        m.setattr(body_module, "READERS", (parse_typed,))
         return decode_streamset(raw, TAGS, ingestion_time=NOW)
 
 
@@ -79,13 +74,18 @@ def assert_same(raw: bytes, monkeypatch: pytest.MonkeyPatch) -> Any:
         expected.rows.drop_columns("value").to_pylist()
     )
     assert out.quarantine.to_pylist() == expected.quarantine.to_pylist()
-    assert out.non_finite == expected.non_finite
     return out
 
 
 def test_the_c_reader_is_built() -> None:
     """A build without a C compiler still works, at twice the CPU: CI must notice that."""
-    assert decode_module._pijson is not None
+    assert body_module._pijson is not None
+
+
+def test_the_c_result_has_the_fields_its_named_tuple_names() -> None:
+    got = body_module.CReading._make(body_module._pijson.decode(body(("WF", [tv(1.5)]))))
+    assert (got.streams, got.n) == ([("WF", "name-WF", None, 1)], 1)
+    assert np.frombuffer(got.number, np.float64).tolist() == [1.5]
 
 
 def random_number(rng: random.Random) -> Any:
@@ -208,7 +208,7 @@ def test_numbers_are_the_doubles_python_reads() -> None:
     ).encode()
     doc = parse_columns(raw)
     assert doc is not None
-    got = doc["Items"][0]["Items"].columns.number
+    got = doc.streams[0].values.columns.number
     expected = [float(int(t)) if t.lstrip("-").isdigit() else float(t) for t in texts]
     assert got.view(np.int64).tolist() == np.array(expected).view(np.int64).tolist()
 
@@ -221,7 +221,7 @@ def test_timestamps_are_truncated_to_microseconds_as_arrow_reads_them() -> None:
     doc = parse_columns(raw)
     assert doc is not None
     expected, _ = decode_module._timestamps(stamps)
-    assert doc["Items"][0]["Items"].timestamps().tolist() == expected.cast(pa.int64()).to_pylist()
+    assert doc.streams[0].values.timestamps().tolist() == expected.cast(pa.int64()).to_pylist()
 
 
 DECLINED = [
@@ -300,7 +300,7 @@ def test_a_value_of_the_wrong_type_for_its_tag_is_handed_to_the_next_reader(
     doc = parse_columns(raw)
     assert doc is not None
     with pytest.raises(NeedsRawValues, match=r"^wrong_value_type$"):
-        decode_streamset(doc, TAGS, ingestion_time=NOW)
+        decode_parsed(doc, TAGS, "streamsets/recorded", ingestion_time=NOW)
     out = assert_same(raw, monkeypatch)
     assert out.values + out.quarantined == 1 + (b"NaN" in raw)
 
@@ -341,7 +341,7 @@ def test_paging_reads_timestamps_and_slices_from_the_columns() -> None:
     stamps = [T0, T0, "2026-11-27T10:00:01Z", "2026-11-27T10:00:02Z", "2026-11-27T10:00:02Z"]
     doc = parse_columns(body(("WA", [tv(i, s) for i, s in enumerate(stamps)])))
     assert doc is not None
-    items = doc["Items"][0]["Items"]
+    items = doc.streams[0].values
     assert isinstance(items, ValueSlice)
     t0, t2 = (int(x) for x in items.timestamps()[[0, 3]])
     page = page_of(items)

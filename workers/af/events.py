@@ -53,9 +53,8 @@ from workers.lake.tables import (
     TableStore,
 )
 from workers.pi.client import PIClient, batch_content
-from workers.pi.times import from_us, parse_time, to_us
+from workers.pi.times import from_us, parse_iso_us, parse_time, to_us
 from workers.settings import Settings
-from workers.timeseries.fetch import parse_time_us
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ FRAME_FIELDS = (
 )
 VALUE_FIELDS = "Items.Name;Items.Value.Value;Items.Value.Good;Items.Value.Errors"
 # PI shows an in-progress frame's end as 9999-12-31T23:59:59Z (AF's MaxValue).
-OPEN_FROM_US = parse_time_us("9999-01-01T00:00:00Z")
+OPEN_FROM_US = parse_iso_us("9999-01-01T00:00:00Z")
 RECHECK_PER_BATCH = 500
 
 
@@ -115,7 +114,7 @@ def _time_us(value: Any) -> int:
     if not isinstance(value, str):
         raise MalformedAnswer(f"not a timestamp: {value!r}")
     try:
-        return parse_time_us(value)
+        return parse_iso_us(value)
     except ValueError as exc:
         raise MalformedAnswer(str(exc)) from None
 
@@ -318,7 +317,7 @@ def _read_state(tables: AfTables) -> tuple[int | None, list[str], set[str] | Non
     """(watermark µs, WebIDs of frames stored as open, known element WebIDs or None)."""
     tables.create_all()
     last = tables.last_metadata(PI_EVENT_FRAMES, META_WATERMARK)
-    watermark = parse_time_us(last[META_WATERMARK]) if last is not None else None
+    watermark = parse_iso_us(last[META_WATERMARK]) if last is not None else None
     frames = tables.open(PI_EVENT_FRAMES).to_pyarrow_dataset()
     open_ids = frames.to_table(
         columns=["event_frame_webid"], filter=pc.field("end_time").is_null()

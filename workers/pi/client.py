@@ -35,6 +35,8 @@ from yarl import URL
 from workers.errors import (
     RETRYABLE_STATUSES,
     AuthError,
+    ClientNotOpen,
+    ForeignURL,
     PIConnectionError,
     PIWebAPIError,
     RetriesAbandoned,
@@ -303,7 +305,7 @@ class PIClient:
     def _url(self, path: str, params: Sequence[tuple[str, str]]) -> str:
         if path.startswith(("http://", "https://")):
             if not (path == self._base or path.startswith((self._base + "/", self._base + "?"))):
-                raise ValueError(f"{redact_url(path)} is not under PIDELTA_PI_URL")
+                raise ForeignURL(f"{redact_url(path)} is not under PIDELTA_PI_URL")
             url = path
         else:
             url = f"{self._base}/{quote(path.lstrip('/'), safe=_PATH_SAFE)}"
@@ -488,7 +490,7 @@ class PIClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
-            raise RuntimeError("PIClient used outside `async with`")
+            raise ClientNotOpen("PIClient used outside `async with`")
         return self._session
 
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+from workers.errors import PideltaError
+
 DAY = 86_400.0
 TICKS_PER_SECOND = 10_000_000
+TICKS_PER_US = 10
 
 _UNITS = {
     "s": 1.0,
@@ -38,13 +41,14 @@ _UNITS = {
 _OFFSET = re.compile(r"\s*([+-])\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)")
 _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?)?"
+    r"(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?)?"
     r"\s*(Z|[+-]\d{2}:?\d{2})?$"
 )
 
 
-class TimeParseError(ValueError):
-    """A time string the PI Web API would refuse with HTTP 400."""
+class TimeParseError(PideltaError, ValueError):
+    """A time string the PI Web API would refuse with HTTP 400 (a ValueError too, which
+    pydantic validators rely on)."""
 
 
 def parse_pi_time(text: str, now: float) -> float:
@@ -58,7 +62,7 @@ def parse_pi_ticks(text: str, now: float) -> int:
     if not s:
         raise TimeParseError(f"Cannot parse time string '{text}'.")
     m = _ISO.match(s)
-    if m:
+    if m and len(m.group(7) or "") <= 7:  # PI refuses finer than its 100 ns
         return _iso_ticks(m, text)
     low = s.lower()
     base: float
@@ -89,6 +93,16 @@ def parse_pi_ticks(text: str, now: float) -> int:
     return round((base + seconds) * TICKS_PER_SECOND)
 
 
+def parse_iso_us(text: str) -> int:
+    """Epoch microseconds of an ISO 8601 timestamp of a value (no relative time). Digits
+    past the microsecond are truncated, never rounded into the next one, and any number of
+    them is read, as the decoder reads a value's timestamp: paging counts the same values."""
+    m = _ISO.match(text)
+    if not m:
+        raise TimeParseError(f"Cannot parse time string '{text}'.")
+    return _iso_ticks(m, text) // TICKS_PER_US
+
+
 def _midnight(now: float) -> float:
     return (now // DAY) * DAY
 
@@ -106,7 +120,7 @@ def _iso_ticks(m: re.Match[str], text: str) -> int:
         digits = zone[1:].replace(":", "")
         dt -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
     whole = int(dt.timestamp()) * TICKS_PER_SECOND
-    return whole + (int(frac.ljust(7, "0")) if frac else 0)
+    return whole + (int(frac[:7].ljust(7, "0")) if frac else 0)
 
 
 def format_ticks(ticks: int) -> str:
@@ -146,4 +160,4 @@ def parse_time(text: str, now: datetime) -> datetime:
     Raises ValueError (TimeParseError) for text PI would refuse.
     """
     ticks = parse_pi_ticks(text, now.timestamp())
-    return from_us(ticks // (TICKS_PER_SECOND // 1_000_000))
+    return from_us(ticks // TICKS_PER_US)

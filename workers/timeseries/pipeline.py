@@ -57,7 +57,6 @@ from workers.settings import Settings
 from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
 from workers.timeseries.commit_queue import CommitBuffer
 from workers.timeseries.discovery import TagInfo, discover_tags
-from workers.timeseries.fetch import Fetcher, FetchStats
 from workers.timeseries.generations import Generation, ShardGenerations
 from workers.timeseries.plan import (
     BACKFILL,
@@ -69,7 +68,9 @@ from workers.timeseries.plan import (
     backfill_batch,
     next_batch,
 )
+from workers.timeseries.recorded import RecordedSource
 from workers.timeseries.sink import Committed, DeltaSink, StaleGeneration, with_batch
+from workers.timeseries.source import ReadStats
 
 log = logging.getLogger("pidelta.pipeline")
 
@@ -103,7 +104,7 @@ class Pipeline:
         self.sink = DeltaSink.from_settings(settings, self.store, self.observer)
         self.tags: dict[str, TagInfo] = {}
         self.origins: dict[str, datetime] = {}
-        self.fetcher = Fetcher(
+        self.source = RecordedSource(
             self.client,
             max_url_bytes=settings.pi_max_url_bytes,
             max_items=settings.pi_max_items_per_call,
@@ -127,7 +128,7 @@ class Pipeline:
         self._oldest_buffered: float | None = None
         self._last_lookback = float("-inf")
         self.batches_done = 0
-        self.fetch_stats = FetchStats()
+        self.fetch_stats = ReadStats()
         self.rows_written = 0
 
     async def __aenter__(self) -> Pipeline:
@@ -390,7 +391,7 @@ class Pipeline:
         expected = 0.0
         limit = self.settings.commit_max_rows
         for webid, own in by_tag.items():
-            rate = self.fetcher.rates.get(webid, 1.0)
+            rate = self.source.rates.get(webid, 1.0)
             need = sum(rate * (r.end - r.start).total_seconds() for r in own)
             if group and expected + need > limit:
                 yield group, expected
@@ -434,7 +435,7 @@ class Pipeline:
                 self.checkpoints.record_plan, batch.app_id, batch.batch_id, list(batch.ranges)
             )
         spans, boundary, whole = self._spans(batch)
-        result = await self.fetcher.fetch(spans)
+        result = await self.source.read(spans)
         rows = pa.concat_tables(result.rows) if result.rows else PI_TIMESERIES_SCHEMA.empty_table()
         fresh, guarded = self._divide(rows, boundary)
         self.buffer.add(fresh)

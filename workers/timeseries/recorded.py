@@ -1,4 +1,5 @@
-"""`/streamsets/recorded` calls within the server's URL and item limits, paging per stream.
+"""`RecordedSource`: `/streamsets/recorded` calls within the server's URL and item limits,
+paging per stream.
 
 Why this shape: one HTTP call carries as many WebIDs as the URL allows, and `maxCount`
 is chosen so that streams × maxCount stays under `MaxReturnedItemsPerCall` (150,000 by
@@ -6,7 +7,10 @@ default; above it the server answers 400). Streams are grouped by expected value
 (learned from the previous range of the same tag) so that a call full of slow tags is not
 starved by one fast tag's maxCount. PI does not signal truncation at maxCount: a stream
 whose page is full continues from its last timestamp with boundary `Inside`, and the
-values already delivered at that timestamp are dropped (counted in `FetchStats`).
+values already delivered at that timestamp are dropped (counted in `ReadStats`). A stream
+with more values at one timestamp than one call may return cannot be paged past them: it
+is quarantined (reason `unpageable`) and its range counts as read, so one such stream never
+stops the others nor makes the worker fail on every restart.
 
 Times are integer epoch microseconds (the resolution of `pi_timeseries.timestamp`).
 """
@@ -16,24 +20,27 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote
 
 import pyarrow as pa
 
-from workers.pi.times import format_us, to_us
-from workers.timeseries.decode import (
-    DecodeError,
-    SequenceStart,
-    TagLike,
-    TimedValue,
-    ValueSlice,
-    decode_streamset,
+from workers.errors import DecodeError, NeedsRawValues, UnpageableStream
+from workers.pi.times import format_us, utcnow
+from workers.timeseries.body import (
+    ParsedBody,
+    ParsedStream,
+    Values,
     gc_paused,
-    read_body,
+    parse_json,
+    readings,
+    stamp_reader,
 )
+from workers.timeseries.decode import SequenceStart, TagLike, decode_parsed
+from workers.timeseries.quarantine import REASON_UNPAGEABLE, QuarantineRows
+from workers.timeseries.source import SourceResult
 
 RECORDED_PATH = "/streamsets/recorded"
 ENDPOINT = "streamsets/recorded"
@@ -55,10 +62,6 @@ SELECTED_FIELDS = ";".join(
 )
 # Expected values of a tag never seen before, per second of range: PI's fastest usual scan.
 DEFAULT_RATE = 1.0
-
-
-class FetchError(Exception):
-    """A stream that cannot be paged (more values at one timestamp than one call may hold)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,15 +173,13 @@ def continuation(span: Span, page: StreamPage, max_count: int, max_items: int) -
     A page shorter than maxCount is complete. A full page continues from its last
     timestamp; the continuation drops the `at_last` values it will get again there. A full
     page entirely at the span's start has made no progress: it is asked again with twice
-    the maxCount (FetchError past the server's item cap).
+    the maxCount (UnpageableStream past the server's item cap).
     """
     if page.items < max_count:
         return None
     if page.last == span.start and page.at_last == page.items:
         if max_count >= max_items:
-            raise FetchError(
-                f"stream {span.webid} has more than {max_items} values at {format_us(page.last)}"
-            )
+            raise UnpageableStream(span.webid, page.last, page.items)
         return Span(
             span.webid,
             span.start,
@@ -192,7 +193,7 @@ def continuation(span: Span, page: StreamPage, max_count: int, max_items: int) -
 
 
 class ClientLike(Protocol):
-    """What the fetcher needs of `workers.pi.client.PIClient`."""
+    """What `RecordedSource` needs of `workers.pi.client.PIClient`."""
 
     def url_length(self, path: str, params: Sequence[tuple[str, str]]) -> int: ...
 
@@ -201,53 +202,13 @@ class ClientLike(Protocol):
     ) -> bytes: ...
 
 
-def parse_time_us(text: str) -> int:
-    """Epoch microseconds of a PI timestamp (ISO 8601, up to 7 fractional digits, truncated)."""
-    head, dot, frac = text.rstrip("Z").partition(".")
-    zone = ""
-    for sign in ("+", "-"):
-        if sign in frac:
-            frac, _, rest = frac.partition(sign)
-            zone = sign + rest
-    if not dot and len(head) > 19:
-        head, zone = head[:19], head[19:]
-    moment = datetime.fromisoformat(head + zone) if zone else datetime.fromisoformat(head)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return to_us(moment) + (int(frac[:6].ljust(6, "0")) if frac else 0)
-
-
-def _timestamp_us(item: Any) -> int | None:
-    """The microsecond timestamp of one raw TimedValue, None when it has none that parses."""
-    if isinstance(item, TimedValue):
-        stamp = item.Timestamp
-    elif type(item) is dict:
-        stamp = item.get("Timestamp")
-    else:
-        return None
-    if type(stamp) is not str:
-        return None
-    try:
-        return parse_time_us(stamp)
-    except ValueError:
-        return None
-
-
-def _stamps(items: list[Any] | ValueSlice) -> Callable[[int], int | None]:
-    """Reads the microsecond timestamp of the value at a position (None: none that parses)."""
-    if isinstance(items, ValueSlice):
-        stamps = items.timestamps()
-        return lambda pos: int(stamps[pos])
-    return lambda pos: _timestamp_us(items[pos])
-
-
-def page_of(items: list[Any] | ValueSlice) -> StreamPage | None:
+def page_of(items: Values) -> StreamPage | None:
     """Count, last timestamp and values at it for one stream's page (None: no timestamps).
 
     Values without a timestamp that parses are not counted: the decoder gives them no
     sequence number, and `leading_at` steps over them.
     """
-    stamp = _stamps(items)
+    stamp = stamp_reader(items)
     for pos in range(len(items) - 1, -1, -1):
         last = stamp(pos)
         if last is not None:
@@ -261,11 +222,11 @@ def page_of(items: list[Any] | ValueSlice) -> StreamPage | None:
     return None
 
 
-def leading_at(items: list[Any] | ValueSlice, start: int, limit: int | None = None) -> int:
+def leading_at(items: Values, start: int, limit: int | None = None) -> int:
     """How many items at the front of a page to drop: the values at `start` (at most
     `limit` of them) and those without a timestamp that parses among them, which PI's
     order puts at `start` too. One after the last value dropped may be later: it stays."""
-    stamp = _stamps(items)
+    stamp = stamp_reader(items)
     seen = drop = 0
     for pos in range(len(items)):
         if limit is not None and seen >= limit:
@@ -280,43 +241,9 @@ def leading_at(items: list[Any] | ValueSlice, start: int, limit: int | None = No
     return drop
 
 
-@dataclass
-class FetchStats:
-    """Counters of one fetch, for metrics and tests."""
-
-    calls: int = 0
-    bytes: int = 0
-    values: int = 0
-    continued: int = 0  # streams that needed another page
-    redelivered: int = 0  # values dropped because another page has them
-    decode_retries: int = 0
-    stream_errors: int = 0  # streams answered with a 4xx WebException (e.g. a deleted point)
-
-    def add(self, other: FetchStats) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class FetchResult:
-    """Decoded rows of every span (pi_timeseries schema), quarantine rows and counters."""
-
-    rows: list[pa.Table] = field(default_factory=list)
-    quarantine: list[pa.Table] = field(default_factory=list)
-    stats: FetchStats = field(default_factory=FetchStats)
-    non_finite: int = 0
-
-    @property
-    def row_count(self) -> int:
-        return sum(t.num_rows for t in self.rows)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.rows)
-
-
-class Fetcher:
-    """Reads spans of many streams with concurrent `/streamsets/recorded` calls.
+class RecordedSource:
+    """A `Source` over `/streamsets/recorded`: spans of many streams read with concurrent
+    calls, each stream paged until its range is read.
 
     `rates` remembers values per second seen for each tag, so the next range of a tag is
     packed with tags of a similar rate and usually needs one page.
@@ -368,11 +295,16 @@ class Fetcher:
             page_size=self.page_size,
         )
 
-    async def fetch(self, ranges: Iterable[tuple[str, int, int]]) -> FetchResult:
-        """Every value with start < t <= end of each (webid, start, end), in PI order."""
-        result = FetchResult()
-        spans = self.spans(ranges)
-        firsts = {s.webid: s for s in spans}
+    async def read(self, spans: Sequence[tuple[str, int, int]]) -> SourceResult:
+        """Every value with start < t <= end of each (webid, start, end), in PI order.
+
+        A stream with more values at one timestamp than one call may return keeps what its
+        earlier pages read (the first values at that timestamp among them), then gets one
+        quarantine row (reason `unpageable`, the timestamp and item count in `raw`); its
+        range counts as read, and the other streams go on.
+        """
+        result = SourceResult()
+        firsts = {s.webid: s for s in self.spans(spans)}
         counts: dict[str, int] = {}
         pending: set[asyncio.Task[list[Span]]] = set()
 
@@ -380,7 +312,7 @@ class Fetcher:
             for call in calls:
                 pending.add(asyncio.ensure_future(self._one(call, result, counts)))
 
-        launch(self.plan(spans))
+        launch(self.plan(firsts.values()))
         try:
             while pending:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -402,7 +334,7 @@ class Fetcher:
                 self.rates[webid] = counts.get(webid, 0) / seconds
         return result
 
-    async def _one(self, call: Call, result: FetchResult, counts: dict[str, int]) -> list[Span]:
+    async def _one(self, call: Call, result: SourceResult, counts: dict[str, int]) -> list[Span]:
         """One call, retried while its body does not decode; returns continuations."""
         params = call.params()
         attempt = 1
@@ -418,22 +350,21 @@ class Fetcher:
                     if attempt >= self.max_attempts:
                         raise
                     attempt += 1
-                    result.stats.decode_retries += 1
                     if self.on_retry is not None:
                         self.on_retry("decode")
 
     def _absorb(
-        self, call: Call, body: bytes, result: FetchResult, counts: dict[str, int]
+        self, call: Call, body: bytes, result: SourceResult, counts: dict[str, int]
     ) -> list[Span]:
-        """The body read into columns (`parse_columns`) or typed values (`parse_typed`), or
-        into dicts when it is not well formed or holds a value to quarantine (exact raw
-        text and reasons)."""
-        return read_body(
-            body, ENDPOINT, lambda doc: self._absorb_doc(call, doc, len(body), result, counts)
-        )
+        """The body in the first reading whose values the decoder can judge: columns, then
+        structs, then dicts (which keep the raw text of a value to quarantine)."""
+        for parsed in readings(body):
+            with suppress(NeedsRawValues):
+                return self._absorb_parsed(call, parsed, result, counts)
+        return self._absorb_parsed(call, parse_json(body, ENDPOINT), result, counts)
 
-    def _absorb_doc(
-        self, call: Call, doc: Any, size: int, result: FetchResult, counts: dict[str, int]
+    def _absorb_parsed(
+        self, call: Call, parsed: ParsedBody, result: SourceResult, counts: dict[str, int]
     ) -> list[Span]:
         """Page bookkeeping on the parsed body, then the decoder on what is new.
 
@@ -442,62 +373,61 @@ class Fetcher:
         it as empty would move its checkpoint past values never read. `result` is only
         touched once the decoder has succeeded (NeedsRawValues reads the body again).
         """
-        if not isinstance(doc, dict) or not isinstance(doc.get("Items"), list):
-            raise DecodeError("no Items list", source=ENDPOINT, size=size)
         by_webid = {s.webid: s for s in call.spans}
-        kept: list[tuple[Span, dict[str, Any], list[Any]]] = []
-        for stream in doc["Items"]:
-            if isinstance(stream, dict) and stream.get("WebId") in by_webid:
-                span = by_webid.pop(stream["WebId"])
-                items = stream.get("Items")
-                if not isinstance(items, list | ValueSlice):
-                    if stream.get("WebException") is None:
-                        raise DecodeError(f"no Items for {span.webid}", source=ENDPOINT)
-                    items = stream["Items"] = []
-                kept.append((span, stream, items))
+        kept: list[tuple[Span, ParsedStream, Values]] = []
+        for stream in parsed.streams:
+            span = by_webid.pop(stream.webid, None)
+            if span is None:
+                continue
+            if stream.values is None and stream.error is None:
+                raise DecodeError(f"no Items for {span.webid}", source=ENDPOINT)
+            kept.append((span, stream, [] if stream.values is None else stream.values))
         if by_webid:
             missing = ", ".join(sorted(by_webid)[:3])
             raise DecodeError(f"{len(by_webid)} streams missing ({missing})", source=ENDPOINT)
-        continues: dict[str, tuple[int, int]] = {}
+        continues: dict[str, SequenceStart] = {}
         following: list[Span] = []
-        redelivered = stream_errors = 0
+        unpageable: list[tuple[UnpageableStream, str | None, int]] = []
+        redelivered = 0
         got: dict[str, int] = {}
         for span, stream, items in kept:
-            error = stream.get("WebException")
+            error = stream.error
             if error is not None:
                 status = error.get("StatusCode") if isinstance(error, dict) else None
                 if not isinstance(status, int) or status >= 500:
                     # Trouble on the server's side: reading this stream again may succeed;
                     # taking it as empty would move its checkpoint past unread values.
                     raise DecodeError(f"{span.webid}: {error}", source=ENDPOINT)
-                stream_errors += 1  # e.g. 404: the point was deleted
+                # else e.g. 404: the point was deleted; its range is read, empty.
             if len(items) >= call.max_count:
                 # A full page with no timestamp to continue from has made no progress.
                 n = len(items)
                 page = page_of(items) or StreamPage(n, span.start, n, n)
-                nxt = continuation(span, page, call.max_count, self.max_items)
+                try:
+                    nxt = continuation(span, page, call.max_count, self.max_items)
+                except UnpageableStream as stuck:
+                    unpageable.append((stuck, stream.name, span.end))
+                    items, nxt = [], None
                 if nxt is not None:
                     following.append(nxt)
                     if (nxt.start, nxt.skip) == (span.start, span.skip):
                         # Stuck at one timestamp: the larger page asked for brings it all.
                         redelivered += len(items)
-                        stream["Items"] = items = []
+                        items = []
                     elif page.kept < n:
                         redelivered += n - page.kept
-                        stream["Items"] = items = items[: page.kept]
+                        items = items[: page.kept]
             drop = leading_at(items, span.start, span.skip)
             if span.skip:
-                continues[span.webid] = (span.start, span.skip)
+                continues[span.webid] = SequenceStart(span.start, span.skip)
             if drop:
                 redelivered += drop if span.skip is not None else 0
-                stream["Items"] = items = items[drop:]
+                items = items[drop:]
+            stream.values = items
             got[span.webid] = len(items)
-        doc["Items"] = [stream for _, stream, _ in kept]
-        decoded = decode_streamset(
-            doc, self.tags, source=ENDPOINT, continues=_sequence_starts(continues)
-        )
+        parsed.streams = [stream for _, stream, _ in kept]
+        decoded = decode_parsed(parsed, self.tags, ENDPOINT, continues=continues or None)
         result.stats.redelivered += redelivered
-        result.stats.stream_errors += stream_errors
         for webid, n in got.items():
             counts[webid] = counts.get(webid, 0) + n
         result.stats.values += decoded.rows.num_rows
@@ -505,14 +435,20 @@ class Fetcher:
             result.rows.append(decoded.rows)
         if decoded.quarantine.num_rows:
             result.quarantine.append(decoded.quarantine)
-        result.non_finite += decoded.non_finite
+        if unpageable:
+            result.quarantine.append(self._unpageable_rows(unpageable))
         return following
 
-
-def _sequence_starts(continues: dict[str, tuple[int, int]]) -> dict[str, SequenceStart] | None:
-    if not continues:
-        return None
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    return {
-        w: SequenceStart(epoch + timedelta(microseconds=at), k) for w, (at, k) in continues.items()
-    }
+    def _unpageable_rows(self, streams: list[tuple[UnpageableStream, str | None, int]]) -> pa.Table:
+        """One quarantine row per stream that cannot be paged; `raw` says where it stuck."""
+        rows = QuarantineRows(ENDPOINT, utcnow())
+        for stuck, name, end in streams:
+            tag = self.tags.get(stuck.webid)
+            rows.add_text(
+                stuck.webid,
+                tag.name if tag is not None else name,
+                f"at least {stuck.items} values at {format_us(stuck.at_us)}, the most one "
+                f"call may return: values after it up to {format_us(end)} were not read",
+                REASON_UNPAGEABLE,
+            )
+        return rows.table()

@@ -1,25 +1,25 @@
-"""Pure parts of the fetch layer: URL splitting, maxCount, paging continuations."""
+"""`RecordedSource`: URL splitting, maxCount, paging continuations, unreadable streams."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pytest
 
-from workers.pi.times import format_us
-from workers.timeseries.fetch import (
+from workers.errors import PideltaError, UnpageableStream
+from workers.pi.times import TimeParseError, format_us, parse_iso_us
+from workers.timeseries.decode import TagMeta
+from workers.timeseries.recorded import (
     Call,
-    Fetcher,
-    FetchError,
-    FetchResult,
+    RecordedSource,
     Span,
     StreamPage,
     continuation,
     leading_at,
     page_of,
-    parse_time_us,
     plan_calls,
     webid_cost,
 )
+from workers.timeseries.source import SourceResult
 
 T0 = 1_700_000_000_000_000
 
@@ -31,9 +31,14 @@ def _webids(n: int) -> list[str]:
 def test_time_round_trip_and_seven_digits() -> None:
     assert format_us(T0) == "2023-11-14T22:13:20Z"
     assert format_us(T0 + 5) == "2023-11-14T22:13:20.000005Z"
-    assert parse_time_us("2023-11-14T22:13:20.0000059Z") == T0 + 5
-    assert parse_time_us("2023-11-14T22:13:20Z") == T0
-    assert parse_time_us("2023-11-15T00:13:20+02:00") == T0
+    assert parse_iso_us("2023-11-14T22:13:20.0000059Z") == T0 + 5
+    assert parse_iso_us("2023-11-14T22:13:20.000005999Z") == T0 + 5  # as the decoder reads it
+    assert parse_iso_us("2023-11-14T22:13:20Z") == T0
+    assert parse_iso_us("2023-11-15T00:13:20+02:00") == T0
+    with pytest.raises(TimeParseError) as caught:
+        parse_iso_us("yesterday")  # a PI time string, but no data timestamp
+    assert isinstance(caught.value, PideltaError)
+    assert isinstance(caught.value, ValueError)  # pydantic validators rely on it
 
 
 def test_calls_stay_under_url_and_item_limits() -> None:
@@ -115,7 +120,7 @@ def test_page_stuck_at_one_timestamp_asks_for_more_then_gives_up() -> None:
     nxt = continuation(span, StreamPage(10, T0, 10, 10), 10, 1000)
     assert nxt is not None
     assert (nxt.start, nxt.skip, nxt.min_count) == (T0, 10, 20)
-    with pytest.raises(FetchError):
+    with pytest.raises(UnpageableStream):
         continuation(span, StreamPage(1000, T0, 1000, 1000), 1000, 1000)
 
 
@@ -140,8 +145,8 @@ def _body(*streams: tuple[str, list[dict[str, object]]]) -> bytes:
     return orjson.dumps({"Items": [{"WebId": w, "Items": items} for w, items in streams]})
 
 
-def _fetcher(client: _Client, retries: list[str]) -> Fetcher:
-    return Fetcher(
+def _source(client: _Client, retries: list[str]) -> RecordedSource:
+    return RecordedSource(
         client,
         max_url_bytes=16_000,
         max_items=150_000,
@@ -156,17 +161,17 @@ async def test_missing_stream_is_retried_and_extra_streams_dropped() -> None:
     good = _body(("A", [_item(T0 + 1)]), ("B", [_item(T0 + 2)]), ("X", [_item(T0 + 3)]))
     client = _Client(_body(("A", [_item(T0 + 1)])), b'{"Items": [', good)
     retries: list[str] = []
-    result = await _fetcher(client, retries).fetch([("A", T0, T0 + 10), ("B", T0, T0 + 10)])
+    result = await _source(client, retries).read([("A", T0, T0 + 10), ("B", T0, T0 + 10)])
     assert retries == ["decode", "decode"]
     assert sorted(pa.concat_tables(result.rows).column("tag_webid").to_pylist()) == ["A", "B"]
 
 
-async def _paged(page_size: int, *bodies: bytes) -> tuple[FetchResult, list[tuple[int, int]]]:
+async def _paged(page_size: int, *bodies: bytes) -> tuple[SourceResult, list[tuple[int, int]]]:
     """Stream A over (T0, T0+10] read from `bodies` in turn: the result, and each row's
     (microseconds after T0, sequence)."""
-    fetcher = _fetcher(_Client(*bodies), [])
-    fetcher.page_size = page_size
-    result = await fetcher.fetch([("A", T0, T0 + 10)])
+    source = _source(_Client(*bodies), [])
+    source.page_size = page_size
+    result = await source.read([("A", T0, T0 + 10)])
     rows = pa.concat_tables(result.rows)
     stamps = [round(t.timestamp() * 1e6) - T0 for t in rows.column("timestamp").to_pylist()]
     return result, list(zip(stamps, rows.column("sequence").to_pylist(), strict=True))
@@ -199,3 +204,46 @@ async def test_a_broken_value_ending_a_full_page_is_read_once() -> None:
         ['{"Timestamp":"night","Value":2.0}', '{"Timestamp":"noon","Value":1.0}']
     )
     assert result.stats.redelivered == 1 + 3 + 1
+
+
+async def test_a_stream_stuck_at_one_timestamp_is_quarantined_and_the_others_read() -> None:
+    """Stream A has more values at T0+1 than one call may return (max_items 4): pages of 2,
+    then 2 again (stuck: ask for 4), then 4 (stuck at the cap). A gets one quarantine row,
+    its two values of the first page stay, B is read, and nothing raises."""
+    at1 = [_item(T0 + 1)] * 4
+    client = _Client(
+        _body(("A", at1[:2]), ("B", [_item(T0 + 2)])), _body(("A", at1[:2])), _body(("A", at1))
+    )
+    source = RecordedSource(
+        client,
+        max_url_bytes=16_000,
+        max_items=4,
+        page_size=2,
+        max_attempts=1,
+        tags={"A": TagMeta("A", "stuck.tag")},
+    )
+    result = await source.read([("A", T0, T0 + 10), ("B", T0, T0 + 10)])
+    assert client.asked == [["A", "B"], ["A"], ["A"]]
+    rows = pa.concat_tables(result.rows)
+    stamps = [round(t.timestamp() * 1e6) - T0 for t in rows.column("timestamp").to_pylist()]
+    assert sorted(zip(rows.column("tag_webid").to_pylist(), stamps, strict=True)) == [
+        ("A", 1),
+        ("A", 1),
+        ("B", 2),
+    ]
+    quarantine = pa.concat_tables(result.quarantine).to_pylist()
+    assert [
+        (q["tag_webid"], q["tag_name"], q["reason"], q["raw"], q["source"], q["timestamp"])
+        for q in quarantine
+    ] == [
+        (
+            "A",
+            "stuck.tag",
+            "unpageable",
+            "at least 4 values at 2023-11-14T22:13:20.000001Z, the most one call may "
+            "return: values after it up to 2023-11-14T22:13:20.000010Z were not read",
+            "streamsets/recorded",
+            None,
+        )
+    ]
+    assert (result.stats.calls, result.stats.values, result.stats.continued) == (3, 3, 2)
