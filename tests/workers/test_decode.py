@@ -136,6 +136,22 @@ def test_quality_flags_and_seven_digit_timestamps_truncate() -> None:
     assert (b["quality_substituted"], b["quality_annotated"]) == (True, True)
 
 
+def test_times_past_the_nanosecond_range_are_stored_unshifted() -> None:
+    """Far-future placeholders and bad interface clocks: years 1 to 9999 at microseconds
+    (a nanosecond parse once stored 9999-12-31 as 1816-03-30)."""
+    stamps = {
+        "9999-12-31T23:59:59.9999999Z": datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        "0001-01-01T00:00:00Z": datetime(1, 1, 1, tzinfo=UTC),
+        "2300-01-01T00:00:00.5Z": datetime(2300, 1, 1, 0, 0, 0, 500000, tzinfo=UTC),
+        "1677-09-21T00:12:43Z": datetime(1677, 9, 21, 0, 12, 43, tzinfo=UTC),
+    }
+    out = decode(("WF", [tv(float(n), ts) for n, ts in enumerate(stamps)]))
+    assert [(r["timestamp"], r["date"], r["value"]) for r in rows(out)] == [
+        (moment, moment.date(), float(n)) for n, moment in enumerate(stamps.values())
+    ]
+    assert out.quarantine.num_rows == 0
+
+
 def test_errors_are_kept_as_text() -> None:
     err = [{"FieldName": "Value", "Message": ["Point not found.", "Try again."]}]
     out = decode(("WF", [tv(ts=T0, Errors=err), tv(4.0, "2026-11-27T10:00:01Z")]))

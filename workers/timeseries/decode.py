@@ -373,12 +373,13 @@ def _timestamps(raw: list[Any]) -> tuple[pa.Array, list[bool]]:
     try:
         parsed = texts.cast(pa.timestamp("ns", tz="UTC")).cast(UTC_US, safe=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # Nanoseconds end in 1677 and 2262; PI serves years 1 to 9999 (placeholders, bad
+        # interface clocks). Parsed at microseconds, every such time fits, unshifted.
         parsed = (
             pl.Series(texts)
             .str.to_datetime(
-                "%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="ns", time_zone="UTC", strict=False
+                "%Y-%m-%dT%H:%M:%S%.f%#z", time_unit="us", time_zone="UTC", strict=False
             )
-            .dt.cast_time_unit("us")
             .to_arrow()
             .cast(UTC_US)
         )
