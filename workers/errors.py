@@ -172,6 +172,11 @@ class DecodeError(PideltaError):
         self.size = size
 
 
+class InconsistentAnswer(DecodeError):
+    """An answer that contradicts its request (values outside the asked range, more items
+    than maxCount): the call is sent again once, then what is inside is kept."""
+
+
 class NeedsRawValues(PideltaError):
     """Internal to the read path: a body read into columns or structs holds a value to
     quarantine, whose raw text only a later reader keeps; that reader decodes it again."""

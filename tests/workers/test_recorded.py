@@ -247,3 +247,44 @@ async def test_a_stream_stuck_at_one_timestamp_is_quarantined_and_the_others_rea
         )
     ]
     assert (result.stats.calls, result.stats.values, result.stats.continued) == (3, 3, 2)
+
+
+def _stamps(result: SourceResult) -> list[tuple[str, int]]:
+    rows = pa.concat_tables(result.rows)
+    stamps = [round(t.timestamp() * 1e6) - T0 for t in rows.column("timestamp").to_pylist()]
+    return sorted(zip(rows.column("tag_webid").to_pylist(), stamps, strict=True))
+
+
+async def test_values_outside_the_range_are_read_again_then_dropped_and_counted() -> None:
+    """A server (or a proxy cache) answering values after endTime, or at the excluded
+    start: the call is sent again once; the second answer's values inside are kept."""
+    stray = _body(("A", [_item(T0), _item(T0 + 5), _item(T0 + 11)]), ("B", [_item(T0 + 2)]))
+    client = _Client(stray, stray)
+    retries: list[str] = []
+    result = await _source(client, retries).read([("A", T0, T0 + 10), ("B", T0, T0 + 10)])
+    assert retries == ["inconsistent"]
+    assert _stamps(result) == [("A", 5), ("B", 2)]
+    assert result.stats.out_of_range == 1  # T0 itself is dropped as every read drops it
+    assert (result.stats.calls, result.stats.values) == (2, 2)
+
+
+async def test_an_answer_fixed_on_the_second_read_loses_nothing() -> None:
+    stray = _body(("A", [_item(T0 + 5), _item(T0 + 20)]))
+    good = _body(("A", [_item(T0 + 5), _item(T0 + 7)]))
+    retries: list[str] = []
+    result = await _source(_Client(stray, good), retries).read([("A", T0, T0 + 10)])
+    assert retries == ["inconsistent"]
+    assert _stamps(result) == [("A", 5), ("A", 7)]
+    assert result.stats.out_of_range == 0
+
+
+async def test_more_values_than_max_count_are_cut_there_and_paged_on() -> None:
+    """10 values for maxCount 4, twice: the first 4 are kept as a full page, and the stream
+    continues from the last of them instead of one commit growing past its bound."""
+    flood = _body(("A", [_item(T0 + n) for n in range(1, 11)]))
+    pages = [_body(("A", [_item(T0 + n) for n in ns])) for ns in ((4, 5, 6, 7), (7, 8, 9, 10))]
+    source = _source(_Client(flood, flood, *pages, _body(("A", [_item(T0 + 10)]))), [])
+    source.page_size = 4
+    result = await source.read([("A", T0, T0 + 10)])
+    assert _stamps(result) == [("A", n) for n in range(1, 11)]
+    assert result.stats.out_of_range == 6

@@ -18,6 +18,7 @@ Times are integer epoch microseconds (the resolution of `pi_timeseries.timestamp
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
@@ -27,7 +28,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from workers.errors import DecodeError, NeedsRawValues, UnpageableStream
+from workers.errors import DecodeError, InconsistentAnswer, NeedsRawValues, UnpageableStream
 from workers.pi.times import format_us, utcnow
 from workers.timeseries.body import (
     ParsedBody,
@@ -40,7 +41,10 @@ from workers.timeseries.body import (
 )
 from workers.timeseries.decode import SequenceStart, TagLike, decode_parsed
 from workers.timeseries.quarantine import REASON_UNPAGEABLE, QuarantineRows
+from workers.timeseries.ranges import Bounds, outside
 from workers.timeseries.source import SourceResult
+
+log = logging.getLogger(__name__)
 
 RECORDED_PATH = "/streamsets/recorded"
 ENDPOINT = "streamsets/recorded"
@@ -175,8 +179,8 @@ def continuation(span: Span, page: StreamPage, max_count: int, max_items: int) -
     page entirely at the span's start has made no progress: it is asked again with twice
     the maxCount (UnpageableStream past the server's item cap).
     """
-    if page.items < max_count:
-        return None
+    if page.items < max_count or page.last > span.end:
+        return None  # complete, or a server answering past the range: nothing more to ask
     if page.last == span.start and page.at_last == page.items:
         if max_count >= max_items:
             raise UnpageableStream(span.webid, page.last, page.items)
@@ -335,7 +339,11 @@ class RecordedSource:
         return result
 
     async def _one(self, call: Call, result: SourceResult, counts: dict[str, int]) -> list[Span]:
-        """One call, retried while its body does not decode; returns continuations."""
+        """One call, retried while its body does not decode; returns continuations.
+
+        An answer that contradicts the request is sent again once; after that, what lies
+        inside the request is kept and the rest dropped and counted (`out_of_range`).
+        """
         params = call.params()
         attempt = 1
         async with self._slots:
@@ -345,26 +353,38 @@ class RecordedSource:
                 result.stats.bytes += len(body)
                 try:
                     with gc_paused():
-                        return self._absorb(call, body, result, counts)
-                except DecodeError:
+                        return self._absorb(call, body, result, counts, strict=attempt == 1)
+                except DecodeError as exc:
                     if attempt >= self.max_attempts:
                         raise
                     attempt += 1
                     if self.on_retry is not None:
-                        self.on_retry("decode")
+                        inconsistent = isinstance(exc, InconsistentAnswer)
+                        self.on_retry("inconsistent" if inconsistent else "decode")
 
     def _absorb(
-        self, call: Call, body: bytes, result: SourceResult, counts: dict[str, int]
+        self,
+        call: Call,
+        body: bytes,
+        result: SourceResult,
+        counts: dict[str, int],
+        *,
+        strict: bool,
     ) -> list[Span]:
         """The body in the first reading whose values the decoder can judge: columns, then
         structs, then dicts (which keep the raw text of a value to quarantine)."""
         for parsed in readings(body):
             with suppress(NeedsRawValues):
-                return self._absorb_parsed(call, parsed, result, counts)
-        return self._absorb_parsed(call, parse_json(body, ENDPOINT), result, counts)
+                return self._absorb_parsed(call, parsed, result, counts, strict)
+        return self._absorb_parsed(call, parse_json(body, ENDPOINT), result, counts, strict)
 
     def _absorb_parsed(
-        self, call: Call, parsed: ParsedBody, result: SourceResult, counts: dict[str, int]
+        self,
+        call: Call,
+        parsed: ParsedBody,
+        result: SourceResult,
+        counts: dict[str, int],
+        strict: bool,
     ) -> list[Span]:
         """Page bookkeeping on the parsed body, then the decoder on what is new.
 
@@ -388,9 +408,17 @@ class RecordedSource:
         continues: dict[str, SequenceStart] = {}
         following: list[Span] = []
         unpageable: list[tuple[UnpageableStream, str | None, int]] = []
-        redelivered = 0
+        redelivered = extra = 0
         got: dict[str, int] = {}
         for span, stream, items in kept:
+            if len(items) > call.max_count:
+                if strict:
+                    raise InconsistentAnswer(
+                        f"{span.webid}: {len(items)} values for maxCount {call.max_count}",
+                        source=ENDPOINT,
+                    )
+                extra += len(items) - call.max_count
+                items = items[: call.max_count]
             error = stream.error
             if error is not None:
                 status = error.get("StatusCode") if isinstance(error, dict) else None
@@ -427,14 +455,33 @@ class RecordedSource:
             got[span.webid] = len(items)
         parsed.streams = [stream for _, stream, _ in kept]
         decoded = decode_parsed(parsed, self.tags, ENDPOINT, continues=continues or None)
+        rows, quarantine = decoded.rows, decoded.quarantine
+        bounds = [Bounds(s.webid, s.start, s.end, s.skip is not None) for s, _, _ in kept]
+        stray_rows, stray_quarantine = outside(rows, bounds), outside(quarantine, bounds)
+        if stray_rows is not None or stray_quarantine is not None:
+            if strict:
+                raise InconsistentAnswer("values outside the range asked for", source=ENDPOINT)
+            if stray_rows is not None:
+                extra += int(stray_rows.sum())
+                rows = rows.filter(pa.array(~stray_rows))
+            if stray_quarantine is not None:
+                extra += int(stray_quarantine.sum())
+                quarantine = quarantine.filter(pa.array(~stray_quarantine))
+        if extra:
+            log.warning(
+                "%s: dropped %d values outside the range or past maxCount, twice sent",
+                ENDPOINT,
+                extra,
+            )
+        result.stats.out_of_range += extra
         result.stats.redelivered += redelivered
         for webid, n in got.items():
             counts[webid] = counts.get(webid, 0) + n
-        result.stats.values += decoded.rows.num_rows
-        if decoded.rows.num_rows:
-            result.rows.append(decoded.rows)
-        if decoded.quarantine.num_rows:
-            result.quarantine.append(decoded.quarantine)
+        result.stats.values += rows.num_rows
+        if rows.num_rows:
+            result.rows.append(rows)
+        if quarantine.num_rows:
+            result.quarantine.append(quarantine)
         if unpageable:
             result.quarantine.append(self._unpageable_rows(unpageable))
         return following

@@ -23,6 +23,7 @@ class ReadStats:
     values: int = 0
     continued: int = 0  # streams that needed another page
     redelivered: int = 0  # values dropped because another page has them
+    out_of_range: int = 0  # values a server sent outside the range or past maxCount
 
     def add(self, other: ReadStats) -> None:
         for f in fields(self):
