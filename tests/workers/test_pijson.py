@@ -230,6 +230,18 @@ DECLINED = [
         body(("WS", [tv("x")])).replace(b'"x"', b'"\\ude00\\ud83d"'), id="swapped surrogates"
     ),
     pytest.param(body(("WS", [tv("x")])).replace(b'"x"', b'"\\x41"'), id="unknown escape"),
+    pytest.param(
+        body(("WF", [tv(1.5)]), Links={"x": "@"}).replace(b"@", b"\\ud800"),
+        id="lone surrogate in skipped content",
+    ),
+    pytest.param(
+        body(("WF", [tv(1.5)]), Path="@").replace(b"@", b"\\udc00"),
+        id="lone low surrogate in skipped content",
+    ),
+    pytest.param(
+        body(("WF", [tv(1.5)]), Path="@").replace(b"@", b"\\ud83d\\u0041"),
+        id="high surrogate without its low one in skipped content",
+    ),
     pytest.param(body(("WF", [tv(1.5)])).replace(b'"WebId"', b'"Web\\u0049d"'), id="escaped key"),
     pytest.param(body(("WF", [tv(None)])), id="null value"),
     pytest.param(body(("WF", [{"Timestamp": T0, "Good": True}])), id="no value"),

@@ -385,10 +385,18 @@ static int skip_string(P *p) {
             if (++p->s >= p->end) return BAIL;
             c = *p->s;
             if (c == 'u') {
-                if (p->end - p->s < 5) return BAIL;
-                for (int k = 1; k <= 4; k++)
-                    if (!isxdigit(p->s[k])) return BAIL;
+                /* Surrogates as unescape() takes them: a high one followed by a low one,
+                 * else decline (the Python readers refuse a lone one, skipped or not). */
+                unsigned cp, low;
+                if (hex4(p->s + 1, p->end, &cp)) return BAIL;
                 p->s += 4;
+                if (cp >= 0xDC00 && cp <= 0xDFFF) return BAIL;
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    if (p->end - p->s < 7 || p->s[1] != '\\' || p->s[2] != 'u' ||
+                        hex4(p->s + 3, p->end, &low) || low < 0xDC00 || low > 0xDFFF)
+                        return BAIL;
+                    p->s += 6;
+                }
             } else if (!strchr("\"\\/bfnrt", c) || c == 0) {
                 return BAIL;
             }
