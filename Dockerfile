@@ -20,7 +20,7 @@ COPY shard_config ./shard_config
 COPY mock_pi ./mock_pi
 # The C reader is optional to pip; here its absence fails the build (no cp311 wheel).
 RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
-    && ls /wheels/pidelta-*-cp311-cp311-linux_*.whl
+    && ls /wheels/pidelta-*-cp311-abi3-linux_*.whl
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -11,10 +11,15 @@ import os
 from setuptools import Extension, setup
 
 native = os.environ.get("PIDELTA_PURE_WHEEL") != "1"
+reader = Extension(
+    "workers.timeseries._pijson",
+    ["workers/timeseries/_pijson.c"],
+    optional=True,
+    # The stable ABI of 3.11 (the C file defines Py_LIMITED_API): one wheel, tagged abi3,
+    # serves CPython 3.11, 3.12 and later alike (Databricks Runtime 15.4 LTS and 16).
+    py_limited_api=True,
+)
 setup(
-    ext_modules=[
-        Extension("workers.timeseries._pijson", ["workers/timeseries/_pijson.c"], optional=True)
-    ]
-    if native
-    else []
+    ext_modules=[reader] if native else [],
+    options={"bdist_wheel": {"py_limited_api": "cp311"}} if native else {},
 )

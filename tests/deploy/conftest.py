@@ -68,7 +68,7 @@ def wheel(deploy_tmp: Path) -> Path:
         capture_output=True,
         timeout=300,
     )
-    (built,) = out.glob("pidelta-*-cp311-cp311-linux_*.whl")
+    (built,) = out.glob("pidelta-*-cp311-abi3-linux_*.whl")
     return built
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,16 +78,20 @@ def wheel_tasks(jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return [t["python_wheel_task"] for job in jobs.values() for t in job["tasks"]]
 
 
-@pytest.fixture(scope="module")
-def bundle_wheel(bundle: dict[str, Any], deploy_tmp: Path) -> Path:
-    """The wheel the bundle's own build command makes, run in a copy of the repository."""
+def build_bundle_wheel(bundle: dict[str, Any], to: Path, **env: str) -> Path:
+    """The wheel the bundle's own build command makes, run in a copy of the repository
+    with this interpreter's tools first on PATH (as a deploying machine's venv would be)."""
     (artifact,) = bundle["artifacts"].values()
-    src = copy_sources(deploy_tmp / "bundle-src")
-    env = {k: v for k, v in os.environ.items() if k != "PIDELTA_PURE_WHEEL"}
+    src = copy_sources(to)
+    script = BUNDLE.parent / "build_wheel.py"
+    (src / "deploy" / "databricks").mkdir(parents=True)
+    shutil.copy2(script, src / "deploy" / "databricks" / script.name)
+    base = {k: v for k, v in os.environ.items() if k != "PIDELTA_PURE_WHEEL"}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
     subprocess.run(
         ["sh", "-c", artifact["build"]],
         cwd=src,
-        env=env,
+        env={**base, "PATH": path, **env},
         check=True,
         capture_output=True,
         timeout=300,
@@ -103,10 +109,31 @@ def test_bundle_builds_the_wheel_from_the_repository(bundle: dict[str, Any]) -> 
             assert task["libraries"] == [{"whl": "../../dist/*.whl"}]
 
 
-def test_the_bundle_wheel_is_pure_python(bundle_wheel: Path) -> None:
-    """Built on a laptop, run on a cluster of another platform: no C reader in it."""
-    assert bundle_wheel.name == "pidelta-0.1.0-py3-none-any.whl"
+@pytest.fixture(scope="module")
+def bundle_wheel(bundle: dict[str, Any], deploy_tmp: Path) -> Path:
+    return build_bundle_wheel(bundle, deploy_tmp / "bundle-native")
+
+
+def test_the_bundle_wheel_carries_the_c_reader_for_linux_x86_64_clusters(
+    bundle_wheel: Path,
+) -> None:
+    """Built on Linux x86_64: the reader against the stable ABI, retagged manylinux, so
+    DBR 15.4 (CPython 3.11) and 16 (3.12) clusters load the same wheel."""
+    assert bundle_wheel.name == (
+        "pidelta-0.1.0-cp311-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl"
+    )
     with zipfile.ZipFile(bundle_wheel) as zf:
+        reader = sorted(n for n in zf.namelist() if n.startswith("workers/timeseries/_pijson"))
+    assert reader == ["workers/timeseries/_pijson.abi3.so", "workers/timeseries/_pijson.c"]
+
+
+def test_the_bundle_wheel_is_pure_python_when_asked(
+    bundle: dict[str, Any], deploy_tmp: Path
+) -> None:
+    """For ARM node types (or a build machine that cannot): no C reader, any platform."""
+    wheel = build_bundle_wheel(bundle, deploy_tmp / "bundle-pure", PIDELTA_PURE_WHEEL="1")
+    assert wheel.name == "pidelta-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as zf:
         assert [n for n in zf.namelist() if n.startswith("workers/timeseries/_pijson")] == []
 
 

@@ -23,6 +23,8 @@
  *   state_code: int32[n]; state_system: uint8[n]
  */
 #define PY_SSIZE_T_CLEAN
+/* The stable ABI of 3.11: one abi3 wheel serves every CPython from 3.11 (setup.py). */
+#define Py_LIMITED_API 0x030B0000
 #include <Python.h>
 #include <ctype.h>
 #include <math.h>
@@ -746,7 +748,7 @@ static PyObject *result_of(P *p) {
             return NULL;
         }
     }
-    for (Py_ssize_t k = 0; k < count; k++) PyTuple_SET_ITEM(result, k, parts[k]);
+    for (Py_ssize_t k = 0; k < count; k++) PyTuple_SetItem(result, k, parts[k]); /* steals */
     return result;
 }
 
@@ -756,11 +758,11 @@ static PyObject *decode(PyObject *module, PyObject *arg) {
         PyErr_SetString(PyExc_TypeError, "decode() takes bytes");
         return NULL;
     }
-    Py_ssize_t size = PyBytes_GET_SIZE(arg);
+    Py_ssize_t size = PyBytes_Size(arg);
     if (size >= INT32_MAX) Py_RETURN_NONE;
     P p;
     memset(&p, 0, sizeof p);
-    p.s = (const unsigned char *)PyBytes_AS_STRING(arg);
+    p.s = (const unsigned char *)PyBytes_AsString(arg);
     p.end = p.s + size;
     p.streams = PyList_New(0);
     if (p.streams == NULL) return NULL;
