@@ -17,6 +17,7 @@ from workers.pi.times import to_us
 from workers.timeseries.body import FullTimedValue, TimedValue, parse_json, parse_typed
 from workers.timeseries.decode import SequenceStart, TagMeta, decode_parsed, decode_streamset
 from workers.timeseries.quarantine import (
+    MAX_RAW_CHARS,
     REASON_BAD_DIGITAL_STATE,
     REASON_BAD_TIMESTAMP,
     REASON_MISSING_TIMESTAMP,
@@ -150,6 +151,37 @@ def test_times_past_the_nanosecond_range_are_stored_unshifted() -> None:
         (moment, moment.date(), float(n)) for n, moment in enumerate(stamps.values())
     ]
     assert out.quarantine.num_rows == 0
+
+
+@pytest.mark.parametrize("depth", [254, 990])
+def test_a_value_nested_deeper_than_orjson_writes_is_quarantined_with_its_text(
+    depth: int,
+) -> None:
+    """orjson writes 254 levels and msgspec recurses about 990 deep: neither may crash."""
+    nested = "[" * depth + "1" + "]" * depth
+    value = '{"Timestamp":"' + T0 + '","Value":' + nested + ',"Good":true}'
+    raw = ('{"Items":[{"WebId":"WF","Items":[' + value + "]}]}").encode()
+    out = decode_streamset(raw, TAGS, ingestion_time=NOW)
+    assert out.rows.num_rows == 0
+    assert [(q["reason"], q["raw"]) for q in out.quarantine.to_pylist()] == [
+        (REASON_WRONG_VALUE_TYPE, value)
+    ]
+
+
+def test_a_value_nested_past_orjsons_depth_is_a_decode_error() -> None:
+    nested = "[" * 5000 + "1" + "]" * 5000
+    value = '{"Timestamp":"' + T0 + '","Value":' + nested + "}"
+    raw = ('{"Items":[{"WebId":"WF","Items":[' + value + "]}]}").encode()
+    with pytest.raises(DecodeError, match="depth limit exceeded"):
+        decode_streamset(raw, TAGS, ingestion_time=NOW)
+
+
+def test_the_raw_text_of_a_huge_bad_value_is_bounded() -> None:
+    out = decode(("WF", [tv("x" * 200_000)]))
+    (row,) = out.quarantine.to_pylist()
+    assert len(row["raw"]) == MAX_RAW_CHARS
+    assert row["raw"].startswith('{"Timestamp":"' + T0 + '","Value":"xxx')
+    assert row["raw"].endswith("...(cut)")
 
 
 def test_errors_are_kept_as_text() -> None:

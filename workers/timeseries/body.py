@@ -242,14 +242,16 @@ def parse_typed(body: bytes | str) -> ParsedBody | None:
     of `parse_json` on a full TimedValue body, half on a trimmed one.
     """
     plain, full = _TYPED_DECODERS
+    # msgspec raises UnicodeDecodeError for bad UTF-8, and RecursionError for a value nested
+    # about a thousand levels deep: parse_json then judges the body (orjson stops at 1024).
     try:
         doc = plain.decode(body)
     except msgspec.ValidationError:
         try:
             doc = full.decode(body)
-        except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError included
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return None
-    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     out = ParsedBody()
     for s in doc.Items:

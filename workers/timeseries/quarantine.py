@@ -23,6 +23,54 @@ REASON_BAD_DIGITAL_STATE = "bad_digital_state"
 REASON_UNPAGEABLE = "unpageable"
 
 
+# The raw text kept of one value: enough to see what it was, bounded whatever a server sends.
+MAX_RAW_CHARS = 64 * 1024
+_CUT = "...(cut)"
+
+
+def raw_text(value: Any) -> str:
+    """`value` as compact JSON, at most MAX_RAW_CHARS characters. orjson writes 254 levels of
+    nesting at most; deeper values (a server may send 1000) are written without recursion."""
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        text = _iterative_json(value)
+    return text if len(text) <= MAX_RAW_CHARS else text[: MAX_RAW_CHARS - len(_CUT)] + _CUT
+
+
+def _iterative_json(value: Any) -> str:
+    """Compact JSON of lists, dicts and scalars with an explicit stack, stopping once past
+    MAX_RAW_CHARS (the caller cuts there)."""
+    out: list[str] = []
+    size = 0
+    stack: list[tuple[bool, Any]] = [(False, value)]  # (is literal text, item)
+    while stack and size <= MAX_RAW_CHARS:
+        literal, item = stack.pop()
+        if literal:
+            piece = item
+        elif isinstance(item, list):
+            piece = "["
+            stack.append((True, "]"))
+            for n, element in enumerate(reversed(item)):
+                stack.append((False, element))
+                if n < len(item) - 1:
+                    stack.append((True, ","))
+        elif isinstance(item, dict):
+            piece = "{"
+            stack.append((True, "}"))
+            entries = list(item.items())
+            for n, (key, element) in enumerate(reversed(entries)):
+                stack.append((False, element))
+                stack.append((True, orjson.dumps(str(key)).decode() + ":"))
+                if n < len(entries) - 1:
+                    stack.append((True, ","))
+        else:
+            piece = orjson.dumps(item, default=str).decode()
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
 class QuarantineRows:
     """Collects rejected values; rare, so plain lists are fine here."""
 
@@ -42,8 +90,7 @@ class QuarantineRows:
         timestamp parsed. A struct has lost the value's raw text: NeedsRawValues."""
         if isinstance(value, TimedValue):
             raise NeedsRawValues(reason)
-        text = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
-        self.add_text(webid, name, text, reason, at)
+        self.add_text(webid, name, raw_text(value), reason, at)
 
     def add_text(
         self, webid: str | None, name: str | None, raw: str, reason: str, at: int | None = None
