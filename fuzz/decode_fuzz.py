@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Coverage-guided fuzz target of the decode path of `/streamsets/recorded` bodies.
 
 A PI body is untrusted input, read first by a hand-written C reader. Each input is

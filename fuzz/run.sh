@@ -26,6 +26,8 @@ export PYTHONMALLOC=malloc
 export ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# libFuzzer's merge runs the target itself as a command: its shebang finds this python.
+export PATH="$(dirname "$PY"):$PATH"
 artifacts=fuzz/artifacts
 mkdir -p "$artifacts"
 
