@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8440
 DEMO_SECONDS ?= 0
+FUZZ_SECONDS ?= 3600
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv dev compiler tools test lint bench demo clean
+.PHONY: venv dev compiler tools test lint bench demo clean fuzz-build fuzz-short fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +44,35 @@ lint: dev
 
 test: dev tools lint
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory fuzz-short
+
+# Fuzzing of the decode path of PI bodies (fuzz/decode_fuzz.py): Debian's clang with its
+# sanitizer runtimes and atheris (the `fuzz` extra), then the C reader built under ASan and
+# UBSan with libFuzzer's coverage hooks into fuzz/build/; the in-place build stays as it is.
+fuzz-build: $(BIN)/python
+	@command -v clang >/dev/null 2>&1 && \
+		ls "$$(clang -print-runtime-dir)"/libclang_rt.asan_static-*.a >/dev/null 2>&1 || { \
+		echo "installing Debian's clang and its sanitizer runtimes (the fuzz build)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			clang libclang-rt-dev; }
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install --quiet -e '.[fuzz]'
+	@mkdir -p fuzz/build
+	clang -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined \
+		-fno-omit-frame-pointer -g -O1 -fPIC -shared \
+		-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+		workers/timeseries/_pijson.c -o fuzz/build/_pijson$$($(BIN)/python -c \
+		'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+
+# About a minute from the corpus in fuzz/corpus (part of `make test`): exits non-zero on
+# any finding, which fuzz/artifacts/ keeps.
+fuzz-short: fuzz-build
+	PYTHON=$(BIN)/python fuzz/run.sh 60
+
+# A long run (FUZZ_SECONDS) that goes on past Python findings and merges the inputs that
+# add coverage into fuzz/corpus.
+fuzz: fuzz-build
+	FUZZ_KEEP_GOING=1 PYTHON=$(BIN)/python fuzz/run.sh $(FUZZ_SECONDS) merge
 
 bench: venv
 	$(BIN)/python scripts/bench.py
@@ -51,4 +81,4 @@ demo: venv
 	DEMO_SECONDS=$(DEMO_SECONDS) PORT=$(PORT) $(BIN)/python scripts/demo.py
 
 clean:
-	rm -rf $(VENV) lakehouse .pytest_cache build *.egg-info workers/*/*.so
+	rm -rf $(VENV) lakehouse .pytest_cache build *.egg-info workers/*/*.so fuzz/build
