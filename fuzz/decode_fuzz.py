@@ -62,7 +62,7 @@ TAGS: dict[str, tuple[str, str, str | None]] = {
 }
 UNTAGGED = "F1DPPnLzRsG6LFKZ6wZMfoI2fACAAAAATU9DS1BJMDFcQUktMDAwMDAwNy5QVg"
 
-Outcome = tuple[pa.Table, pa.Table, int]  # rows, quarantine, non-finite values
+Outcome = tuple[pa.Table, pa.Table]  # rows, quarantine
 Decode = Callable[[bytes, bool], Outcome]  # (body, with the C reader first)
 
 
@@ -75,7 +75,7 @@ def bind_decode() -> tuple[Decode, type[Exception]]:
 
     It loads the sanitizer build of the C reader in place of `workers.timeseries._pijson`,
     imports the decoder under atheris's instrumentation (Python coverage), and returns
-    `decode(body, native)`, which picks the readers (`PARSERS`: the C reader then msgspec
+    `decode(body, native)`, which picks the readers (`body.READERS`: the C reader then msgspec
     when `native`, msgspec alone otherwise) and decodes with the fixed `TAGS` and
     ingestion time, and the error class a bad body must raise.
     """
@@ -93,18 +93,20 @@ def bind_decode() -> tuple[Decode, type[Exception]]:
         spec.loader.exec_module(reader)
         sys.modules[spec.name] = reader
         package._pijson = reader  # type: ignore[attr-defined]
+        from workers import errors
+        from workers.timeseries import body as bodies
         from workers.timeseries import decode
-    if decode._pijson is not reader:
+    if bodies._pijson is not reader:
         sys.exit("the decoder did not pick up the sanitizer build of the C reader")
     tags = {w: decode.TagMeta(w, name, kind, units) for w, (name, kind, units) in TAGS.items()}
-    readers = {True: (decode.parse_columns, decode.parse_typed), False: (decode.parse_typed,)}
+    readers = {True: (bodies.parse_columns, bodies.parse_typed), False: (bodies.parse_typed,)}
 
     def run(body: bytes, native: bool) -> Outcome:
-        decode.PARSERS = readers[native]
+        bodies.READERS = readers[native]
         batch = decode.decode_streamset(body, tags, ingestion_time=INGESTED)
-        return batch.rows, batch.quarantine, batch.non_finite
+        return batch.rows, batch.quarantine
 
-    return run, decode.DecodeError
+    return run, errors.DecodeError
 
 
 def outcome(run: Decode, error: type[Exception], body: bytes, native: bool) -> Outcome | str:
@@ -134,15 +136,13 @@ def difference(native: Outcome | str, pure: Outcome | str) -> str | None:
         for name in a.column_names:
             if not same_column(a.column(name), b.column(name)):
                 return f"{what}.{name}: {a.column(name)} != {b.column(name)}"
-    if native[2] != pure[2]:
-        return f"non-finite values: {native[2]} != {pure[2]}"
     return None
 
 
 def summary(found: Outcome | str) -> str:
     if isinstance(found, str):
         return found
-    rows, quarantine, _ = found
+    rows, quarantine = found
     return f"{rows.num_rows} rows, {quarantine.num_rows} quarantined"
 
 

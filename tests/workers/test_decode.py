@@ -184,6 +184,22 @@ def test_the_raw_text_of_a_huge_bad_value_is_bounded() -> None:
     assert row["raw"].endswith("...(cut)")
 
 
+def test_a_stream_name_or_units_that_are_not_text_are_ignored() -> None:
+    raw = orjson.dumps(
+        {
+            "Items": [
+                {"WebId": "WF", "UnitsAbbreviation": ["m3/h"], "Items": [tv(1.0)]},
+                {"WebId": "WX", "Name": {"x": 1}, "UnitsAbbreviation": 7, "Items": [tv(2.0)]},
+            ]
+        }
+    )
+    out = decode_streamset(raw, TAGS, ingestion_time=NOW)
+    assert [(r["tag_webid"], r["tag_name"], r["units"]) for r in rows(out)] == [
+        ("WF", "flow", "m3/h"),
+        ("WX", None, None),
+    ]
+
+
 def test_errors_are_kept_as_text() -> None:
     err = [{"FieldName": "Value", "Message": ["Point not found.", "Try again."]}]
     out = decode(("WF", [tv(ts=T0, Errors=err), tv(4.0, "2026-11-27T10:00:01Z")]))

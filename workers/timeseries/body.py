@@ -150,6 +150,13 @@ class ParsedStream:
     values: Values | None
     error: Any = None
 
+    def __post_init__(self) -> None:
+        # A server may send any JSON in these fields: only text is a name or a unit.
+        if not isinstance(self.name, str):
+            self.name = None
+        if not isinstance(self.units, str):
+            self.units = None
+
 
 @dataclass(slots=True)
 class ParsedBody:
