@@ -23,8 +23,9 @@ from service.commands_af import AfMetricsObserver
 from service.metrics import Metrics
 from tests.conftest import ROOT
 from workers.af import hierarchy as af_sync
+from workers.af.common import Database, database_matches
 from workers.af.events import sync_events
-from workers.af.hierarchy import Database, config_point_path, database_matches, sync_af
+from workers.af.hierarchy import config_point_path, sync_af
 from workers.af.tables import META_HASH, content_hash
 from workers.lake.tables import AF_QUARANTINE, PI_AF_ATTRIBUTES, PI_AF_HIERARCHY
 from workers.settings import Settings, load_settings

@@ -21,8 +21,8 @@ from mock_pi.eventframes import EventFrameModel, Frame
 from service.commands_af import run_schedules
 from service.metrics import Metrics
 from tests.conftest import ROOT
+from workers.af.common import iso_us
 from workers.af.events import sync_events, value_text, windows
-from workers.af.hierarchy import iso_us
 from workers.af.tables import META_WATERMARK
 from workers.lake.tables import PI_AF_HIERARCHY, PI_EVENT_FRAMES
 from workers.lifecycle import Lifecycle

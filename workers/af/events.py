@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from workers.af.hierarchy import (
+from workers.af.common import (
     AfObserver,
     Commit,
     Database,
