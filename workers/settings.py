@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
     Field,
     SecretStr,
     ValidationError,
@@ -31,86 +32,11 @@ _SETTINGS_FIELD = re.compile(r'field "(\w+)"')
 AuthKind = Literal["none", "basic", "bearer", "oidc", "kerberos"]
 
 
-class Settings(BaseSettings):
-    """pidelta configuration (environment variables with the `PIDELTA_` prefix)."""
+class _ObjectStores(BaseModel):
+    """Object-store credentials: the providers' own variables, read here so that the one
+    settings model stays the only reader of the environment (workers.lake.storage maps
+    them to delta-rs storage options)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="PIDELTA_",
-        extra="ignore",
-        validate_default=True,
-        frozen=True,
-        populate_by_name=True,
-    )
-
-    # PI Web API connection
-    pi_url: str = "http://127.0.0.1:8440/piwebapi"
-    pi_auth: AuthKind = "none"
-    pi_username: str | None = None
-    pi_password: SecretStr | None = None
-    pi_token: SecretStr | None = None
-    pi_client_id: str | None = None
-    pi_client_secret: SecretStr | None = None
-    pi_token_url: str | None = None
-    pi_token_scope: str | None = Field(
-        default=None, description="OAuth scope for the OIDC client-credentials grant, if needed"
-    )
-    pi_verify_tls: bool = True
-    allow_http_credentials: bool = Field(
-        default=False,
-        description="send credentials to a plain http:// PIDELTA_PI_TOKEN_URL or "
-        "DATABRICKS_HOST; for test servers only: anyone on the path reads them",
-    )
-    pi_ca_bundle: Path | None = None
-    pi_data_server: str | None = Field(
-        default=None, description="data server name to read; all data servers when unset"
-    )
-
-    # Client behaviour
-    pi_max_concurrency: int = Field(default=16, ge=1, le=512)
-    pi_max_requests_per_second: float = Field(default=500.0, gt=0)
-    pi_request_timeout: float = Field(default=60.0, gt=0)
-    pi_max_attempts: int = Field(default=8, ge=1, le=100)
-    pi_max_retry_seconds: float = Field(default=120.0, gt=0)
-    pi_max_url_bytes: int = Field(default=16_000, ge=1024)
-    pi_max_items_per_call: int = Field(default=150_000, ge=1000)
-    pi_page_size: int = Field(default=10_000, ge=1, description="maxCount per stream")
-    pi_max_response_bytes: int | None = Field(
-        default=None,
-        ge=1024,
-        description="largest PI answer accepted, on the wire or inflated; default "
-        "PIDELTA_PI_MAX_ITEMS_PER_CALL x 1 KiB (a recorded value takes about 150 bytes)",
-    )
-    pi_gzip: bool = Field(
-        default=True,
-        description="ask PI for gzip bodies (needed over a WAN; off saves CPU on a LAN)",
-    )
-    discovery_page_size: int = Field(
-        default=10_000, ge=1, description="points per page when listing a data server"
-    )
-    discovery_max_points: int = Field(
-        default=2_000_000,
-        ge=1,
-        description="points one discovery may list across data servers; past it discovery "
-        "fails instead of paging a server that never ends",
-    )
-    discovery_timeout: float = Field(
-        default=900.0, gt=0, description="seconds one discovery may take before it fails"
-    )
-
-    # Target and sharding
-    target: str = "./lakehouse"
-    shard_index: int = Field(default=0, ge=0)
-    shard_count: int = Field(default=1, ge=1, le=100_000)
-    tag_filter: str = "*"
-
-    storage_options: dict[str, str] = Field(
-        default_factory=dict,
-        description="extra delta-rs storage options as a JSON object; override those derived "
-        "from the AWS_*/AZURE_*/GOOGLE_* variables",
-    )
-
-    # Object stores: the providers' own variables, read here so this model stays the only
-    # reader of the environment (workers.lake.storage maps them to delta-rs storage options).
     aws_endpoint_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices(
@@ -204,7 +130,10 @@ class Settings(BaseSettings):
         description="GCS service-account JSON itself",
     )
 
-    # Unity Catalog (PIDELTA_TARGET=uc://catalog.schema)
+
+class _UnityCatalog(BaseModel):
+    """Unity Catalog (PIDELTA_TARGET=uc://catalog.schema)."""
+
     uc_storage_root: str | None = Field(
         default=None,
         description="cloud folder under which pidelta creates missing EXTERNAL tables "
@@ -240,6 +169,85 @@ class Settings(BaseSettings):
         gt=0,
         description="renew vended credentials this many seconds before they expire (capped "
         "at a third of their lifetime)",
+    )
+
+
+class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
+    """pidelta configuration (environment variables with the `PIDELTA_` prefix)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PIDELTA_",
+        extra="ignore",
+        validate_default=True,
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # PI Web API connection
+    pi_url: str = "http://127.0.0.1:8440/piwebapi"
+    pi_auth: AuthKind = "none"
+    pi_username: str | None = None
+    pi_password: SecretStr | None = None
+    pi_token: SecretStr | None = None
+    pi_client_id: str | None = None
+    pi_client_secret: SecretStr | None = None
+    pi_token_url: str | None = None
+    pi_token_scope: str | None = Field(
+        default=None, description="OAuth scope for the OIDC client-credentials grant, if needed"
+    )
+    pi_verify_tls: bool = True
+    allow_http_credentials: bool = Field(
+        default=False,
+        description="send credentials to a plain http:// PIDELTA_PI_TOKEN_URL or "
+        "DATABRICKS_HOST; for test servers only: anyone on the path reads them",
+    )
+    pi_ca_bundle: Path | None = None
+    pi_data_server: str | None = Field(
+        default=None, description="data server name to read; all data servers when unset"
+    )
+
+    # Client behaviour
+    pi_max_concurrency: int = Field(default=16, ge=1, le=512)
+    pi_max_requests_per_second: float = Field(default=500.0, gt=0)
+    pi_request_timeout: float = Field(default=60.0, gt=0)
+    pi_max_attempts: int = Field(default=8, ge=1, le=100)
+    pi_max_retry_seconds: float = Field(default=120.0, gt=0)
+    pi_max_url_bytes: int = Field(default=16_000, ge=1024)
+    pi_max_items_per_call: int = Field(default=150_000, ge=1000)
+    pi_page_size: int = Field(default=10_000, ge=1, description="maxCount per stream")
+    pi_max_response_bytes: int | None = Field(
+        default=None,
+        ge=1024,
+        description="largest PI answer accepted, on the wire or inflated; default "
+        "PIDELTA_PI_MAX_ITEMS_PER_CALL x 1 KiB (a recorded value takes about 150 bytes)",
+    )
+    pi_gzip: bool = Field(
+        default=True,
+        description="ask PI for gzip bodies (needed over a WAN; off saves CPU on a LAN)",
+    )
+    discovery_page_size: int = Field(
+        default=10_000, ge=1, description="points per page when listing a data server"
+    )
+    discovery_max_points: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="points one discovery may list across data servers; past it discovery "
+        "fails instead of paging a server that never ends",
+    )
+    discovery_timeout: float = Field(
+        default=900.0, gt=0, description="seconds one discovery may take before it fails"
+    )
+
+    # Target and sharding
+    target: str = "./lakehouse"
+    shard_index: int = Field(default=0, ge=0)
+    shard_count: int = Field(default=1, ge=1, le=100_000)
+    tag_filter: str = "*"
+
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra delta-rs storage options as a JSON object; override those derived "
+        "from the AWS_*/AZURE_*/GOOGLE_* variables",
     )
 
     # Maintenance (`pidelta maintain`, and `pidelta run` on maintain_shard)

@@ -344,7 +344,7 @@ class PIClient:
                     refreshed = True
                     continue
                 if status in (401, 403):
-                    raise self._auth_error(method, url, outcome)
+                    raise _auth_error(method, url, outcome, self.settings.pi_auth)
                 if status not in RETRYABLE_STATUSES:
                     raise PIWebAPIError(method, url, status, pi_errors(outcome.body))
                 reason = "429" if status == 429 else "5xx"
@@ -414,7 +414,7 @@ class PIClient:
             async with session.request(
                 method, URL(url, encoded=True), data=body, headers=headers, allow_redirects=False
             ) as resp:
-                data = await self._read_bounded(resp)
+                data = await _read_bounded(resp, self.settings.response_limit)
                 if isinstance(data, _Failure):
                     return data  # leaving the block closes the connection, unread
                 reply = _Reply(resp.status, resp.headers, data)
@@ -436,57 +436,8 @@ class PIClient:
         except (aiohttp.ClientConnectionError, OSError) as exc:
             return _Failure("reset", type(exc).__name__)
         if 200 <= reply.status < 300:
-            return self._check_body(method, reply, parse)
+            return _check_body(method, reply, parse)
         return reply
-
-    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes | _Failure:
-        """The body, unless it passes `pi_max_response_bytes` on the wire or inflated.
-
-        aiohttp inflates gzip in bounded pieces as the body is read, so a gzip bomb or a
-        never-ending chunked body costs at most the limit before it is refused.
-        """
-        limit = self.settings.response_limit
-        declared = resp.content_length
-        if declared is not None and declared > limit:
-            return _Failure("oversized", _over(f"Content-Length {declared}", limit))
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
-            size += len(chunk)
-            if size > limit:
-                return _Failure("oversized", _over("body", limit))
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _check_body(self, method: str, reply: _Reply, parse: bool) -> _Reply | _Failure:
-        """Parse (or, for raw reads not framed by length or chunks, validate) a 2xx body."""
-        if not reply.body and (reply.status == 204 or method != "GET"):
-            return reply
-        framed = "Content-Length" in reply.headers or (
-            "chunked" in reply.headers.get("Transfer-Encoding", "").lower()
-        )
-        if not parse and framed:
-            return reply
-        try:
-            value = orjson.loads(reply.body)
-        except orjson.JSONDecodeError:
-            return _Failure("truncated", f"invalid JSON in a {len(reply.body)}-byte body")
-        if parse:
-            reply.value = value
-        return reply
-
-    def _auth_error(self, method: str, url: str, reply: _Reply) -> AuthError:
-        offered = ", ".join(
-            sorted({h.split(" ", 1)[0] for h in reply.headers.getall("WWW-Authenticate", [])})
-        )
-        hint = (
-            f"credentials refused (PIDELTA_PI_AUTH={self.settings.pi_auth})"
-            if reply.status == 401
-            else "access denied to this resource"
-        )
-        if offered:
-            hint += f"; server offers {offered}"
-        return AuthError(method, url, reply.status, pi_errors(reply.body), hint)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -533,3 +484,54 @@ def _closure(requests: Mapping[str, Mapping[str, Any]], failed: set[str]) -> set
                 out.add(parent)
                 stack.append(parent)
     return out
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes | _Failure:
+    """The body, unless it passes `pi_max_response_bytes` on the wire or inflated.
+
+    aiohttp inflates gzip in bounded pieces as the body is read, so a gzip bomb or a
+    never-ending chunked body costs at most the limit before it is refused.
+    """
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        return _Failure("oversized", _over(f"Content-Length {declared}", limit))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
+        size += len(chunk)
+        if size > limit:
+            return _Failure("oversized", _over("body", limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_body(method: str, reply: _Reply, parse: bool) -> _Reply | _Failure:
+    """Parse (or, for raw reads not framed by length or chunks, validate) a 2xx body."""
+    if not reply.body and (reply.status == 204 or method != "GET"):
+        return reply
+    framed = "Content-Length" in reply.headers or (
+        "chunked" in reply.headers.get("Transfer-Encoding", "").lower()
+    )
+    if not parse and framed:
+        return reply
+    try:
+        value = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        return _Failure("truncated", f"invalid JSON in a {len(reply.body)}-byte body")
+    if parse:
+        reply.value = value
+    return reply
+
+
+def _auth_error(method: str, url: str, reply: _Reply, auth: str) -> AuthError:
+    offered = ", ".join(
+        sorted({h.split(" ", 1)[0] for h in reply.headers.getall("WWW-Authenticate", [])})
+    )
+    hint = (
+        f"credentials refused (PIDELTA_PI_AUTH={auth})"
+        if reply.status == 401
+        else "access denied to this resource"
+    )
+    if offered:
+        hint += f"; server offers {offered}"
+    return AuthError(method, url, reply.status, pi_errors(reply.body), hint)
