@@ -33,13 +33,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mock_pi import webid
 from mock_pi.catalog import SERVER_NAME, Catalog, Point, mix
-
-if TYPE_CHECKING:
-    from mock_pi.eventframes import EventFrameModel
 
 AF_SERVER = "MOCKAF01"
 DATABASE = "PlantDB"
@@ -544,23 +541,13 @@ class AfModel:
             )
         return out
 
-    def event_frames(
-        self, history_start: float, slot_seconds: float = 600.0, per_slot: int = 3
-    ) -> EventFrameModel:
-        """The event frames referencing this version's elements (the EF ground truth)."""
-        from mock_pi.eventframes import EventFrameModel
-
-        return EventFrameModel(self.seed, self, history_start, slot_seconds, per_slot)
-
     # ----- templates ------------------------------------------------------------------
-    def templates(self) -> list[tuple[str, str, tuple[str, ...]]]:
-        """(name, instance type, categories) of every element and event frame template."""
-        from mock_pi.eventframes import TEMPLATES
-
+    def element_templates(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(name, "Element", categories) of every element template; `eventframes.templates`
+        adds the event frame ones."""
         out = [(name, "Element", cats) for name, cats in LEVEL_TEMPLATES.values()]
         out += [(k.template, "Element", k.categories) for k in EQUIPMENT_KINDS]
-        out += [(t.name, "EventFrame", t.categories) for t in TEMPLATES]
-        return sorted(out, key=lambda t: t[0].lower())
+        return out
 
     def template_webid(self, name: str) -> tuple[uuid.UUID, str]:
         guid = webid.stable_guid(self.seed, "elementtemplate", name)

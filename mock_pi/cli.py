@@ -28,15 +28,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe(exc: ValidationError) -> list[str]:
+    """One `MOCK_PI_NAME: what is wrong` per bad setting, in field order, without its value."""
+    problems: dict[str, list[str]] = {}
+    for error in exc.errors(include_url=False, include_input=False):
+        name = "MOCK_PI_" + "_".join(str(part) for part in error["loc"]).upper()
+        cause = (error.get("ctx") or {}).get("error")
+        # A validator's own ValueError says it best; pydantic would prefix "Value error, ".
+        text = str(cause) if error["type"] == "value_error" and cause is not None else error["msg"]
+        problems.setdefault(name, []).append(text)
+    return [f"{name}: {'; '.join(texts)}" for name, texts in problems.items()]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:
         settings = MockSettings(**overrides)
     except ValidationError as exc:
-        from workers.settings import describe_validation_error
-
-        print(f"mock-pi: {describe_validation_error(exc, 'MOCK_PI_')}", file=sys.stderr)
+        for line in describe(exc):
+            print(f"mock-pi: invalid configuration: {line}", file=sys.stderr)
         return 2
     from mock_pi.app import serve
 

@@ -24,10 +24,9 @@ from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from typing import Any
 
-from mock_pi import webid
+from mock_pi import pitime, webid
 from mock_pi.af import DATABASE_PATH, AfModel, Element, name_pattern
 from mock_pi.catalog import mix
-from workers.pi.times import format_ticks
 
 OPEN_END = "9999-12-31T23:59:59Z"  # how PI Web API shows the end of an in-progress frame
 NEVER = "1970-01-01T00:00:00Z"  # AcknowledgedDate of a frame nobody acknowledged
@@ -142,7 +141,7 @@ class Frame:
 
     @property
     def start_time(self) -> str:
-        return format_ticks(self.start_ms * 10_000)
+        return _iso(self.start_ms)
 
     def is_open(self, now_ms: int) -> bool:
         return self.planned_end_ms > now_ms
@@ -152,7 +151,7 @@ class Frame:
         return INF if self.is_open(now_ms) else self.planned_end_ms
 
     def end_time(self, now_ms: int) -> str:
-        return OPEN_END if self.is_open(now_ms) else format_ticks(self.planned_end_ms * 10_000)
+        return OPEN_END if self.is_open(now_ms) else _iso(self.planned_end_ms)
 
     def is_acknowledged(self, now_ms: int) -> bool:
         return self.ack_ms is not None and self.ack_ms <= now_ms
@@ -160,7 +159,7 @@ class Frame:
     def acknowledged(self, now_ms: int) -> tuple[str, str]:
         """(AcknowledgedBy, AcknowledgedDate) as served at `now_ms`."""
         if self.ack_ms is not None and self.ack_ms <= now_ms:
-            return self.operator, format_ticks(self.ack_ms * 10_000)
+            return self.operator, _iso(self.ack_ms)
         return "", NEVER
 
 
@@ -185,26 +184,35 @@ class FrameFilter:
     is_acknowledged: bool | None = None
 
 
+def _iso(ms: int) -> str:
+    return pitime.format_time(ms * 10_000)
+
+
+def templates(af: AfModel) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(name, instance type, categories) of every element and event frame template, by name."""
+    out = af.element_templates() + [(t.name, "EventFrame", t.categories) for t in TEMPLATES]
+    return sorted(out, key=lambda t: t[0].lower())
+
+
 class EventFrameModel:
     """The event frames of the one database, given the AF model their references live in."""
 
     def __init__(
         self,
-        seed: int,
         af: AfModel,
         history_start: float,
         slot_seconds: float = 600.0,
         per_slot: int = 3,
     ) -> None:
-        self.seed = seed
+        self.seed = af.seed
         self.af = af
         self.slot_ms = max(1, round(slot_seconds * 1000))
         self.per_slot = per_slot
         if per_slot > self.slot_ms:
             raise ValueError("event frames per slot exceed the slot's milliseconds")
         self.history_start_ms = math.ceil(history_start * 1000)
-        self._prefix = webid.stable_guid(seed, "eventframe").bytes[:8]
-        self._key = mix(seed, "eventframe")
+        self._prefix = webid.stable_guid(self.seed, "eventframe").bytes[:8]
+        self._key = mix(self.seed, "eventframe")
         self.slot_frames = lru_cache(maxsize=100_000)(self._make_slot)
         self._settled: OrderedDict[tuple[Any, ...], list[Frame]] = OrderedDict()
 

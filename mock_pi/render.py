@@ -16,8 +16,7 @@ import orjson
 import polars as pl
 from aiohttp import web
 
-from mock_pi import catalog, series
-from workers.pi.times import format_ticks
+from mock_pi import catalog, pitime, series
 
 ALL: dict[str, Any] = {}  # the subtree marker "keep everything below"
 
@@ -161,7 +160,7 @@ def timed_value(s: series.Series, ev: series.Events, i: int) -> Any:
     if bad == series.BAD_NOT_OBJECT:
         bare = value_object(s, ev, i)
         return bare["Value"] if isinstance(bare, dict) else bare
-    stamp = format_ticks(int(ev.ticks[i]))
+    stamp = pitime.format_time(int(ev.ticks[i]))
     item: dict[str, Any] = {
         "Timestamp": f"{stamp[:5]}13{stamp[7:]}" if bad == series.BAD_TIMESTAMP else stamp,
         "Value": bad_value(s, ev, i) if bad else value_object(s, ev, i),

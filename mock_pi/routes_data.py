@@ -10,6 +10,7 @@ from aiohttp import web
 from isal import isal_zlib
 
 from mock_pi import catalog as cat
+from mock_pi import pitime
 from mock_pi.errors import error_response
 from mock_pi.render import (
     PLACEHOLDER,
@@ -21,7 +22,6 @@ from mock_pi.render import (
 )
 from mock_pi.series import EMPTY, Events, Series
 from mock_pi.state import MockState
-from workers.pi.times import TimeParseError, parse_pi_ticks
 
 SERVER_VERSION = "3.4.440.477"
 MAX_COLLECTION = 1000
@@ -72,15 +72,15 @@ class Query:
         """A PI time string in ticks, read relative to `now` (ticks)."""
         text = self.get(name, default) or default
         try:
-            return parse_pi_ticks(text, now / 10_000_000)
-        except TimeParseError as exc:
+            return pitime.parse_time(text, now)
+        except pitime.PiTimeError as exc:
             raise BadRequest(400, str(exc)) from None
 
     def interval(self, default: str) -> int:
         text = (self.get("interval", default) or default).strip()
         try:
-            ticks = parse_pi_ticks("+" + text.lstrip("+"), 0.0)
-        except TimeParseError:
+            ticks = pitime.parse_span(text)
+        except pitime.PiTimeError:
             ticks = 0
         if ticks <= 0:
             raise BadRequest(400, f"The value '{text}' is not valid for interval.")

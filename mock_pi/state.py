@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from mock_pi import pitime
 from mock_pi.catalog import Catalog, Point
 from mock_pi.series import TICKS, Series
 from mock_pi.settings import MockSettings
@@ -39,7 +40,7 @@ class MockState:
 
     def now_ticks(self) -> int:
         """Wall clock in 100 ns ticks, truncated to whole microseconds as values are."""
-        return int(self.clock() * 1_000_000) * 10
+        return pitime.ticks_of_seconds(self.clock())
 
     def series(self, point: Point) -> Series:
         """The value generator of a point (cached: building one hashes the seed)."""

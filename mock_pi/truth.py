@@ -45,12 +45,12 @@ import orjson
 import pyarrow as pa
 
 from mock_pi import catalog as cat
+from mock_pi import pitime
 from mock_pi import series as ser
 from mock_pi.render import timed_value
 from mock_pi.series import SYSTEM_TABLE, TICKS_PER_US, Events, Series
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
-from workers.pi.times import parse_pi_ticks
 
 Instant = str | datetime | int
 
@@ -127,26 +127,25 @@ class GroundTruth:
             raise KeyError(ref)
         return found
 
-    def _ticks(self, when: Instant, at: float) -> int:
+    def _ticks(self, when: Instant, now: int) -> int:
         if isinstance(when, datetime):
             return int(when.timestamp() * 1_000_000) * TICKS_PER_US
         if isinstance(when, str):
-            return parse_pi_ticks(when, at)
+            return pitime.parse_time(when, now)
         if not isinstance(when, int):
             raise TypeError(f"a time is a string, a datetime or int ticks, not {when!r}")
         return when
 
-    def _now(self, at: float | None) -> tuple[float, int]:
-        at = self.state.clock() if at is None else at
-        return at, int(at * 1_000_000) * TICKS_PER_US
+    def _now(self, at: float | None) -> int:
+        return pitime.ticks_of_seconds(self.state.clock() if at is None else at)
 
     def events(
         self, ref: str | cat.Point, start: Instant, end: Instant, at: float | None = None
     ) -> tuple[Series, Events]:
         """The raw columns behind `recorded`."""
-        at, now = self._now(at)
+        now = self._now(at)
         s = self.state.series(self.point(ref))
-        lo, hi = self._ticks(start, at), self._ticks(end, at)
+        lo, hi = self._ticks(start, now), self._ticks(end, now)
         desc = hi < lo
         if desc:
             lo, hi = hi, lo
@@ -196,9 +195,9 @@ class GroundTruth:
     def visible_at(
         self, ref: str | cat.Point, start: Instant, end: Instant
     ) -> list[tuple[dict[str, Any], int]]:
-        at, _ = self._now(None)
+        now = self._now(None)
         s = self.state.series(self.point(ref))
-        lo, hi = sorted((self._ticks(start, at), self._ticks(end, at)))
+        lo, hi = sorted((self._ticks(start, now), self._ticks(end, now)))
         far = hi + s.late_ticks
         ev = s.scan(lo, hi, far, self.state.history_start_ticks, visible_upto=far)
         return list(zip(timed_values(s, ev), (int(v) for v in ev.visible), strict=True))

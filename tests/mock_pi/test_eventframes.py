@@ -35,7 +35,7 @@ def iso(ms: float) -> str:
 def model(
     days: float = 30, slot: float = 600, per_slot: int = 3, seed: int = SEED, tags: int = TAGS
 ) -> EventFrameModel:
-    return AfModel(seed, tags).event_frames(history_start(days), slot, per_slot)
+    return EventFrameModel(AfModel(seed, tags), history_start(days), slot, per_slot)
 
 
 def search(server: MockServer, db: str, **params: Any) -> list[dict[str, Any]]:
@@ -273,7 +273,7 @@ def test_open_frames_close_later_with_the_same_webid(mock_pi_factory: Any) -> No
     server = mock_pi_factory(
         tag_count=100, seed=5, rate_limit=0, history_days=0.001, ef_slot_seconds=1, ef_per_slot=2
     )
-    m = AfModel(5, 100).event_frames(history_start(0.001), 1, 2)
+    m = EventFrameModel(AfModel(5, 100), history_start(0.001), 1, 2)
     db = AfModel(5, 100).database_webid
     open_now = search(server, db, searchMode="InProgress", startTime="*-60s", endTime="*")
     assert open_now
