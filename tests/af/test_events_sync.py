@@ -51,7 +51,7 @@ def mock_env() -> dict[str, object]:
 def frame_model() -> EventFrameModel:
     """The ground truth of a mock started today with `mock_env()`."""
     history_start = (time.time() // DAY) * DAY - DAY
-    return AfModel(SEED, TAGS).event_frames(history_start, SLOT, PER_SLOT)
+    return EventFrameModel(AfModel(SEED, TAGS), history_start, SLOT, PER_SLOT)
 
 
 def ms_of(text: str) -> int:
