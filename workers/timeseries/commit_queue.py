@@ -112,7 +112,6 @@ class CommitQueue:
         observer: Observer,
         shard: str,
     ) -> None:
-        self.max_rows = settings.commit_max_rows
         self.shard_count = settings.shard_count
         self.sink = sink
         self.checkpoints = checkpoints
@@ -120,6 +119,7 @@ class CommitQueue:
         self.observer = observer
         self.shard = shard
         self.fresh = CommitBuffer.from_settings(settings)
+        self.max_rows = self.fresh.max_rows  # also bounds the guarded rows and each group
         self.batches: list[PlannedBatch] = []
         self._ends: dict[str, datetime] = {}
         self._guarded: list[pa.Table] = []  # look-back rows: some are surely in the table
