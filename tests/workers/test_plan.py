@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from workers.timeseries.plan import (
     BACKFILL,
     LATE,
@@ -14,8 +12,6 @@ from workers.timeseries.plan import (
     TagRange,
     app_id_for,
     backfill_batch,
-    backfill_windows,
-    live_until,
     next_batch,
 )
 
@@ -29,7 +25,7 @@ def test_app_ids() -> None:
 
 
 def test_live_ranges_from_checkpoints_start_window_and_lag() -> None:
-    until = live_until(T + 60 * MIN, timedelta(seconds=10))
+    until = T + 60 * MIN - timedelta(seconds=10)
     batch = next_batch(
         "app",
         7,
@@ -76,15 +72,7 @@ def test_caught_up_tags_get_nothing() -> None:
     assert batch.ranges == ()
 
 
-def test_backfill_windows_and_batches() -> None:
-    assert backfill_windows(T, T + 25 * MIN, 10 * MIN) == [
-        T + 10 * MIN,
-        T + 20 * MIN,
-        T + 25 * MIN,
-    ]
-    assert backfill_windows(T, T, MIN) == []
-    with pytest.raises(ValueError, match="positive"):
-        backfill_windows(T, T + MIN, timedelta(0))
+def test_backfill_batches() -> None:
     first = backfill_batch("bf", 1, ["a", "b"], {}, start=T, end=T + 25 * MIN, window=10 * MIN)
     assert first.ranges == (
         TagRange("a", T, T + 10 * MIN, BACKFILL),

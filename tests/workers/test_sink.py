@@ -15,7 +15,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from service.metrics import Metrics, MetricsObserver, MetricsServer, Readiness
-from workers.errors import SinkError
+from workers.errors import SinkError, StaleGeneration
 from workers.lake.tables import (
     CHECKPOINTS,
     CHECKPOINTS_SCHEMA,
@@ -31,7 +31,7 @@ from workers.lake.tables import (
 from workers.lake.writer import DeltaWriter
 from workers.timeseries.commit_queue import CommitBuffer
 from workers.timeseries.decode import TagMeta, decode_streamset
-from workers.timeseries.sink import Committed, DeltaSink, StaleGeneration, with_batch
+from workers.timeseries.sink import Committed, DeltaSink, with_batch
 
 TAGS = {"WF": TagMeta("WF", "flow", "Float64", "m3/h")}
 NOW = datetime(2026, 11, 28, 1, tzinfo=UTC)

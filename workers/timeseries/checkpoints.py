@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from workers.errors import SinkError
@@ -72,20 +71,9 @@ class CheckpointStore:
         )
         return dict(zip(latest["tag_webid"].to_list(), latest["checkpoint"].to_list(), strict=True))
 
-    def last_batch(self, app_id: str) -> PlannedBatch | None:
-        """The highest planned batch of `app_id`, with its ranges."""
-        plans = self._plans(app_id)
-        if plans.num_rows == 0:
-            return None
-        return self._batches(app_id, plans, int(pc.max(plans["batch_id"]).as_py()))[0]
-
     def done_version(self, app_id: str) -> int | None:
         """Highest batch id of `app_id` whose checkpoints are recorded."""
         return self.sink.committed_version(CHECKPOINTS, app_id)
-
-    def is_done(self, app_id: str, batch_id: int) -> bool:
-        done = self.done_version(app_id)
-        return done is not None and done >= batch_id
 
     def next_batch_id(self, app_id: str) -> int:
         planned = self.sink.committed_version(BATCHES, app_id)

@@ -1,20 +1,34 @@
-"""`_pidelta_shards`: shard generations, so that a resharding fences out the old count.
+"""`_pidelta_shards`: shard generations, and the fence that keeps an old count out.
 
-See docs/DESIGN.md (resharding fence) for the protocol; this module only reads and appends
-generations.
+Resharding (docs/DESIGN.md, resharding fence): a worker whose shard count differs from the
+latest generation announces a new one and fences pi_timeseries for its count
+(`DeltaSink.fence`): from then on no append of another count can land, however slow (a
+Delta conflict, or the fence seen on the snapshot it commits against). Workers of an older
+generation also see the announcement before their next batch and right before a commit
+(`ShardFence.check`), and stop without committing what they buffered. Every worker of a
+generation waits `grace` after the announcement before reading checkpoints, so that the
+recovery then sees every batch the old generation committed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 import pyarrow as pa
-from deltalake import write_deltalake
 
+from workers.errors import StaleGeneration
 from workers.lake.tables import SHARDS, SHARDS_SCHEMA, TableStore
+from workers.lake.writer import DeltaWriter
+from workers.lifecycle import Lifecycle
 from workers.pi.times import utcnow
+from workers.timeseries.sink import DeltaSink
+
+log = logging.getLogger("pidelta.pipeline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +75,61 @@ class ShardGenerations:
             "announced_at": gen.announced_at,
             "announced_by": by,
         }
-        write_deltalake(
-            self._table, pa.Table.from_pylist([row], schema=SHARDS_SCHEMA), mode="append"
-        )
+        DeltaWriter(self.store).append(SHARDS, pa.Table.from_pylist([row], schema=SHARDS_SCHEMA))
         return gen
+
+
+class ShardFence:
+    """One worker's shard generation: joined on start, checked before batches and commits."""
+
+    def __init__(
+        self,
+        store: TableStore,
+        sink: DeltaSink,
+        shard_count: int,
+        app_id: str,
+        poll_interval: float,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.generations = ShardGenerations(store)
+        self.sink = sink
+        self.shard_count = shard_count
+        self.app_id = app_id
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.generation: Generation | None = None
+
+    @property
+    def grace(self) -> timedelta:
+        """Longer than an old worker's last check-to-commit; see the module docstring."""
+        return timedelta(seconds=10 + 2 * self.poll_interval)
+
+    async def join(self, lifecycle: Lifecycle) -> Generation:
+        """Announce this shard count unless it is current, fence, then wait out the grace."""
+        count = self.shard_count
+        current = await asyncio.to_thread(self.generations.latest)
+        if current is None or current.shard_count != count:
+            previous = current
+            current = await asyncio.to_thread(self.generations.announce, count, self.app_id)
+            log.info(
+                "announced shard generation %d (%d shards%s)",
+                current.generation,
+                count,
+                f", was {previous.shard_count}" if previous else "",
+            )
+        self.generation = current
+        await asyncio.to_thread(self.sink.fence, count)
+        wait = (current.announced_at + self.grace - self.clock()).total_seconds()
+        if wait > 0 and await asyncio.to_thread(self.generations.ever_other_than, count):
+            log.info("waiting %.1f s for workers of the previous generation to stop", wait)
+            await lifecycle.wait(wait)
+        return current
+
+    def check(self) -> None:
+        """Raise StaleGeneration when a generation with another shard count was announced."""
+        assert self.generation is not None
+        latest = self.generations.latest()
+        if latest is not None and latest.shard_count != self.generation.shard_count:
+            raise StaleGeneration(
+                f"shard generation {latest.generation} has {latest.shard_count} shards"
+            )

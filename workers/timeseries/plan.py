@@ -11,10 +11,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from workers.pi.times import to_us
+
 LIVE = "live"
 BACKFILL = "backfill"
 LATE = "late"
-RANGE_KINDS = (LIVE, BACKFILL, LATE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +56,6 @@ def app_id_for(shard_index: int, shard_count: int, kind: str = LIVE) -> str:
     return f"{prefix}-{shard_index}-of-{shard_count}"
 
 
-def live_until(now: datetime, safety_lag: timedelta) -> datetime:
-    return now - safety_lag
-
-
 def next_batch(
     app_id: str,
     batch_id: int,
@@ -91,18 +88,6 @@ def next_batch(
     return PlannedBatch(app_id, batch_id, tuple(ranges))
 
 
-def backfill_windows(start: datetime, end: datetime, window: timedelta) -> list[datetime]:
-    """Window ends from `start` (exclusive) to `end` (inclusive): the progress bar's steps."""
-    if window <= timedelta(0):
-        raise ValueError("window must be positive")
-    ends: list[datetime] = []
-    edge = start
-    while edge < end:
-        edge = min(end, edge + window)
-        ends.append(edge)
-    return ends
-
-
 def backfill_batch(
     app_id: str,
     batch_id: int,
@@ -124,3 +109,35 @@ def backfill_batch(
         window=window,
         kind=BACKFILL,
     )
+
+
+def clamped(r: TagRange, origins: Mapping[str, datetime]) -> TagRange:
+    """A late range cut at its tag's origin (first live start): nothing was read before."""
+    origin = origins.get(r.webid)
+    if r.kind == LATE and origin is not None and r.start < origin:
+        return TagRange(r.webid, origin, max(origin, r.end), LATE)
+    return r
+
+
+def spans(
+    batch: PlannedBatch, origins: Mapping[str, datetime]
+) -> tuple[list[tuple[str, int, int]], dict[str, int], list[str]]:
+    """One span per tag covering all its ranges; rows at or before `boundary` are guarded.
+
+    A tag's late range ends where its live range starts, so the union is one span.
+    Backfill ranges and a tag's first live range are guarded whole (`whole`): a backfill
+    or an earlier run may have loaded them.
+    """
+    lo: dict[str, int] = {}
+    hi: dict[str, int] = {}
+    boundary: dict[str, int] = {}
+    whole: set[str] = set()
+    for r in batch.ranges:
+        s, e = to_us(r.start), to_us(r.end)
+        lo[r.webid] = min(s, lo.get(r.webid, s))
+        hi[r.webid] = max(e, hi.get(r.webid, e))
+        if r.kind == BACKFILL or (r.kind == LIVE and origins.get(r.webid) == r.start):
+            whole.add(r.webid)
+        guard = e if r.kind == LATE or r.webid in whole else s
+        boundary[r.webid] = max(guard, boundary.get(r.webid, guard))
+    return [(w, lo[w], hi[w]) for w in lo], boundary, sorted(whole)

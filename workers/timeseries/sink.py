@@ -26,7 +26,7 @@ from workers.errors import StaleGeneration
 from workers.lake.tables import PI_TIMESERIES, QUARANTINE, TABLES
 from workers.lake.writer import DeltaWriter
 
-__all__ = ["KEY_COLUMNS", "Committed", "DeltaSink", "StaleGeneration"]
+__all__ = ["KEY_COLUMNS", "Committed", "DeltaSink"]
 
 KEY_COLUMNS = ("tag_webid", "timestamp", "sequence")
 FENCE_COLUMN = "tag_webid"
