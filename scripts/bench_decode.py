@@ -27,8 +27,8 @@ import pyarrow as pa
 
 from workers.timeseries import body as body_readers
 from workers.timeseries.body import parse_typed
+from workers.timeseries.calls import SELECTED_FIELDS
 from workers.timeseries.decode import TagMeta, decode_streamset
-from workers.timeseries.recorded import SELECTED_FIELDS
 
 KINDS = ("Float32",) * 7 + ("Int32", "String", "Digital")
 SELECTED = tuple(f.rsplit(".", 1)[1] for f in SELECTED_FIELDS.split(";") if "Items.Items." in f)

@@ -7,17 +7,14 @@ import pytest
 
 from workers.errors import PideltaError, UnpageableStream
 from workers.pi.times import TimeParseError, format_us, parse_iso_us
+from workers.timeseries.calls import Call, Span, plan_calls, webid_cost
 from workers.timeseries.decode import TagMeta
 from workers.timeseries.recorded import (
-    Call,
     RecordedSource,
-    Span,
     StreamPage,
     continuation,
     leading_at,
     page_of,
-    plan_calls,
-    webid_cost,
 )
 from workers.timeseries.source import SourceResult
 
@@ -130,6 +127,7 @@ class _Client:
     def __init__(self, *bodies: bytes) -> None:
         self.bodies = list(bodies)
         self.asked: list[list[str]] = []
+        self.paused: list[float] = []
 
     def url_length(self, path: str, params: object) -> int:
         return 200
@@ -137,6 +135,9 @@ class _Client:
     async def get_bytes(self, path: str, params: list[tuple[str, str]], *, endpoint: str) -> bytes:
         self.asked.append([v for k, v in params if k == "webId"])
         return self.bodies.pop(0)
+
+    async def pause(self, seconds: float) -> None:
+        self.paused.append(seconds)
 
 
 def _body(*streams: tuple[str, list[dict[str, object]]]) -> bytes:
@@ -288,3 +289,49 @@ async def test_more_values_than_max_count_are_cut_there_and_paged_on() -> None:
     result = await source.read([("A", T0, T0 + 10)])
     assert _stamps(result) == [("A", n) for n in range(1, 11)]
     assert result.stats.out_of_range == 6
+
+
+class _ByStreams(_Client):
+    """Answers by the WebIDs asked: each tuple of WebIDs has its own queue of bodies."""
+
+    def __init__(self, answers: dict[tuple[str, ...], list[bytes]]) -> None:
+        super().__init__()
+        self.answers = answers
+
+    async def get_bytes(self, path: str, params: list[tuple[str, str]], *, endpoint: str) -> bytes:
+        webids = tuple(v for k, v in params if k == "webId")
+        self.asked.append(list(webids))
+        return self.answers[webids].pop(0)
+
+
+async def test_an_unreadable_stream_is_set_aside_and_the_others_read() -> None:
+    """The call of A and B answers HTML three times (backoff between): A and B are read one
+    per call; A's answer is fine; B's is first inconsistent (a value past the range), then
+    HTML twice, so B is set aside, quarantined with what came back, and nothing of it kept."""
+    html = b"<html>Service Unavailable</html>"
+    client = _ByStreams(
+        {
+            ("A", "B"): [html] * 3,
+            ("A",): [_body(("A", [_item(T0 + 1)]))],
+            ("B",): [_body(("B", [_item(T0 + 2), _item(T0 + 99)])), html, html],
+        }
+    )
+    retries: list[str] = []
+    result = await _source(client, retries).read([("A", T0, T0 + 10), ("B", T0, T0 + 10)])
+    assert (
+        sorted(map(tuple, client.asked))
+        == [("A",), ("A", "B"), ("A", "B"), ("A", "B")] + [("B",)] * 3
+    )
+    assert sorted(retries) == ["decode", "decode", "decode", "inconsistent"]
+    assert len(client.paused) == 4
+    assert _stamps(result) == [("A", 1)]
+    assert result.set_aside == {"B"}
+    assert result.stats.set_aside == 1
+    (row,) = pa.concat_tables(result.quarantine).to_pylist()
+    assert (row["tag_webid"], row["reason"], row["timestamp"]) == ("B", "unreadable_answer", None)
+    assert row["raw"] == (
+        "cannot decode streamsets/recorded, 32 bytes: unexpected character, expected a JSON "
+        "value: line 1 column 1 "
+        "(char 0); reading 2023-11-14T22:13:20Z to 2023-11-14T22:13:20.000010Z again later; "
+        "the answer began '<html>Service Unavailable</html>'"
+    )

@@ -283,12 +283,12 @@ class PIClient:
                 len(failed),
                 delay,
             )
-            await self._pause(delay)
+            await self.pause(delay)
         return {rid: results[rid] for rid in order if rid in results}
 
     # ------------------------------------------------------------------ internals
 
-    async def _pause(self, seconds: float) -> None:
+    async def pause(self, seconds: float) -> None:
         """Back off, but give up at once when the worker is asked to stop.
 
         A SIGTERM during a PI outage must not wait out every retry: the batch in flight
@@ -377,7 +377,7 @@ class PIClient:
                 attempt,
                 delay,
             )
-            await self._pause(delay)
+            await self.pause(delay)
 
     async def _attempt(
         self, method: str, url: str, body: bytes | None, endpoint: str, parse: bool

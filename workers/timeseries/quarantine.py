@@ -21,6 +21,8 @@ REASON_WRONG_VALUE_TYPE = "wrong_value_type"
 REASON_BAD_DIGITAL_STATE = "bad_digital_state"
 # A stream with more values at one timestamp than one call may return (see recorded.py).
 REASON_UNPAGEABLE = "unpageable"
+# A stream whose answer could not be read after retries: set aside, read again later.
+REASON_UNREADABLE_ANSWER = "unreadable_answer"
 
 
 # The raw text kept of one value: enough to see what it was, bounded whatever a server sends.

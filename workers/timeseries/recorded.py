@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
-from urllib.parse import quote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from workers.errors import DecodeError, InconsistentAnswer, NeedsRawValues, UnpageableStream
+from workers.pi.client import backoff_delay
 from workers.pi.times import format_us, utcnow
 from workers.timeseries.body import (
     ParsedBody,
@@ -39,8 +39,13 @@ from workers.timeseries.body import (
     readings,
     stamp_reader,
 )
+from workers.timeseries.calls import Call, Span, plan_calls
 from workers.timeseries.decode import SequenceStart, TagLike, decode_parsed
-from workers.timeseries.quarantine import REASON_UNPAGEABLE, QuarantineRows
+from workers.timeseries.quarantine import (
+    REASON_UNPAGEABLE,
+    REASON_UNREADABLE_ANSWER,
+    QuarantineRows,
+)
 from workers.timeseries.ranges import Bounds, outside
 from workers.timeseries.source import SourceResult
 
@@ -48,115 +53,12 @@ log = logging.getLogger(__name__)
 
 RECORDED_PATH = "/streamsets/recorded"
 ENDPOINT = "streamsets/recorded"
-# The fields the decoder reads; everything else (Links, Name, Path) is left on the server.
-# Units come once per stream (a PI point has one engineering unit), not once per value:
-# that is a sixth of the body.
-SELECTED_FIELDS = ";".join(
-    (
-        "Items.WebId",
-        "Items.UnitsAbbreviation",
-        "Items.Items.Timestamp",
-        "Items.Items.Value",
-        "Items.Items.Good",
-        "Items.Items.Questionable",
-        "Items.Items.Substituted",
-        "Items.Items.Annotated",
-        "Items.Items.Errors",
-    )
-)
+# Reads of one answer that does not decode, backoff between them, before its streams are
+# read one per call (and a stream alone is set aside).
+DECODE_ATTEMPTS = 3
+EXCERPT_BYTES = 200
 # Expected values of a tag never seen before, per second of range: PI's fastest usual scan.
 DEFAULT_RATE = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """What to read of one stream: values with `start` < t <= `end`.
-
-    A continuation (`skip` not None) reads from `start` inclusive and drops the first
-    `skip` values at `start`, which an earlier page already delivered.
-    """
-
-    webid: str
-    start: int
-    end: int
-    skip: int | None = None
-    expected: float = 0.0  # values expected in the span, to size maxCount
-    min_count: int = 0  # a maxCount this span needs (more values at one time than a page)
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One `/streamsets/recorded` request: spans sharing (start, end), one maxCount."""
-
-    start: int
-    end: int
-    max_count: int
-    spans: tuple[Span, ...]
-
-    def params(self) -> list[tuple[str, str]]:
-        out = [
-            ("startTime", format_us(self.start)),
-            ("endTime", format_us(self.end)),
-            ("boundaryType", "Inside"),
-            ("maxCount", str(self.max_count)),
-            ("selectedFields", SELECTED_FIELDS),
-        ]
-        out.extend(("webId", s.webid) for s in self.spans)
-        return out
-
-
-def webid_cost(webid: str) -> int:
-    """Bytes one `&webId=...` adds to the URL."""
-    return len("&webId=") + len(quote(webid, safe=""))
-
-
-def plan_calls(
-    spans: Iterable[Span],
-    *,
-    base_url_length: int,
-    max_url_bytes: int,
-    max_items: int,
-    page_size: int,
-) -> list[Call]:
-    """Group spans into calls: same (start, end), URL under the limit, items under the cap.
-
-    Within a group, spans are taken largest expected count first, and a call holds n
-    streams only while n × (largest expected + skip + 1) ≤ max_items, so that a call's
-    maxCount (max_items // n, at most page_size) covers its streams in one page when the
-    estimate holds. `base_url_length` is the URL length of a call with no WebIDs.
-    """
-    groups: dict[tuple[int, int], list[Span]] = {}
-    for span in spans:
-        groups.setdefault((span.start, span.end), []).append(span)
-    calls: list[Call] = []
-    room = max_url_bytes - base_url_length
-    for (start, end), members in groups.items():
-        members.sort(key=lambda s: s.expected + (s.skip or 0), reverse=True)
-        chunk: list[Span] = []
-        used = 0
-        need = 1
-        for span in members:
-            cost = webid_cost(span.webid)
-            span_need = max(
-                span.min_count, min(page_size, math.ceil(span.expected) + (span.skip or 0) + 1)
-            )
-            new_need = max(need, span_need)
-            if chunk and (used + cost > room or (len(chunk) + 1) * new_need > max_items):
-                calls.append(_call(start, end, chunk, max_items, page_size, need))
-                chunk, used, new_need = [], 0, span_need
-            chunk.append(span)
-            used += cost
-            need = new_need
-        if chunk:
-            calls.append(_call(start, end, chunk, max_items, page_size, need))
-    return calls
-
-
-def _call(
-    start: int, end: int, chunk: list[Span], max_items: int, page_size: int, need: int
-) -> Call:
-    max_count = max(1, min(page_size, max_items // len(chunk)))
-    return Call(start, end, max(max_count, min(need, max_items)), tuple(chunk))
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +106,8 @@ class ClientLike(Protocol):
     async def get_bytes(
         self, path: str, params: Sequence[tuple[str, str]] = (), *, endpoint: str
     ) -> bytes: ...
+
+    async def pause(self, seconds: float) -> None: ...
 
 
 def page_of(items: Values) -> StreamPage | None:
@@ -332,19 +236,25 @@ class RecordedSource:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
+        if result.set_aside:
+            _without(result, result.set_aside)
         for webid, span in firsts.items():
             seconds = (span.end - span.start) / 1e6
-            if seconds > 0:
+            if seconds > 0 and webid not in result.set_aside:
                 self.rates[webid] = counts.get(webid, 0) / seconds
         return result
 
     async def _one(self, call: Call, result: SourceResult, counts: dict[str, int]) -> list[Span]:
-        """One call, retried while its body does not decode; returns continuations.
+        """One call, read again with backoff while its answer cannot be read; returns the
+        spans still to read.
 
         An answer that contradicts the request is sent again once; after that, what lies
-        inside the request is kept and the rest dropped and counted (`out_of_range`).
+        inside is kept and the rest dropped and counted (`out_of_range`). An answer still
+        unreadable after `DECODE_ATTEMPTS` is read again one stream per call, so that one
+        bad stream does not hold the others; a stream unreadable on its own is set aside.
         """
         params = call.params()
+        attempts = min(self.max_attempts, DECODE_ATTEMPTS)
         attempt = 1
         async with self._slots:
             while True:
@@ -355,12 +265,37 @@ class RecordedSource:
                     with gc_paused():
                         return self._absorb(call, body, result, counts, strict=attempt == 1)
                 except DecodeError as exc:
-                    if attempt >= self.max_attempts:
-                        raise
+                    if attempt >= attempts:
+                        return self._unreadable(call, body, exc, result)
                     attempt += 1
                     if self.on_retry is not None:
                         inconsistent = isinstance(exc, InconsistentAnswer)
                         self.on_retry("inconsistent" if inconsistent else "decode")
+                    await self.client.pause(backoff_delay(attempt))
+
+    def _unreadable(
+        self, call: Call, body: bytes, error: DecodeError, result: SourceResult
+    ) -> list[Span]:
+        """Streams of a call whose answer could not be read: each again on its own, or, when
+        it was alone already, set aside with a quarantine row that shows the answer."""
+        if len(call.spans) > 1:
+            return [replace(span, alone=True) for span in call.spans]
+        (span,) = call.spans
+        result.set_aside.add(span.webid)
+        result.stats.set_aside += 1
+        tag = self.tags.get(span.webid)
+        rows = QuarantineRows(ENDPOINT, utcnow())
+        excerpt = body[:EXCERPT_BYTES].decode("utf-8", "replace")
+        rows.add_text(
+            span.webid,
+            tag.name if tag is not None else None,
+            f"{error}; reading {format_us(span.start)} to {format_us(span.end)} again later; "
+            f"the answer began {excerpt!r}",
+            REASON_UNREADABLE_ANSWER,
+        )
+        result.quarantine.append(rows.table())
+        log.warning("%s: set aside until a later read: %s", span.webid, error)
+        return []
 
     def _absorb(
         self,
@@ -499,3 +434,18 @@ class RecordedSource:
                 REASON_UNPAGEABLE,
             )
         return rows.table()
+
+
+def _without(result: SourceResult, webids: set[str]) -> None:
+    """Drop what earlier pages read of set-aside streams: their ranges are read whole later.
+    Their `unreadable_answer` quarantine rows stay."""
+    drop = pa.array(sorted(webids), pa.string())
+
+    def kept(table: pa.Table, keep_reason: bool) -> pa.Table:
+        mask = pc.invert(pc.fill_null(pc.is_in(table.column("tag_webid"), value_set=drop), False))
+        if keep_reason:
+            mask = pc.or_(mask, pc.equal(table.column("reason"), REASON_UNREADABLE_ANSWER))
+        return table.filter(mask)
+
+    result.rows = [kept(t, False) for t in result.rows]
+    result.quarantine = [kept(t, True) for t in result.quarantine]

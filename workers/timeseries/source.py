@@ -24,6 +24,7 @@ class ReadStats:
     continued: int = 0  # streams that needed another page
     redelivered: int = 0  # values dropped because another page has them
     out_of_range: int = 0  # values a server sent outside the range or past maxCount
+    set_aside: int = 0  # streams whose answer could not be read, left for a later read
 
     def add(self, other: ReadStats) -> None:
         for f in fields(self):
@@ -32,11 +33,17 @@ class ReadStats:
 
 @dataclass
 class SourceResult:
-    """Rows of every span (pi_timeseries schema), quarantine rows and counters."""
+    """Rows of every span (pi_timeseries schema), quarantine rows and counters.
+
+    `set_aside` names the streams whose answer could not be read this time (after retries):
+    none of their rows are here, and the loop must not move their checkpoints, so that a
+    later poll reads their ranges again. Each has a quarantine row saying why.
+    """
 
     rows: list[pa.Table] = field(default_factory=list)
     quarantine: list[pa.Table] = field(default_factory=list)
     stats: ReadStats = field(default_factory=ReadStats)
+    set_aside: set[str] = field(default_factory=set)
 
 
 class Source(Protocol):
