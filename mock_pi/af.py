@@ -18,9 +18,8 @@ Full WebID (which embeds the upper-cased path), changes, as in a real AF server 
 WebIDs. Lookups by WebID go by GUID, so a WebID issued before a move or rename still resolves
 (to the element with its new WebID), while a deleted element's WebID answers 404.
 
-Attribute config strings come in three shapes, as AF stores them: `\\\\MOCKPI01\\TAG`,
-`\\\\MOCKPI01\\TAG;ptclassname=classic;pointtype=Float32;ReadOnly=False` and the resolved
-`\\\\MOCKPI01?{server guid}\\TAG?{point id}`.
+Attributes live in `mock_pi.af_attributes` (`AfAttributes(model)`); this module answers
+which tags an element is the attribute home of.
 """
 
 from __future__ import annotations
@@ -31,12 +30,10 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
 
 from mock_pi import webid
-from mock_pi.catalog import SERVER_NAME, Catalog, Point, mix
+from mock_pi.catalog import Catalog, mix
 
 AF_SERVER = "MOCKAF01"
 DATABASE = "PlantDB"
@@ -49,7 +46,6 @@ UNITS_PER_AREA = 4
 AREAS_PER_SITE = 3
 
 LEVELS = ("enterprise", "site", "area", "unit", "equipment")
-STATIC_TIMESTAMP = "1970-01-01T00:00:00Z"  # what PI Web API shows for a value without time
 
 Key = tuple[str, int]
 
@@ -89,29 +85,6 @@ LEVEL_TEMPLATES = {
     "unit": ("Process Unit", ("Unit",)),
 }
 
-# Attribute name, AF units name and abbreviation per instrument kind (catalog prefix).
-MEASUREMENTS: dict[str, tuple[str, str]] = {
-    "TI": ("Temperature", "degree Celsius"),
-    "PI": ("Pressure", "bar"),
-    "LI": ("Level", "percent"),
-    "FI": ("Flow", "cubic meter per hour"),
-    "AI": ("Concentration", "parts per million"),
-    "JI": ("Power", "kilowatt"),
-    "SI": ("Speed", "revolution per minute"),
-    "CNT": ("Counter", "count"),
-    "XV": ("Valve State", ""),
-    "MTR": ("Motor State", ""),
-    "BATCH": ("Batch ID", ""),
-    "MSG": ("Message", ""),
-}
-ATTRIBUTE_TYPES = {
-    "Float32": "Single",
-    "Float64": "Double",
-    "Int32": "Int32",
-    "Digital": "EnumerationValue",
-    "String": "String",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Element:
@@ -127,29 +100,6 @@ class Element:
     category_names: tuple[str, ...]
     depth: int  # 0 for the enterprise root, 4 for equipment
     has_children: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Attribute:
-    id: uuid.UUID
-    webid: str
-    name: str
-    path: str
-    owner_webid: str
-    description: str
-    type: str
-    type_qualifier: str
-    units_name: str
-    units_abbreviation: str
-    data_reference: str  # "PI Point" or "" for a static value
-    config_string: str
-    point: Point | None
-    category_names: tuple[str, ...]
-    is_configuration_item: bool
-    step: bool
-    value: Any = None  # the static value (attributes without a data reference)
-    zero: float | None = None
-    span: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +121,68 @@ class _Plan:
     changes: list[Change] = field(default_factory=list)
     adopted: dict[int, list[int]] = field(default_factory=dict)  # home -> tag indices
     receiver: dict[int, int] = field(default_factory=dict)  # deleted -> home of its tags
+
+    @staticmethod
+    def _pick(
+        seed: int, count: int, step: int, op: str, touched: set[Key], level: str
+    ) -> int | None:
+        """An element of `level` for step `step`'s operation `op` that no step touched yet."""
+        for attempt in range(64):
+            i = mix(seed, "af-version", step, op, attempt) % count
+            if (level, i) not in touched:
+                return i
+        return None
+
+    @classmethod
+    def build(cls, model: AfModel) -> _Plan:
+        """The plan of `model.version` steps over the model's version-0 tree."""
+        plan = cls()
+        touched: set[Key] = set()
+        for k in range(1, model.version + 1):
+            new = model.n_equipment + k - 1
+            unit = mix(model.seed, "af-version", k, "add-unit") % model.n_units
+            plan.added[new] = unit
+            touched.add(("equipment", new))
+            plan.changes.append(Change(k, "added", model.guid(("equipment", new))))
+            e = cls._pick(
+                model.seed, model.n_equipment, k, "rename-equipment", touched, "equipment"
+            )
+            if e is not None:
+                touched.add(("equipment", e))
+                plan.renamed[("equipment", e)] = f"{model.base_name(('equipment', e))}-v{k}"
+                plan.changes.append(
+                    Change(
+                        k, "renamed", model.guid(("equipment", e)), plan.renamed[("equipment", e)]
+                    )
+                )
+            u = cls._pick(model.seed, model.n_units, k, "rename-unit", touched, "unit")
+            if u is not None:
+                touched.add(("unit", u))
+                plan.renamed[("unit", u)] = f"{model.base_name(('unit', u))}-v{k}"
+                plan.changes.append(
+                    Change(k, "renamed", model.guid(("unit", u)), plan.renamed[("unit", u)])
+                )
+            e = cls._pick(model.seed, model.n_equipment, k, "move", touched, "equipment")
+            if e is not None and model.n_units > 1:
+                touched.add(("equipment", e))
+                home = e // EQUIPMENT_PER_UNIT
+                shift = 1 + mix(model.seed, "af-version", k, "move-to") % (model.n_units - 1)
+                plan.moved[e] = (home + shift) % model.n_units
+                plan.changes.append(
+                    Change(k, "moved", model.guid(("equipment", e)), str(plan.moved[e]))
+                )
+            e = cls._pick(model.seed, model.n_equipment, k, "delete", touched, "equipment")
+            if e is not None and model.n_equipment - len(plan.deleted) > 1:
+                touched.add(("equipment", e))
+                plan.deleted.add(e)
+                plan.changes.append(Change(k, "deleted", model.guid(("equipment", e))))
+        for d in sorted(plan.deleted):
+            r = (d + 1) % model.n_equipment
+            while r in plan.deleted:
+                r = (r + 1) % model.n_equipment
+            plan.receiver[d] = r
+            plan.adopted.setdefault(r, []).extend(model.own_tags(d))
+        return plan
 
 
 def name_pattern(pattern: str | None) -> re.Pattern[str] | None:
@@ -207,14 +219,13 @@ class AfModel:
         self._prefixes = {level: webid.stable_guid(seed, "af", level).bytes[:8] for level in LEVELS}
         self._levels = {prefix: level for level, prefix in self._prefixes.items()}
         self.equipment_kind = lru_cache(maxsize=600_000)(self._equipment_kind)
-        self._plan = self._make_plan()
+        self._plan = _Plan.build(self)
         self._moved_in: dict[int, list[int]] = {}
         for e, u in sorted(self._plan.moved.items()):
             self._moved_in.setdefault(u, []).append(e)
         for e, u in sorted(self._plan.added.items()):
             self._moved_in.setdefault(u, []).append(e)
         self.element = lru_cache(maxsize=300_000)(self._make_element)
-        self.attributes = lru_cache(maxsize=100_000)(self._make_attributes)
         self._all: tuple[Element, ...] | None = None
 
     # ----- identity -------------------------------------------------------------------
@@ -251,60 +262,6 @@ class AfModel:
     def changes(self) -> list[Change]:
         """Every change of versions 1..version, in order: the ground truth of a bump."""
         return list(self._plan.changes)
-
-    def _pick(self, count: int, step: int, op: str, touched: set[Key], level: str) -> int | None:
-        for attempt in range(64):
-            i = mix(self.seed, "af-version", step, op, attempt) % count
-            if (level, i) not in touched:
-                return i
-        return None
-
-    def _make_plan(self) -> _Plan:
-        plan = _Plan()
-        touched: set[Key] = set()
-        for k in range(1, self.version + 1):
-            new = self.n_equipment + k - 1
-            unit = mix(self.seed, "af-version", k, "add-unit") % self.n_units
-            plan.added[new] = unit
-            touched.add(("equipment", new))
-            plan.changes.append(Change(k, "added", self.guid(("equipment", new))))
-            e = self._pick(self.n_equipment, k, "rename-equipment", touched, "equipment")
-            if e is not None:
-                touched.add(("equipment", e))
-                plan.renamed[("equipment", e)] = f"{self.base_name(('equipment', e))}-v{k}"
-                plan.changes.append(
-                    Change(
-                        k, "renamed", self.guid(("equipment", e)), plan.renamed[("equipment", e)]
-                    )
-                )
-            u = self._pick(self.n_units, k, "rename-unit", touched, "unit")
-            if u is not None:
-                touched.add(("unit", u))
-                plan.renamed[("unit", u)] = f"{self.base_name(('unit', u))}-v{k}"
-                plan.changes.append(
-                    Change(k, "renamed", self.guid(("unit", u)), plan.renamed[("unit", u)])
-                )
-            e = self._pick(self.n_equipment, k, "move", touched, "equipment")
-            if e is not None and self.n_units > 1:
-                touched.add(("equipment", e))
-                home = e // EQUIPMENT_PER_UNIT
-                shift = 1 + mix(self.seed, "af-version", k, "move-to") % (self.n_units - 1)
-                plan.moved[e] = (home + shift) % self.n_units
-                plan.changes.append(
-                    Change(k, "moved", self.guid(("equipment", e)), str(plan.moved[e]))
-                )
-            e = self._pick(self.n_equipment, k, "delete", touched, "equipment")
-            if e is not None and self.n_equipment - len(plan.deleted) > 1:
-                touched.add(("equipment", e))
-                plan.deleted.add(e)
-                plan.changes.append(Change(k, "deleted", self.guid(("equipment", e))))
-        for d in sorted(plan.deleted):
-            r = (d + 1) % self.n_equipment
-            while r in plan.deleted:
-                r = (r + 1) % self.n_equipment
-            plan.receiver[d] = r
-            plan.adopted.setdefault(r, []).extend(self._own_tags(d))
-        return plan
 
     # ----- tree -----------------------------------------------------------------------
     def _equipment_kind(self, e: int) -> EquipmentKind:
@@ -407,8 +364,9 @@ class AfModel:
             self._all = tuple(self.walk())
         return self._all
 
-    # ----- attributes -----------------------------------------------------------------
-    def _own_tags(self, e: int) -> range:
+    # ----- tag homes ------------------------------------------------------------------
+    def own_tags(self, e: int) -> range:
+        """The tags equipment `e` was created with (none for an added one)."""
         if e >= self.n_equipment:
             return range(0)
         return range(e * TAGS_PER_EQUIPMENT, min((e + 1) * TAGS_PER_EQUIPMENT, self.tag_count))
@@ -418,7 +376,7 @@ class AfModel:
         level, e = key
         if level != "equipment" or not self.exists(key):
             return []
-        return [*self._own_tags(e), *self._plan.adopted.get(e, [])]
+        return [*self.own_tags(e), *self._plan.adopted.get(e, [])]
 
     def home_of_tag(self, index: int) -> Key:
         """The equipment element holding the attribute that references tag `index`."""
@@ -429,117 +387,6 @@ class AfModel:
     def surviving(self, e: int) -> Key:
         """Equipment `e`, or where its tags went if a version deleted it."""
         return ("equipment", self._plan.receiver.get(e, e))
-
-    def attribute_of_tag(self, index: int) -> Attribute:
-        home = self.home_of_tag(index)
-        return next(a for a in self.attributes(home) if a.point and a.point.index == index)
-
-    def attribute_by_guid(self, owner: uuid.UUID, attribute: uuid.UUID) -> Attribute | None:
-        element = self.element_by_guid(owner)
-        if element is None:
-            return None
-        return next((a for a in self.attributes(element.key) if a.id == attribute), None)
-
-    def all_attributes(self) -> Iterator[Attribute]:
-        for element in self.elements():
-            yield from self.attributes(element.key)
-
-    def _make_attributes(self, key: Key) -> tuple[Attribute, ...]:
-        """An element's attributes sorted by name (the PI default order)."""
-        element = self.element(key)
-        if key[0] != "equipment":
-            return ()
-        out: list[Attribute] = []
-        used: dict[str, int] = {}
-        for index in self.tags_of(key):
-            point = self.catalog.point(index)
-            base, units_name = MEASUREMENTS[point.kind.prefix]
-            used[base] = used.get(base, 0) + 1
-            name = base if used[base] == 1 else f"{base} {used[base]}"
-            out.append(self._point_attribute(element, point, name, units_name))
-        out.extend(self._static_attributes(element))
-        return tuple(sorted(out, key=lambda a: a.name.lower()))
-
-    def _attribute_guid(self, element: Element, part: object) -> uuid.UUID:
-        return webid.stable_guid(self.seed, "attribute", element.id, part)
-
-    def _point_attribute(
-        self, element: Element, point: Point, name: str, units_name: str
-    ) -> Attribute:
-        guid = self._attribute_guid(element, ("tag", point.index))
-        path = f"{element.path}|{name}"
-        style = mix(self.seed, "config-string", point.index) % 3
-        if style == 0:
-            config = f"\\\\{SERVER_NAME}\\{point.name}"
-        elif style == 1:
-            config = (
-                f"\\\\{SERVER_NAME}\\{point.name};ptclassname=classic;"
-                f"pointtype={point.point_type};ReadOnly=False"
-            )
-        else:
-            config = f"\\\\{SERVER_NAME}?{self.catalog.server_id}\\{point.name}?{point.point_id}"
-        numeric = point.point_type in ("Float32", "Float64", "Int32")
-        return Attribute(
-            id=guid,
-            webid=webid.attribute("E", element.id, guid, path.lstrip("\\")),
-            name=name,
-            path=path,
-            owner_webid=element.webid,
-            description=point.descriptor,
-            type=ATTRIBUTE_TYPES[point.point_type],
-            type_qualifier=point.digital_set or "",
-            units_name=units_name,
-            units_abbreviation=point.units,
-            data_reference="PI Point",
-            config_string=config,
-            point=point,
-            category_names=("Process Data",),
-            is_configuration_item=False,
-            step=not numeric or point.point_type == "Int32",
-            zero=point.kind.zero if numeric else None,
-            span=point.kind.span if numeric else None,
-        )
-
-    def _static_attributes(self, element: Element) -> list[Attribute]:
-        e = element.key[1]
-        kind = self.equipment_kind(e)
-        h = mix(self.seed, "nameplate", e)
-        installed = datetime(2005, 1, 1, tzinfo=UTC).timestamp() + (h % 7000) * 86_400
-        values: list[tuple[str, str, Any]] = [
-            ("Manufacturer", "String", kind.manufacturers[h % len(kind.manufacturers)]),
-            ("Model", "String", f"{kind.prefix}{100 + (h >> 8) % 900}"),
-            (
-                "Install Date",
-                "DateTime",
-                datetime.fromtimestamp(installed, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            ),
-        ]
-        out = []
-        for name, type_, value in values:
-            guid = self._attribute_guid(element, ("static", name))
-            path = f"{element.path}|{name}"
-            out.append(
-                Attribute(
-                    id=guid,
-                    webid=webid.attribute("E", element.id, guid, path.lstrip("\\")),
-                    name=name,
-                    path=path,
-                    owner_webid=element.webid,
-                    description=f"{name} of {element.name}",
-                    type=type_,
-                    type_qualifier="",
-                    units_name="",
-                    units_abbreviation="",
-                    data_reference="",
-                    config_string="",
-                    point=None,
-                    category_names=("Nameplate",),
-                    is_configuration_item=True,
-                    step=True,
-                    value=value,
-                )
-            )
-        return out
 
     # ----- templates ------------------------------------------------------------------
     def element_templates(self) -> list[tuple[str, str, tuple[str, ...]]]:

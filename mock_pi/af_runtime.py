@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from mock_pi import af as afm
+from mock_pi import af_attributes as afa
 from mock_pi import eventframes as efm
 from mock_pi.routes_data import BadRequest, Query, unknown_webid
 from mock_pi.state import MockState
@@ -25,7 +26,8 @@ ElementSearch = tuple[afm.Element, ...]
 
 
 class AfRuntime:
-    """The served AF version with its event frames; a version change swaps both models."""
+    """The served AF version with its attributes and event frames; a version change swaps
+    all three models."""
 
     def __init__(self, state: MockState) -> None:
         self.state = state
@@ -34,6 +36,7 @@ class AfRuntime:
     def set_version(self, version: int) -> None:
         s = self.state.settings
         self.af = afm.AfModel(s.seed, s.tag_count, version, self.state.catalog)
+        self.attributes = afa.AfAttributes(self.af)
         self.ef = efm.EventFrameModel(
             self.af, self.state.history_start, s.ef_slot_seconds, s.ef_per_slot
         )

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from mock_pi import af as afm
+from mock_pi import af_attributes as afa
 from mock_pi import pitime
 from mock_pi.af_runtime import (
     RUNTIME,
@@ -106,7 +107,7 @@ def database_json(rt: AfRuntime, base: str) -> dict[str, Any]:
     }
 
 
-def attribute_json(a: afm.Attribute, base: str) -> dict[str, Any]:
+def attribute_json(a: afa.Attribute, base: str) -> dict[str, Any]:
     links = attribute_links(a.webid, base)
     links["Element"] = f"{base}elements/{a.owner_webid}"
     if a.point is not None:
@@ -270,7 +271,7 @@ async def get_element_attributes(state: MockState, request: web.Request, q: Quer
     rt = runtime(request)
     element = find_element(rt, request.match_info["webId"])
     keep = attribute_filter(q)
-    found = [a for a in rt.af.attributes(element.key) if keep(a.name, a.type, a.category_names)]
+    found = [a for a in rt.attributes.of(element.key) if keep(a.name, a.type, a.category_names)]
     if descending(q):
         found.reverse()
     base = base_url(request)
@@ -283,7 +284,7 @@ def find_attribute(rt: AfRuntime, web_id: str, base: str) -> dict[str, Any]:
     owner = guid_of(web_id[5:27]) if web_id[:4] in ("F1Ab", "I1Ab") else None
     guid = guid_of(web_id[27:49]) if owner is not None else None
     if guid is not None and web_id[4] == "E":
-        attribute = rt.af.attribute_by_guid(owner, guid)
+        attribute = rt.attributes.by_guid(owner, guid)
         if attribute is not None:
             return attribute_json(attribute, base)
     elif guid is not None and web_id[4] == "F":
@@ -356,7 +357,7 @@ async def get_streamset_value(state: MockState, request: web.Request, q: Query) 
         at = q.get("time")
         now = state.now_ticks()
         at_ticks = q.time("time", "*", now) if at else None
-        for a in rt.af.attributes(element.key):
+        for a in rt.attributes.of(element.key):
             if not keep(a.name, a.type, a.category_names):
                 continue
             if a.point is None:
@@ -365,7 +366,7 @@ async def get_streamset_value(state: MockState, request: web.Request, q: Query) 
                         a.webid,
                         a.name,
                         a.path,
-                        afm.STATIC_TIMESTAMP,
+                        afa.STATIC_TIMESTAMP,
                         a.value,
                         a.units_abbreviation,
                         base,

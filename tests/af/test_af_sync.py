@@ -19,6 +19,7 @@ from aiohttp import web
 from deltalake import DeltaTable
 
 from mock_pi.af import AfModel
+from mock_pi.af_attributes import AfAttributes
 from service.commands_af import AfMetricsObserver
 from service.metrics import Metrics
 from tests.conftest import ROOT
@@ -68,7 +69,7 @@ def expected_attributes(model: AfModel) -> dict[str, tuple[Any, ...]]:
             a.point.name if a.point else None, list(a.category_names),
             a.is_configuration_item, model.database_webid,
         )
-        for a in model.all_attributes()
+        for a in AfAttributes(model).every()
     }  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mock_pi.af import AfModel
+from mock_pi.af_attributes import AfAttributes
 from mock_pi.catalog import Catalog
 from tests.conftest import MockServer, get_json
 from tests.spec import validate_response
@@ -106,6 +107,7 @@ def test_children_follow_the_model(mock_pi: MockServer) -> None:
 
 def test_every_tag_has_exactly_one_attribute_home(mock_pi: MockServer) -> None:
     model = AfModel(SEED, TAGS)
+    attributes = AfAttributes(model)
     catalog = Catalog(SEED, TAGS)
     homes: Counter[str] = Counter()
     for element in model.elements():
@@ -114,7 +116,7 @@ def test_every_tag_has_exactly_one_attribute_home(mock_pi: MockServer) -> None:
         body = ok(
             f"{mock_pi.url}/elements/{element.webid}/attributes", "/elements/{webId}/attributes"
         )
-        want = model.attributes(element.key)
+        want = attributes.of(element.key)
         assert [a["WebId"] for a in body["Items"]] == [a.webid for a in want]
         for got, attr in zip(body["Items"], want, strict=True):
             assert got["Path"] == f"{element.path}|{got['Name']}"
@@ -154,14 +156,15 @@ def test_filters_sorting_and_paging(mock_pi: MockServer) -> None:
 
 def test_attributes_resolve_and_streamset_values(mock_pi: MockServer) -> None:
     model = AfModel(SEED, TAGS)
+    attributes = AfAttributes(model)
     equipment = model.element(("equipment", 7))
-    for attr in model.attributes(equipment.key):
+    for attr in attributes.of(equipment.key):
         body = ok(f"{mock_pi.url}/attributes/{attr.webid}", "/attributes/{webId}")
         assert (body["Name"], body["Path"], body["Type"]) == (attr.name, attr.path, attr.type)
     values = ok(f"{mock_pi.url}/streamsets/{equipment.webid}/value", "/streamsets/{webId}/value")
     by_name = {v["Name"]: v for v in values["Items"]}
-    assert set(by_name) == {a.name for a in model.attributes(equipment.key)}
-    for attr in model.attributes(equipment.key):
+    assert set(by_name) == {a.name for a in attributes.of(equipment.key)}
+    for attr in attributes.of(equipment.key):
         value = by_name[attr.name]["Value"]
         if attr.point is None:
             assert (value["Timestamp"], value["Value"]) == ("1970-01-01T00:00:00Z", attr.value)
@@ -170,7 +173,7 @@ def test_attributes_resolve_and_streamset_values(mock_pi: MockServer) -> None:
             assert value["Timestamp"] > "2000"
     filtered = ok(f"{mock_pi.url}/streamsets/{equipment.webid}/value?nameFilter=Manu*")
     assert [v["Name"] for v in filtered["Items"]] == ["Manufacturer"]
-    leaf = model.attributes(equipment.key)[0].webid
+    leaf = attributes.of(equipment.key)[0].webid
     assert ok(f"{mock_pi.url}/streamsets/{leaf}/value")["Items"] == []
 
 
@@ -267,7 +270,7 @@ def test_version_bumps_change_the_tree_exactly(mock_pi_factory: Any) -> None:
     status, _ = get_json(f"{server.url}/elements/{before[deleted_id]['WebId']}")
     assert status == 404
     # The deleted element's tags live on elsewhere: still exactly one home per tag.
-    homes = Counter(a.point.index for a in v2.all_attributes() if a.point is not None)
+    homes = Counter(a.point.index for a in AfAttributes(v2).every() if a.point is not None)
     assert homes == Counter(range(tags))
 
     assert post_version(server, {"Version": 4}) == 4
@@ -282,7 +285,7 @@ def test_a_million_tags_serve_without_walking_the_tree(mock_pi_factory: Any) -> 
     assert model.n_equipment == 100_000
     server = mock_pi_factory(tag_count=1_000_000, seed=SEED, rate_limit=0)
     database(server)
-    attr = AfModel(SEED, 1_000_000).attribute_of_tag(987_654)
+    attr = AfAttributes(AfModel(SEED, 1_000_000)).of_tag(987_654)
     body = ok(f"{server.url}/attributes/{attr.webid}", "/attributes/{webId}")
     tag = body["ConfigString"].split(";")[0].split("\\")[-1].split("?")[0]
     assert tag == Catalog(SEED, 1_000_000).point(987_654).name
@@ -294,5 +297,5 @@ def test_a_million_tags_serve_without_walking_the_tree(mock_pi_factory: Any) -> 
 def test_tiny_catalogs_still_give_every_tag_a_home(count: int) -> None:
     for version in range(4):
         model = AfModel(3, count, version)
-        homes = Counter(a.point.index for a in model.all_attributes() if a.point is not None)
+        homes = Counter(a.point.index for a in AfAttributes(model).every() if a.point is not None)
         assert homes == Counter(range(count))
