@@ -179,7 +179,7 @@ async def _worker(
                 client,
             ):
                 try:
-                    await pipeline.prepare()
+                    await pipeline.prepare(wait_for_pi=mode == "run")
                     ready["ok"] = True
                     log.info(
                         "%s: shard %d of %d owns %d tags, app id %s",
