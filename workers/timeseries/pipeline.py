@@ -1,9 +1,8 @@
 """The time-series loop: discover → own → plan → fetch → buffer → commit → advance.
 
-One `Pipeline` per worker process drives the stages for `run`, `once` and `backfill`, with
-the exactly-once protocol of docs/DESIGN.md: a batch's plan is recorded before its fetch,
-its rows are appended with `Transaction(app_id, batch_id)` (skipped when the table already
-holds that batch), then the checkpoints advance. The stages live beside it: the shard fence
+One `Pipeline` per worker process drives the stages for `run`, `once` and `backfill`,
+following the exactly-once protocol of docs/DESIGN.md ("Exactly once"). The stages live
+beside it: the shard fence
 (`generations.ShardFence`), recovery of unfinished batches (`recovery.Recovery`), planning
 (`plan`), fetching (`recorded.RecordedSource`), and buffering with the one commit in flight
 (`commit_queue.CommitQueue`, where every `commit_max_*` rule is).
@@ -19,7 +18,7 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from shard_config.ring import owned
+from shard_config.jump_hash import owned
 from workers.errors import PIError, RetriesAbandoned
 from workers.lake.tables import PI_TIMESERIES, PI_TIMESERIES_SCHEMA, TableStore
 from workers.lifecycle import Lifecycle
