@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.conftest import MockServer, get_json
 from tests.e2e.helpers import (
+    Worker,
     assert_no_duplicates,
     assert_same,
     checkpoints,
@@ -30,6 +31,21 @@ TAGS = 20
 PEAK_RSS_BOUND = 400 << 20
 
 
+def live_worker(proxy: HostileProxy, tmp_path: Path, **settings: object) -> tuple[Worker, datetime]:
+    """`pidelta run` through the proxy into `tmp_path/lake`, from two minutes ago, polling
+    every second; the worker and where it started."""
+    origin = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+    env = worker_env(
+        proxy.url,
+        tmp_path / "lake",
+        start=iso(origin),
+        poll_interval=1,
+        safety_lag=2,
+        **settings,
+    )
+    return start_worker("run", env=env, log=tmp_path / "worker.log"), origin
+
+
 def peak_rss(pid: int) -> int:
     """VmHWM of a process: the most resident memory it ever had."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -42,20 +58,10 @@ def test_a_gzip_bomb_neither_grows_the_worker_nor_stops_it(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
     mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
-    origin = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     target = tmp_path / "lake"
     with HostileProxy(mock) as proxy:
         proxy.misbehave("streamsets/recorded", gzip_bomb(1 << 30))
-        env = worker_env(
-            proxy.url,
-            target,
-            start=iso(origin),
-            poll_interval=1,
-            safety_lag=2,
-            pi_max_items_per_call=1000,
-            pi_page_size=1000,
-        )
-        worker = start_worker("run", env=env, log=tmp_path / "worker.log")
+        worker, origin = live_worker(proxy, tmp_path, pi_max_items_per_call=1000, pi_page_size=1000)
         try:
             bombed = lambda: sum("streamsets/recorded" in path for _, path in proxy.seen)  # noqa: E731
             assert wait_for(lambda: bombed() >= 9, 60), worker.text()[-3000:]
@@ -82,13 +88,11 @@ def test_a_stream_whose_answer_cannot_be_read_is_set_aside_then_read_again(
     is set aside (quarantined with what came back, kept in `_pidelta_set_aside`), the worker
     keeps running, and once PI answers again the range is read and the table equals PI."""
     mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
-    origin = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     target = tmp_path / "lake"
     with HostileProxy(mock) as proxy:
-        env = worker_env(proxy.url, target, start=iso(origin), poll_interval=1, safety_lag=2)
         bad = _first_tag(proxy.url)
         proxy.misbehave("streamsets/recorded", unreadable_for(bad))
-        worker = start_worker("run", env=env, log=tmp_path / "worker.log")
+        worker, origin = live_worker(proxy, tmp_path)
         try:
             launched = datetime.now(UTC)
             assert wait_for(lambda: _caught_up(target, launched), 90), worker.text()[-3000:]
@@ -115,20 +119,10 @@ def test_run_waits_for_a_pi_that_fails_at_start_up(
     """503 to discovery when `run` starts: it asks again every poll instead of exiting,
     then catches up once PI answers."""
     mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
-    origin = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     target = tmp_path / "lake"
     with HostileProxy(mock) as proxy:
         proxy.misbehave("dataservers", fixed(503, b'{"Errors":["Service Unavailable"]}'))
-        env = worker_env(
-            proxy.url,
-            target,
-            start=iso(origin),
-            poll_interval=1,
-            safety_lag=2,
-            pi_max_attempts=2,
-            pi_max_retry_seconds=2,
-        )
-        worker = start_worker("run", env=env, log=tmp_path / "worker.log")
+        worker, _ = live_worker(proxy, tmp_path, pi_max_attempts=2, pi_max_retry_seconds=2)
         try:
             started = lambda: "PI not usable at start-up" in worker.text()  # noqa: E731
             assert wait_for(started, 60), worker.text()[-3000:]
