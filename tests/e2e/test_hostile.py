@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
+
 from tests.conftest import MockServer, get_json
 from tests.e2e.helpers import (
     Worker,
@@ -22,7 +24,7 @@ from tests.e2e.helpers import (
     within,
     worker_env,
 )
-from tests.hostile import HostileProxy, fixed, gzip_bomb, unreadable_for
+from tests.hostile import HostileProxy, fixed, gzip_bomb, rewrite, unreadable_for
 
 TAGS = 20
 # The worker's peak memory while a 1 GiB gzip bomb is answered to every read: the
@@ -133,6 +135,38 @@ def test_run_waits_for_a_pi_that_fails_at_start_up(
             assert wait_for(lambda: _caught_up(target, healed), 60), worker.text()[-3000:]
         finally:
             assert worker.terminate() == 0, worker.text()[-3000:]
+
+
+def far_future_value(body: bytes) -> bytes:
+    """Every stream of the answer gains a value stamped 9999-12-31, past any endTime."""
+    doc = orjson.loads(body)
+    for stream in doc.get("Items", []):
+        stream.setdefault("Items", []).append(
+            {"Timestamp": "9999-12-31T23:59:59Z", "Value": 1.0, "Good": True}
+        )
+    return orjson.dumps(doc)
+
+
+def test_values_past_the_asked_range_are_never_stored(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    """A server (or a proxy cache) answering values past endTime, far-future ones included:
+    nothing of them lands, shifted or not, and the table equals PI."""
+    mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
+    target = tmp_path / "lake"
+    with HostileProxy(mock) as proxy:
+        proxy.misbehave("streamsets/recorded", rewrite(far_future_value))
+        worker, origin = live_worker(proxy, tmp_path)
+        try:
+            launched = datetime.now(UTC)
+            assert wait_for(lambda: _caught_up(target, launched), 90), worker.text()[-3000:]
+        finally:
+            assert worker.terminate() == 0, worker.text()[-3000:]
+    table = read_table(target)
+    ranges = {w: (origin, c) for w, c in checkpoints(target).items()}
+    assert_no_duplicates(table)
+    assert_same(table, expected(truth_for(mock), ranges))  # the whole table, not a window
+    assert "values outside the range or past maxCount" in worker.text()
 
 
 def _first_tag(url: str) -> str:
