@@ -3,7 +3,10 @@
 # UndefinedBehaviorSanitizer, with atheris's ASan runtime (it holds libFuzzer) preloaded.
 #
 #   fuzz/run.sh SECONDS        fuzz from fuzz/corpus for SECONDS; new inputs stay in a
-#                              scratch folder (make fuzz-short)
+#                              scratch folder
+#   fuzz/run.sh runs:N         the same for N inputs from a fixed seed, so that a run
+#                              meets the same inputs every time (make fuzz-short, in
+#                              make test: a test that can fail must fail every time)
 #   fuzz/run.sh SECONDS merge  the same, then merge the inputs that add coverage into
 #                              fuzz/corpus (make fuzz, with FUZZ_KEEP_GOING=1: see
 #                              fuzz/decode_fuzz.py)
@@ -35,12 +38,16 @@ if [ "${1:-}" = repro ]; then
     shift
     exec "$PY" fuzz/decode_fuzz.py -dict=fuzz/pi.dict "$@"
 fi
-seconds=${1:?usage: fuzz/run.sh SECONDS [merge] | repro FILE...}
+limit=${1:?usage: fuzz/run.sh SECONDS|runs:N [merge] | repro FILE...}
+case "$limit" in
+    runs:*) budget=(-runs="${limit#runs:}" -seed=1); export PYTHONHASHSEED=0 ;;
+    *) budget=(-max_total_time="$limit") ;;
+esac
 scratch=$(mktemp -d)
 log="$artifacts/last-run.log"
 trap 'rm -rf "$scratch"' EXIT
 status=0
-"$PY" fuzz/decode_fuzz.py -dict=fuzz/pi.dict -max_total_time="$seconds" -timeout=30 \
+"$PY" fuzz/decode_fuzz.py -dict=fuzz/pi.dict "${budget[@]}" -timeout=30 \
     -rss_limit_mb=4096 -artifact_prefix="$artifacts/" -print_final_stats=1 \
     "$scratch" fuzz/corpus >"$log" 2>&1 || status=$?
 if [ "$status" != 0 ]; then

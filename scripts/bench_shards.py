@@ -14,8 +14,8 @@ import numpy as np
 
 from mock_pi import webid
 from mock_pi.catalog import KINDS, SERVER_NAME, Catalog
-from shard_config import ShardRing, compute_plan, format_plan
-from shard_config.ring import hash_keys, jump_many
+from shard_config import JumpHash, compute_plan, format_plan
+from shard_config.jump_hash import hash_keys, jump_many
 
 
 def make_webids(count: int, seed: int) -> list[str]:
@@ -41,7 +41,7 @@ def main() -> None:
     print(f"built {len(keys):,} WebIDs in {time.perf_counter() - started:.2f} s (not timed below)")
 
     started = time.perf_counter()
-    owners = ShardRing(n).owners(keys)
+    owners = JumpHash(n).owners(keys)
     owners_s = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -57,7 +57,7 @@ def main() -> None:
 
     moved = owners != grown
     between_old = int(np.count_nonzero(moved & (grown != n)))
-    print(f"ShardRing({n}).owners: {owners_s:.2f} s for {len(keys):,} keys")
+    print(f"JumpHash({n}).owners: {owners_s:.2f} s for {len(keys):,} keys")
     print(f"  of which BLAKE2b hashing {hash_s:.2f} s, jump over {n + 1} shards {jump_s:.2f} s")
     print(f"compute_plan: {plan_s:.2f} s")
     print(f"imbalance (max/mean): {report.imbalance:.4f} (target <= 1.10)")

@@ -23,8 +23,8 @@ from deltalake import DeltaTable
 
 from service.commands_maintain import run_with_maintenance
 from service.metrics import Metrics, MetricsObserver, MetricsServer, Readiness
+from shard_config.jump_hash import JumpHash
 from shard_config.plan import compute_plan, format_plan
-from shard_config.ring import ShardRing
 from workers.errors import ConfigError, RetriesAbandoned, StaleGeneration
 from workers.lake.tables import ALL_TABLES, CHECKPOINTS, TableStore
 from workers.lifecycle import Lifecycle
@@ -115,7 +115,7 @@ def discover(args: argparse.Namespace, settings: Settings) -> int:
     async def listing() -> int:
         async with PIClient(settings) as client:
             tags = await discover_tags(client, settings)
-        owners = ShardRing(settings.shard_count).owners(t.webid for t in tags)
+        owners = JumpHash(settings.shard_count).owners(t.webid for t in tags)
         lines = ["name\twebid\tpoint_type\tunits\tshard"]
         lines.extend(
             f"{t.name}\t{t.webid}\t{t.point_type}\t{t.units}\t{owner}"
@@ -179,7 +179,7 @@ async def _worker(
                 client,
             ):
                 try:
-                    await pipeline.prepare()
+                    await pipeline.prepare(wait_for_pi=mode == "run")
                     ready["ok"] = True
                     log.info(
                         "%s: shard %d of %d owns %d tags, app id %s",

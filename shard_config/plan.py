@@ -1,7 +1,7 @@
 """`pidelta shards plan --shards N`: how tags spread over N shards and what moves if N changes.
 
 Keys are hashed once and the owners for N - 1, N and N + 1 shards come from the same
-hashes, so a plan for a million tags costs about one `ShardRing.owners` call and a half.
+hashes, so a plan for a million tags costs about one `JumpHash.owners` call and a half.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shard_config.ring import check_shard_count, hash_keys, jump_many
+from shard_config.jump_hash import check_shard_count, hash_keys, jump_many
 
 # Up to this many shards the table has one line per shard, beyond it ten shards a line.
 _ONE_LINE_PER_SHARD = 16
@@ -36,7 +36,7 @@ class PlanReport:
 
 
 def compute_plan(keys: Iterable[str], shard_count: int) -> PlanReport:
-    """Plan for `keys` (tag keys, see `ring.tag_key`) over `shard_count` shards."""
+    """Plan for `keys` (tag WebIDs, see `jump_hash`) over `shard_count` shards."""
     check_shard_count(shard_count)
     hashes = hash_keys(keys)
     owners = jump_many(hashes, shard_count)

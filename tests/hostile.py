@@ -165,6 +165,20 @@ def rewrite(change: Callable[[bytes], bytes]) -> Behaviour:
     return answer
 
 
+def unreadable_for(webid: str, body: bytes = b"<html>Service Unavailable</html>") -> Behaviour:
+    """An HTML page with status 200 to every read that asks for `webid`; the others pass."""
+
+    async def answer(request: web.Request, forward: Forward) -> web.StreamResponse:
+        if webid in request.query.getall("webId", []):
+            return web.Response(status=200, body=body, content_type="text/html")
+        upstream = await forward()
+        return web.Response(
+            status=upstream.status, body=upstream.body, content_type=upstream.content_type
+        )
+
+    return answer
+
+
 def fixed(status: int, body: bytes, content_type: str = "application/json") -> Behaviour:
     """The same answer to every request, whatever mock-pi would say."""
 

@@ -1,4 +1,6 @@
-"""Typed errors of the PI client: what failed, where (URL without credentials), and why.
+"""The one error hierarchy: every error pidelta raises on purpose derives from `PideltaError`.
+
+The PI client's errors say what failed, where (URL without credentials), and why.
 
 Every message is one line and is built only from the method, a redacted URL, the HTTP
 status and the PI error texts, so no credential or Authorization header can leak through

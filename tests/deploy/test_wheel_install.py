@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from mock_pi.catalog import Catalog
-from shard_config.ring import ShardRing
+from shard_config.jump_hash import JumpHash
 from tests.conftest import MockServer, free_port
 from tests.deploy.queries import ROOT
 from workers.settings import Settings
@@ -135,7 +135,7 @@ def test_discover_lists_every_tag_with_its_owner(
     assert header.split("\t") == ["name", "webid", "point_type", "units", "shard"]
     catalog = Catalog(seed=7, tag_count=TAGS)
     expected = {catalog.point(i).name: catalog.point(i).webid for i in range(TAGS)}
-    ring = ShardRing(3)
+    ring = JumpHash(3)
     listed = {}
     for row in rows:
         name, webid, _point_type, _units, shard = row.split("\t")

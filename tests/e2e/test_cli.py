@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mock_pi.catalog import Catalog
+from shard_config.jump_hash import JumpHash
 from shard_config.plan import compute_plan, format_plan
-from shard_config.ring import ShardRing
 from tests.conftest import MockServer
 from tests.e2e.helpers import (
     aligned_past,
@@ -78,7 +78,7 @@ def test_discover_lists_every_tag_with_its_shard(mock_pi: MockServer, tmp_path: 
     assert lines[0] == "name\twebid\tpoint_type\tunits\tshard"
     catalog = Catalog(42, 1000)
     want = sorted(
-        (p.name, p.webid, p.point_type, p.units, str(ShardRing(4).owner(p.webid)))
+        (p.name, p.webid, p.point_type, p.units, str(JumpHash(4).owner(p.webid)))
         for p in (catalog.point(i) for i in range(1000))
     )
     assert sorted(tuple(line.split("\t")) for line in lines[1:]) == want

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from shard_config import PlanReport, ShardRing, compute_plan, format_plan
+from shard_config import JumpHash, PlanReport, compute_plan, format_plan
 from tests.shard_config import webids
 
 
@@ -15,14 +15,14 @@ from tests.shard_config import webids
 def test_plan_figures_are_those_of_the_ring(shard_count: int) -> None:
     keys = webids(100_000)
     report = compute_plan(keys, shard_count)
-    owners = ShardRing(shard_count).owners(keys)
+    owners = JumpHash(shard_count).owners(keys)
     counts = np.bincount(owners, minlength=shard_count)
     assert report.shard_count == shard_count
     assert report.tag_count == len(keys)
     assert report.tags_per_shard == counts.tolist()
     assert report.imbalance == counts.max() / counts.mean()
     # Growing moves exactly the tags the new shard gets; shrinking those of the last shard.
-    assert report.moved_up == np.mean(ShardRing(shard_count + 1).owners(keys) == shard_count)
+    assert report.moved_up == np.mean(JumpHash(shard_count + 1).owners(keys) == shard_count)
     assert report.moved_down == np.mean(owners == shard_count - 1)
 
 
@@ -32,7 +32,7 @@ def test_plan_for_one_shard() -> None:
     assert report.tags_per_shard == [10_000]
     assert report.imbalance == 1.0
     assert report.moved_down is None
-    assert report.moved_up == np.mean(ShardRing(2).owners(keys) == 1)
+    assert report.moved_up == np.mean(JumpHash(2).owners(keys) == 1)
 
 
 def test_plan_without_tags() -> None:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from workers.pi.times import to_us
 from workers.timeseries.plan import (
     BACKFILL,
     LATE,
     LIVE,
+    REREAD,
     PlannedBatch,
     TagRange,
     app_id_for,
     backfill_batch,
     next_batch,
+    rereads,
+    spans,
 )
 
 T = datetime(2026, 11, 27, 10, tzinfo=UTC)
@@ -88,3 +92,18 @@ def test_backfill_batches() -> None:
         window=10 * MIN,
     )
     assert resumed.ranges == (TagRange("a", T + 20 * MIN, T + 25 * MIN, BACKFILL),)
+
+
+def test_a_reread_range_is_read_on_its_own_span_guarded_and_moves_no_checkpoint() -> None:
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    old = TagRange("A", t0, t0 + timedelta(minutes=5), REREAD)
+    live = TagRange("A", t0 + timedelta(hours=1), t0 + timedelta(hours=1, minutes=1), LIVE)
+    batch = PlannedBatch("app", 7, (live, old))
+    wanted, boundary, whole = spans(batch, {"A": t0})
+    us = to_us
+    assert wanted == [("A", us(live.start), us(live.end))]
+    assert rereads(batch) == [("A", us(old.start), us(old.end))]
+    assert boundary == {"A": us(live.start)}  # every re-read row lies at or before it
+    assert whole == []
+    assert batch.forward == (live,)
+    assert batch.checkpoints() == {"A": live.end}

@@ -30,6 +30,7 @@ QUARANTINE = "_pidelta_quarantine"
 BATCHES = "_pidelta_batches"
 CHECKPOINTS = "_pidelta_checkpoints"
 SHARDS = "_pidelta_shards"
+SET_ASIDE = "_pidelta_set_aside"
 PI_AF_HIERARCHY = "pi_af_hierarchy"
 PI_AF_ATTRIBUTES = "pi_af_attributes"
 PI_EVENT_FRAMES = "pi_event_frames"
@@ -92,6 +93,20 @@ BATCHES_SCHEMA = pa.schema(
         pa.field("range_end", UTC_US, nullable=False),
         pa.field("kind", pa.string(), nullable=False),
         pa.field("planned_at", UTC_US, nullable=False),
+    ]
+)
+
+# Ranges whose PI answer could not be read (workers/timeseries/set_aside.py): a row when
+# set aside, another with `resolved_at` once read again.
+SET_ASIDE_SCHEMA = pa.schema(
+    [
+        pa.field("tag_webid", pa.string(), nullable=False),
+        pa.field("range_start", UTC_US, nullable=False),
+        pa.field("range_end", UTC_US, nullable=False),
+        pa.field("app_id", pa.string(), nullable=False),
+        pa.field("batch_id", pa.int64(), nullable=False),
+        pa.field("noted_at", UTC_US, nullable=False),
+        pa.field("resolved_at", UTC_US),
     ]
 )
 
@@ -224,6 +239,7 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(BATCHES, BATCHES_SCHEMA),
         TableSpec(CHECKPOINTS, CHECKPOINTS_SCHEMA),
         TableSpec(SHARDS, SHARDS_SCHEMA),
+        TableSpec(SET_ASIDE, SET_ASIDE_SCHEMA),
     )
 }
 """The time-series tables, created by every shard at start-up."""

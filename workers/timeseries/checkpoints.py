@@ -1,10 +1,8 @@
 """Per-tag checkpoints and batch plans in `_pidelta_checkpoints` / `_pidelta_batches`.
 
-Both live in Delta next to the data so that every container shares them. The protocol
-(DESIGN.md "Exactly once"): record the plan (step 1), fetch and append the data with
-`Transaction(app_id, batch_id)` (steps 2-3), then `advance` (step 4). Each write carries the
-same app transaction on its own table, so each step is idempotent on its own, and a crash
-between any two steps leaves a plan that `pending_batches` returns to be re-run unchanged.
+Both live in Delta next to the data so that every container shares them. They hold steps
+1 (`record_plan`) and 4 (`advance`) of docs/DESIGN.md "Exactly once"; each write carries
+the batch's app transaction on its own table, so each step is idempotent on its own.
 
 Checkpoints are read as the latest (highest) end per tag over every app id of a prefix
 (`pidelta-ts-` for live runs, `pidelta-bf-` for backfills), whatever shard wrote them, so a

@@ -1,13 +1,8 @@
 """`_pidelta_shards`: shard generations, and the fence that keeps an old count out.
 
-Resharding (docs/DESIGN.md, resharding fence): a worker whose shard count differs from the
-latest generation announces a new one and fences pi_timeseries for its count
-(`DeltaSink.fence`): from then on no append of another count can land, however slow (a
-Delta conflict, or the fence seen on the snapshot it commits against). Workers of an older
-generation also see the announcement before their next batch and right before a commit
-(`ShardFence.check`), and stop without committing what they buffered. Every worker of a
-generation waits `grace` after the announcement before reading checkpoints, so that the
-recovery then sees every batch the old generation committed.
+The protocol is docs/DESIGN.md "Resharding fence": `ShardGenerations` reads and appends
+generations; `ShardFence` joins one on start (announcing and fencing a new count, then
+waiting `grace`) and `check`s it before each batch and commit.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """The time-series loop: discover → own → plan → fetch → buffer → commit → advance.
 
-One `Pipeline` per worker process drives the stages for `run`, `once` and `backfill`, with
-the exactly-once protocol of docs/DESIGN.md: a batch's plan is recorded before its fetch,
-its rows are appended with `Transaction(app_id, batch_id)` (skipped when the table already
-holds that batch), then the checkpoints advance. The stages live beside it: the shard fence
+One `Pipeline` per worker process drives the stages for `run`, `once` and `backfill`,
+following the exactly-once protocol of docs/DESIGN.md ("Exactly once"). The stages live
+beside it: the shard fence
 (`generations.ShardFence`), recovery of unfinished batches (`recovery.Recovery`), planning
 (`plan`), fetching (`recorded.RecordedSource`), and buffering with the one commit in flight
 (`commit_queue.CommitQueue`, where every `commit_max_*` rule is).
@@ -19,8 +18,8 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from shard_config.ring import owned
-from workers.errors import PIError
+from shard_config.jump_hash import owned
+from workers.errors import PIError, RetriesAbandoned
 from workers.lake.tables import PI_TIMESERIES, PI_TIMESERIES_SCHEMA, TableStore
 from workers.lifecycle import Lifecycle
 from workers.observe import NullObserver, Observer
@@ -34,16 +33,19 @@ from workers.timeseries.generations import ShardFence
 from workers.timeseries.plan import (
     BACKFILL,
     LIVE,
+    REREAD,
     PlannedBatch,
     TagRange,
     app_id_for,
     backfill_batch,
     clamped,
     next_batch,
+    rereads,
     spans,
 )
 from workers.timeseries.recorded import RecordedSource
 from workers.timeseries.recovery import Recovery
+from workers.timeseries.set_aside import SetAside
 from workers.timeseries.sink import DeltaSink
 from workers.timeseries.source import ReadStats
 
@@ -94,6 +96,7 @@ class Pipeline:
         self.fence: ShardFence | None = None
         self.recovery: Recovery | None = None
         self.queue: CommitQueue | None = None
+        self.set_aside: SetAside | None = None
         self._last_lookback = float("-inf")
 
     async def __aenter__(self) -> Pipeline:
@@ -115,8 +118,12 @@ class Pipeline:
 
     # ------------------------------------------------------------------ start-up
 
-    async def prepare(self) -> None:
-        """Tables, tags, shard generation, then recovery of unfinished batches."""
+    async def prepare(self, *, wait_for_pi: bool = False) -> None:
+        """Tables, tags, shard generation, then recovery of unfinished batches.
+
+        With `wait_for_pi` (a long-running worker), a PI Web API that fails at start-up is
+        asked again every poll interval until it answers, instead of ending the worker.
+        """
         s = self.settings
         await asyncio.to_thread(self.store.create_all)
         self.fence = await asyncio.to_thread(
@@ -128,7 +135,20 @@ class Pipeline:
             s.poll_interval,
             self.clock,
         )
-        await self.discover()
+        while True:
+            try:
+                await self.discover()
+                break
+            except PIError as exc:
+                if not wait_for_pi:
+                    raise
+                self.observer.error("pi_unavailable")
+                log.warning(
+                    "PI not usable at start-up, asking again in %.0f s: %s", s.poll_interval, exc
+                )
+                await self.lifecycle.wait(s.poll_interval)
+                if self.lifecycle.stopping:
+                    raise RetriesAbandoned("the worker is stopping before PI answered") from None
         await self.fence.join(self.lifecycle)
         # Read after the grace period: the last commits of the previous generation count.
         self.checkpoints = await asyncio.to_thread(CheckpointStore, self.sink)
@@ -137,6 +157,7 @@ class Pipeline:
         self.queue = CommitQueue(
             s, self.sink, self.checkpoints, self.fence.check, self.observer, self.shard
         )
+        self.set_aside = await asyncio.to_thread(SetAside, self.sink)
         self.origins.update(await asyncio.to_thread(self.recovery.origins))
         await self._recover()
 
@@ -296,6 +317,8 @@ class Pipeline:
             if r.kind == LIVE and r.webid not in cps:
                 self.origins.setdefault(r.webid, r.start)
         ranges = [clamped(r, self.origins) for r in ranges]
+        assert self.set_aside is not None
+        ranges += self.set_aside.due({r.webid for r in ranges})
         await self._execute(PlannedBatch(app_id, batch_id, tuple(ranges)), record=True)
 
     async def _execute(self, batch: PlannedBatch, *, record: bool) -> None:
@@ -314,6 +337,14 @@ class Pipeline:
             )
         wanted, boundary, whole = spans(batch, self.origins)
         result = await self.source.read(wanted)
+        again = rereads(batch)
+        if again:
+            more = await self.source.read(again)
+            result.rows += more.rows
+            result.quarantine += more.quarantine
+            result.stats.add(more.stats)
+            result.set_aside |= more.set_aside
+        await asyncio.to_thread(self._keep_set_aside, batch, result.set_aside)
         rows = pa.concat_tables(result.rows) if result.rows else PI_TIMESERIES_SCHEMA.empty_table()
         self.fetch_stats.add(result.stats)
         self.observer.values_read(PI_TIMESERIES, self.shard, result.stats.values)
@@ -326,6 +357,18 @@ class Pipeline:
             result.stats.calls,
         )
         await self.queue.add(batch, rows, result.quarantine, boundary, whole)
+
+    def _keep_set_aside(self, batch: PlannedBatch, aside: set[str]) -> None:
+        """Before the batch can commit: keep the ranges of streams set aside this time, and
+        close the re-reads that were read (see `set_aside`)."""
+        assert self.set_aside is not None
+        ranges = [r for r in batch.ranges if r.webid in aside and r.kind != REREAD]
+        self.set_aside.note(batch.app_id, batch.batch_id, ranges)
+        read = [r for r in batch.ranges if r.kind == REREAD and r.webid not in aside]
+        self.set_aside.resolve(batch.app_id, batch.batch_id, read)
+        for webid in sorted(aside):
+            self.observer.error("answer_set_aside")
+            log.warning("%s set aside in batch %d of %s", webid, batch.batch_id, batch.app_id)
 
     def _update_lag(self, cps: dict[str, datetime]) -> None:
         if not self.tags:

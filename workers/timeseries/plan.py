@@ -16,6 +16,9 @@ from workers.pi.times import to_us
 LIVE = "live"
 BACKFILL = "backfill"
 LATE = "late"
+# A range whose answer could not be read when its batch ran (set_aside.py), read again in
+# a later batch: guarded whole, read on its own span, and it moves no checkpoint.
+REREAD = "reread"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +41,8 @@ class PlannedBatch:
 
     @property
     def forward(self) -> tuple[TagRange, ...]:
-        """Ranges that move checkpoints (everything but late look-back ranges)."""
-        return tuple(r for r in self.ranges if r.kind != LATE)
+        """Ranges that move checkpoints (all but late look-backs and re-reads)."""
+        return tuple(r for r in self.ranges if r.kind not in (LATE, REREAD))
 
     @property
     def late(self) -> tuple[TagRange, ...]:
@@ -126,7 +129,8 @@ def spans(
 
     A tag's late range ends where its live range starts, so the union is one span.
     Backfill ranges and a tag's first live range are guarded whole (`whole`): a backfill
-    or an earlier run may have loaded them.
+    or an earlier run may have loaded them. Re-reads are left to `rereads`, since they may
+    lie far behind the rest; they only raise the tag's boundary.
     """
     lo: dict[str, int] = {}
     hi: dict[str, int] = {}
@@ -134,6 +138,9 @@ def spans(
     whole: set[str] = set()
     for r in batch.ranges:
         s, e = to_us(r.start), to_us(r.end)
+        if r.kind == REREAD:
+            boundary[r.webid] = max(e, boundary.get(r.webid, e))
+            continue
         lo[r.webid] = min(s, lo.get(r.webid, s))
         hi[r.webid] = max(e, hi.get(r.webid, e))
         if r.kind == BACKFILL or (r.kind == LIVE and origins.get(r.webid) == r.start):
@@ -141,3 +148,16 @@ def spans(
         guard = e if r.kind == LATE or r.webid in whole else s
         boundary[r.webid] = max(guard, boundary.get(r.webid, guard))
     return [(w, lo[w], hi[w]) for w in lo], boundary, sorted(whole)
+
+
+def rereads(batch: PlannedBatch) -> list[tuple[str, int, int]]:
+    """The re-read ranges of a batch as spans of their own, one per tag (a source reads one
+    span per tag per read); guarded whole by `spans`' boundary."""
+    lo: dict[str, int] = {}
+    hi: dict[str, int] = {}
+    for r in batch.ranges:
+        if r.kind == REREAD:
+            s, e = to_us(r.start), to_us(r.end)
+            lo[r.webid] = min(s, lo.get(r.webid, s))
+            hi[r.webid] = max(e, hi.get(r.webid, e))
+    return [(w, lo[w], hi[w]) for w in lo]

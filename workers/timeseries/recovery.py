@@ -18,7 +18,7 @@ import pyarrow.dataset as ds
 
 from workers.lake.tables import BATCHES
 from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
-from workers.timeseries.plan import LATE, LIVE, PlannedBatch, TagRange
+from workers.timeseries.plan import LATE, LIVE, REREAD, PlannedBatch, TagRange
 from workers.timeseries.sink import DeltaSink
 
 log = logging.getLogger("pidelta.pipeline")
@@ -76,7 +76,7 @@ class Recovery:
         ranges = []
         for r in batch.ranges:
             cp = done.get(r.webid)
-            if r.kind != LATE and cp is not None and cp > r.start:
+            if r.kind not in (LATE, REREAD) and cp is not None and cp > r.start:
                 if cp >= r.end:
                     continue
                 r = TagRange(r.webid, cp, r.end, r.kind)

@@ -4,11 +4,9 @@ It sits on `DeltaWriter` (idempotent appends per (app id, batch id), retries, cr
 and adds what is particular to pi_timeseries: late look-back rows are anti-joined against
 the table, quarantine rows are listed once, and appends respect the shard-count fence.
 
-Fence: the shard count that owns the tags is kept in pi_timeseries itself, as metadata of
-its `tag_webid` column (`fence`). Changing it is a Delta metadata change, which makes every
-append prepared against an older snapshot fail with a conflict; an append checks the fence
-on the very snapshot it commits against. So once a new shard count is fenced in, no worker
-of the old count can add a row, however slow its commit (StaleGeneration instead).
+The fence is the shard count kept as metadata of the `tag_webid` column (`fence`,
+`require_fence`); why that stops every worker of an old count is in docs/DESIGN.md
+("Resharding fence").
 """
 
 from __future__ import annotations

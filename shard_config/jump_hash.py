@@ -1,4 +1,8 @@
-"""Which shard owns a tag: jump consistent hash over a stable 64-bit hash of the tag key.
+"""Which shard owns a tag: jump consistent hash over a stable 64-bit hash of its WebID.
+
+The key is the WebID string, which every pidelta table keys a tag by (`tag_webid`,
+checkpoints), so the owner of a tag and of its checkpoint rows always agree. A PI point
+WebID 2.0 embeds the upper-cased path, so a rename gives a new WebID and a new tag.
 
 Why jump hash (Lamping & Veach, 2014, arXiv:1406.2294) and not a vnode ring: shards are
 ordinals (`PIDELTA_SHARD_INDEX` of `PIDELTA_SHARD_COUNT`, app id `pidelta-ts-<i>-of-<n>`,
@@ -10,7 +14,7 @@ minimum when N changes (growing N → N+1 moves only tags to the new shard, an e
 
 Keys are hashed with BLAKE2b (8-byte digest, little-endian), never Python's salted
 `hash()`, so every process, host and Python version agrees. Changing either hash moves
-nearly every tag: `tests/shard_config/test_ring.py` pins known owners to catch that.
+nearly every tag: `tests/shard_config/test_jump_hash.py` pins known owners to catch that.
 """
 
 from __future__ import annotations
@@ -25,19 +29,6 @@ _MASK64 = (1 << 64) - 1
 # The paper's 64-bit linear congruential step.
 _LCG_MUL = 2862933555777941757
 _TWO_31 = float(1 << 31)
-
-
-def tag_key(webid: str, name: str) -> str:
-    """The key a tag is sharded by: its WebID string.
-
-    The WebID is what every pidelta table keys a tag by (`tag_webid`, checkpoints), so the
-    owner of a tag and the owner of its checkpoint rows always agree. A PI point WebID 2.0
-    embeds the upper-cased path, so a rename gives a new WebID; pidelta then treats the
-    renamed point as a new tag everywhere, sharding included. `name` is deliberately
-    unused: names change and are not unique across data servers.
-    """
-    del name
-    return webid
 
 
 def check_shard_count(shard_count: int) -> None:
@@ -91,7 +82,7 @@ def jump_many(hashes: npt.NDArray[np.uint64], shard_count: int) -> npt.NDArray[n
     return owner
 
 
-class ShardRing:
+class JumpHash:
     """Owners of tag keys among `shard_count` shards (see the module docstring for why)."""
 
     def __init__(self, shard_count: int) -> None:
@@ -99,7 +90,7 @@ class ShardRing:
         self.shard_count = shard_count
 
     def __repr__(self) -> str:
-        return f"ShardRing(shard_count={self.shard_count})"
+        return f"JumpHash(shard_count={self.shard_count})"
 
     def owner(self, key: str) -> int:
         """The shard index in [0, shard_count) that owns `key`."""
@@ -118,4 +109,4 @@ def owned(keys: Iterable[str], shard_index: int, shard_count: int) -> npt.NDArra
             f"shard_index must be in [0, {shard_count - 1}] for shard_count {shard_count}, "
             f"got {shard_index}"
         )
-    return ShardRing(shard_count).owners(keys) == shard_index
+    return JumpHash(shard_count).owners(keys) == shard_index

@@ -1,0 +1,85 @@
+"""Ranges set aside because PI's answer for them could not be read, and their re-reads.
+
+A source sets a stream aside when its answer stays unreadable after retries (HTML with
+status 200, invalid UTF-8, ...): its rows are left out and the rest of the batch goes on.
+Its checkpoint still advances with the batch, so the range is kept here, appended before
+the batch commits; later batches read each open range again as a `REREAD` range (guarded:
+anti-joined against the table) until one answer can be read, and a row with `resolved_at`
+closes it. The re-read is part of a recorded plan before it is marked resolved, so a
+crash in between re-runs the plan and reads it again. See docs/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+
+import polars as pl
+import pyarrow as pa
+
+from workers.lake.tables import SET_ASIDE, SET_ASIDE_SCHEMA, UTC_US
+from workers.lake.writer import DeltaWriter
+from workers.timeseries.plan import REREAD, TagRange
+
+KEY = ["tag_webid", "range_start", "range_end"]
+
+
+class SetAside:
+    """`_pidelta_set_aside`: ranges noted and resolved by blind appends. The open ones are
+    read once when the worker starts (tags that moved here included) and kept in memory,
+    so a batch asks nothing of the table."""
+
+    def __init__(self, writer: DeltaWriter) -> None:
+        self.writer = writer
+        found = pl.from_arrow(
+            writer.table(SET_ASIDE).to_pyarrow_table(columns=[*KEY, "resolved_at"])
+        )
+        still = (
+            found.group_by(KEY)
+            .agg(pl.col("resolved_at").is_not_null().any().alias("closed"))
+            .filter(~pl.col("closed"))
+            .sort(KEY)
+        )
+        self._open = {
+            (w, s, e): TagRange(w, s, e, REREAD)
+            for w, s, e in zip(
+                still["tag_webid"], still["range_start"], still["range_end"], strict=True
+            )
+        }
+
+    def note(self, app_id: str, batch_id: int, ranges: Sequence[TagRange]) -> None:
+        """Keep `ranges` of a batch for a re-read."""
+        self._append(ranges, app_id, batch_id, resolved=False)
+        for r in ranges:
+            self._open[(r.webid, r.start, r.end)] = TagRange(r.webid, r.start, r.end, REREAD)
+
+    def resolve(self, app_id: str, batch_id: int, ranges: Sequence[TagRange]) -> None:
+        """Close `ranges`: a batch whose plan holds them has read them."""
+        self._append(ranges, app_id, batch_id, resolved=True)
+        for r in ranges:
+            self._open.pop((r.webid, r.start, r.end), None)
+
+    def due(self, tags: Collection[str]) -> list[TagRange]:
+        """The open ranges of `tags`, as re-read ranges."""
+        return [r for r in self._open.values() if r.webid in tags]
+
+    def _append(
+        self, ranges: Sequence[TagRange], app_id: str, batch_id: int, *, resolved: bool
+    ) -> None:
+        if not ranges:
+            return
+        now = datetime.now(UTC)
+        n = len(ranges)
+        rows = pa.table(
+            {
+                "tag_webid": [r.webid for r in ranges],
+                "range_start": pa.array([r.start for r in ranges], UTC_US),
+                "range_end": pa.array([r.end for r in ranges], UTC_US),
+                "app_id": [app_id] * n,
+                "batch_id": pa.array([batch_id] * n, pa.int64()),
+                "noted_at": pa.array([now] * n, UTC_US),
+                "resolved_at": pa.array([now if resolved else None] * n, UTC_US),
+            },
+            schema=SET_ASIDE_SCHEMA,
+        )
+        self.writer.append(SET_ASIDE, rows)
