@@ -28,7 +28,7 @@ from pathlib import Path
 
 from decode_fuzz import TAGS, UNTAGGED
 
-from workers.timeseries.recorded import SELECTED_FIELDS
+from workers.timeseries.calls import SELECTED_FIELDS
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
