@@ -33,7 +33,6 @@ from workers.timeseries.generations import ShardFence
 from workers.timeseries.plan import (
     BACKFILL,
     LIVE,
-    REREAD,
     PlannedBatch,
     TagRange,
     app_id_for,
@@ -47,7 +46,7 @@ from workers.timeseries.recorded import RecordedSource
 from workers.timeseries.recovery import Recovery
 from workers.timeseries.set_aside import SetAside
 from workers.timeseries.sink import DeltaSink
-from workers.timeseries.source import ReadStats
+from workers.timeseries.source import ReadStats, Source, SourceResult
 
 log = logging.getLogger("pidelta.pipeline")
 
@@ -81,16 +80,7 @@ class Pipeline:
         self.sink = DeltaSink.from_settings(settings, self.store, self.observer)
         self.tags: dict[str, TagInfo] = {}
         self.origins: dict[str, datetime] = {}
-        self.source = RecordedSource(
-            self.client,
-            max_url_bytes=settings.pi_max_url_bytes,
-            max_items=settings.pi_max_items_per_call,
-            page_size=settings.pi_page_size,
-            max_attempts=settings.pi_max_attempts,
-            tags=self.tags,
-            on_retry=self.client.observer.on_retry,
-            max_in_flight=settings.pi_max_concurrency,
-        )
+        self.source = RecordedSource.from_settings(self.client, settings, self.tags)
         self.fetch_stats = ReadStats()
         self.checkpoints: CheckpointStore | None = None
         self.fence: ShardFence | None = None
@@ -336,15 +326,12 @@ class Pipeline:
                 self.checkpoints.record_plan, batch.app_id, batch.batch_id, list(batch.ranges)
             )
         wanted, boundary, whole = spans(batch, self.origins)
-        result = await self.source.read(wanted)
-        again = rereads(batch)
-        if again:
-            more = await self.source.read(again)
-            result.rows += more.rows
-            result.quarantine += more.quarantine
-            result.stats.add(more.stats)
-            result.set_aside |= more.set_aside
-        await asyncio.to_thread(self._keep_set_aside, batch, result.set_aside)
+        result = await read_all(self.source, [wanted, rereads(batch)])
+        assert self.set_aside is not None
+        await asyncio.to_thread(self.set_aside.record, batch, result.set_aside)
+        for webid in sorted(result.set_aside):
+            self.observer.error("answer_set_aside")
+            log.warning("%s set aside in batch %d of %s", webid, batch.batch_id, batch.app_id)
         rows = pa.concat_tables(result.rows) if result.rows else PI_TIMESERIES_SCHEMA.empty_table()
         self.fetch_stats.add(result.stats)
         self.observer.values_read(PI_TIMESERIES, self.shard, result.stats.values)
@@ -358,18 +345,6 @@ class Pipeline:
         )
         await self.queue.add(batch, rows, result.quarantine, boundary, whole)
 
-    def _keep_set_aside(self, batch: PlannedBatch, aside: set[str]) -> None:
-        """Before the batch can commit: keep the ranges of streams set aside this time, and
-        close the re-reads that were read (see `set_aside`)."""
-        assert self.set_aside is not None
-        ranges = [r for r in batch.ranges if r.webid in aside and r.kind != REREAD]
-        self.set_aside.note(batch.app_id, batch.batch_id, ranges)
-        read = [r for r in batch.ranges if r.kind == REREAD and r.webid not in aside]
-        self.set_aside.resolve(batch.app_id, batch.batch_id, read)
-        for webid in sorted(aside):
-            self.observer.error("answer_set_aside")
-            log.warning("%s set aside in batch %d of %s", webid, batch.batch_id, batch.app_id)
-
     def _update_lag(self, cps: dict[str, datetime]) -> None:
         if not self.tags:
             return
@@ -377,3 +352,17 @@ class Pipeline:
         if known:
             oldest = min(known)
             self.observer.lag(self.shard, (self.clock() - oldest).total_seconds())
+
+
+async def read_all(source: Source, reads: list[list[tuple[str, int, int]]]) -> SourceResult:
+    """One result of several reads (a source reads one span per tag per read: re-reads
+    of old ranges go in a read of their own)."""
+    result = SourceResult()
+    for wanted in reads:
+        if wanted:
+            more = await source.read(wanted)
+            result.rows += more.rows
+            result.quarantine += more.quarantine
+            result.stats.add(more.stats)
+            result.set_aside |= more.set_aside
+    return result

@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workers.errors import DecodeError, InconsistentAnswer, NeedsRawValues, UnpageableStream
-from workers.pi.client import backoff_delay
+from workers.pi.client import PIClient, backoff_delay
 from workers.pi.times import format_us, utcnow
+from workers.settings import Settings
 from workers.timeseries.body import (
     ParsedBody,
     ParsedStream,
@@ -179,6 +180,22 @@ class RecordedSource:
         self.rates: dict[str, float] = {}
         self._slots = asyncio.Semaphore(max_in_flight)
         self._base_length: int | None = None
+
+    @classmethod
+    def from_settings(
+        cls, client: PIClient, settings: Settings, tags: Mapping[str, TagLike]
+    ) -> RecordedSource:
+        """The worker's source: the server's limits and the client's retry observer."""
+        return cls(
+            client,
+            max_url_bytes=settings.pi_max_url_bytes,
+            max_items=settings.pi_max_items_per_call,
+            page_size=settings.pi_page_size,
+            max_attempts=settings.pi_max_attempts,
+            tags=tags,
+            on_retry=client.observer.on_retry,
+            max_in_flight=settings.pi_max_concurrency,
+        )
 
     def spans(self, ranges: Iterable[tuple[str, int, int]]) -> list[Span]:
         """Spans for (webid, start exclusive, end inclusive) with expected counts."""
@@ -418,22 +435,8 @@ class RecordedSource:
         if quarantine.num_rows:
             result.quarantine.append(quarantine)
         if unpageable:
-            result.quarantine.append(self._unpageable_rows(unpageable))
+            result.quarantine.append(_unpageable_rows(self.tags, unpageable))
         return following
-
-    def _unpageable_rows(self, streams: list[tuple[UnpageableStream, str | None, int]]) -> pa.Table:
-        """One quarantine row per stream that cannot be paged; `raw` says where it stuck."""
-        rows = QuarantineRows(ENDPOINT, utcnow())
-        for stuck, name, end in streams:
-            tag = self.tags.get(stuck.webid)
-            rows.add_text(
-                stuck.webid,
-                tag.name if tag is not None else name,
-                f"at least {stuck.items} values at {format_us(stuck.at_us)}, the most one "
-                f"call may return: values after it up to {format_us(end)} were not read",
-                REASON_UNPAGEABLE,
-            )
-        return rows.table()
 
 
 def _without(result: SourceResult, webids: set[str]) -> None:
@@ -449,3 +452,20 @@ def _without(result: SourceResult, webids: set[str]) -> None:
 
     result.rows = [kept(t, False) for t in result.rows]
     result.quarantine = [kept(t, True) for t in result.quarantine]
+
+
+def _unpageable_rows(
+    tags: Mapping[str, TagLike], streams: list[tuple[UnpageableStream, str | None, int]]
+) -> pa.Table:
+    """One quarantine row per stream that cannot be paged; `raw` says where it stuck."""
+    rows = QuarantineRows(ENDPOINT, utcnow())
+    for stuck, name, end in streams:
+        tag = tags.get(stuck.webid)
+        rows.add_text(
+            stuck.webid,
+            tag.name if tag is not None else name,
+            f"at least {stuck.items} values at {format_us(stuck.at_us)}, the most one "
+            f"call may return: values after it up to {format_us(end)} were not read",
+            REASON_UNPAGEABLE,
+        )
+    return rows.table()

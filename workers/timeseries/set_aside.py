@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from workers.lake.tables import SET_ASIDE, SET_ASIDE_SCHEMA, UTC_US
 from workers.lake.writer import DeltaWriter
-from workers.timeseries.plan import REREAD, TagRange
+from workers.timeseries.plan import REREAD, PlannedBatch, TagRange
 
 KEY = ["tag_webid", "range_start", "range_end"]
 
@@ -46,6 +46,14 @@ class SetAside:
                 still["tag_webid"], still["range_start"], still["range_end"], strict=True
             )
         }
+
+    def record(self, batch: PlannedBatch, aside: Collection[str]) -> None:
+        """Before `batch` can commit: keep the ranges of the streams set aside this time,
+        and close the re-reads of the others."""
+        kept = [r for r in batch.ranges if r.webid in aside and r.kind != REREAD]
+        self.note(batch.app_id, batch.batch_id, kept)
+        read = [r for r in batch.ranges if r.kind == REREAD and r.webid not in aside]
+        self.resolve(batch.app_id, batch.batch_id, read)
 
     def note(self, app_id: str, batch_id: int, ranges: Sequence[TagRange]) -> None:
         """Keep `ranges` of a batch for a re-read."""
