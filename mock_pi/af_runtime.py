@@ -19,6 +19,7 @@ from aiohttp import web
 from mock_pi import af as afm
 from mock_pi import af_attributes as afa
 from mock_pi import eventframes as efm
+from mock_pi.render import data_links
 from mock_pi.routes_data import BadRequest, Query, unknown_webid
 from mock_pi.state import MockState
 
@@ -139,12 +140,7 @@ def element_json(rt: AfRuntime, e: afm.Element, base: str, paths: bool = False) 
         "Template": f"{base}elementtemplates/{rt.af.template_webid(e.template_name)[1]}",
         "Categories": f"{base}elements/{w}/categories",
         "EventFrames": f"{base}elements/{w}/eventframes",
-        "InterpolatedData": f"{base}streamsets/{w}/interpolated",
-        "RecordedData": f"{base}streamsets/{w}/recorded",
-        "PlotData": f"{base}streamsets/{w}/plot",
-        "SummaryData": f"{base}streamsets/{w}/summary",
-        "Value": f"{base}streamsets/{w}/value",
-        "EndValue": f"{base}streamsets/{w}/end",
+        **data_links(base, "streamsets", w),
         "Security": f"{base}elements/{w}/security",
         "SecurityEntries": f"{base}elements/{w}/securityentries",
         "NotificationRules": f"{base}elements/{w}/notificationrules",
@@ -173,12 +169,7 @@ def attribute_links(w: str, base: str) -> dict[str, str]:
         "Self": f"{base}attributes/{w}",
         "Attributes": f"{base}attributes/{w}/attributes",
         "Categories": f"{base}attributes/{w}/categories",
-        "InterpolatedData": f"{base}streams/{w}/interpolated",
-        "RecordedData": f"{base}streams/{w}/recorded",
-        "PlotData": f"{base}streams/{w}/plot",
-        "SummaryData": f"{base}streams/{w}/summary",
-        "Value": f"{base}streams/{w}/value",
-        "EndValue": f"{base}streams/{w}/end",
+        **data_links(base, "streams", w),
     }
 
 

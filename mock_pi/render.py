@@ -330,3 +330,16 @@ def _value_expr(
         .then(pl.col("num").cast(pl.String))
         .otherwise(pl.col("label"))
     )
+
+
+def data_links(base: str, kind: str, webid: str) -> dict[str, str]:
+    """The data links PI gives a point, attribute (`streams`) or element (`streamsets`)."""
+    root = f"{base}{kind}/{webid}"
+    return {
+        "InterpolatedData": f"{root}/interpolated",
+        "RecordedData": f"{root}/recorded",
+        "PlotData": f"{root}/plot",
+        "SummaryData": f"{root}/summary",
+        "Value": f"{root}/value",
+        "EndValue": f"{root}/end",
+    }

@@ -17,6 +17,7 @@ from mock_pi.render import (
     PLACEHOLDER_JSON,
     Fields,
     base_url,
+    data_links,
     json_response,
     render_values,
 )
@@ -161,12 +162,7 @@ def point_json(state: MockState, point: cat.Point, base: str) -> dict[str, Any]:
             "Self": f"{base}points/{w}",
             "DataServer": f"{base}dataservers/{state.catalog.server_webid}",
             "Attributes": f"{base}points/{w}/attributes",
-            "InterpolatedData": f"{base}streams/{w}/interpolated",
-            "RecordedData": f"{base}streams/{w}/recorded",
-            "PlotData": f"{base}streams/{w}/plot",
-            "SummaryData": f"{base}streams/{w}/summary",
-            "Value": f"{base}streams/{w}/value",
-            "EndValue": f"{base}streams/{w}/end",
+            **data_links(base, "streams", w),
         },
     }
 

@@ -32,7 +32,7 @@ from mock_pi.eventframes import (
     FrameFilter,
 )
 from mock_pi.pitime import ticks_of_seconds
-from mock_pi.render import base_url, json_response
+from mock_pi.render import base_url, data_links, json_response
 from mock_pi.routes_data import BadRequest, Query
 from mock_pi.state import MockState
 
@@ -116,12 +116,7 @@ def frame_json(rt: AfRuntime, frame: Frame, base: str, now_ms: int) -> dict[str,
             "Template": f"{base}elementtemplates/{template}",
             "Categories": f"{base}eventframes/{w}/categories",
             "Annotations": f"{base}eventframes/{w}/annotations",
-            "InterpolatedData": f"{base}streamsets/{w}/interpolated",
-            "RecordedData": f"{base}streamsets/{w}/recorded",
-            "PlotData": f"{base}streamsets/{w}/plot",
-            "SummaryData": f"{base}streamsets/{w}/summary",
-            "Value": f"{base}streamsets/{w}/value",
-            "EndValue": f"{base}streamsets/{w}/end",
+            **data_links(base, "streamsets", w),
             "Security": f"{base}eventframes/{w}/security",
             "SecurityEntries": f"{base}eventframes/{w}/securityentries",
         },
