@@ -202,6 +202,17 @@ class Pipeline:
             if due:
                 self._last_lookback = time.monotonic()
             await self._run_plan(self.app_id, plan, cps)
+        await self._reread_set_aside()
+
+    async def _reread_set_aside(self) -> None:
+        """One batch of the ranges still set aside, once a catch-up found nothing newer to
+        read (other batches carry them too): they wait for no further poll."""
+        assert self.set_aside is not None
+        assert self.checkpoints is not None
+        again = self.set_aside.due(set(self.tags))
+        if again and not self.lifecycle.stopping:
+            batch_id = await asyncio.to_thread(self.checkpoints.next_batch_id, self.app_id)
+            await self._execute(PlannedBatch(self.app_id, batch_id, tuple(again)), record=True)
 
     async def backfill(
         self,
