@@ -21,6 +21,8 @@ MARKERS = {
     "Attribute": "Ab",
     "EventFrame": "Fm",
     "ElementTemplate": "ET",
+    "PIEnumerationSet": "DE",
+    "PIEnumerationValue": "DV",
 }
 
 
@@ -87,6 +89,21 @@ def attribute(owner_marker: str, owner_id: uuid.UUID, attribute_id: uuid.UUID, p
         + encode_guid(attribute_id)
         + encode_path(path)
     )
+
+
+def enumeration_set(server_id: uuid.UUID, set_id: uuid.UUID, path: str) -> str:
+    """A data server's digital state set."""
+    return "F1DE" + encode_guid(server_id) + encode_guid(set_id) + encode_path(path)
+
+
+def enumeration_value(
+    server_id: uuid.UUID, set_id: uuid.UUID, value_id: uuid.UUID, path: str
+) -> str:
+    """One state of a data server's digital state set."""
+    return (
+        "F1DV" + encode_guid(server_id) + encode_guid(set_id) + encode_guid(value_id)
+        + encode_path(path)
+    )  # fmt: skip
 
 
 def point_id_of(webid: str) -> int | None:
