@@ -35,7 +35,9 @@ SECURITY = "piadmins: A(r,w) | PIWorld: A(r)"
 
 
 def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """PI's date form: whole seconds, with a fraction only when there is one."""
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if moment.microsecond else "%Y-%m-%dT%H:%M:%SZ")
 
 
 def span_of(kind: cat.PointKind) -> float:

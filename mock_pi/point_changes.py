@@ -10,8 +10,9 @@ the anchor being the start of the archive, so the state of a point is a pure fun
   point without units has its descriptor revised instead);
 - recreate: odd changes delete the point, even ones create it again as a new point (new
   point ID, so a new WebID): generation g has point ID `index + 1 + g * tag_count`.
-The WebID keeps the name the point was created with (PI resolves a full WebID by its IDs).
-Name filters match the original names. Creation and change dates are served as the point
+A WebID holds the point's current path, so a rename gives a new WebID; as PI does, a
+WebID resolves by its IDs, so the old one still finds the renamed point. Name filters match
+the original names. Creation and change dates are served as the point
 attributes `creationdate` and `changedate`.
 """
 
@@ -79,12 +80,9 @@ class PointChanges:
         return np.where(chosen, kind, NONE)
 
     def phases(self, indices: np.ndarray) -> np.ndarray:
+        """Whole seconds in [0, period), so that change dates are whole seconds, as PI's."""
         h = self._hash(indices)
-        return (
-            ((h >> np.uint64(32)) % np.uint64(1 << 30)).astype(np.float64)
-            / (1 << 30)
-            * (self.period)
-        )
+        return ((h >> np.uint64(32)) % np.uint64(max(1, int(self.period)))).astype(np.float64)
 
     def changes(self, indices: np.ndarray, t: float) -> np.ndarray:
         """How many changes each point has had at time t (0 for points that never change)."""
@@ -110,9 +108,11 @@ class PointChanges:
         if n == 0:
             return Version(base, created, changed)
         when = self.change_time(index, n)
+        server = self.catalog.server_id
         if kind == RENAME:
             name = f"{base.kind.prefix}-{index:07d}_R{n}.PV"
-            return Version(dataclasses.replace(base, name=name), created, when)
+            w = webid.pi_point(server, base.point_id, cat.SERVER_NAME, name)
+            return Version(dataclasses.replace(base, name=name, webid=w), created, when)
         if kind == UNITS and not base.units:
             descriptor = f"{base.descriptor} (rev {n})"
             return Version(dataclasses.replace(base, descriptor=descriptor), created, when)
@@ -123,7 +123,6 @@ class PointChanges:
         if n % 2:
             return Version(None, created, when)
         point_id = base.point_id + (n // 2) * self.catalog.tag_count
-        server = self.catalog.server_id
         point = dataclasses.replace(
             base,
             point_id=point_id,

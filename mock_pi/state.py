@@ -52,12 +52,12 @@ class MockState:
         return pitime.ticks_of_seconds(self.clock())
 
     def point_by_webid(self, web_id: str) -> Point | None:
-        """The point a WebID names at this moment (None if unknown or deleted)."""
+        """The point a WebID names at this moment, by its IDs (None if unknown or deleted)."""
         if not self.changes.enabled:
             return self.catalog.by_webid(web_id)
         pid = webid.point_id_of(web_id)
         point = None if pid is None else self.changes.by_point_id(pid, self.clock())
-        return point if point is not None and point.webid == web_id else None
+        return point if point is not None and webid.same_ids(point.webid, web_id) else None
 
     def point_by_name(self, name: str) -> Point | None:
         """The point of that name at this moment (renamed points answer to their new name)."""

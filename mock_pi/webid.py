@@ -115,3 +115,8 @@ def point_id_of(webid: str) -> int | None:
     except ValueError:
         return None
     return struct.unpack("<I", raw)[0] if len(raw) == 4 else None
+
+
+def same_ids(a: str, b: str) -> bool:
+    """Two full PI point WebIDs naming the same server and point ID, whatever their paths."""
+    return a[:32] == b[:32]

@@ -319,6 +319,17 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         "written late into PI",
     )
 
+    # The tag dimension (pi_points, pi_digital_state_sets) and the interpolated grid
+    points_interval: float = Field(
+        default=3600.0, gt=0, description="seconds between points syncs in `pidelta run`"
+    )
+    points_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="points whose attributes travel in one /batch request",
+    )
+
     # Service
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = Field(

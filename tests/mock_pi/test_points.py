@@ -150,6 +150,10 @@ async def fetch(session: aiohttp.ClientSession, target: str, **params: Any) -> t
         return resp.status, await resp.json()
 
 
+def points_named(points: dict[int, dict[str, Any]], name: str) -> list[int]:
+    return [pid for pid, p in points.items() if p["Name"] == name]
+
+
 def first_of(changes: pc.PointChanges, kind: int) -> int:
     """The first point with this kind of change (and with units, which some changes switch)."""
     found = np.flatnonzero(changes.kinds(np.arange(300)) == kind)
@@ -200,7 +204,10 @@ async def test_points_change_at_deterministic_times(
         status, by_path = await fetch(session, f"{base}/points",
                                       path=f"\\\\MOCKPI01\\{found['tag']}")  # fmt: skip
         assert status == 200
-        assert by_path["WebId"] == old.webid
+        assert by_path["WebId"] != old.webid  # the WebID holds the path
+        assert by_path["WebId"][:32] == old.webid[:32]
+        assert by_path["Id"] == old.point_id
+        assert points_named(await listed(), found["tag"]) == [old.point_id]
         _, found = await attrs(catalog.point(units).webid)
         assert found["engunits"] == pc.ALT_UNITS[catalog.point(units).units]
         assert found["changedate"] == pa.iso(t1[units])
