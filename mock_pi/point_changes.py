@@ -9,7 +9,8 @@ the anchor being the start of the archive, so the state of a point is a pure fun
 - units: odd changes switch to the point kind's other units, even ones switch back (a
   point without units has its descriptor revised instead);
 - recreate: odd changes delete the point, even ones create it again as a new point (new
-  point ID, so a new WebID): generation g has point ID `index + 1 + g * tag_count`.
+  point ID, so a new WebID): generation g has point ID `index + 1 + g * tag_count`
+  (g wraps around before the ID leaves Int32, as PI reuses IDs at last).
 A WebID holds the point's current path, so a rename gives a new WebID; as PI does, a
 WebID resolves by its IDs, so the old one still finds the renamed point. Name filters match
 the original names. Creation and change dates are served as the point
@@ -122,7 +123,9 @@ class PointChanges:
             return Version(point, created, when)
         if n % 2:
             return Version(None, created, when)
-        point_id = base.point_id + (n // 2) * self.catalog.tag_count
+        count = self.catalog.tag_count
+        generation = (n // 2) % max(1, (2**31 - 1) // count)  # IDs stay Int32, reused at last
+        point_id = base.point_id + generation * count
         point = dataclasses.replace(
             base,
             point_id=point_id,

@@ -48,14 +48,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """
 
     from service.commands_af import run_schedules  # AF code only where it runs
-    from service.commands_points import run_schedule as run_points
+    from service.commands_points import run_schedules as run_points
 
     async def body(pipeline: Pipeline, metrics: Metrics) -> None:
         schedules = asyncio.create_task(
             run_schedules(settings, pipeline.client, pipeline.lifecycle, metrics)
         )
         points = asyncio.create_task(
-            run_points(settings, pipeline.client, pipeline.lifecycle, metrics)
+            run_points(settings, pipeline.client, pipeline.tags.values, pipeline.lifecycle, metrics)
         )
         try:
             await run_with_maintenance(pipeline)
@@ -81,7 +81,7 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
         await pipeline.compact_state()
         observer = AfMetricsObserver(metrics, pipeline.shard)
         await sync_once(settings, pipeline.client, observer)
-        await sync_points_once(settings, pipeline.client, metrics)
+        await sync_points_once(settings, pipeline.client, pipeline.tags.values(), metrics)
         log.info("once: %s", _summary(pipeline))
 
     return asyncio.run(_worker(settings, "once", body))

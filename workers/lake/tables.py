@@ -37,6 +37,7 @@ PI_EVENT_FRAMES = "pi_event_frames"
 AF_QUARANTINE = "_pidelta_af_quarantine"
 PI_POINTS = "pi_points"
 PI_DIGITAL_STATE_SETS = "pi_digital_state_sets"
+PI_INTERPOLATED = "pi_interpolated"
 
 PI_TIMESERIES_SCHEMA = pa.schema(
     [
@@ -269,6 +270,10 @@ PI_DIGITAL_STATE_SETS_SCHEMA = pa.schema(
     ]
 )
 
+# A regular grid per tag (workers/timeseries/interpolated.py, opt-in): pi_timeseries's
+# columns without `sequence` (one value per tag and grid time), keyed by (tag, timestamp).
+PI_INTERPOLATED_SCHEMA = pa.schema([f for f in PI_TIMESERIES_SCHEMA if f.name != "sequence"])
+
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
@@ -326,9 +331,11 @@ POINT_TABLES: Mapping[str, TableSpec] = {
     for spec in (
         TableSpec(PI_POINTS, PI_POINTS_SCHEMA),
         TableSpec(PI_DIGITAL_STATE_SETS, PI_DIGITAL_STATE_SETS_SCHEMA),
+        TableSpec(PI_INTERPOLATED, PI_INTERPOLATED_SCHEMA, ("date",), TIMESERIES_WRITER),
     )
 }
-"""The tag dimension: points with history and digital state sets, created when synced."""
+"""The tag dimension (points with history, digital state sets) and the interpolated grid,
+created when first synced."""
 
 ALL_TABLES: Mapping[str, TableSpec] = {**TABLES, **AF_TABLES, **POINT_TABLES}
 """Every table pidelta writes, and so the only ones it registers and maintains."""

@@ -31,7 +31,6 @@ from workers.lake.tables import (
     PI_DIGITAL_STATE_SETS,
     PI_DIGITAL_STATE_SETS_SCHEMA,
     PI_POINTS,
-    POINT_TABLES,
     UTC_US,
     TableStore,
 )
@@ -81,7 +80,7 @@ async def sync_points(
             return await sync_points(settings, own, observer, clock=clock)
     began = time.monotonic()
     writer = DeltaWriter.from_settings(settings, TableStore.from_settings(settings), observer)
-    await asyncio.to_thread(writer.store.create_all, POINT_TABLES)
+    await asyncio.to_thread(writer.store.create_all, (PI_POINTS, PI_DIGITAL_STATE_SETS))
     tags = await discover_tags(client, settings)
     mine = [t for t, m in zip(tags, _owned(tags, settings), strict=True) if m]
     served, requests = await read_points(client, settings, mine)
