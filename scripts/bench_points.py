@@ -70,6 +70,6 @@ if __name__ == "__main__":
     parser.add_argument("--tags", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--changes", type=float, default=0.01)
-    parser.add_argument("--period", type=float, default=30.0)
+    parser.add_argument("--period", type=float, default=120.0)
     args = parser.parse_args()
     asyncio.run(main(args.tags, args.batch, args.changes, args.period))
