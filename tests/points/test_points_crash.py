@@ -52,6 +52,8 @@ def test_kill9_during_points_syncs(
     log = tmp_path / "points.log"
     rng = random.Random(SEED)
     instants = []
+    ok(pidelta("points", env=env))  # a first version of every point
+    first_sync = time.monotonic()
     for _ in range(KILLS):
         before = log.read_text().count(STARTED) if log.exists() else 0
         worker = start_worker("points", env=env, log=log)
@@ -60,6 +62,8 @@ def test_kill9_during_points_syncs(
         instants.append(round(rng.uniform(0.0, 2.5), 2))
         time.sleep(instants[-1])
         worker.kill9()
+    # Past one change period after the first sync, every changing point has changed.
+    time.sleep(max(0.0, first_sync + 21 - time.monotonic()))
     ok(pidelta("points", env=env))
     try:
         found = assert_history_is_whole(target)
