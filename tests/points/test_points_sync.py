@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
@@ -87,11 +88,12 @@ def expected_attributes(state: MockState, index: int, t: float) -> dict[str, Any
     """What PI serves about a point at time t, as `pi_points` columns."""
     version = state.changes.version(index, t)
     assert version.point is not None
-    found = mpa.attributes(version)
-    out: dict[str, Any] = {
-        "data_server": SERVER_NAME,
-        "tag_webid": version.point.webid,
-    }
+    return as_columns(version.point.webid, mpa.attributes(version))
+
+
+def as_columns(webid: str, found: dict[str, Any]) -> dict[str, Any]:
+    """A point's attributes, as PI serves them by name, in `pi_points` columns."""
+    out: dict[str, Any] = {"data_server": SERVER_NAME, "tag_webid": webid}
     for col in COLUMNS:
         value = found[col.attribute]
         if col.attribute in ("creationdate", "changedate"):
@@ -122,13 +124,18 @@ async def test_pi_points_equals_what_pi_serves_for_every_attribute(
     assert result.requests == 1
     found = {r["point_id"]: r for r in rows(target)}
     assert len(found) == TAGS
-    for index in range(TAGS):
-        want = expected_attributes(state, index, clock.t)
-        row = found[index + 1]
-        assert attributes_of(row) == want
-        assert row["valid_from"] == want["change_date"]
-        assert (row["valid_to"], row["is_current"], row["deleted_at"]) == (None, True, None)
-        assert row["synced_at"] == moment(clock.t)
+    async with aiohttp.ClientSession() as session:
+        for index in range(TAGS):
+            webid = state.catalog.point(index).webid
+            async with session.get(f"{url}/points/{webid}/attributes") as resp:
+                body = await resp.json()
+            want = as_columns(webid, {i["Name"]: i["Value"] for i in body["Items"]})
+            assert want == expected_attributes(state, index, clock.t)
+            row = found[index + 1]
+            assert attributes_of(row) == want
+            assert row["valid_from"] == want["change_date"]
+            assert (row["valid_to"], row["is_current"], row["deleted_at"]) == (None, True, None)
+            assert row["synced_at"] == moment(clock.t)
     # A second sync with nothing changed in PI writes nothing.
     version = DeltaTable(f"{target}/{PI_POINTS}").version()
     again = await sync_points(settings_for(url, target), clock=clock.us)
