@@ -62,7 +62,8 @@ SYSTEM_STATES: dict[str, int] = {
 }
 SCAN_PERIODS: tuple[int, ...] = (1, 1, 2, 5, 5, 5, 10, 10, 30, 60)
 
-_NAME_RE = re.compile(r"^([A-Z]+)-(\d{7})\.PV$", re.IGNORECASE)
+# Original names, and names after a rename (mock_pi.point_changes).
+NAME_RE = re.compile(r"^([A-Z]+)-(\d{7})(?:_R\d+)?\.PV$", re.IGNORECASE)
 
 
 def mix(seed: int, *parts: object) -> int:
@@ -142,7 +143,7 @@ class Catalog:
         return point if point.webid == web_id else None
 
     def by_name(self, name: str) -> Point | None:
-        m = _NAME_RE.match(name.strip())
+        m = NAME_RE.match(name.strip())
         if not m:
             return None
         index = int(m.group(2))

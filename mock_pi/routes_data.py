@@ -168,7 +168,7 @@ def point_json(state: MockState, point: cat.Point, base: str) -> dict[str, Any]:
 
 
 def find_point(state: MockState, web_id: str) -> cat.Point:
-    point = state.catalog.by_webid(web_id)
+    point = state.point_by_webid(web_id)
     if point is not None:
         return point
     if web_id.startswith("F1DP") and web_id[4:26] == state.catalog.server_webid[4:26]:
@@ -215,7 +215,7 @@ async def get_points(state: MockState, request: web.Request, q: Query) -> web.Re
         raise too_many("maxCount", state.settings.max_returned_items_per_call)
     name_filter = q.get("nameFilter", "*") or "*"
     base = base_url(request)
-    items = [point_json(state, p, base) for p in state.catalog.page(name_filter, start, count)]
+    items = [point_json(state, p, base) for p in state.points_page(name_filter, start, count)]
     return json_response({"Links": {}, "Items": items}, q.fields())
 
 
@@ -229,7 +229,7 @@ async def get_point_by_path(state: MockState, request: web.Request, q: Query) ->
     if not path:
         raise BadRequest(400, "The 'path' parameter is required.")
     server, sep, name = path.lstrip("\\").partition("\\")
-    point = state.catalog.by_name(name) if sep and server.upper() == cat.SERVER_NAME else None
+    point = state.point_by_name(name) if sep and server.upper() == cat.SERVER_NAME else None
     if point is None:
         raise BadRequest(404, f"PI Point not found '{path}'.")
     return json_response(point_json(state, point, base_url(request)), q.fields())

@@ -65,6 +65,15 @@ class MockSettings(BaseSettings):
         default=600.0, ge=0.05, description="event frame time slot; durations scale with it"
     )
     ef_per_slot: int = Field(default=3, ge=1, le=1000, description="event frames per slot")
+    point_changes: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of points renamed, re-unit-ed, or deleted and re-created over time",
+    )
+    point_change_seconds: float = Field(
+        default=86_400.0, ge=1, description="period of a changing point's changes"
+    )
 
     @field_validator("faults")
     @classmethod

@@ -7,8 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from mock_pi import pitime
-from mock_pi.catalog import Catalog, Point
+import numpy as np
+
+from mock_pi import pitime, webid
+from mock_pi.catalog import NAME_RE, Catalog, Point
+from mock_pi.point_changes import PointChanges
 from mock_pi.series import TICKS, Series
 from mock_pi.settings import MockSettings
 
@@ -25,6 +28,12 @@ class MockState:
 
     def __post_init__(self) -> None:
         self._series = lru_cache(maxsize=100_000)(self._make_series)
+        self.changes = PointChanges(
+            self.catalog,
+            self.settings.point_changes,
+            self.settings.point_change_seconds,
+            self.history_start,
+        )
 
     @classmethod
     def create(cls, settings: MockSettings, clock: Callable[[], float] = time.time) -> MockState:
@@ -41,6 +50,36 @@ class MockState:
     def now_ticks(self) -> int:
         """Wall clock in 100 ns ticks, truncated to whole microseconds as values are."""
         return pitime.ticks_of_seconds(self.clock())
+
+    def point_by_webid(self, web_id: str) -> Point | None:
+        """The point a WebID names at this moment, by its IDs (None if unknown or deleted)."""
+        if not self.changes.enabled:
+            return self.catalog.by_webid(web_id)
+        pid = webid.point_id_of(web_id)
+        point = None if pid is None else self.changes.by_point_id(pid, self.clock())
+        return point if point is not None and webid.same_ids(point.webid, web_id) else None
+
+    def point_by_name(self, name: str) -> Point | None:
+        """The point of that name at this moment (renamed points answer to their new name)."""
+        if not self.changes.enabled:
+            return self.catalog.by_name(name)
+        m = NAME_RE.match(name.strip())
+        if not m or int(m.group(2)) >= self.catalog.tag_count:
+            return None
+        point = self.changes.current(int(m.group(2)), self.clock())
+        return point if point is not None and point.name.upper() == name.strip().upper() else None
+
+    def points_page(self, name_filter: str, start: int, count: int) -> list[Point]:
+        """One page of the points that exist now and match the filter (original names)."""
+        if not self.changes.enabled:
+            return self.catalog.page(name_filter, start, count)
+        if name_filter in ("", "*"):
+            indices = np.arange(self.catalog.tag_count)
+        else:
+            indices = self.catalog.matching_indices(name_filter)
+        t = self.clock()
+        chosen = indices[self.changes.alive(indices, t)][start : start + count]
+        return [p for i in chosen if (p := self.changes.current(int(i), t)) is not None]
 
     def series(self, point: Point) -> Series:
         """The value generator of a point (cached: building one hashes the seed)."""

@@ -21,6 +21,8 @@ MARKERS = {
     "Attribute": "Ab",
     "EventFrame": "Fm",
     "ElementTemplate": "ET",
+    "PIEnumerationSet": "DE",
+    "PIEnumerationValue": "DV",
 }
 
 
@@ -89,6 +91,21 @@ def attribute(owner_marker: str, owner_id: uuid.UUID, attribute_id: uuid.UUID, p
     )
 
 
+def enumeration_set(server_id: uuid.UUID, set_id: uuid.UUID, path: str) -> str:
+    """A data server's digital state set."""
+    return "F1DE" + encode_guid(server_id) + encode_guid(set_id) + encode_path(path)
+
+
+def enumeration_value(
+    server_id: uuid.UUID, set_id: uuid.UUID, value_id: uuid.UUID, path: str
+) -> str:
+    """One state of a data server's digital state set."""
+    return (
+        "F1DV" + encode_guid(server_id) + encode_guid(set_id) + encode_guid(value_id)
+        + encode_path(path)
+    )  # fmt: skip
+
+
 def point_id_of(webid: str) -> int | None:
     """The PI point ID inside a full PI point WebID, or None if it is not one."""
     if not webid.startswith("F1DP") or len(webid) < 4 + 22 + 6:
@@ -98,3 +115,8 @@ def point_id_of(webid: str) -> int | None:
     except ValueError:
         return None
     return struct.unpack("<I", raw)[0] if len(raw) == 4 else None
+
+
+def same_ids(a: str, b: str) -> bool:
+    """Two full PI point WebIDs naming the same server and point ID, whatever their paths."""
+    return a[:32] == b[:32]

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="per-shard lag, last commit, rows and files per table")
     sub.add_parser("af", help="one sync of the AF hierarchy and attributes")
     sub.add_parser("events", help="one sync of event frames (alarms included)")
+    sub.add_parser(
+        "points", help="one sync of this shard's points (with history) and digital state sets"
+    )
     maintain = sub.add_parser(
         "maintain", help="compact, checkpoint, vacuum and clean the logs of pidelta's tables"
     )
@@ -105,6 +108,7 @@ _HANDLERS: dict[str, tuple[str, str]] = {
     "status": ("service.commands", "status"),
     "af": ("service.commands_af", "af"),
     "events": ("service.commands_af", "events"),
+    "points": ("service.commands_points", "points"),
     "maintain": ("service.commands_maintain", "maintain"),
 }
 

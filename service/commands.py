@@ -48,17 +48,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """
 
     from service.commands_af import run_schedules  # AF code only where it runs
+    from service.commands_points import run_schedules as run_points
 
     async def body(pipeline: Pipeline, metrics: Metrics) -> None:
         schedules = asyncio.create_task(
             run_schedules(settings, pipeline.client, pipeline.lifecycle, metrics)
+        )
+        points = asyncio.create_task(
+            run_points(settings, pipeline.client, pipeline.tags.values, pipeline.lifecycle, metrics)
         )
         try:
             await run_with_maintenance(pipeline)
         finally:
             if not pipeline.lifecycle.stopping:
                 schedules.cancel()
-            await asyncio.gather(schedules, return_exceptions=True)
+                points.cancel()
+            await asyncio.gather(schedules, points, return_exceptions=True)
 
     return asyncio.run(_worker(settings, "run", body))
 
@@ -66,6 +71,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def once(args: argparse.Namespace, settings: Settings) -> int:
     """Catch this shard up to now minus the safety lag, then exit 0."""
     from service.commands_af import AfMetricsObserver, sync_once  # AF code only where it runs
+    from service.commands_points import sync_once as sync_points_once
 
     lag = timedelta(seconds=settings.safety_lag)
 
@@ -75,6 +81,7 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
         await pipeline.compact_state()
         observer = AfMetricsObserver(metrics, pipeline.shard)
         await sync_once(settings, pipeline.client, observer)
+        await sync_points_once(settings, pipeline.client, pipeline.tags.values(), metrics)
         log.info("once: %s", _summary(pipeline))
 
     return asyncio.run(_worker(settings, "once", body))

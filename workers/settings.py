@@ -319,6 +319,30 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         "written late into PI",
     )
 
+    # The tag dimension (pi_points, pi_digital_state_sets) and the interpolated grid
+    points_interval: float = Field(
+        default=3600.0, gt=0, description="seconds between points syncs in `pidelta run`"
+    )
+    points_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="points whose attributes travel in one /batch request",
+    )
+    interpolated_interval: str | None = Field(
+        default=None,
+        description="a regular grid per tag into pi_interpolated, e.g. `1m` (s, m, h, d); "
+        "off when unset",
+    )
+    interpolated_lookback: float = Field(
+        default=3600.0,
+        ge=0,
+        description="seconds of the written grid read again each cycle, for late and edited values",
+    )
+    interpolated_max_points: int = Field(
+        default=1440, ge=1, description="grid points per tag read and written per commit"
+    )
+
     # Service
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = Field(
@@ -364,6 +388,20 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @field_validator("interpolated_interval")
+    @classmethod
+    def _grid(cls, value: str | None) -> str | None:
+        if value is not None:
+            grid_seconds(value)
+        return value
+
+    @property
+    def interpolated_seconds(self) -> int | None:
+        """The grid step of pi_interpolated in seconds, None when it is off."""
+        return (
+            None if self.interpolated_interval is None else grid_seconds(self.interpolated_interval)
+        )
 
     @field_validator("af_shard", "maintain_shard")
     @classmethod
@@ -419,6 +457,19 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         if self.pi_ca_bundle is not None and not self.pi_ca_bundle.is_file():
             raise ValueError(f"PIDELTA_PI_CA_BUNDLE={self.pi_ca_bundle} is not a file")
         return self
+
+
+_GRID = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_GRID_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def grid_seconds(text: str) -> int:
+    """`1m` -> 60: a whole number of seconds, minutes, hours or days, at least one second."""
+    m = _GRID.match(text.lower())
+    seconds = int(m.group(1)) * _GRID_UNITS[m.group(2)] if m else 0
+    if seconds < 1:
+        raise ValueError(f"{text!r} is not a grid interval such as 30s, 1m, 1h or 1d")
+    return seconds
 
 
 def load_settings(**overrides: Any) -> Settings:

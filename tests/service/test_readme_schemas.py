@@ -11,9 +11,9 @@ from deltalake import DeltaTable
 
 from tests.conftest import ROOT
 from workers.af.tables import AF_TABLES
-from workers.lake.tables import TABLES, TableSpec, TableStore
+from workers.lake.tables import POINT_TABLES, TABLES, TableSpec, TableStore
 
-SPECS = [*TABLES.values(), *AF_TABLES.values()]
+SPECS = [*TABLES.values(), *AF_TABLES.values(), *POINT_TABLES.values()]
 _SECTION = re.compile(r"^### `(?P<name>[\w]+)`(?: \(partitioned by `(?P<parts>[^`]+)`\))?$")
 _ROW = re.compile(r"^\| `(?P<col>\w+)` \| `(?P<type>[^`]+)` \| (?P<null>yes|no) \|$")
 

@@ -35,6 +35,9 @@ PI_AF_HIERARCHY = "pi_af_hierarchy"
 PI_AF_ATTRIBUTES = "pi_af_attributes"
 PI_EVENT_FRAMES = "pi_event_frames"
 AF_QUARANTINE = "_pidelta_af_quarantine"
+PI_POINTS = "pi_points"
+PI_DIGITAL_STATE_SETS = "pi_digital_state_sets"
+PI_INTERPOLATED = "pi_interpolated"
 
 PI_TIMESERIES_SCHEMA = pa.schema(
     [
@@ -203,6 +206,74 @@ AF_QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
+# The tag dimension (workers/points): one row per version of a point, keyed by (data server,
+# point ID) and `valid_from`; the PI attribute columns, then the history columns.
+PI_POINTS_SCHEMA = pa.schema(
+    [
+        pa.field("data_server", pa.string(), nullable=False),
+        pa.field("point_id", pa.int32(), nullable=False),
+        pa.field("tag_webid", pa.string(), nullable=False),
+        pa.field("tag_name", pa.string()),
+        pa.field("descriptor", pa.string()),
+        pa.field("extended_descriptor", pa.string()),
+        pa.field("engineering_units", pa.string()),
+        pa.field("point_type", pa.string()),
+        pa.field("point_class", pa.string()),
+        pa.field("digital_set_name", pa.string()),
+        pa.field("zero", pa.float64()),
+        pa.field("span", pa.float64()),
+        pa.field("typical_value", pa.float64()),
+        pa.field("step", pa.bool_()),
+        pa.field("future", pa.bool_()),
+        pa.field("point_source", pa.string()),
+        pa.field("instrument_tag", pa.string()),
+        pa.field("source_tag", pa.string()),
+        pa.field("location1", pa.int32()),
+        pa.field("location2", pa.int32()),
+        pa.field("location3", pa.int32()),
+        pa.field("location4", pa.int32()),
+        pa.field("location5", pa.int32()),
+        pa.field("compressing", pa.bool_()),
+        pa.field("comp_dev", pa.float64()),
+        pa.field("comp_dev_percent", pa.float64()),
+        pa.field("comp_min", pa.int32()),
+        pa.field("comp_max", pa.int32()),
+        pa.field("exc_dev", pa.float64()),
+        pa.field("exc_dev_percent", pa.float64()),
+        pa.field("exc_min", pa.int32()),
+        pa.field("exc_max", pa.int32()),
+        pa.field("archiving", pa.bool_()),
+        pa.field("scan", pa.bool_()),
+        pa.field("shutdown", pa.bool_()),
+        pa.field("display_digits", pa.int32()),
+        pa.field("creator", pa.string()),
+        pa.field("creation_date", UTC_US),
+        pa.field("changer", pa.string()),
+        pa.field("change_date", UTC_US),
+        pa.field("valid_from", UTC_US, nullable=False),
+        pa.field("valid_to", UTC_US),
+        pa.field("is_current", pa.bool_(), nullable=False),
+        pa.field("deleted_at", UTC_US),
+        pa.field("synced_at", UTC_US, nullable=False),
+    ]
+)
+
+PI_DIGITAL_STATE_SETS_SCHEMA = pa.schema(
+    [
+        pa.field("data_server", pa.string(), nullable=False),
+        pa.field("set_name", pa.string(), nullable=False),
+        pa.field("code", pa.int32(), nullable=False),
+        pa.field("state_name", pa.string(), nullable=False),
+        pa.field("is_system_set", pa.bool_(), nullable=False),
+        pa.field("set_webid", pa.string()),
+        pa.field("synced_at", UTC_US, nullable=False),
+    ]
+)
+
+# A regular grid per tag (workers/timeseries/interpolated.py, opt-in): pi_timeseries's
+# columns without `sequence` (one value per tag and grid time), keyed by (tag, timestamp).
+PI_INTERPOLATED_SCHEMA = pa.schema([f for f in PI_TIMESERIES_SCHEMA if f.name != "sequence"])
+
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
@@ -255,7 +326,18 @@ AF_TABLES: Mapping[str, TableSpec] = {
 }
 """The AF and event-frame tables, created by the shard that syncs AF, when it does."""
 
-ALL_TABLES: Mapping[str, TableSpec] = {**TABLES, **AF_TABLES}
+POINT_TABLES: Mapping[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(PI_POINTS, PI_POINTS_SCHEMA),
+        TableSpec(PI_DIGITAL_STATE_SETS, PI_DIGITAL_STATE_SETS_SCHEMA),
+        TableSpec(PI_INTERPOLATED, PI_INTERPOLATED_SCHEMA, ("date",), TIMESERIES_WRITER),
+    )
+}
+"""The tag dimension (points with history, digital state sets) and the interpolated grid,
+created when first synced."""
+
+ALL_TABLES: Mapping[str, TableSpec] = {**TABLES, **AF_TABLES, **POINT_TABLES}
 """Every table pidelta writes, and so the only ones it registers and maintains."""
 
 

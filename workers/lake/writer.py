@@ -160,9 +160,12 @@ class DeltaWriter:
         predicate: str,
         clauses: Callable[[TableMerger], TableMerger],
         metadata: Mapping[str, str],
+        *,
+        transaction: Transaction | None = None,
     ) -> dict[str, Any]:
         """One MERGE of `source` (alias `s`) into the table (alias `t`) on `predicate`, with
-        the `when_...` clauses `clauses` adds; delta-rs's merge metrics."""
+        the `when_...` clauses `clauses` adds, and an app transaction in the same commit
+        when given; delta-rs's merge metrics."""
 
         def attempt(table: DeltaTable) -> dict[str, Any]:
             began = time.perf_counter()
@@ -171,7 +174,9 @@ class DeltaWriter:
                 predicate,
                 source_alias="s",
                 target_alias="t",
-                commit_properties=self._properties(metadata),
+                commit_properties=self._properties(
+                    metadata, transactions=[transaction] if transaction else None
+                ),
             )
             metrics = clauses(merger).execute()
             self._observe(name, source.num_rows, began, table)

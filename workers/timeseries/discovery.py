@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from workers.errors import ConfigError, DiscoveryLimitError
@@ -31,6 +31,7 @@ POINT_FIELDS = ";".join(
         "EngineeringUnits",
         "DigitalSetName",
         "Descriptor",
+        "Id",
     )
 )
 ENDPOINT = "dataservers/points"
@@ -45,6 +46,9 @@ class TagInfo:
     digital_set: str | None
     descriptor: str
     data_server: str
+    # PI's point ID: stable across renames (the WebID holds the path), so `pi_points` keys
+    # a point's versions by it. Not compared: tags are equal by what the time series use.
+    point_id: int | None = field(default=None, compare=False)
 
 
 async def discover_tags(client: PIClient, settings: Settings) -> list[TagInfo]:
@@ -162,4 +166,5 @@ def _tag(item: Mapping[str, Any], server_name: str) -> TagInfo | None:
         digital_set=str(item["DigitalSetName"]) if item.get("DigitalSetName") else None,
         descriptor=str(item.get("Descriptor") or ""),
         data_server=server_name,
+        point_id=item["Id"] if type(item.get("Id")) is int else None,
     )

@@ -1,0 +1,67 @@
+"""`pidelta points`, and the points sync and the interpolated grid of `run` and `once`.
+
+Every shard syncs its own points (and shard 0 the digital state sets) and writes the grid
+of its own tags, so `run`, `once` and this command are started on every shard alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable, Collection
+
+from service.commands_af import _every
+from service.metrics import Metrics, MetricsObserver
+from workers.lake.tables import TableStore
+from workers.lake.writer import DeltaWriter
+from workers.lifecycle import Lifecycle
+from workers.pi.client import PIClient
+from workers.points.sync import sync_points
+from workers.settings import Settings
+from workers.timeseries.discovery import TagInfo
+from workers.timeseries.interpolated import sync_interpolated
+
+
+def points(args: argparse.Namespace, settings: Settings) -> int:
+    """One sync of this shard's points and of the digital state sets."""
+    asyncio.run(sync_points(settings))
+    return 0
+
+
+async def sync_once(
+    settings: Settings, client: PIClient, tags: Collection[TagInfo], metrics: Metrics
+) -> None:
+    """The points sync and the interpolated grid (when on) of `pidelta once`."""
+    observer = MetricsObserver(metrics)
+    await sync_points(settings, client, observer)
+    await sync_interpolated(settings, client, list(tags), _writer(settings, observer))
+
+
+async def run_schedules(
+    settings: Settings,
+    client: PIClient,
+    tags: Callable[[], Collection[TagInfo]],
+    lifecycle: Lifecycle,
+    metrics: Metrics,
+) -> None:
+    """A points sync every `points_interval`, and the grid every grid step when it is on,
+    until stopped; a failed turn is logged, counted (`pidelta_errors_total{kind=
+    "points_sync"}` or `"interpolated_sync"`) and tried again at its next turn."""
+    observer = MetricsObserver(metrics)
+    jobs = [
+        _every("points", settings.points_interval,
+               lambda: sync_points(settings, client, observer), lifecycle, metrics),
+    ]  # fmt: skip
+    step = settings.interpolated_seconds
+    if step is not None:
+        writer = _writer(settings, observer)
+        jobs.append(
+            _every("interpolated", step,
+                   lambda: sync_interpolated(settings, client, list(tags()), writer),
+                   lifecycle, metrics)
+        )  # fmt: skip
+    await asyncio.gather(*jobs)
+
+
+def _writer(settings: Settings, observer: MetricsObserver) -> DeltaWriter:
+    return DeltaWriter.from_settings(settings, TableStore.from_settings(settings), observer)

@@ -1,0 +1,67 @@
+"""`pidelta once` and `pidelta run` sync the points and write the grid beside the time series."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+from deltalake import DeltaTable
+
+from tests.conftest import MockServer
+from tests.e2e.helpers import ok, pidelta, start_worker, wait_for, worker_env
+from workers.lake.tables import PI_DIGITAL_STATE_SETS, PI_INTERPOLATED, PI_POINTS
+
+TAGS = 40
+
+
+def table(target: Path, name: str) -> pl.DataFrame:
+    return pl.from_arrow(DeltaTable(str(target / name)).to_pyarrow_table())  # type: ignore[return-value]
+
+
+def assert_whole_grid(target: Path) -> None:
+    grid = table(target, PI_INTERPOLATED)
+    assert grid.select("tag_webid", "timestamp").is_duplicated().sum() == 0
+    per_tag = grid.group_by("tag_webid").agg(pl.len(), pl.col("timestamp").min().alias("lo"),
+                                             pl.col("timestamp").max().alias("hi"))  # fmt: skip
+    assert per_tag.height == TAGS
+    for row in per_tag.iter_rows(named=True):
+        assert row["len"] == (row["hi"] - row["lo"]).total_seconds() // 60 + 1
+
+
+def test_once_syncs_points_and_writes_the_grid(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
+    target = tmp_path / "lake"
+    env = worker_env(mock, target, start="*-10m", interpolated_interval="1m")
+    ok(pidelta("once", env=env))
+    points = table(target, PI_POINTS)
+    assert points.height == points.filter(pl.col("is_current")).height == TAGS
+    assert table(target, PI_DIGITAL_STATE_SETS).height > 0
+    assert_whole_grid(target)
+    assert table(target, PI_INTERPOLATED).height >= TAGS * 10
+
+
+def test_run_syncs_points_and_the_grid_until_stopped(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
+    target = tmp_path / "lake"
+    env = worker_env(mock, target, start="*-5m", interpolated_interval="1m", points_interval=1)
+    worker = start_worker("run", env=env, log=tmp_path / "run.log")
+    try:
+        assert wait_for(
+            lambda: (
+                (target / PI_INTERPOLATED / "_delta_log").exists()
+                and DeltaTable(str(target / PI_INTERPOLATED)).version() >= 1
+                and (target / PI_POINTS / "_delta_log").exists()
+                and DeltaTable(str(target / PI_POINTS)).version() >= 1
+            ),
+            180,
+        ), worker.text()[-3000:]
+    finally:
+        code = worker.terminate()
+    assert code == 0, worker.text()[-3000:]
+    assert table(target, PI_POINTS).filter(pl.col("is_current")).height == TAGS
+    assert_whole_grid(target)

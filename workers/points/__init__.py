@@ -1,0 +1,1 @@
+"""The tag dimension: PI points with history (`pi_points`) and digital state sets."""
