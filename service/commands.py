@@ -31,6 +31,7 @@ from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient
 from workers.pi.times import parse_time
 from workers.settings import Settings
+from workers.timeseries.backfills import backfill_range, iso, record_request
 from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
 from workers.timeseries.discovery import discover_tags
 from workers.timeseries.pipeline import Pipeline
@@ -81,7 +82,11 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def backfill(args: argparse.Namespace, settings: Settings) -> int:
-    """Load (start, end] for this shard; a rerun continues where a crash stopped it."""
+    """Load (start, end] for this shard; a rerun continues where a crash stopped it.
+
+    The end is capped at now minus the safety lag (`backfills.backfill_range`): the same
+    command run after the end has passed loads the rest.
+    """
     now = datetime.now(UTC)
     try:
         start = parse_time(args.backfill_start, now)
@@ -90,13 +95,32 @@ def backfill(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"backfill: {exc}") from None
     if end <= start:
         raise ConfigError(f"backfill: --end {args.backfill_end} is not after --start")
+    try:
+        rng = backfill_range(start, end, now, timedelta(seconds=settings.safety_lag))
+    except ConfigError as exc:
+        raise ConfigError(f"backfill: {exc}") from None
+    ready_at = rng.end + timedelta(seconds=settings.safety_lag)
+    later = f"; run the same command again after {iso(ready_at)} to complete it"
 
     async def body(pipeline: Pipeline, metrics: Metrics) -> None:
-        with _Progress(f"backfill shard {settings.shard_index}/{settings.shard_count}") as bar:
-            await pipeline.backfill(start, end, bar.update)
+        app_id = pipeline.backfill_app_id
+        await asyncio.to_thread(record_request, pipeline.sink, app_id, rng, now)
+        if rng.capped:
+            log.warning(
+                "backfill: --end %s is after now minus the safety lag: loading up to %s%s",
+                iso(rng.end),
+                iso(rng.until),
+                later,
+            )
+        with _Progress(f"backfill {app_id}") as bar:
+            await pipeline.backfill(rng.start, rng.until, bar.update)
             if not pipeline.lifecycle.stopping:
                 bar.update(1.0, 1.0)
-        log.info("backfill %s .. %s: %s", start.isoformat(), end.isoformat(), _summary(pipeline))
+        log.info("backfill %s .. %s: %s", iso(rng.start), iso(rng.until), _summary(pipeline))
+        if rng.capped and not pipeline.lifecycle.stopping:
+            log.warning(
+                "backfill: unfinished, loaded up to %s of %s%s", iso(rng.until), iso(rng.end), later
+            )
 
     return asyncio.run(_worker(settings, "backfill", body))
 
@@ -187,7 +211,7 @@ async def _worker(
                         settings.shard_index,
                         settings.shard_count,
                         len(pipeline.tags),
-                        pipeline.app_id,
+                        pipeline.backfill_app_id if mode == "backfill" else pipeline.app_id,
                     )
                     await body(pipeline, metrics)  # type: ignore[misc]
                     await pipeline.flush()
@@ -235,6 +259,7 @@ class _Progress:
         self.tty = sys.stderr.isatty()
         self._bar = None
         self._last_log = 0.0
+        self._finished = False
 
     def __enter__(self) -> _Progress:
         if self.tty:
@@ -254,8 +279,12 @@ class _Progress:
             self._bar.refresh()
             return
         now = time.monotonic()
-        if now - self._last_log >= PROGRESS_LOG_SECONDS or share >= 100.0:
+        finished = share >= 100.0
+        if finished and self._finished:
+            return  # the loop's last round and the command's end both report 100 %
+        if now - self._last_log >= PROGRESS_LOG_SECONDS or finished:
             self._last_log = now
+            self._finished = finished
             log.info("%s: %.1f%% done", self.label, share)
 
 

@@ -9,6 +9,7 @@ the ground truth is built from the same settings.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -135,3 +136,35 @@ def test_backfill_pages_small_calls_exactly(mock_pi: MockServer, tmp_path: Path)
     cps = checkpoints(tmp_path, "pidelta-bf-")
     assert len(cps) == 100
     assert_same(read_table(tmp_path), expected(truth_for(mock_pi), {w: (start, end) for w in cps}))
+
+
+def test_backfill_into_the_future_is_capped_and_completed_later(
+    mock_pi: MockServer, tmp_path: Path
+) -> None:
+    """An end a minute ahead: the first run stops at now minus the safety lag and says the
+    range is unfinished; the same command after the end has passed loads exactly the rest."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    start, end = now - timedelta(minutes=3), now + timedelta(seconds=60)
+    env = worker_env(mock_pi, tmp_path, tag_filter="*-000010?.PV", safety_lag=2)
+    command = ("backfill", "--start", iso(start), "--end", iso(end))
+    first = ok(pidelta(*command, env=env))
+    assert "unfinished, loaded up to" in first.stderr
+    assert "run the same command again after" in first.stderr
+    cps = checkpoints(tmp_path, "pidelta-bf-")
+    assert len(cps) == 10
+    assert len(set(cps.values())) == 1
+    cap = next(iter(cps.values()))
+    assert now - timedelta(seconds=2) <= cap < end - timedelta(seconds=30)
+    truth = truth_for(mock_pi)
+    assert_same(read_table(tmp_path), expected(truth, {w: (start, cap) for w in cps}))
+    requests = read_table(tmp_path, "_pidelta_backfills").to_pylist()
+    assert [(r["range_start"], r["range_end"], r["loaded_until"]) for r in requests] == [
+        (start, end, cap)
+    ]
+
+    time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds() + 3))
+    second = ok(pidelta(*command, env=env))
+    assert "unfinished" not in second.stderr
+    cps = checkpoints(tmp_path, "pidelta-bf-")
+    assert set(cps.values()) == {end}
+    assert_same(read_table(tmp_path), expected(truth, {w: (start, end) for w in cps}))

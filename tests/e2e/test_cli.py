@@ -3,6 +3,7 @@ outputs of discover, status and shards plan checked against the mock's catalog."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,15 @@ def test_status_reads_the_tables(mock_pi: MockServer, tmp_path: Path) -> None:
     rows = {line.split("\t")[0]: line.split("\t") for line in tables.splitlines()[1:]}
     assert int(rows["pi_timeseries"][1]) == read_table(target).num_rows > 0
     assert int(rows["pi_timeseries"][2]) >= 1
+
+
+def test_backfill_entirely_in_the_future_is_refused(tmp_path: Path) -> None:
+    env = worker_env("http://127.0.0.1:9/piwebapi", tmp_path / "lake")
+    result = pidelta("backfill", "--start", "*+1h", "--end", "*+2h", env=env, timeout=60)
+    assert result.returncode == 2
+    assert re.fullmatch(
+        r"pidelta: backfill: the range starts at \S+Z, not before now minus the safety lag "
+        r"\(\S+Z\): PI holds none of it yet \(PIDELTA_SAFETY_LAG=10\)\n",
+        result.stderr,
+    ), result.stderr
+    assert not (tmp_path / "lake").exists()

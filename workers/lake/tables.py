@@ -35,6 +35,7 @@ PI_AF_HIERARCHY = "pi_af_hierarchy"
 PI_AF_ATTRIBUTES = "pi_af_attributes"
 PI_EVENT_FRAMES = "pi_event_frames"
 AF_QUARANTINE = "_pidelta_af_quarantine"
+BACKFILLS = "_pidelta_backfills"
 
 PI_TIMESERIES_SCHEMA = pa.schema(
     [
@@ -107,6 +108,18 @@ SET_ASIDE_SCHEMA = pa.schema(
         pa.field("batch_id", pa.int64(), nullable=False),
         pa.field("noted_at", UTC_US, nullable=False),
         pa.field("resolved_at", UTC_US),
+    ]
+)
+
+# One row per `pidelta backfill` command: the range asked for, and where this run had to
+# stop (now minus the safety lag); `status` shows a backfill's progress against it.
+BACKFILLS_SCHEMA = pa.schema(
+    [
+        pa.field("app_id", pa.string(), nullable=False),
+        pa.field("range_start", UTC_US, nullable=False),
+        pa.field("range_end", UTC_US, nullable=False),
+        pa.field("loaded_until", UTC_US, nullable=False),
+        pa.field("requested_at", UTC_US, nullable=False),
     ]
 )
 
@@ -240,6 +253,7 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(CHECKPOINTS, CHECKPOINTS_SCHEMA),
         TableSpec(SHARDS, SHARDS_SCHEMA),
         TableSpec(SET_ASIDE, SET_ASIDE_SCHEMA),
+        TableSpec(BACKFILLS, BACKFILLS_SCHEMA),
     )
 }
 """The time-series tables, created by every shard at start-up."""
