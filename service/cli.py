@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 
 from pydantic import AliasChoices
 
+from service.failures import explain
 from workers.errors import ConfigError
-from workers.settings import Settings, load_settings
+from workers.settings import Settings, load_settings, unknown_variables
 
 log = logging.getLogger("pidelta")
 
@@ -144,6 +145,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     from service.logs import configure_logging
 
     configure_logging(settings)
+    for name, close in unknown_variables():
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning("%s is not a pidelta setting and is ignored%s", name, hint)
     try:
         return _dispatch(args, settings)
     except ConfigError as exc:
@@ -151,8 +155,13 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception:
-        log.exception("pidelta %s failed", args.command)
+    except Exception as exc:
+        log.error(
+            "pidelta %s failed: %s",
+            args.command,
+            explain(exc, settings),
+            exc_info=settings.log_level == "DEBUG",
+        )
         return 1
 
 

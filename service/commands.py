@@ -139,6 +139,8 @@ def discover(args: argparse.Namespace, settings: Settings) -> int:
     async def listing() -> int:
         async with PIClient(settings) as client:
             tags = await discover_tags(client, settings)
+        if not tags:
+            nothing_in_scope(settings, "discover")
         owners = JumpHash(settings.shard_count).owners(t.webid for t in tags)
         lines = ["name\twebid\tpoint_type\tunits\tshard"]
         lines.extend(
@@ -166,6 +168,20 @@ def shards_plan(args: argparse.Namespace, settings: Settings) -> int:
 def status(args: argparse.Namespace, settings: Settings) -> int:
     """Per-shard lag and last commit, rows and files per table, from the tables themselves."""
     return _print(format_status(collect_status(settings), datetime.now(UTC)))
+
+
+def nothing_in_scope(settings: Settings, mode: str) -> None:
+    """An empty discovery: a warning, and a configuration error for `once` and `backfill`
+    (which would otherwise exit 0 having done nothing)."""
+    where = f" on data server {settings.pi_data_server}" if settings.pi_data_server else ""
+    line = (
+        f"no PI point matches PIDELTA_TAG_FILTER={settings.tag_filter!r}{where} "
+        f"at {settings.pi_url}"
+    )
+    if mode in ("once", "backfill"):
+        raise ConfigError(f"{mode}: {line}")
+    again = "; asked again every PIDELTA_REDISCOVER_INTERVAL" if mode == "run" else ""
+    log.warning("%s: %s%s", mode, line, again)
 
 
 def _print(text: str) -> int:
@@ -204,6 +220,8 @@ async def _worker(
             ):
                 try:
                     await pipeline.prepare(wait_for_pi=mode == "run")
+                    if not pipeline.discovered:
+                        nothing_in_scope(settings, mode)
                     ready["ok"] = True
                     log.info(
                         "%s: shard %d of %d owns %d tags, app id %s",

@@ -6,8 +6,11 @@ reads the environment.
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -25,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from workers.errors import ConfigError
+from workers.pi.times import parse_time
 
 RESPONSE_BYTES_PER_ITEM = 1024
 _SETTINGS_FIELD = re.compile(r'field "(\w+)"')
@@ -362,8 +366,23 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
     @classmethod
     def _options(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
+            try:
+                return json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError("not valid JSON (a JSON object of strings)") from None
         return value
+
+    @field_validator("start", "events_start")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        """A time string PI would refuse fails here, before any table is touched."""
+        parse_time(value, datetime.now(UTC))
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("af_shard", "maintain_shard")
     @classmethod
@@ -439,6 +458,34 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"invalid configuration: {name}: not valid JSON") from None
 
 
+# PIDELTA_ variables read outside the settings: by the build (setup.py) and the tests.
+NOT_SETTINGS = frozenset({"PIDELTA_PURE_WHEEL", "PIDELTA_REFERENCE_DIR"})
+
+
+def known_variables() -> set[str]:
+    """Every environment variable the settings read, provider variables included."""
+    names = set(NOT_SETTINGS)
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice) for choice in alias.choices)
+        else:
+            names.add(alias if isinstance(alias, str) else f"PIDELTA_{name.upper()}")
+    return names
+
+
+def unknown_variables() -> list[tuple[str, str | None]]:
+    """`PIDELTA_*` variables of the environment that no setting reads, each with the
+    closest known name (a misspelled variable is otherwise ignored without a word)."""
+    known = sorted(n for n in known_variables() if n.startswith("PIDELTA_"))
+    found = []
+    for name in sorted(os.environ):
+        if name.startswith("PIDELTA_") and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+            found.append((name, close[0] if close else None))
+    return found
+
+
 def describe_validation_error(exc: ValidationError, prefix: str) -> str:
     """One line per validation error, naming environment variables, never values of secrets."""
     parts = []
@@ -450,5 +497,6 @@ def describe_validation_error(exc: ValidationError, prefix: str) -> str:
             continue
         # Fields read from a provider's variable report their alias, already upper-case.
         name = loc[0] if loc[0].isupper() else f"{prefix}{loc[0].upper()}"
+        name += "".join(f"[{part}]" for part in loc[1:])  # a key of a JSON setting
         parts.append(f"{name}: {msg}")
     return "invalid configuration: " + "; ".join(parts)

@@ -4,6 +4,7 @@ outputs of discover, status and shards plan checked against the mock's catalog."
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,13 +65,125 @@ def test_bad_configuration_exits_2_with_one_line(
     assert not (tmp_path / "lake").exists()
 
 
-def test_unreachable_server_exits_1_logged(tmp_path: Path) -> None:
+def test_unreachable_server_is_said_at_once_then_one_line(tmp_path: Path) -> None:
     env = worker_env(
         "http://127.0.0.1:9/piwebapi", tmp_path / "lake", pi_max_attempts=2, pi_max_retry_seconds=2
     )
     result = pidelta("once", env=env, timeout=120)
     assert result.returncode == 1
-    assert "pidelta once failed" in result.stderr
+    lines = result.stderr.splitlines()
+    said = [i for i, line in enumerate(lines) if "PI Web API unreachable: " in line]
+    failed = [i for i, line in enumerate(lines) if "pidelta once failed: " in line]
+    assert len(said) == 1
+    assert "retrying (up to 2 attempts in 2 s); check PIDELTA_PI_URL" in lines[said[0]]
+    assert failed == [len(lines) - 1]
+    assert said[0] < failed[0]
+    assert lines[-1].endswith("after 2 attempts; check PIDELTA_PI_URL")
+    assert "the PI Web API is unreachable: GET http://127.0.0.1:9/piwebapi/" in lines[-1]
+    assert "Traceback" not in result.stderr
+    debug = pidelta("once", env={**env, "PIDELTA_LOG_LEVEL": "DEBUG"}, timeout=120)
+    assert debug.returncode == 1
+    assert "Traceback (most recent call last)" in debug.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("PIDELTA_START", "garbage", "PIDELTA_START: Cannot parse time string 'garbage'."),
+        ("PIDELTA_EVENTS_START", "*-1x", "PIDELTA_EVENTS_START: Cannot parse time string '*-1x'."),
+        ("PIDELTA_STORAGE_OPTIONS", "{bad", "PIDELTA_STORAGE_OPTIONS: not valid JSON"),
+        (
+            "PIDELTA_STORAGE_OPTIONS",
+            '{"timeout": 5}',
+            "PIDELTA_STORAGE_OPTIONS[timeout]: Input should be a valid string",
+        ),
+        (
+            "PIDELTA_LOG_FORMAT",
+            "xml",
+            "PIDELTA_LOG_FORMAT: Input should be 'text' or 'json'",
+        ),
+    ],
+)
+def test_settings_are_validated_before_any_table(
+    tmp_path: Path, variable: str, value: str, line: str
+) -> None:
+    env = worker_env("http://127.0.0.1:9/piwebapi", tmp_path / "lake")
+    result = pidelta("once", env={**env, variable: value}, timeout=60)
+    assert (result.returncode, result.stderr) == (2, f"pidelta: invalid configuration: {line}\n")
+    assert not (tmp_path / "lake").exists()
+
+
+def test_a_misspelled_variable_is_named_with_the_closest_one(
+    mock_pi: MockServer, tmp_path: Path
+) -> None:
+    env = {**worker_env(mock_pi, tmp_path, tag_filter="TI-*"), "PIDELTA_SHARD_CNT": "4"}
+    result = ok(pidelta("discover", env=env))
+    assert (
+        "WARNING [shard 0/1] pidelta: PIDELTA_SHARD_CNT is not a pidelta setting and is "
+        "ignored; did you mean PIDELTA_SHARD_COUNT?"
+    ) in result.stderr
+
+
+def test_an_empty_discovery_is_a_warning_and_once_exits_2(
+    mock_pi: MockServer, tmp_path: Path
+) -> None:
+    env = worker_env(mock_pi, tmp_path, tag_filter="NOSUCH-*")
+    listed = ok(pidelta("discover", env=env))
+    assert listed.stdout == "name\twebid\tpoint_type\tunits\tshard\n"
+    assert f"discover: no PI point matches PIDELTA_TAG_FILTER='NOSUCH-*' at {mock_pi.url}" in (
+        listed.stderr
+    )
+    for command in (["once"], ["backfill", "--start", "*-1h", "--end", "*-30m"]):
+        result = pidelta(*command, env=env)
+        assert result.returncode == 2
+        assert result.stderr.splitlines()[-1] == (
+            f"pidelta: {command[0]}: no PI point matches PIDELTA_TAG_FILTER='NOSUCH-*' at "
+            f"{mock_pi.url}"
+        )
+
+
+def test_refused_credentials_are_one_line(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    server = mock_pi_factory(
+        tag_count=10, auth="basic", username="operator", password="right-password"
+    )
+    env = worker_env(
+        server, tmp_path, pi_auth="basic", pi_username="operator", pi_password="wrong-password"
+    )
+    result = pidelta("once", env=env)
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert "ERROR [shard 0/1] pidelta: pidelta once failed: the PI Web API refused the " in last
+    assert "HTTP 401 credentials refused (PIDELTA_PI_AUTH=basic)" in last
+    assert last.endswith("; check PIDELTA_PI_USERNAME and PIDELTA_PI_PASSWORD")
+    assert "Traceback" not in result.stderr
+
+
+def test_https_to_a_plain_http_server_says_so(mock_pi: MockServer, tmp_path: Path) -> None:
+    env = worker_env(mock_pi.url.replace("http://", "https://"), tmp_path)
+    result = pidelta("once", env=env)
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert last.endswith(
+        "pidelta once failed: TLS with the PI Web API failed: the server speaks plain HTTP, "
+        f"not TLS: use http:// in PIDELTA_PI_URL ({mock_pi.url.replace('http://', 'https://')}"
+        "/dataservers?selectedFields=Items.WebId;Items.Name)"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_target_that_cannot_be_written_is_one_line(mock_pi: MockServer, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    result = pidelta("once", env=worker_env(mock_pi, tmp_path / "file" / "lake"))
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert last.endswith(
+        f"pidelta once failed: cannot write the target: Not a directory: "
+        f"{tmp_path}/file/lake/pi_timeseries; check PIDELTA_TARGET (the worker creates a "
+        "folder per table there)"
+    )
+    assert "Traceback" not in result.stderr
 
 
 def test_discover_lists_every_tag_with_its_shard(mock_pi: MockServer, tmp_path: Path) -> None:

@@ -79,6 +79,7 @@ class Pipeline:
         self.store = TableStore.from_settings(settings)
         self.sink = DeltaSink.from_settings(settings, self.store, self.observer)
         self.tags: dict[str, TagInfo] = {}
+        self.discovered = 0  # tags in scope at the last discovery, before sharding
         self.origins: dict[str, datetime] = {}
         self.source = RecordedSource.from_settings(self.client, settings, self.tags)
         self.fetch_stats = ReadStats()
@@ -154,6 +155,7 @@ class Pipeline:
     async def discover(self) -> list[TagInfo]:
         """Rediscover tags; keep those this shard owns (new tags flow, deleted ones stop)."""
         tags = await discover_tags(self.client, self.settings)
+        self.discovered = len(tags)
         mine = owned([t.webid for t in tags], self.settings.shard_index, self.settings.shard_count)
         kept = {t.webid: t for t, keep in zip(tags, mine, strict=True) if keep}
         gone = set(self.tags) - set(kept)
