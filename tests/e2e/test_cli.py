@@ -15,10 +15,15 @@ from shard_config.plan import compute_plan, format_plan
 from tests.conftest import MockServer
 from tests.e2e.helpers import (
     aligned_past,
+    checkpoints,
     iso,
+    metrics_port_env,
     ok,
     pidelta,
     read_table,
+    scrape,
+    start_worker,
+    wait_for,
     worker_env,
 )
 
@@ -236,3 +241,77 @@ def test_backfill_entirely_in_the_future_is_refused(tmp_path: Path) -> None:
         result.stderr,
     ), result.stderr
     assert not (tmp_path / "lake").exists()
+
+
+def test_lag_counts_committed_checkpoints_only(mock_pi: MockServer, tmp_path: Path) -> None:
+    """Batches buffered but not committed (a commit every 10 minutes here) leave the lag
+    where the table is: at the start, three minutes back; the buffer has its own gauge."""
+    start = aligned_past(3)
+    env, port = metrics_port_env(
+        worker_env(
+            mock_pi,
+            tmp_path,
+            start=iso(start),
+            tag_filter="TI-*",
+            commit_max_age=600,
+            poll_interval=1,
+            maintain_interval=0,
+        )
+    )
+    worker = start_worker("run", env=env, log=tmp_path / "run.log")
+    try:
+        gauge = 'pidelta_buffered_rows{shard="0"}'
+        lag = 'pidelta_lag_seconds{shard="0"}'
+        assert wait_for(
+            lambda: worker.alive() and _scraped(port).get(gauge, 0) > 0 and lag in scrape(port),
+            timeout=180,
+        ), worker.text()[-3000:]
+        # Another poll with the rows still buffered.
+        polls = scrape(port)[
+            'pidelta_pi_requests_total{endpoint="streamsets/recorded",status="200"}'
+        ]
+        assert wait_for(
+            lambda: (
+                scrape(port)[
+                    'pidelta_pi_requests_total{endpoint="streamsets/recorded",status="200"}'
+                ]
+                > polls
+            ),
+            timeout=120,
+        )
+        seen = scrape(port)
+        assert seen[gauge] > 0
+        assert seen[lag] >= 180
+        assert read_table(tmp_path).num_rows == 0
+    finally:
+        assert worker.terminate() == 0
+
+
+def _scraped(port: int) -> dict[str, float]:
+    """The metrics, or nothing while the server is not up yet."""
+    try:
+        return scrape(port)
+    except OSError:
+        return {}
+
+
+def test_each_time_series_commit_is_one_info_line(mock_pi: MockServer, tmp_path: Path) -> None:
+    start = aligned_past(3)
+    env = worker_env(mock_pi, tmp_path, start=iso(start), tag_filter="TI-*")
+    result = ok(pidelta("once", env=env))
+    lines = [
+        line for line in result.stderr.splitlines() if "pidelta.pipeline: pi_timeseries: " in line
+    ]
+    assert len(lines) == 1
+    found = re.search(
+        r" INFO \[shard 0/1\] pidelta\.pipeline: pi_timeseries: committed (\d+) rows of (\d+) "
+        r"tags, (\S+) \.\. (\S+), in \d+\.\d\d s, batch 1 of pidelta-ts-0-of-1$",
+        lines[0],
+    )
+    assert found, lines[0]
+    cps = checkpoints(tmp_path)
+    assert int(found[1]) == read_table(tmp_path).num_rows > 0
+    assert int(found[2]) == len(cps)
+    assert found[3] == iso(start).replace(".000000", "")
+    (end,) = set(cps.values())
+    assert found[4] == end.isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -186,8 +186,9 @@ class Pipeline:
         while not self.lifecycle.stopping:
             await asyncio.to_thread(self.fence.check)
             tags = list(self.tags)
-            cps = self.queue.planned(self.checkpoints.load_checkpoints(tags, LIVE_PREFIX))
-            self._update_lag(cps)
+            committed = self.checkpoints.load_checkpoints(tags, LIVE_PREFIX)
+            self._update_lag(committed)
+            cps = self.queue.planned(committed)
             due = time.monotonic() - self._last_lookback >= self.settings.late_lookback / 4
             plan = next_batch(
                 self.app_id,
@@ -358,10 +359,11 @@ class Pipeline:
         )
         await self.queue.add(batch, rows, result.quarantine, boundary, whole)
 
-    def _update_lag(self, cps: dict[str, datetime]) -> None:
-        if not self.tags:
-            return
-        known = [cps[w] for w in self.tags if w in cps]
+    def _update_lag(self, committed: dict[str, datetime]) -> None:
+        """Now minus the oldest committed checkpoint (a tag that never committed counts
+        from where it starts): batches buffered but not committed are not in the table."""
+        known = [committed.get(w) or self.origins.get(w) for w in self.tags]
+        known = [moment for moment in known if moment is not None]
         if known:
             oldest = min(known)
             self.observer.lag(self.shard, (self.clock() - oldest).total_seconds())
