@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.commands import collect_status  # noqa: E402
+from service.status import collect_status  # noqa: E402
+from workers.lake.tables import TableStore  # noqa: E402
 from workers.settings import Settings  # noqa: E402
 
 REPORT_EVERY = 10.0
@@ -60,7 +61,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 30
 
 def report(settings: Settings, metrics_url: str) -> None:
     try:
-        status = collect_status(settings)
+        status = collect_status(TableStore.from_settings(settings))
     except Exception as exc:  # tables may be mid-creation on the first report
         print(f"demo: tables not readable yet ({type(exc).__name__})", flush=True)
         return
@@ -74,7 +75,7 @@ def report(settings: Settings, metrics_url: str) -> None:
     lags = ", ".join(
         f"{s['app_id']} lag {(now - s['oldest']).total_seconds():.0f} s ({s['tags']} tags)"
         for s in status["shards"]  # type: ignore[union-attr]
-        if str(s["app_id"]).startswith("pidelta-ts-")
+        if s["current"] and s["oldest"] is not None
     )
     print(f"[{stamp}] rows: {rows or 'none yet'}", flush=True)
     print(f"[{stamp}] {lags or 'no checkpoint yet'}; metrics: {metrics_url}", flush=True)

@@ -17,22 +17,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-import polars as pl
-import pyarrow as pa
-from deltalake import DeltaTable
-
 from service.commands_maintain import run_with_maintenance
 from service.metrics import Metrics, MetricsObserver, MetricsServer, Readiness
+from service.status import collect_status, format_status, has_tables
 from shard_config.jump_hash import JumpHash
 from shard_config.plan import compute_plan, format_plan
 from workers.errors import ConfigError, RetriesAbandoned, StaleGeneration
-from workers.lake.tables import ALL_TABLES, CHECKPOINTS, TableStore
+from workers.lake.tables import TableStore
 from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient
 from workers.pi.times import parse_time
 from workers.settings import Settings
 from workers.timeseries.backfills import backfill_range, iso, record_request
-from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
 from workers.timeseries.discovery import discover_tags
 from workers.timeseries.pipeline import Pipeline
 
@@ -166,8 +162,13 @@ def shards_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
-    """Per-shard lag and last commit, rows and files per table, from the tables themselves."""
-    return _print(format_status(collect_status(settings), datetime.now(UTC)))
+    """Shards by generation, backfills, tables (`service.status`); exit 1 when the target
+    holds no pidelta table (a wrong PIDELTA_TARGET is the usual cause)."""
+    report = collect_status(TableStore.from_settings(settings))
+    if not has_tables(report):
+        log.error("status: no pidelta table at %s; check PIDELTA_TARGET", settings.target)
+        return 1
+    return _print(format_status(report, datetime.now(UTC)))
 
 
 def nothing_in_scope(settings: Settings, mode: str) -> None:
@@ -304,90 +305,3 @@ class _Progress:
             self._last_log = now
             self._finished = finished
             log.info("%s: %.1f%% done", self.label, share)
-
-
-# ---------------------------------------------------------------------- status
-
-
-def collect_status(settings: Settings) -> dict[str, object]:
-    """Everything `status` prints, read from Delta metadata and the checkpoints table."""
-    store = TableStore.from_settings(settings)
-    tables: list[dict[str, object]] = []
-    for name in ALL_TABLES:
-        if not DeltaTable.is_deltatable(store.uri(name), storage_options=store.options(name)):
-            tables.append({"table": name, "exists": False})
-            continue
-        dt = DeltaTable(store.uri(name), storage_options=store.options(name))
-        actions = pl.from_arrow(pa.table(dt.get_add_actions(flatten=True)))
-        rows = int(actions["num_records"].sum()) if "num_records" in actions.columns else 0
-        history = dt.history(1)
-        last = history[0].get("timestamp") if history else None
-        tables.append(
-            {
-                "table": name,
-                "exists": True,
-                "version": dt.version(),
-                "files": actions.height,
-                "rows": rows,
-                "last_commit": _from_ms(last),
-            }
-        )
-    shards: list[dict[str, object]] = []
-    if DeltaTable.is_deltatable(store.uri(CHECKPOINTS), storage_options=store.options(CHECKPOINTS)):
-        dt = DeltaTable(store.uri(CHECKPOINTS), storage_options=store.options(CHECKPOINTS))
-        frame = pl.from_arrow(
-            dt.to_pyarrow_table(columns=["app_id", "tag_webid", "checkpoint", "committed_at"])
-        ).filter(
-            pl.col("app_id").str.starts_with(LIVE_PREFIX)
-            | pl.col("app_id").str.starts_with(BACKFILL_PREFIX)
-        )
-        if frame.height:
-            per_tag = frame.group_by(["app_id", "tag_webid"]).agg(
-                pl.col("checkpoint").max(), pl.col("committed_at").max()
-            )
-            per_app = (
-                per_tag.group_by("app_id")
-                .agg(
-                    pl.len().alias("tags"),
-                    pl.col("checkpoint").min().alias("oldest"),
-                    pl.col("checkpoint").max().alias("newest"),
-                    pl.col("committed_at").max().alias("last_commit"),
-                )
-                .sort("app_id")
-            )
-            shards = per_app.to_dicts()
-    return {"tables": tables, "shards": shards}
-
-
-def _from_ms(ms: object) -> datetime | None:
-    if not isinstance(ms, int | float):
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def format_status(report: dict[str, object], now: datetime) -> str:
-    lines = ["shard\ttags\tlag_seconds\toldest_checkpoint\tlast_commit"]
-    for shard in report["shards"]:  # type: ignore[attr-defined]
-        oldest = shard["oldest"]
-        lag = (now - oldest).total_seconds() if oldest is not None else float("nan")
-        lines.append(
-            f"{shard['app_id']}\t{shard['tags']}\t{lag:.1f}\t{_iso(oldest)}\t"
-            f"{_iso(shard['last_commit'])}"
-        )
-    lines.append("")
-    lines.append("table\trows\tfiles\tversion\tlast_commit")
-    for table in report["tables"]:  # type: ignore[attr-defined]
-        if not table["exists"]:
-            lines.append(f"{table['table']}\t-\t-\t-\tnot created")
-            continue
-        lines.append(
-            f"{table['table']}\t{table['rows']}\t{table['files']}\t{table['version']}\t"
-            f"{_iso(table['last_commit'])}"
-        )
-    return "\n".join(lines)
-
-
-def _iso(moment: object) -> str:
-    if not isinstance(moment, datetime):
-        return "-"
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

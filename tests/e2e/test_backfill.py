@@ -162,9 +162,31 @@ def test_backfill_into_the_future_is_capped_and_completed_later(
         (start, end, cap)
     ]
 
+    assert _backfill_status(env) == (
+        f"pidelta-bf-0-of-1\t10\t{_share(start, cap, end)} (0/10 tags done)\t"
+        f"{_iso(start)} .. {_iso(end)}\t{_iso(cap)}"
+    )
+
     time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds() + 3))
     second = ok(pidelta(*command, env=env))
     assert "unfinished" not in second.stderr
     cps = checkpoints(tmp_path, "pidelta-bf-")
     assert set(cps.values()) == {end}
     assert_same(read_table(tmp_path), expected(truth, {w: (start, end) for w in cps}))
+    assert _backfill_status(env).startswith("pidelta-bf-0-of-1\t10\t100.0% (10/10 tags done)\t")
+
+
+def _backfill_status(env: dict[str, str]) -> str:
+    """The backfill row of `pidelta status`, without its last-commit column."""
+    block = ok(pidelta("status", env=env)).stdout.split("\n\n")[1].splitlines()
+    assert block[0] == "backfill\ttags\tprogress\trange\tloaded_until\tlast_commit"
+    assert len(block) == 2
+    return block[1].rsplit("\t", 1)[0]
+
+
+def _share(start: datetime, reached: datetime, end: datetime) -> str:
+    return f"{100 * (reached - start) / (end - start):.1f}%"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")

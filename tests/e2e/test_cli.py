@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from mock_pi.catalog import Catalog
+from service.status import collect_status, format_status
 from shard_config.jump_hash import JumpHash
 from shard_config.plan import compute_plan, format_plan
 from tests.conftest import MockServer
@@ -26,6 +28,7 @@ from tests.e2e.helpers import (
     wait_for,
     worker_env,
 )
+from workers.lake.tables import TableStore
 
 
 @pytest.mark.parametrize(
@@ -212,23 +215,46 @@ def test_shards_plan_is_the_plan_of_the_discovered_tags(
     assert out == format_plan(compute_plan(webids, 5)) + "\n"
 
 
-def test_status_reads_the_tables(mock_pi: MockServer, tmp_path: Path) -> None:
+def test_status_groups_shards_by_generation(mock_pi: MockServer, tmp_path: Path) -> None:
     target = tmp_path / "lake"
     env = worker_env(mock_pi, target, start=iso(aligned_past(3)), tag_filter="TI-*")
-    empty = ok(pidelta("status", env=env)).stdout
-    assert "pi_timeseries\t-\t-\t-\tnot created" in empty
+    empty = pidelta("status", env=env)
+    assert empty.returncode == 1
+    assert empty.stdout == ""
+    assert empty.stderr.splitlines()[-1].endswith(
+        f"pidelta: status: no pidelta table at {target}; check PIDELTA_TARGET"
+    )
     ok(pidelta("once", env=env))
-    out = ok(pidelta("status", env=env)).stdout
-    shards, tables = out.split("\n\n")
-    header, row = shards.splitlines()
-    assert header == "shard\ttags\tlag_seconds\toldest_checkpoint\tlast_commit"
-    app, tags, lag, _, _ = row.split("\t")
-    assert app == "pidelta-ts-0-of-1"
+    shards, tables = ok(pidelta("status", env=env)).stdout.split("\n\n")
+    title, header, row = shards.splitlines()
+    assert re.fullmatch(r"generation 1 \(current\): 1 shards, announced \S+Z", title)
+    assert header == "shard\ttags\tlag_seconds\toldest_checkpoint\tlast_commit\tstate"
+    app, tags, lag, _, _, state = row.split("\t")
+    assert (app, state) == ("pidelta-ts-0-of-1", "ok")
     assert int(tags) == len(read_table(target, "_pidelta_checkpoints"))
     assert 0 < float(lag) < 120
     rows = {line.split("\t")[0]: line.split("\t") for line in tables.splitlines()[1:]}
     assert int(rows["pi_timeseries"][1]) == read_table(target).num_rows > 0
     assert int(rows["pi_timeseries"][2]) >= 1
+
+    # Two shards now, of which only shard 0 ever runs: shard 1 is missing, the old app id
+    # is listed as replaced, without a lag.
+    ok(pidelta("once", env={**env, "PIDELTA_SHARD_COUNT": "2"}, timeout=300))
+    shards = ok(pidelta("status", env=env)).stdout.split("\n\n")[0].splitlines()
+    assert re.fullmatch(r"generation 2 \(current\): 2 shards, announced \S+Z", shards[0])
+    assert shards[2].startswith("pidelta-ts-0-of-2\t")
+    assert shards[2].endswith("\tok")
+    assert shards[3] == "pidelta-ts-1-of-2\t0\t-\t-\t-\tmissing: never committed"
+    assert re.fullmatch(r"generation 1 \(replaced\): 1 shards, announced \S+Z", shards[4])
+    assert re.fullmatch(
+        r"pidelta-ts-0-of-1\t\d+\t-\t\S+Z\t\S+Z\treplaced: its tags moved to the current "
+        r"generation",
+        shards[6],
+    )
+    # An hour later without a commit, the running shard is stale.
+    report = collect_status(TableStore(str(target)))
+    later = format_status(report, datetime.now(UTC) + timedelta(hours=1)).splitlines()
+    assert later[2].endswith("\tstale: no commit for 1h 0m")
 
 
 def test_backfill_entirely_in_the_future_is_refused(tmp_path: Path) -> None:
