@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from service.commands_maintain import run_with_maintenance
 from service.metrics import Metrics, MetricsObserver, MetricsServer, Readiness
 from service.status import collect_status, format_status, has_tables
+from service.version import package_version
 from shard_config.jump_hash import JumpHash
 from shard_config.plan import compute_plan, format_plan
 from workers.errors import ConfigError, RetriesAbandoned, StaleGeneration
@@ -202,7 +203,7 @@ async def _worker(
     settings: Settings, mode: str, body: Callable[[Pipeline, Metrics], object]
 ) -> int:
     """Metrics server, signals, pipeline start-up, the mode's body; exit code."""
-    metrics = Metrics(_version())
+    metrics = Metrics(package_version())
     lifecycle = Lifecycle()
     ready = {"ok": False}
 
@@ -259,15 +260,6 @@ async def _metrics_server(
         yield
     finally:
         await server.stop()
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pidelta")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 class _Progress:

@@ -98,7 +98,7 @@ def test_backfill_1000_tags_one_day_equals_truth(coarse_mock: MockServer, tmp_pa
     start, end = DAY_START, DAY_START + timedelta(days=1)
     env = worker_env(coarse_mock, tmp_path, backfill_window=6 * 3600)
     result = ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
-    assert "100.0% done" in result.stderr
+    assert result.stderr.count("100.0% done") == 1
     table = read_table(tmp_path).select(COMPARED)
     cps = checkpoints(tmp_path, "pidelta-bf-")
     assert len(cps) == 1000
@@ -170,6 +170,10 @@ def test_backfill_into_the_future_is_capped_and_completed_later(
     time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds() + 3))
     second = ok(pidelta(*command, env=env))
     assert "unfinished" not in second.stderr
+    # One app-id vocabulary (status shows pidelta-bf-...), and 100 % said once.
+    assert "backfill: shard 0 of 1 owns 10 tags, app id pidelta-bf-0-of-1" in second.stderr
+    assert "pidelta-ts-" not in second.stderr
+    assert second.stderr.count("backfill pidelta-bf-0-of-1: 100.0% done") == 1
     cps = checkpoints(tmp_path, "pidelta-bf-")
     assert set(cps.values()) == {end}
     assert_same(read_table(tmp_path), expected(truth, {w: (start, end) for w in cps}))
