@@ -29,6 +29,13 @@ from workers.lake.tables import TableStore  # noqa: E402
 from workers.settings import Settings  # noqa: E402
 
 REPORT_EVERY = 10.0
+# How to read the tables afterwards: the same three lines as the README's.
+QUERY = """demo: query the tables, e.g. with Polars:
+{python} - <<'PY'
+import polars as pl
+values = pl.read_delta("lakehouse/pi_timeseries")
+print(values.group_by("tag_name").agg(pl.len(), pl.col("timestamp").max()).sort("tag_name"))
+PY"""
 
 
 def port_free(port: int) -> bool:
@@ -153,6 +160,7 @@ def main() -> int:
         code = worker.wait(120)
         report(settings, metrics_url)
         print(f"demo: worker exited with {code}; tables are in {target}", flush=True)
+        print(QUERY.format(python=sys.executable), flush=True)
     finally:
         if worker is not None and worker.poll() is None:
             worker.kill()

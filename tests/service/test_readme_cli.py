@@ -7,6 +7,7 @@ import argparse
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from service.cli import build_parser
@@ -64,3 +65,38 @@ def test_the_query_snippet_reads_a_local_folder(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "shape: (0, 3)" in result.stdout
+
+
+def test_the_demo_ends_with_the_readme_query() -> None:
+    from scripts.demo import QUERY
+
+    snippet = re.search(r"```python\n(import polars as pl\n.*?)```", README, re.S)
+    assert snippet
+    code = [line for line in snippet[1].splitlines() if line.strip()]
+    assert "\n".join(code) in QUERY
+
+
+def test_packaging_builds_quietly_and_make_demo_installs_once(tmp_path: Path) -> None:
+    """No deprecated license table (setuptools warned three times per build), and `make
+    demo` reinstalls only when the packaging changed."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+
+    def planned() -> str:
+        result = subprocess.run(
+            ["make", "-n", "demo", f"VENV={venv}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return result.stdout
+
+    assert "pip install --quiet -e ." in planned()
+    (venv / ".installed").touch()
+    assert "pip install" not in planned()
+    assert "scripts/demo.py" in planned()
