@@ -341,3 +341,19 @@ def test_each_time_series_commit_is_one_info_line(mock_pi: MockServer, tmp_path:
     assert found[3] == iso(start).replace(".000000", "")
     (end,) = set(cps.values())
     assert found[4] == end.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def test_run_warns_of_an_empty_discovery_and_keeps_going(
+    mock_pi: MockServer, tmp_path: Path
+) -> None:
+    env = worker_env(mock_pi, tmp_path, tag_filter="NOSUCH-*", maintain_interval=0)
+    worker = start_worker("run", env=env, log=tmp_path / "run.log")
+    line = (
+        f"WARNING [shard 0/1] pidelta: run: no PI point matches PIDELTA_TAG_FILTER='NOSUCH-*' at "
+        f"{mock_pi.url}; asked again every PIDELTA_REDISCOVER_INTERVAL"
+    )
+    try:
+        assert wait_for(lambda: line in worker.text(), timeout=120), worker.text()[-3000:]
+        assert worker.alive()
+    finally:
+        assert worker.terminate() == 0
