@@ -14,11 +14,22 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-venv: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# Installed once, and again only when the packaging or the C reader changed: `make demo`
+# does not reinstall. setuptools' warning that an editable install is one is not news.
+PIP_INSTALL := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e
+PACKAGING := pyproject.toml setup.py workers/timeseries/_pijson.c
 
-dev: compiler $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+$(VENV)/.installed: $(PACKAGING) | $(BIN)/python
+	$(PIP_INSTALL) .
+	@touch $@
+
+$(VENV)/.installed-dev: $(PACKAGING) | $(BIN)/python
+	$(PIP_INSTALL) '.[dev]'
+	@touch $@ $(VENV)/.installed
+
+venv: $(VENV)/.installed
+
+dev: compiler $(VENV)/.installed-dev
 
 # gcc for the C reader of PI bodies (workers/timeseries/_pijson.c), built in place by the editable
 # install; pip goes on without it, the suite does not (test_the_c_reader_is_built). `make

@@ -24,10 +24,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.commands import collect_status  # noqa: E402
+from service.status import collect_status  # noqa: E402
+from workers.lake.tables import TableStore  # noqa: E402
 from workers.settings import Settings  # noqa: E402
 
 REPORT_EVERY = 10.0
+# How to read the tables afterwards: the same three lines as the README's.
+QUERY = """demo: query the tables, e.g. with Polars:
+{python} - <<'PY'
+import polars as pl
+values = pl.read_delta("lakehouse/pi_timeseries")
+print(values.group_by("tag_name").agg(pl.len(), pl.col("timestamp").max()).sort("tag_name"))
+PY"""
 
 
 def port_free(port: int) -> bool:
@@ -60,7 +68,7 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 30
 
 def report(settings: Settings, metrics_url: str) -> None:
     try:
-        status = collect_status(settings)
+        status = collect_status(TableStore.from_settings(settings))
     except Exception as exc:  # tables may be mid-creation on the first report
         print(f"demo: tables not readable yet ({type(exc).__name__})", flush=True)
         return
@@ -74,7 +82,7 @@ def report(settings: Settings, metrics_url: str) -> None:
     lags = ", ".join(
         f"{s['app_id']} lag {(now - s['oldest']).total_seconds():.0f} s ({s['tags']} tags)"
         for s in status["shards"]  # type: ignore[union-attr]
-        if str(s["app_id"]).startswith("pidelta-ts-")
+        if s["current"] and s["oldest"] is not None
     )
     print(f"[{stamp}] rows: {rows or 'none yet'}", flush=True)
     print(f"[{stamp}] {lags or 'no checkpoint yet'}; metrics: {metrics_url}", flush=True)
@@ -152,6 +160,7 @@ def main() -> int:
         code = worker.wait(120)
         report(settings, metrics_url)
         print(f"demo: worker exited with {code}; tables are in {target}", flush=True)
+        print(QUERY.format(python=sys.executable), flush=True)
     finally:
         if worker is not None and worker.poll() is None:
             worker.kill()

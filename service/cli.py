@@ -12,10 +12,16 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from pydantic import AliasChoices
-
+from service.failures import explain
+from service.version import package_version
 from workers.errors import ConfigError
-from workers.settings import Settings, load_settings
+from workers.settings import (
+    Settings,
+    load_settings,
+    setting_help,
+    setting_variables,
+    unknown_variables,
+)
 
 log = logging.getLogger("pidelta")
 
@@ -49,22 +55,33 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_settings_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for flag, help_text, kind in _GLOBAL_FLAGS:
-        parser.add_argument(flag, help=help_text, type=kind, default=None)
+    parser.add_argument("--version", action="version", version=f"pidelta {package_version()}")
+    _add_global_flags(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     sub.add_parser("run", help="continuous worker for one shard until SIGTERM/SIGINT")
     sub.add_parser("once", help="catch this shard up to now minus the safety lag, then exit")
     backfill = sub.add_parser("backfill", help="load a historical range for this shard")
-    backfill.add_argument("--start", dest="backfill_start", required=True, help="ISO 8601 or PI")
-    backfill.add_argument("--end", dest="backfill_end", required=True, help="ISO 8601 or PI")
+    backfill.add_argument(
+        "--start", dest="backfill_start", required=True, help="range start (exclusive): a time"
+    )
+    backfill.add_argument(
+        "--end",
+        dest="backfill_end",
+        required=True,
+        help="range end (inclusive): a time; capped at now minus the safety lag",
+    )
     sub.add_parser("discover", help="list the tags in scope and their owning shard")
     shards = sub.add_parser("shards", help="shard planning")
     shards_sub = shards.add_subparsers(dest="shards_command", metavar="SUBCOMMAND")
     shards_sub.required = True
     plan = shards_sub.add_parser("plan", help="how tags spread over N shards")
     plan.add_argument("--shards", type=int, required=True, help="number of shards N")
-    sub.add_parser("status", help="per-shard lag, last commit, rows and files per table")
+    sub.add_parser(
+        "status",
+        help="shards by generation (lag, missing, stale), backfill progress, rows and files "
+        "per table",
+    )
     sub.add_parser("af", help="one sync of the AF hierarchy and attributes")
     sub.add_parser("events", help="one sync of event frames (alarms included)")
     sub.add_parser(
@@ -80,20 +97,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="only this table (repeatable); default every table pidelta owns",
     )
+    for command in (*sub.choices.values(), *shards_sub.choices.values()):
+        _add_global_flags(command, default=argparse.SUPPRESS)
     return parser
 
 
+def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """The global flags, on the main parser and again on each command, so that they may
+    stand before or after it; on a command they default to SUPPRESS, which keeps a value
+    given before the command. A command's own flag of the same name wins (backfill's
+    --start is its range, the global one is PIDELTA_START)."""
+    for flag, help_text, kind in _GLOBAL_FLAGS:
+        if flag not in parser._option_string_actions:
+            parser.add_argument(flag, help=help_text, type=kind, default=default)
+
+
 def _settings_epilog() -> str:
-    lines = ["environment variables (defaults):"]
+    lines = [
+        "Times are ISO 8601 (2026-11-27T00:00:00Z; a time without a zone is UTC) or PI time",
+        "strings (*, *-1d, t, y+6h).",
+        "",
+        "environment variables [default]:",
+    ]
     for name, field in Settings.model_fields.items():
-        default = field.default
-        shown = "" if default is None or callable(default) else f" [{default}]"
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            variable = " or ".join(str(choice) for choice in alias.choices)
-        else:
-            variable = alias if isinstance(alias, str) else f"PIDELTA_{name.upper()}"
-        lines.append(f"  {variable}{shown}")
+        default = field.get_default(call_default_factory=True)
+        shown = "" if default in (None, {}, "") else f" [{default}]"
+        lines.append(f"  {' or '.join(setting_variables(name))}{shown}")
+        lines.append(f"      {setting_help(name)}")
     return "\n".join(lines)
 
 
@@ -148,6 +178,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     from service.logs import configure_logging
 
     configure_logging(settings)
+    for name, close in unknown_variables():
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning("%s is not a pidelta setting and is ignored%s", name, hint)
     try:
         return _dispatch(args, settings)
     except ConfigError as exc:
@@ -155,8 +188,13 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception:
-        log.exception("pidelta %s failed", args.command)
+    except Exception as exc:
+        log.error(
+            "pidelta %s failed: %s",
+            args.command,
+            explain(exc, settings),
+            exc_info=settings.log_level == "DEBUG",
+        )
         return 1
 
 

@@ -17,21 +17,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-import polars as pl
-import pyarrow as pa
-from deltalake import DeltaTable
-
 from service.commands_maintain import run_with_maintenance
 from service.metrics import Metrics, MetricsObserver, MetricsServer, Readiness
+from service.status import collect_status, format_status, has_tables
+from service.version import package_version
 from shard_config.jump_hash import JumpHash
 from shard_config.plan import compute_plan, format_plan
 from workers.errors import ConfigError, RetriesAbandoned, StaleGeneration
-from workers.lake.tables import ALL_TABLES, CHECKPOINTS, TableStore
+from workers.lake.tables import TableStore
 from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient
 from workers.pi.times import parse_time
 from workers.settings import Settings
-from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
+from workers.timeseries.backfills import backfill_range, iso, record_request
 from workers.timeseries.discovery import discover_tags
 from workers.timeseries.pipeline import Pipeline
 
@@ -88,7 +86,11 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def backfill(args: argparse.Namespace, settings: Settings) -> int:
-    """Load (start, end] for this shard; a rerun continues where a crash stopped it."""
+    """Load (start, end] for this shard; a rerun continues where a crash stopped it.
+
+    The end is capped at now minus the safety lag (`backfills.backfill_range`): the same
+    command run after the end has passed loads the rest.
+    """
     now = datetime.now(UTC)
     try:
         start = parse_time(args.backfill_start, now)
@@ -97,13 +99,32 @@ def backfill(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"backfill: {exc}") from None
     if end <= start:
         raise ConfigError(f"backfill: --end {args.backfill_end} is not after --start")
+    try:
+        rng = backfill_range(start, end, now, timedelta(seconds=settings.safety_lag))
+    except ConfigError as exc:
+        raise ConfigError(f"backfill: {exc}") from None
+    ready_at = rng.end + timedelta(seconds=settings.safety_lag)
+    later = f"; run the same command again after {iso(ready_at)} to complete it"
 
     async def body(pipeline: Pipeline, metrics: Metrics) -> None:
-        with _Progress(f"backfill shard {settings.shard_index}/{settings.shard_count}") as bar:
-            await pipeline.backfill(start, end, bar.update)
+        app_id = pipeline.backfill_app_id
+        await asyncio.to_thread(record_request, pipeline.sink, app_id, rng, now)
+        if rng.capped:
+            log.warning(
+                "backfill: --end %s is after now minus the safety lag: loading up to %s%s",
+                iso(rng.end),
+                iso(rng.until),
+                later,
+            )
+        with _Progress(f"backfill {app_id}") as bar:
+            await pipeline.backfill(rng.start, rng.until, bar.update)
             if not pipeline.lifecycle.stopping:
                 bar.update(1.0, 1.0)
-        log.info("backfill %s .. %s: %s", start.isoformat(), end.isoformat(), _summary(pipeline))
+        log.info("backfill %s .. %s: %s", iso(rng.start), iso(rng.until), _summary(pipeline))
+        if rng.capped and not pipeline.lifecycle.stopping:
+            log.warning(
+                "backfill: unfinished, loaded up to %s of %s%s", iso(rng.until), iso(rng.end), later
+            )
 
     return asyncio.run(_worker(settings, "backfill", body))
 
@@ -122,6 +143,8 @@ def discover(args: argparse.Namespace, settings: Settings) -> int:
     async def listing() -> int:
         async with PIClient(settings) as client:
             tags = await discover_tags(client, settings)
+        if not tags:
+            nothing_in_scope(settings, "discover")
         owners = JumpHash(settings.shard_count).owners(t.webid for t in tags)
         lines = ["name\twebid\tpoint_type\tunits\tshard"]
         lines.extend(
@@ -147,8 +170,27 @@ def shards_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
-    """Per-shard lag and last commit, rows and files per table, from the tables themselves."""
-    return _print(format_status(collect_status(settings), datetime.now(UTC)))
+    """Shards by generation, backfills, tables (`service.status`); exit 1 when the target
+    holds no pidelta table (a wrong PIDELTA_TARGET is the usual cause)."""
+    report = collect_status(TableStore.from_settings(settings))
+    if not has_tables(report):
+        log.error("status: no pidelta table at %s; check PIDELTA_TARGET", settings.target)
+        return 1
+    return _print(format_status(report, datetime.now(UTC)))
+
+
+def nothing_in_scope(settings: Settings, mode: str) -> None:
+    """An empty discovery: a warning, and a configuration error for `once` and `backfill`
+    (which would otherwise exit 0 having done nothing)."""
+    where = f" on data server {settings.pi_data_server}" if settings.pi_data_server else ""
+    line = (
+        f"no PI point matches PIDELTA_TAG_FILTER={settings.tag_filter!r}{where} "
+        f"at {settings.pi_url}"
+    )
+    if mode in ("once", "backfill"):
+        raise ConfigError(f"{mode}: {line}")
+    again = "; asked again every PIDELTA_REDISCOVER_INTERVAL" if mode == "run" else ""
+    log.warning("%s: %s%s", mode, line, again)
 
 
 def _print(text: str) -> int:
@@ -168,7 +210,7 @@ async def _worker(
     settings: Settings, mode: str, body: Callable[[Pipeline, Metrics], object]
 ) -> int:
     """Metrics server, signals, pipeline start-up, the mode's body; exit code."""
-    metrics = Metrics(_version())
+    metrics = Metrics(package_version())
     lifecycle = Lifecycle()
     ready = {"ok": False}
 
@@ -187,6 +229,8 @@ async def _worker(
             ):
                 try:
                     await pipeline.prepare(wait_for_pi=mode == "run")
+                    if not pipeline.discovered:
+                        nothing_in_scope(settings, mode)
                     ready["ok"] = True
                     log.info(
                         "%s: shard %d of %d owns %d tags, app id %s",
@@ -194,7 +238,7 @@ async def _worker(
                         settings.shard_index,
                         settings.shard_count,
                         len(pipeline.tags),
-                        pipeline.app_id,
+                        pipeline.backfill_app_id if mode == "backfill" else pipeline.app_id,
                     )
                     await body(pipeline, metrics)  # type: ignore[misc]
                     await pipeline.flush()
@@ -225,15 +269,6 @@ async def _metrics_server(
         await server.stop()
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pidelta")
-    except PackageNotFoundError:
-        return "0.0.0"
-
-
 class _Progress:
     """A tqdm bar on a terminal, a log line every few seconds otherwise."""
 
@@ -242,6 +277,7 @@ class _Progress:
         self.tty = sys.stderr.isatty()
         self._bar = None
         self._last_log = 0.0
+        self._finished = False
 
     def __enter__(self) -> _Progress:
         if self.tty:
@@ -261,93 +297,10 @@ class _Progress:
             self._bar.refresh()
             return
         now = time.monotonic()
-        if now - self._last_log >= PROGRESS_LOG_SECONDS or share >= 100.0:
+        finished = share >= 100.0
+        if finished and self._finished:
+            return  # the loop's last round and the command's end both report 100 %
+        if now - self._last_log >= PROGRESS_LOG_SECONDS or finished:
             self._last_log = now
+            self._finished = finished
             log.info("%s: %.1f%% done", self.label, share)
-
-
-# ---------------------------------------------------------------------- status
-
-
-def collect_status(settings: Settings) -> dict[str, object]:
-    """Everything `status` prints, read from Delta metadata and the checkpoints table."""
-    store = TableStore.from_settings(settings)
-    tables: list[dict[str, object]] = []
-    for name in ALL_TABLES:
-        if not DeltaTable.is_deltatable(store.uri(name), storage_options=store.options(name)):
-            tables.append({"table": name, "exists": False})
-            continue
-        dt = DeltaTable(store.uri(name), storage_options=store.options(name))
-        actions = pl.from_arrow(pa.table(dt.get_add_actions(flatten=True)))
-        rows = int(actions["num_records"].sum()) if "num_records" in actions.columns else 0
-        history = dt.history(1)
-        last = history[0].get("timestamp") if history else None
-        tables.append(
-            {
-                "table": name,
-                "exists": True,
-                "version": dt.version(),
-                "files": actions.height,
-                "rows": rows,
-                "last_commit": _from_ms(last),
-            }
-        )
-    shards: list[dict[str, object]] = []
-    if DeltaTable.is_deltatable(store.uri(CHECKPOINTS), storage_options=store.options(CHECKPOINTS)):
-        dt = DeltaTable(store.uri(CHECKPOINTS), storage_options=store.options(CHECKPOINTS))
-        frame = pl.from_arrow(
-            dt.to_pyarrow_table(columns=["app_id", "tag_webid", "checkpoint", "committed_at"])
-        ).filter(
-            pl.col("app_id").str.starts_with(LIVE_PREFIX)
-            | pl.col("app_id").str.starts_with(BACKFILL_PREFIX)
-        )
-        if frame.height:
-            per_tag = frame.group_by(["app_id", "tag_webid"]).agg(
-                pl.col("checkpoint").max(), pl.col("committed_at").max()
-            )
-            per_app = (
-                per_tag.group_by("app_id")
-                .agg(
-                    pl.len().alias("tags"),
-                    pl.col("checkpoint").min().alias("oldest"),
-                    pl.col("checkpoint").max().alias("newest"),
-                    pl.col("committed_at").max().alias("last_commit"),
-                )
-                .sort("app_id")
-            )
-            shards = per_app.to_dicts()
-    return {"tables": tables, "shards": shards}
-
-
-def _from_ms(ms: object) -> datetime | None:
-    if not isinstance(ms, int | float):
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def format_status(report: dict[str, object], now: datetime) -> str:
-    lines = ["shard\ttags\tlag_seconds\toldest_checkpoint\tlast_commit"]
-    for shard in report["shards"]:  # type: ignore[attr-defined]
-        oldest = shard["oldest"]
-        lag = (now - oldest).total_seconds() if oldest is not None else float("nan")
-        lines.append(
-            f"{shard['app_id']}\t{shard['tags']}\t{lag:.1f}\t{_iso(oldest)}\t"
-            f"{_iso(shard['last_commit'])}"
-        )
-    lines.append("")
-    lines.append("table\trows\tfiles\tversion\tlast_commit")
-    for table in report["tables"]:  # type: ignore[attr-defined]
-        if not table["exists"]:
-            lines.append(f"{table['table']}\t-\t-\t-\tnot created")
-            continue
-        lines.append(
-            f"{table['table']}\t{table['rows']}\t{table['files']}\t{table['version']}\t"
-            f"{_iso(table['last_commit'])}"
-        )
-    return "\n".join(lines)
-
-
-def _iso(moment: object) -> str:
-    if not isinstance(moment, datetime):
-        return "-"
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

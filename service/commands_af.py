@@ -13,12 +13,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from deltalake.exceptions import DeltaError
-
 from service.metrics import Metrics, MetricsObserver
 from workers.af.events import sync_events
 from workers.af.hierarchy import AfObserver, sync_af
-from workers.errors import PIError, SinkError
 from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient
 from workers.settings import Settings
@@ -96,9 +93,15 @@ async def _every(
         try:
             await job()
         except Exception as exc:
-            expected = isinstance(exc, PIError | SinkError | DeltaError | OSError)
-            log.error("%s sync failed, retried in %.0f s: %s", name, interval, exc,
-                      exc_info=not expected)  # fmt: skip
+            # One line; the traceback only at PIDELTA_LOG_LEVEL=DEBUG.
+            log.error(
+                "%s sync failed, retried in %.0f s: %s: %s",
+                name,
+                interval,
+                type(exc).__name__,
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             if metrics is not None:
                 metrics.errors.labels(kind=f"{name}_sync").inc()
         await lifecycle.wait(interval - (time.monotonic() - began))

@@ -45,8 +45,13 @@ async def maintain_forever(settings: Settings, lifecycle: Lifecycle, store: Tabl
     while not await lifecycle.wait(settings.maintain_interval):
         try:
             reports = await asyncio.to_thread(maintainer.run)
-        except Exception:
-            log.exception("maintenance pass failed; next in %.0f s", settings.maintain_interval)
+        except Exception as exc:
+            log.error(
+                "maintenance pass failed; next in %.0f s: %s",
+                settings.maintain_interval,
+                exc,
+                exc_info=settings.log_level == "DEBUG",
+            )
             continue
         for report in reports:
             log.info(

@@ -83,7 +83,10 @@ class Metrics:
             "pidelta_delta_table_version", "Latest Delta version written.", ["table"], registry=r
         )
         self.lag = Gauge(
-            "pidelta_lag_seconds", "Now minus the oldest tag checkpoint.", ["shard"], registry=r
+            "pidelta_lag_seconds",
+            "Now minus the oldest committed pi_timeseries checkpoint.",
+            ["shard"],
+            registry=r,
         )
         self.oldest_unprocessed = Gauge(
             "pidelta_oldest_unprocessed_seconds",

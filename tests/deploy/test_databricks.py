@@ -26,10 +26,11 @@ from databricks.sdk.service.jobs import JobSettings
 from tests.conftest import MockServer
 from tests.deploy.conftest import copy_sources
 from tests.deploy.queries import ROOT
-from workers.settings import Settings
+from workers.settings import known_variables, load_settings
 
 BUNDLE = ROOT / "deploy" / "databricks" / "databricks.yml"
-_VAR = re.compile(r"\$\{var\.(\w+)\}")
+_VAR = re.compile(r"\$\{(?:var\.(\w+)|workspace\.host)\}")
+WORKSPACE_HOST = "https://adb-1234567890.12.azuredatabricks.net"
 SECRET = re.compile(r"^\{\{secrets/pidelta/[\w-]+\}\}$")
 
 # What the wheel task does: look the entry point up in the installed wheel's metadata,
@@ -56,7 +57,7 @@ def resolve(node: Any, variables: dict[str, str]) -> Any:
     if isinstance(node, list):
         return [resolve(v, variables) for v in node]
     if isinstance(node, str):
-        return _VAR.sub(lambda m: variables[m.group(1)], node)
+        return _VAR.sub(lambda m: variables[m.group(1)] if m.group(1) else WORKSPACE_HOST, node)
     return node
 
 
@@ -65,13 +66,52 @@ def bundle() -> dict[str, Any]:
     raw = yaml.safe_load(BUNDLE.read_text())
     variables = {k: str(v["default"]) for k, v in raw["variables"].items()}
     resolved = resolve(raw, variables)
-    assert "${" not in yaml.safe_dump(resolved["resources"])
+    assert "${" not in yaml.safe_dump(resolved["targets"])
     return resolved
 
 
 @pytest.fixture(scope="module")
 def jobs(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return bundle["resources"]["jobs"]
+    """The jobs of the production targets, by name."""
+    targets = bundle["targets"]
+    return {**targets["prod"]["resources"]["jobs"], **targets["prod-stream"]["resources"]["jobs"]}
+
+
+def test_one_job_per_target(bundle: dict[str, Any]) -> None:
+    """Deploying a target never schedules the batch and the continuous job together: both
+    would run the same shards."""
+    assert "resources" not in bundle
+    per_target = {name: list(t["resources"]["jobs"]) for name, t in bundle["targets"].items()}
+    assert per_target == {
+        "dev": ["pidelta_batch"],
+        "prod": ["pidelta_batch"],
+        "prod-stream": ["pidelta_stream"],
+    }
+    assert bundle["targets"]["dev"]["mode"] == "development"  # schedule paused
+    assert bundle["targets"]["dev"]["resources"] == bundle["targets"]["prod"]["resources"]
+
+
+def test_the_unity_catalog_target_is_wired_from_the_workspace_and_the_scope(
+    jobs: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {"pi-username": "svc", "pi-password": "pw", "databricks-client-id": "sp-id"}
+    secrets["databricks-client-secret"] = "sp-secret"
+    for name, job in jobs.items():
+        (cluster,) = job["job_clusters"]
+        env = cluster["new_cluster"]["spark_env_vars"]
+        assert env["PIDELTA_TARGET"].startswith("uc://"), name
+        assert env["DATABRICKS_HOST"] == WORKSPACE_HOST, name
+        assert env["PIDELTA_UC_STORAGE_ROOT"].startswith("s3://"), name
+        for key in ("DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_SECRET"):
+            assert SECRET.match(env[key]), f"{name}: {key} must come from a secret scope"
+        for key in [k for k in os.environ if k.startswith(("PIDELTA_", "DATABRICKS_"))]:
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            filled = re.sub(r"\{\{secrets/pidelta/([\w-]+)\}\}", lambda m: secrets[m[1]], value)
+            monkeypatch.setenv(key, filled)
+        settings = load_settings()  # the settings a task starts with: valid for uc://
+        assert settings.databricks_host == WORKSPACE_HOST
+        assert settings.uc_storage_root == env["PIDELTA_UC_STORAGE_ROOT"]
 
 
 def wheel_tasks(jobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -100,11 +140,13 @@ def build_bundle_wheel(bundle: dict[str, Any], to: Path, **env: str) -> Path:
     return built
 
 
-def test_bundle_builds_the_wheel_from_the_repository(bundle: dict[str, Any]) -> None:
+def test_bundle_builds_the_wheel_from_the_repository(
+    bundle: dict[str, Any], jobs: dict[str, dict[str, Any]]
+) -> None:
     (artifact,) = bundle["artifacts"].values()
     assert artifact["type"] == "whl"
     assert (BUNDLE.parent / artifact["path"] / "pyproject.toml").is_file()
-    for job in bundle["resources"]["jobs"].values():
+    for job in jobs.values():
         for task in job["tasks"]:
             assert task["libraries"] == [{"whl": "../../dist/*.whl"}]
 
@@ -189,7 +231,7 @@ def test_one_task_per_shard_with_flags_before_the_command(
 def test_environment_is_settings_and_secrets_come_from_the_scope(
     jobs: dict[str, dict[str, Any]],
 ) -> None:
-    fields = {f"PIDELTA_{n.upper()}" for n in Settings.model_fields}
+    fields = known_variables()
     for name, job in jobs.items():
         for cluster in job["job_clusters"]:
             env = cluster["new_cluster"]["spark_env_vars"]
@@ -199,6 +241,8 @@ def test_environment_is_settings_and_secrets_come_from_the_scope(
             assert {k for k, v in env.items() if v.startswith("{{secrets/")} == {
                 "PIDELTA_PI_USERNAME",
                 "PIDELTA_PI_PASSWORD",
+                "DATABRICKS_CLIENT_ID",
+                "DATABRICKS_CLIENT_SECRET",
             }
 
 
@@ -273,7 +317,12 @@ def test_batch_task_catches_up_its_shard_with_secrets_from_the_scope(
     Only what names real infrastructure is replaced: the PI URL (a basic-auth mock-pi)
     and the target (a folder instead of Unity Catalog); the start is shortened.
     """
-    secrets = {"pi-username": "pidelta-svc", "pi-password": "s3cret-from-scope"}
+    secrets = {
+        "pi-username": "pidelta-svc",
+        "pi-password": "s3cret-from-scope",
+        "databricks-client-id": "sp-id",
+        "databricks-client-secret": "sp-secret",
+    }
     mock = mock_pi_factory(
         tag_count=20, auth="basic", username=secrets["pi-username"], password=secrets["pi-password"]
     )

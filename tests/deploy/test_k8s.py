@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import re
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -17,12 +20,82 @@ KUBERNETES_VERSION = "1.30.0"
 POD_INDEX_FIELD = "metadata.labels['apps.kubernetes.io/pod-index']"
 
 
+# Values that stand for a credential someone still has to fill in.
+PLACEHOLDER = re.compile(r"change-?me|placeholder|example|^\.\.\.$|^<.*>$|^x+$|^$", re.I)
+
+
 def resources() -> list[dict[str, Any]]:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     docs: list[dict[str, Any]] = []
     for name in kustomization["resources"]:
         docs.extend(d for d in yaml.safe_load_all((K8S / name).read_text()) if d)
     return docs
+
+
+def render(folder: Path) -> list[dict[str, Any]]:
+    """What `kubectl apply -k folder` would apply (kubectl is not needed): the resources,
+    nested kustomizations, the Secrets and ConfigMaps of generators, the namespace."""
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    docs: list[dict[str, Any]] = []
+    for name in kustomization.get("resources", []):
+        path = folder / name
+        if path.is_dir():
+            docs.extend(render(path))
+        else:
+            docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    for kind, key in (("Secret", "secretGenerator"), ("ConfigMap", "configMapGenerator")):
+        for generator in kustomization.get(key, []):
+            literals = dict(item.split("=", 1) for item in generator.get("literals", []))
+            files = {Path(f).name: (folder / f).read_text() for f in generator.get("files", [])}
+            envs = {}
+            for env_file in generator.get("envs", []):
+                lines = (folder / env_file).read_text().splitlines()
+                envs.update(line.split("=", 1) for line in lines if "=" in line)
+            data = {**literals, **files, **envs}
+            docs.append({"kind": kind, "metadata": {"name": generator["name"]}, "data": data})
+    for doc in docs:
+        if "namespace" in kustomization:
+            doc["metadata"]["namespace"] = kustomization["namespace"]
+    return docs
+
+
+def secret_values(doc: dict[str, Any]) -> dict[str, str]:
+    values = dict(doc.get("stringData") or {})
+    for key, value in (doc.get("data") or {}).items():
+        try:
+            values[key] = base64.b64decode(value, validate=True).decode()
+        except ValueError:
+            values[key] = value
+    return values
+
+
+def test_applying_the_kustomization_never_overwrites_real_credentials() -> None:
+    """The README creates the Secret `pidelta` by hand before `kubectl apply -k`: a Secret
+    of that name, or any Secret with placeholder values, in the kustomization would replace
+    the real credentials on every apply."""
+    rendered = render(K8S)
+    assert {d["metadata"].get("namespace") for d in rendered} == {"pidelta"}
+    secrets = [d for d in rendered if d["kind"] == "Secret"]
+    refs = {r["secretRef"]["name"] for r in container()["envFrom"] if "secretRef" in r}
+    assert refs == {"pidelta"}
+    assert not [d for d in secrets if d["metadata"]["name"] in refs]
+    for doc in secrets:
+        bad = {k for k, v in secret_values(doc).items() if PLACEHOLDER.search(v)}
+        assert not bad, f"Secret {doc['metadata']['name']} holds placeholders: {sorted(bad)}"
+
+
+def test_the_readme_creates_the_namespace_and_the_secret_before_applying() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("**Kubernetes**") :]
+    block = section[section.index("```sh") : section.index("```", section.index("```sh") + 5)]
+    steps = [line for line in block.splitlines()[1:] if line and not line.startswith(" ")]
+    assert steps == [
+        "kubectl create namespace pidelta",
+        "kubectl -n pidelta create secret generic pidelta \\",
+        "kubectl apply -k deploy/k8s",
+    ]
+    assert "--from-literal=PIDELTA_PI_USERNAME=" in block
+    assert "--from-literal=PIDELTA_PI_PASSWORD=" in block
 
 
 def one(kind: str) -> dict[str, Any]:
@@ -75,18 +148,15 @@ def test_shard_index_is_the_pod_ordinal_and_count_is_replicas() -> None:
     assert "PIDELTA_SHARD_COUNT" not in config
 
 
-def test_config_and_secret_keys_are_real_settings_and_validate() -> None:
+def test_config_keys_are_real_settings_and_validate() -> None:
     fields = {f"PIDELTA_{n.upper()}" for n in Settings.model_fields}
     config = one("ConfigMap")["data"]
-    secret = one("Secret")["stringData"]
     assert set(config) <= fields
-    assert set(secret) <= fields
-    assert set(secret) == {"PIDELTA_PI_USERNAME", "PIDELTA_PI_PASSWORD"}
-    assert set(secret.values()) == {"change-me"}, "placeholders only"
+    secret = {"PIDELTA_PI_USERNAME": "svc", "PIDELTA_PI_PASSWORD": "from-the-secret"}
     merged = {**config, **secret, "PIDELTA_SHARD_INDEX": "2", "PIDELTA_SHARD_COUNT": "3"}
     Settings(**{k.removeprefix("PIDELTA_").lower(): v for k, v in merged.items()})
     refs = {next(iter(r.values()))["name"] for r in container()["envFrom"]}
-    assert refs == {one("ConfigMap")["metadata"]["name"], one("Secret")["metadata"]["name"]}
+    assert refs == {one("ConfigMap")["metadata"]["name"], "pidelta"}
 
 
 def test_probes_ports_and_services_agree() -> None:

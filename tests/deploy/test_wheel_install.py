@@ -94,7 +94,7 @@ def test_help_lists_every_setting(wheel_venv: Path, workdir: Path) -> None:
     result = run(wheel_venv, workdir, "pidelta", "--help")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("usage: pidelta [-h] [--pi-url PI_URL]")
+    assert lines[0].startswith("usage: pidelta [-h] [--version] [--pi-url PI_URL]")
     env_lines = [line.split()[0] for line in lines if line.startswith("  PIDELTA_")]
     assert env_lines == [f"PIDELTA_{name.upper()}" for name in Settings.model_fields]
     assert result.stderr == ""

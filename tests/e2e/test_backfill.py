@@ -9,6 +9,7 @@ the ground truth is built from the same settings.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -97,7 +98,7 @@ def test_backfill_1000_tags_one_day_equals_truth(coarse_mock: MockServer, tmp_pa
     start, end = DAY_START, DAY_START + timedelta(days=1)
     env = worker_env(coarse_mock, tmp_path, backfill_window=6 * 3600)
     result = ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
-    assert "100.0% done" in result.stderr
+    assert result.stderr.count("100.0% done") == 1
     table = read_table(tmp_path).select(COMPARED)
     cps = checkpoints(tmp_path, "pidelta-bf-")
     assert len(cps) == 1000
@@ -135,3 +136,61 @@ def test_backfill_pages_small_calls_exactly(mock_pi: MockServer, tmp_path: Path)
     cps = checkpoints(tmp_path, "pidelta-bf-")
     assert len(cps) == 100
     assert_same(read_table(tmp_path), expected(truth_for(mock_pi), {w: (start, end) for w in cps}))
+
+
+def test_backfill_into_the_future_is_capped_and_completed_later(
+    mock_pi: MockServer, tmp_path: Path
+) -> None:
+    """An end a minute ahead: the first run stops at now minus the safety lag and says the
+    range is unfinished; the same command after the end has passed loads exactly the rest."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    start, end = now - timedelta(minutes=3), now + timedelta(seconds=60)
+    env = worker_env(mock_pi, tmp_path, tag_filter="*-000010?.PV", safety_lag=2)
+    command = ("backfill", "--start", iso(start), "--end", iso(end))
+    first = ok(pidelta(*command, env=env))
+    assert "unfinished, loaded up to" in first.stderr
+    assert "run the same command again after" in first.stderr
+    cps = checkpoints(tmp_path, "pidelta-bf-")
+    assert len(cps) == 10
+    assert len(set(cps.values())) == 1
+    cap = next(iter(cps.values()))
+    assert now - timedelta(seconds=2) <= cap < end - timedelta(seconds=30)
+    truth = truth_for(mock_pi)
+    assert_same(read_table(tmp_path), expected(truth, {w: (start, cap) for w in cps}))
+    requests = read_table(tmp_path, "_pidelta_backfills").to_pylist()
+    assert [(r["range_start"], r["range_end"], r["loaded_until"]) for r in requests] == [
+        (start, end, cap)
+    ]
+
+    assert _backfill_status(env) == (
+        f"pidelta-bf-0-of-1\t10\t{_share(start, cap, end)} (0/10 tags done)\t"
+        f"{_iso(start)} .. {_iso(end)}\t{_iso(cap)}"
+    )
+
+    time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds() + 3))
+    second = ok(pidelta(*command, env=env))
+    assert "unfinished" not in second.stderr
+    # One app-id vocabulary (status shows pidelta-bf-...), and 100 % said once.
+    assert "backfill: shard 0 of 1 owns 10 tags, app id pidelta-bf-0-of-1" in second.stderr
+    assert "pidelta-ts-" not in second.stderr
+    assert second.stderr.count("backfill pidelta-bf-0-of-1: 100.0% done") == 1
+    cps = checkpoints(tmp_path, "pidelta-bf-")
+    assert set(cps.values()) == {end}
+    assert_same(read_table(tmp_path), expected(truth, {w: (start, end) for w in cps}))
+    assert _backfill_status(env).startswith("pidelta-bf-0-of-1\t10\t100.0% (10/10 tags done)\t")
+
+
+def _backfill_status(env: dict[str, str]) -> str:
+    """The backfill row of `pidelta status`, without its last-commit column."""
+    block = ok(pidelta("status", env=env)).stdout.split("\n\n")[1].splitlines()
+    assert block[0] == "backfill\ttags\tprogress\trange\tloaded_until\tlast_commit"
+    assert len(block) == 2
+    return block[1].rsplit("\t", 1)[0]
+
+
+def _share(start: datetime, reached: datetime, end: datetime) -> str:
+    return f"{100 * (reached - start) / (end - start):.1f}%"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -85,8 +85,10 @@ def test_wrong_password_error_is_json_without_either_password(
     result = pidelta("once", env=env_for(auth_mock, tmp_path / "lake", WRONG), timeout=120)
     assert result.returncode == 1, result.stderr[-3000:]
     errors = [d for d in json_lines(result.stderr) if d["level"] == "ERROR"]
-    assert [d["message"] for d in errors] == ["pidelta once failed"]
-    assert "HTTP 401 credentials refused" in str(errors[0]["exception"])
+    assert len(errors) == 1
+    assert errors[0]["message"].startswith("pidelta once failed: the PI Web API refused the ")
+    assert "HTTP 401 credentials refused" in errors[0]["message"]
+    assert "exception" not in errors[0]  # a traceback only at PIDELTA_LOG_LEVEL=DEBUG
     for secret in forbidden(WRONG) + forbidden(PASSWORD):
         assert secret not in result.stdout + result.stderr
 

@@ -35,7 +35,10 @@ from tests.e2e.helpers import (
 )
 
 TAGS = 30
-COMMITTED = re.compile(r"committed batches up to (\d+) of pidelta-ts-0-of-1: (\d+) rows")
+COMMITTED = re.compile(
+    r"pi_timeseries: committed (\d+) rows of \d+ tags, \S+ \.\. \S+, in \S+ s, "
+    r"batch(?:es \d+-| )(\d+) of pidelta-ts-0-of-1"
+)
 STOPPING = "stopping: SIGTERM received; flushing"
 
 
@@ -88,7 +91,7 @@ def test_sigterm_flushes_buffer_and_loses_nothing(
     log = worker.text()
     assert STOPPING in log
     assert "run: stopped cleanly (SIGTERM received; flushing)" in log
-    commits = [(m.start(), int(m.group(2))) for m in COMMITTED.finditer(log)]
+    commits = [(m.start(), int(m.group(1))) for m in COMMITTED.finditer(log)]
     assert len(commits) == 1, log[-3000:]
     (at, flushed), table = commits[0], read_table(target)
     assert at > log.index(STOPPING)

@@ -38,6 +38,7 @@ AF_QUARANTINE = "_pidelta_af_quarantine"
 PI_POINTS = "pi_points"
 PI_DIGITAL_STATE_SETS = "pi_digital_state_sets"
 PI_INTERPOLATED = "pi_interpolated"
+BACKFILLS = "_pidelta_backfills"
 
 PI_TIMESERIES_SCHEMA = pa.schema(
     [
@@ -110,6 +111,18 @@ SET_ASIDE_SCHEMA = pa.schema(
         pa.field("batch_id", pa.int64(), nullable=False),
         pa.field("noted_at", UTC_US, nullable=False),
         pa.field("resolved_at", UTC_US),
+    ]
+)
+
+# One row per `pidelta backfill` command: the range asked for, and where this run had to
+# stop (now minus the safety lag); `status` shows a backfill's progress against it.
+BACKFILLS_SCHEMA = pa.schema(
+    [
+        pa.field("app_id", pa.string(), nullable=False),
+        pa.field("range_start", UTC_US, nullable=False),
+        pa.field("range_end", UTC_US, nullable=False),
+        pa.field("loaded_until", UTC_US, nullable=False),
+        pa.field("requested_at", UTC_US, nullable=False),
     ]
 )
 
@@ -311,6 +324,7 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(CHECKPOINTS, CHECKPOINTS_SCHEMA),
         TableSpec(SHARDS, SHARDS_SCHEMA),
         TableSpec(SET_ASIDE, SET_ASIDE_SCHEMA),
+        TableSpec(BACKFILLS, BACKFILLS_SCHEMA),
     )
 }
 """The time-series tables, created by every shard at start-up."""

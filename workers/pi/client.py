@@ -54,6 +54,11 @@ set_zlib_backend(isal_zlib)
 BACKOFF_BASE = 0.25
 BACKOFF_CAP = 30.0
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# OpenSSL's reasons when a TLS client hello meets a plain-HTTP server's answer.
+PLAIN_HTTP_REPLIES = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST"})
+# How a refused or unroutable connection starts its detail (`_exchange`): said at once,
+# then retried, since a PI Web API that is restarting comes back.
+UNREACHABLE = "ClientConnectorError"
 # Characters left as they are in a query: unreserved plus the sub-delimiters PI uses
 # (`;` in selectedFields, `*` in name filters and PI times, `:` in ISO times).
 _QUERY_SAFE = "-_.~*:;,!$'()@/"
@@ -351,6 +356,14 @@ class PIClient:
                 retry_after = parse_retry_after(outcome.headers.get("Retry-After"))
             else:
                 reason = outcome.reason
+                if attempt == 1 and outcome.detail.startswith(UNREACHABLE):
+                    log.warning(
+                        "PI Web API unreachable: %s; retrying (up to %d attempts in %.0f s); "
+                        "check PIDELTA_PI_URL",
+                        outcome.detail,
+                        self.settings.pi_max_attempts,
+                        self.settings.pi_max_retry_seconds,
+                    )
             delay = max(backoff_delay(attempt), retry_after or 0.0)
             elapsed = time.monotonic() - start
             if (
@@ -419,13 +432,7 @@ class PIClient:
                     return data  # leaving the block closes the connection, unread
                 reply = _Reply(resp.status, resp.headers, data)
         except aiohttp.ClientSSLError as exc:
-            raise PIConnectionError(
-                method,
-                url,
-                "tls",
-                f"{type(exc).__name__}: TLS handshake failed; check PIDELTA_PI_CA_BUNDLE "
-                "(or PIDELTA_PI_VERIFY_TLS)",
-            ) from None
+            raise PIConnectionError(method, url, "tls", _tls_cause(exc)) from None
         except TimeoutError:
             return _Failure("timeout", f"no answer within {self.settings.pi_request_timeout} s")
         except aiohttp.ClientPayloadError as exc:
@@ -521,6 +528,17 @@ def _check_body(method: str, reply: _Reply, parse: bool) -> _Reply | _Failure:
     if parse:
         reply.value = value
     return reply
+
+
+def _tls_cause(exc: aiohttp.ClientSSLError) -> str:
+    """Why a TLS handshake failed, in the words an operator needs."""
+    ssl_error = getattr(exc, "os_error", exc)
+    if getattr(ssl_error, "reason", None) in PLAIN_HTTP_REPLIES:
+        return "the server speaks plain HTTP, not TLS: use http:// in PIDELTA_PI_URL"
+    return (
+        f"{type(exc).__name__}: TLS handshake failed; check PIDELTA_PI_CA_BUNDLE "
+        "(or PIDELTA_PI_VERIFY_TLS)"
+    )
 
 
 def _auth_error(method: str, url: str, reply: _Reply, auth: str) -> AuthError:

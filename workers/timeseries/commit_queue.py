@@ -91,6 +91,7 @@ class Pending(NamedTuple):
 
     batches: list[PlannedBatch]
     commit: asyncio.Future[Committed]
+    began: float  # time.monotonic() when the commit started
 
 
 class CommitQueue:
@@ -247,7 +248,7 @@ class CommitQueue:
             quarantine=quarantine,
             shard_count=self.shard_count,
         )
-        self._landing = Pending(batches, asyncio.ensure_future(commit))
+        self._landing = Pending(batches, asyncio.ensure_future(commit), time.monotonic())
         self.batches, self._guarded, self._unsure, self._quarantine = [], [], [], []
         self._guarded_rows = 0
         self.observer.buffered(self.shard, 0, 0.0)
@@ -257,9 +258,10 @@ class CommitQueue:
         its batches (the highest id marks the lower ones done). Returns the rows written."""
         if self._landing is None:
             return 0
-        batches, commit = self._landing
+        batches, commit, began = self._landing
         self._landing = None
         written, quarantined = await commit
+        seconds = time.monotonic() - began
         if quarantined is not None:
             reasons = pc.value_counts(quarantined.column("reason")).to_pylist()
             self.observer.quarantined({r["values"]: r["counts"] for r in reasons})
@@ -270,7 +272,12 @@ class CommitQueue:
             self._ends.clear()
         self.batches_done += len(batches)
         self.rows_written += written
-        log.debug("committed batches up to %d of %s: %d rows", last_id, app_id, written)
+        log.log(
+            logging.INFO if written else logging.DEBUG,
+            "%s: %s",
+            PI_TIMESERIES,
+            commit_line(batches, written, seconds),
+        )
         return written
 
     def _possibly_loaded(self, rows: pa.Table, batches: Sequence[PlannedBatch]) -> set[str]:
@@ -303,6 +310,20 @@ class CommitQueue:
         first, last = actions.column("min.timestamp"), actions.column("max.timestamp")
         meets = pc.and_kleene(pc.greater_equal(last, lo), pc.less_equal(first, bounds["max"]))
         return bool(pc.any(pc.fill_null(meets, True)).as_py())
+
+
+def commit_line(batches: Sequence[PlannedBatch], rows: int, seconds: float) -> str:
+    """What one landed commit holds, for the INFO line an operator follows a run by."""
+    forward = [r for batch in batches for r in batch.forward]
+    first, last = batches[0].batch_id, batches[-1].batch_id
+    ids = f"batch {first}" if first == last else f"batches {first}-{last}"
+    where = f"{ids} of {batches[0].app_id}"
+    if not forward:
+        return f"committed {rows} rows (re-reads only) in {seconds:.2f} s, {where}"
+    lo = min(r.start for r in forward).isoformat(timespec="seconds").replace("+00:00", "Z")
+    hi = max(r.end for r in forward).isoformat(timespec="seconds").replace("+00:00", "Z")
+    tags = len({r.webid for r in forward})
+    return f"committed {rows} rows of {tags} tags, {lo} .. {hi}, in {seconds:.2f} s, {where}"
 
 
 def divide(rows: pa.Table, boundary: dict[str, int]) -> tuple[pa.Table, pa.Table]:

@@ -79,6 +79,7 @@ class Pipeline:
         self.store = TableStore.from_settings(settings)
         self.sink = DeltaSink.from_settings(settings, self.store, self.observer)
         self.tags: dict[str, TagInfo] = {}
+        self.discovered = 0  # tags in scope at the last discovery, before sharding
         self.origins: dict[str, datetime] = {}
         self.source = RecordedSource.from_settings(self.client, settings, self.tags)
         self.fetch_stats = ReadStats()
@@ -154,6 +155,7 @@ class Pipeline:
     async def discover(self) -> list[TagInfo]:
         """Rediscover tags; keep those this shard owns (new tags flow, deleted ones stop)."""
         tags = await discover_tags(self.client, self.settings)
+        self.discovered = len(tags)
         mine = owned([t.webid for t in tags], self.settings.shard_index, self.settings.shard_count)
         kept = {t.webid: t for t, keep in zip(tags, mine, strict=True) if keep}
         gone = set(self.tags) - set(kept)
@@ -184,8 +186,9 @@ class Pipeline:
         while not self.lifecycle.stopping:
             await asyncio.to_thread(self.fence.check)
             tags = list(self.tags)
-            cps = self.queue.planned(self.checkpoints.load_checkpoints(tags, LIVE_PREFIX))
-            self._update_lag(cps)
+            committed = self.checkpoints.load_checkpoints(tags, LIVE_PREFIX)
+            self._update_lag(committed)
+            cps = self.queue.planned(committed)
             due = time.monotonic() - self._last_lookback >= self.settings.late_lookback / 4
             plan = next_batch(
                 self.app_id,
@@ -356,10 +359,11 @@ class Pipeline:
         )
         await self.queue.add(batch, rows, result.quarantine, boundary, whole)
 
-    def _update_lag(self, cps: dict[str, datetime]) -> None:
-        if not self.tags:
-            return
-        known = [cps[w] for w in self.tags if w in cps]
+    def _update_lag(self, committed: dict[str, datetime]) -> None:
+        """Now minus the oldest committed checkpoint (a tag that never committed counts
+        from where it starts): batches buffered but not committed are not in the table."""
+        known = [committed.get(w) or self.origins.get(w) for w in self.tags]
+        known = [moment for moment in known if moment is not None]
         if known:
             oldest = min(known)
             self.observer.lag(self.shard, (self.clock() - oldest).total_seconds())
