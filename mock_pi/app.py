@@ -7,7 +7,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from mock_pi import middleware, routes_af, routes_batch, routes_data, routes_updates
+from mock_pi import (
+    middleware,
+    routes_af,
+    routes_batch,
+    routes_data,
+    routes_summary,
+    routes_updates,
+)
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
 
@@ -26,6 +33,7 @@ def create_app(settings: MockSettings, clock: Callable[[], float] = time.time) -
     routes_af.register(app, state)
     routes_batch.register(app, state)
     routes_updates.register(app, state)
+    routes_summary.register(app, state)
     return app
 
 
