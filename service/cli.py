@@ -55,7 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     sub.add_parser("run", help="continuous worker for one shard until SIGTERM/SIGINT")
     sub.add_parser("once", help="catch this shard up to now minus the safety lag, then exit")
-    backfill = sub.add_parser("backfill", help="load a historical range for this shard")
+    backfill = sub.add_parser(
+        "backfill",
+        help="load a historical range for this shard",
+        description="Loads every value with start <= timestamp <= end: a value stamped "
+        "exactly at --start is loaded (as one stamped exactly at PIDELTA_START is by run "
+        "and once).",
+    )
     backfill.add_argument("--start", dest="backfill_start", required=True, help="ISO 8601 or PI")
     backfill.add_argument("--end", dest="backfill_end", required=True, help="ISO 8601 or PI")
     sub.add_parser("discover", help="list the tags in scope and their owning shard")
@@ -76,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="only this table (repeatable); default every table pidelta owns",
+    )
+    verify = sub.add_parser(
+        "verify",
+        help="compare this shard's pi_timeseries with PI per tag and bucket, repair, record",
+        description="Buckets are [start, end) from UTC midnight (PIDELTA_VERIFY_BUCKET); "
+        "--start and --end are widened to whole buckets, and buckets still open (ending "
+        "after now minus PIDELTA_SAFETY_LAG) are left out. Exit 0 when the range ends equal "
+        "to PI, 1 when a bucket differs (--dry-run) or could not be repaired.",
+    )
+    verify.add_argument("--start", dest="verify_start", required=True, help="ISO 8601 or PI")
+    verify.add_argument("--end", dest="verify_end", required=True, help="ISO 8601 or PI")
+    verify.add_argument(
+        "--dry-run", action="store_true", help="report only: repair and record nothing"
     )
     return parser
 
@@ -106,6 +125,7 @@ _HANDLERS: dict[str, tuple[str, str]] = {
     "af": ("service.commands_af", "af"),
     "events": ("service.commands_af", "events"),
     "maintain": ("service.commands_maintain", "maintain"),
+    "verify": ("service.commands_verify", "verify"),
 }
 
 

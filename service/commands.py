@@ -34,6 +34,7 @@ from workers.settings import Settings
 from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
 from workers.timeseries.discovery import discover_tags
 from workers.timeseries.pipeline import Pipeline
+from workers.timeseries.plan import first_checkpoint
 
 log = logging.getLogger("pidelta")
 
@@ -81,7 +82,7 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def backfill(args: argparse.Namespace, settings: Settings) -> int:
-    """Load (start, end] for this shard; a rerun continues where a crash stopped it."""
+    """Load [start, end] for this shard; a rerun continues where a crash stopped it."""
     now = datetime.now(UTC)
     try:
         start = parse_time(args.backfill_start, now)
@@ -93,7 +94,7 @@ def backfill(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(pipeline: Pipeline, metrics: Metrics) -> None:
         with _Progress(f"backfill shard {settings.shard_index}/{settings.shard_count}") as bar:
-            await pipeline.backfill(start, end, bar.update)
+            await pipeline.backfill(first_checkpoint(start), end, bar.update)
             if not pipeline.lifecycle.stopping:
                 bar.update(1.0, 1.0)
         log.info("backfill %s .. %s: %s", start.isoformat(), end.isoformat(), _summary(pipeline))
