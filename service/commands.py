@@ -49,17 +49,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """
 
     from service.commands_af import run_schedules  # AF code only where it runs
+    from service.commands_verify import verify_in_run
 
     async def body(pipeline: Pipeline, metrics: Metrics) -> None:
         schedules = asyncio.create_task(
             run_schedules(settings, pipeline.client, pipeline.lifecycle, metrics)
         )
+        verification = asyncio.create_task(verify_in_run(settings, pipeline, metrics))
         try:
             await run_with_maintenance(pipeline)
         finally:
             if not pipeline.lifecycle.stopping:
                 schedules.cancel()
-            await asyncio.gather(schedules, return_exceptions=True)
+            verification.cancel()  # a repair is one atomic commit: stopping mid-pass is safe
+            await asyncio.gather(schedules, verification, return_exceptions=True)
 
     return asyncio.run(_worker(settings, "run", body))
 

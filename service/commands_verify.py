@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
+import time
 from datetime import UTC, datetime
 
 import polars as pl
 
+from service.metrics import Metrics, MetricsObserver
 from shard_config.jump_hash import owned
 from workers.errors import ConfigError
 from workers.lake.tables import TableStore
@@ -23,10 +26,13 @@ from workers.pi.client import PIClient
 from workers.pi.times import format_us, parse_time, to_us
 from workers.settings import Settings
 from workers.timeseries.discovery import discover_tags
+from workers.timeseries.pipeline import Pipeline
 from workers.timeseries.recorded import RecordedSource
 from workers.timeseries.summaries import SummarySource
+from workers.verify.continuous import ContinuousVerification
 from workers.verify.verifier import FAILED, Verifier, VerifyReport
 
+log = logging.getLogger("pidelta")
 LISTED = 20
 
 
@@ -84,14 +90,11 @@ def format_report(
     report: VerifyReport, settings: Settings, start: int, end: int, dry_run: bool
 ) -> str:
     """The summary lines, then the buckets that do not end equal (the first few)."""
-    b = report.buckets
     mode = " (dry run: nothing repaired or recorded)" if dry_run else ""
     lines = [
         f"verify shard {settings.shard_index}/{settings.shard_count}: "
         f"[{format_us(start)}, {format_us(end)}) in {settings.verify_bucket}s buckets{mode}",
-        f"buckets checked {report.checked}: equal {b.get('equal', 0)}, "
-        f"repaired {b.get('repaired', 0)}, differs {b.get('differs', 0)}, "
-        f"failed {b.get(FAILED, 0)}",
+        report_line(report),
         f"PI requests {report.pi_requests} (summary {report.summary_requests}, "
         f"recorded {report.recorded_requests}); values read {report.values_read}",
     ]
@@ -107,3 +110,37 @@ def format_report(
         if bad.height > LISTED:
             lines.append(f"  ... and {bad.height - LISTED} more")
     return "\n".join(lines)
+
+
+async def verify_in_run(settings: Settings, pipeline: Pipeline, metrics: Metrics) -> None:
+    """`run`'s verification: a pass every `verify_interval` (at once while older days are
+    still due), until the worker stops. A failed pass is logged, counted and tried again."""
+    if not settings.verify_horizon:
+        return
+    observer = MetricsObserver(metrics)
+    writer = DeltaWriter.from_settings(settings, pipeline.store, observer)
+    passes = ContinuousVerification(settings, pipeline.client, writer, observer)
+    lifecycle = pipeline.lifecycle
+    while not lifecycle.stopping:
+        began = time.monotonic()
+        more = False
+        try:
+            assert pipeline.checkpoints is not None  # prepared before `run`'s body starts
+            reached = await asyncio.to_thread(pipeline.checkpoints.load_checkpoints, pipeline.tags)
+            report, more = await passes.run_pass(pipeline.tags, pipeline.origins, reached)
+            if report is not None:
+                log.info("verify: %s", report_line(report))
+        except Exception as exc:
+            log.error("verification pass failed, tried again later: %s", exc)
+            metrics.errors.labels(kind="verify").inc()
+        if not more:
+            await lifecycle.wait(settings.verify_interval - (time.monotonic() - began))
+
+
+def report_line(report: VerifyReport) -> str:
+    b = report.buckets
+    return (
+        f"buckets checked {report.checked}: equal {b.get('equal', 0)}, "
+        f"repaired {b.get('repaired', 0)}, differs {b.get('differs', 0)}, "
+        f"failed {b.get(FAILED, 0)}"
+    )

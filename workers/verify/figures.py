@@ -149,3 +149,27 @@ def rows_equal(a: pl.DataFrame, b: pl.DataFrame, columns: Sequence[str]) -> bool
         return False
     key = list(columns)
     return a.select(key).sort(key, nulls_last=True).equals(b.select(key).sort(key, nulls_last=True))
+
+
+def changed_buckets(
+    table: DeltaTable | None,
+    webids: Sequence[str],
+    start_us: int,
+    end_us: int,
+    bucket_us: int,
+    since_us: int,
+) -> pl.DataFrame:
+    """(tag_webid, bucket_start µs, changed µs): the latest commit time of rows written
+    after `since` into each bucket of [start, end) (file statistics prune the rest)."""
+    empty = pl.DataFrame(
+        schema={"tag_webid": pl.String, "bucket_start": pl.Int64, "changed": pl.Int64}
+    )
+    if table is None or not webids:
+        return empty
+    where = f"{_between(start_us, end_us)} AND ingestion_timestamp > '{format_us(since_us)}'"
+    rows = _sql(table, ["tag_webid", "timestamp", "ingestion_timestamp"], where, webids)
+    if not rows.height:
+        return empty
+    return rows.group_by("tag_webid", bucket_start=_bucket(start_us, bucket_us)).agg(
+        changed=pl.col("ingestion_timestamp").dt.epoch("us").max()
+    )

@@ -12,6 +12,7 @@ writes nothing).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from workers.lake.tables import (
     VERIFICATION_SCHEMA,
 )
 from workers.lake.writer import DeltaWriter
+from workers.observe import VerifyObserver
 from workers.pi.times import format_us
 from workers.timeseries.discovery import TagInfo
 from workers.timeseries.source import Source
@@ -99,6 +101,8 @@ class Verifier:
         bucket_us: int,
         shard: tuple[int, int],
         dry_run: bool = False,
+        bounds: Mapping[str, tuple[int, int]] | None = None,
+        observer: VerifyObserver | None = None,
     ) -> None:
         self.summaries = summaries
         self.recorded = recorded
@@ -107,11 +111,15 @@ class Verifier:
         self.bucket_us = bucket_us
         self.shard = shard
         self.dry_run = dry_run
+        self.bounds = bounds
+        self.observer = observer
         self.app_id = f"pidelta-verify-{shard[0]}-of-{shard[1]}"
         self.numeric = {w for w, t in tags.items() if (t.point_type or "") in NUMERIC_TYPES}
 
     async def verify(self, start_us: int, end_us: int) -> VerifyReport:
-        """Every bucket in [start, end) (bucket-aligned) of every tag."""
+        """Every bucket in [start, end) (bucket-aligned) of every tag; with `bounds`, only
+        the buckets inside each tag's (first, end) in µs (what `run` has read and committed:
+        the rest is not its to repair)."""
         report = VerifyReport()
         webids = sorted(self.tags)
         step = max(DAY_US, self.bucket_us)
@@ -125,8 +133,15 @@ class Verifier:
     async def _window(self, webids: list[str], lo: int, hi: int, report: VerifyReport) -> None:
         ask = SummaryAsk(SUMMARY_TYPES, "EventWeighted", self.bucket_us)
         pi, refused = await self.summaries.read(webids, lo, hi, ask)
-        stored = self._table_figures(webids, lo, hi)
-        checked = compare(pi, stored, self.numeric).with_columns(
+        stored = await asyncio.to_thread(self._table_figures, webids, lo, hi)
+        checked = compare(pi, stored, self.numeric)
+        if self.bounds is not None:
+            tag = pl.col("tag_webid")
+            first = tag.replace_strict({w: b[0] for w, b in self.bounds.items()}, default=None)
+            last = tag.replace_strict({w: b[1] for w, b in self.bounds.items()}, default=None)
+            inside = (pl.col("bucket_start") >= first) & (pl.col("bucket_end") <= last)
+            checked = checked.filter(inside)
+        checked = checked.with_columns(
             result=pl.when("equal").then(pl.lit(EQUAL)).otherwise(pl.lit(DIFFERS)),
             detail=pl.lit(None, pl.String),
         )
@@ -136,7 +151,7 @@ class Verifier:
         if differing.height:
             settled = await self._settle(differing, lo, hi, report)
             checked = checked.update(settled, on=["tag_webid", "bucket_start"])
-        self._record(checked, report)
+        await asyncio.to_thread(self._record, checked, report)
 
     def _table_figures(self, webids: list[str], lo: int, hi: int) -> pl.DataFrame:
         columns = ["tag_webid", "timestamp", "value", "is_system_state"]
@@ -174,9 +189,9 @@ class Verifier:
         """Read the differing buckets; equal rows settle them, else repair (or report)."""
         keys = differing.select("tag_webid", "bucket_start", "bucket_end", "pi_count")
         fresh, requarantined, unread = await self._read_buckets(keys, report)
-        held = self._in_buckets(
-            self._rows(keys["tag_webid"].unique().to_list(), lo, hi, list(VALUE_COLUMNS)), keys
-        )
+        webids = keys["tag_webid"].unique().to_list()
+        stored = await asyncio.to_thread(self._rows, webids, lo, hi, list(VALUE_COLUMNS))
+        held = self._in_buckets(stored, keys)
         outcomes: list[tuple[str, int, str, str | None]] = []
         to_repair: list[tuple[str, int, int]] = []
         for w, s, e, pi_count in keys.iter_rows():
@@ -195,7 +210,7 @@ class Verifier:
                 to_repair.append((w, s, e))
                 detail = None if consistent else f"summary counts {pi_count}, recorded {seen}"
                 outcomes.append((w, s, REPAIRED if consistent else FAILED, detail))
-        failed_repairs = self._repair(to_repair, fresh)
+        failed_repairs = await asyncio.to_thread(self._repair, to_repair, fresh)
         rows = [
             (w, s, FAILED if (w, s) in failed_repairs else r, failed_repairs.get((w, s), d))
             for w, s, r, d in outcomes
@@ -274,8 +289,11 @@ class Verifier:
         return failed
 
     def _record(self, checked: pl.DataFrame, report: VerifyReport) -> None:
-        for result, n in checked.group_by("result").len().iter_rows():
+        counts = dict(checked.group_by("result").len().iter_rows())
+        for result, n in counts.items():
             report.buckets[result] = report.buckets.get(result, 0) + n
+        if self.observer is not None:
+            self.observer.verified(str(self.shard[0]), counts)
         names = {w: t.name for w, t in self.tags.items()}
         rows = checked.with_columns(
             tag_name=pl.col("tag_webid").replace_strict(names, default=None),
