@@ -145,7 +145,11 @@ def shards_plan(args: argparse.Namespace, settings: Settings) -> int:
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
     """Per-shard lag and last commit, rows and files per table, from the tables themselves."""
-    return _print(format_status(collect_status(settings), datetime.now(UTC)))
+    from service.commands_verify import verification_status
+
+    now = datetime.now(UTC)
+    report = format_status(collect_status(settings), now)
+    return _print(report + "\n\n" + verification_status(settings, now))
 
 
 def _print(text: str) -> int:

@@ -16,20 +16,24 @@ import time
 from datetime import UTC, datetime
 
 import polars as pl
+from deltalake import DeltaTable
 
 from service.metrics import Metrics, MetricsObserver
 from shard_config.jump_hash import owned
 from workers.errors import ConfigError
-from workers.lake.tables import TableStore
+from workers.lake.tables import BATCHES, CHECKPOINTS, VERIFICATION, TableStore
 from workers.lake.writer import DeltaWriter
 from workers.pi.client import PIClient
 from workers.pi.times import format_us, parse_time, to_us
 from workers.settings import Settings
+from workers.timeseries.checkpoints import LIVE_PREFIX
 from workers.timeseries.discovery import discover_tags
 from workers.timeseries.pipeline import Pipeline
+from workers.timeseries.plan import LIVE
 from workers.timeseries.recorded import RecordedSource
 from workers.timeseries.summaries import SummarySource
-from workers.verify.continuous import ContinuousVerification
+from workers.verify.completeness import completeness, latest_results
+from workers.verify.continuous import ContinuousVerification, horizon, tag_bounds
 from workers.verify.verifier import FAILED, Verifier, VerifyReport
 
 log = logging.getLogger("pidelta")
@@ -144,3 +148,51 @@ def report_line(report: VerifyReport) -> str:
         f"repaired {b.get('repaired', 0)}, differs {b.get('differs', 0)}, "
         f"failed {b.get(FAILED, 0)}"
     )
+
+
+def verification_status(settings: Settings, now: datetime) -> str:
+    """`status`'s completeness block: per live shard (app id), over the horizon, the share of
+    tag-buckets verified equal, the oldest bucket not verified, and the failed buckets."""
+    store = TableStore.from_settings(settings)
+    if not all(store.exists(n) for n in (VERIFICATION, BATCHES, CHECKPOINTS)):
+        return "verification: nothing verified yet"
+    start, end = horizon(settings, now)
+    bucket = settings.verify_bucket * 1_000_000
+
+    def table(name: str, columns: list[str]) -> pl.DataFrame:
+        found = DeltaTable(store.uri(name), storage_options=store.options(name))
+        return pl.DataFrame(pl.from_arrow(found.to_pyarrow_table(columns=columns)))
+
+    latest = latest_results(
+        DeltaTable(store.uri(VERIFICATION), storage_options=store.options(VERIFICATION)),
+        start,
+        end,
+    )
+    plans = table(BATCHES, ["tag_webid", "range_start", "kind"])
+    live = plans.filter(pl.col("kind") == LIVE).group_by("tag_webid")
+    first = dict(live.agg(pl.col("range_start").min()).iter_rows())
+    reached = (
+        table(CHECKPOINTS, ["app_id", "tag_webid", "checkpoint"])
+        .filter(pl.col("app_id").str.starts_with(LIVE_PREFIX))
+        .group_by("app_id", "tag_webid")
+        .agg(pl.col("checkpoint").max())
+    )
+    lines = [
+        f"verification over [{format_us(start)}, {format_us(end)}), "
+        f"{settings.verify_bucket}s buckets",
+        "shard\tverified\ttag_buckets\toldest_unverified\tfailed",
+    ]
+    for app_id in sorted(reached["app_id"].unique().to_list()):
+        mine = reached.filter(pl.col("app_id") == app_id)
+        checkpoints = dict(mine.select("tag_webid", "checkpoint").iter_rows())
+        origins = {w: first[w] for w in checkpoints if w in first}
+        found = completeness(latest, tag_bounds(origins, checkpoints, start, end, bucket), bucket)
+        oldest = found.oldest_unverified.isoformat() if found.oldest_unverified else "-"
+        lines.append(
+            f"{app_id}\t{100 * found.share:.2f}%\t{found.tag_buckets}\t{oldest}\t"
+            f"{len(found.failed)}"
+        )
+        lines.extend(
+            f"  failed: {w} [{s.isoformat()}, {e.isoformat()})" for w, s, e in found.failed[:LISTED]
+        )
+    return "\n".join(lines)

@@ -15,6 +15,8 @@ from tests.e2e.helpers import (
     aligned_past,
     iso,
     metrics_port_env,
+    ok,
+    pidelta,
     read_table,
     scrape,
     start_worker,
@@ -72,7 +74,7 @@ def test_run_keeps_the_horizon_verified(mock_pi: MockServer, tmp_path: Path) -> 
 
         # Another writer appends duplicates of verified rows: their bucket is due again.
         rows = pl.from_arrow(read_table(tmp_path))
-        first = checked.sort("bucket_start").row(0, named=True)
+        first = checked.sort("table_count", descending=True).row(0, named=True)
         in_bucket = (pl.col("tag_webid") == first["tag_webid"]) & pl.col("timestamp").is_between(
             first["bucket_start"], first["bucket_end"], closed="left"
         )
@@ -88,3 +90,11 @@ def test_run_keeps_the_horizon_verified(mock_pi: MockServer, tmp_path: Path) -> 
         assert after.select("tag_webid", "timestamp", "sequence").is_duplicated().sum() == 0
     finally:
         assert worker.terminate() == 0, worker.text()[-4000:]
+    status = ok(pidelta("status", env=env)).stdout
+    block = status[status.index("verification over") :].splitlines()
+    assert block[1] == "shard\tverified\ttag_buckets\toldest_unverified\tfailed"
+    shard, share, buckets, _, failed = block[2].split("\t")
+    assert shard == "pidelta-ts-0-of-1"
+    assert float(share.rstrip("%")) > 50
+    assert int(buckets) >= 10
+    assert failed == "0"

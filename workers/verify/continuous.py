@@ -38,6 +38,32 @@ from workers.verify.figures import changed_buckets
 from workers.verify.verifier import DAY_US, Verifier, VerifyReport
 
 
+def horizon(settings: Settings, now: datetime) -> tuple[int, int]:
+    """[start, end) in µs of the closed buckets in the horizon, bucket-aligned."""
+    b = settings.verify_bucket * 1_000_000
+    end = (to_us(now) - round(settings.safety_lag * 1_000_000)) // b * b
+    start = -(-(end - round(settings.verify_horizon * 1_000_000)) // b) * b
+    return start, end
+
+
+def tag_bounds(
+    origins: Mapping[str, datetime],
+    checkpoints: Mapping[str, datetime],
+    start: int,
+    end: int,
+    bucket_us: int,
+) -> dict[str, tuple[int, int]]:
+    """Each tag's buckets to verify: whole buckets after its first live range start and up
+    to its checkpoint (committed), inside the horizon [start, end)."""
+    b = bucket_us
+    out: dict[str, tuple[int, int]] = {}
+    for w, origin in origins.items():
+        if w in checkpoints:
+            first = max(start, -(-(to_us(origin) + 1) // b) * b)
+            out[w] = (first, min(end, (to_us(checkpoints[w]) + 1) // b * b))
+    return out
+
+
 class ContinuousVerification:
     """One shard's verification passes over the horizon (see the module docstring)."""
 
@@ -69,29 +95,7 @@ class ContinuousVerification:
         )
 
     def horizon(self) -> tuple[int, int]:
-        """[start, end) of the closed buckets in the horizon, bucket-aligned."""
-        b = self.bucket_us
-        now = to_us(self.clock())
-        end = (now - round(self.settings.safety_lag * 1_000_000)) // b * b
-        start = -(-(end - round(self.settings.verify_horizon * 1_000_000)) // b) * b
-        return start, end
-
-    def bounds(
-        self,
-        origins: Mapping[str, datetime],
-        checkpoints: Mapping[str, datetime],
-        start: int,
-        end: int,
-    ) -> dict[str, tuple[int, int]]:
-        """Each tag's buckets to verify: whole buckets after its first live range start and
-        up to its checkpoint (committed), inside the horizon [start, end)."""
-        b = self.bucket_us
-        out: dict[str, tuple[int, int]] = {}
-        for w, origin in origins.items():
-            if w in checkpoints:
-                first = max(start, -(-(to_us(origin) + 1) // b) * b)
-                out[w] = (first, min(end, (to_us(checkpoints[w]) + 1) // b * b))
-        return out
+        return horizon(self.settings, self.clock())
 
     async def run_pass(
         self,
@@ -103,7 +107,7 @@ class ContinuousVerification:
         another pass may start at once."""
         start, end = self.horizon()
         mine = {w: o for w, o in origins.items() if w in tags}
-        bounds = self.bounds(mine, checkpoints, start, end)
+        bounds = tag_bounds(mine, checkpoints, start, end, self.bucket_us)
         due = await asyncio.to_thread(self._due, bounds, start, end)
         report, more = None, False
         if due.height:
