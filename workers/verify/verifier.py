@@ -194,9 +194,12 @@ class Verifier:
         held = self._in_buckets(stored, keys)
         outcomes: list[tuple[str, int, str, str | None]] = []
         to_repair: list[tuple[str, int, int]] = []
+        by_key = ["tag_webid", "bucket_start"]
+        fresh_parts = fresh.partition_by(by_key, as_dict=True)
+        held_parts = held.partition_by(by_key, as_dict=True)
         for w, s, e, pi_count in keys.iter_rows():
-            mine = (pl.col("tag_webid") == w) & (pl.col("bucket_start") == s)
-            new, old = fresh.filter(mine), held.filter(mine)
+            new = fresh_parts.get((w, s), fresh.clear())
+            old = held_parts.get((w, s), held.clear())
             seen = new.height + requarantined.get((w, s), 0)
             consistent = pi_count is None or pi_count == seen
             if (w, s) in unread:
