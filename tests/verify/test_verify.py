@@ -168,4 +168,7 @@ def test_exit_codes_for_bad_arguments(mock: MockServer, tmp_path: Path) -> None:
     backwards = pidelta("verify", "--start", END.isoformat(), "--end", START.isoformat(), env=env)
     assert backwards.returncode == 2
     assert "is not after --start" in backwards.stderr
+    odd = pidelta("verify", *RANGE, env={**env, "PIDELTA_VERIFY_BUCKET": "7000"})
+    assert odd.returncode == 2
+    assert "must divide a day (86400 seconds), got 7000" in odd.stderr
     assert not (tmp_path / "pi_timeseries").exists()
