@@ -6,6 +6,7 @@ import json
 import math
 import urllib.request
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -228,6 +229,42 @@ def test_time_weighted_figures(clean: MockServer) -> None:
             if point not in NUMERIC:
                 assert average["Good"] is False
                 assert average["Value"] == {"Name": "No Data", "Value": 248, "IsSystem": True}
+
+
+def test_time_weighted_average_is_the_integral_of_the_interpolated_line(
+    clean: MockServer,
+) -> None:
+    """Trapezoids between the interpolated values at a window's ends and the events inside
+    (the first five minutes of a Float64 point without system states)."""
+    point = next(p for p in NUMERIC if p.kind.point_type == "Float64")
+    start = parse_pi_ticks(START, 0)
+    for k in range(72):
+        lo, hi = (format_ticks(start + (k + n) * HOUR // 12) for n in (0, 1))
+        rows = recorded(clean.url, point, lo, hi)
+        ends = get(
+            url(
+                clean.url,
+                f"/streams/{point.webid}/interpolated",
+                startTime=lo,
+                endTime=hi,
+                interval="5m",
+            )
+        )[1]["Items"]
+        if any(is_system(r) for r in [*rows, *ends]):
+            continue
+        points = [(parse_pi_ticks(lo, 0), ends[0]["Value"])]
+        points += [
+            (parse_pi_ticks(r["Timestamp"], 0), r["Value"])
+            for r in rows
+            if r["Timestamp"] not in (lo, hi)
+        ]
+        points.append((parse_pi_ticks(hi, 0), ends[-1]["Value"]))
+        area = sum((t1 - t0) * (v0 + v1) / 2 for (t0, v0), (t1, v1) in pairwise(points))
+        average = summary(clean.url, point, startTime=lo, endTime=hi, summaryType="Average")
+        want = area / (points[-1][0] - points[0][0])
+        assert math.isclose(average[0]["Value"]["Value"], want, rel_tol=1e-9), (lo, want)
+        return
+    pytest.fail("no five minutes without system states")
 
 
 def test_streamset_summary_and_unknown_stream(clean: MockServer) -> None:
