@@ -13,6 +13,7 @@ from mock_pi import (
     routes_batch,
     routes_data,
     routes_points,
+    routes_summary,
     routes_updates,
 )
 from mock_pi.settings import MockSettings
@@ -34,6 +35,7 @@ def create_app(settings: MockSettings, clock: Callable[[], float] = time.time) -
     routes_af.register(app, state)
     routes_batch.register(app, state)
     routes_updates.register(app, state)
+    routes_summary.register(app, state)
     return app
 
 

@@ -61,9 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     sub.add_parser("run", help="continuous worker for one shard until SIGTERM/SIGINT")
     sub.add_parser("once", help="catch this shard up to now minus the safety lag, then exit")
-    backfill = sub.add_parser("backfill", help="load a historical range for this shard")
+    backfill = sub.add_parser(
+        "backfill",
+        help="load a historical range for this shard",
+        description="Loads every value with start <= timestamp <= end: a value stamped "
+        "exactly at --start is loaded (as one stamped exactly at PIDELTA_START is by run "
+        "and once). The end is capped at now minus the safety lag; the same command run "
+        "after the end has passed loads the rest.",
+    )
     backfill.add_argument(
-        "--start", dest="backfill_start", required=True, help="range start (exclusive): a time"
+        "--start", dest="backfill_start", required=True, help="range start (inclusive): a time"
     )
     backfill.add_argument(
         "--end",
@@ -96,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="only this table (repeatable); default every table pidelta owns",
+    )
+    verify = sub.add_parser(
+        "verify",
+        help="compare this shard's pi_timeseries with PI per tag and bucket, repair, record",
+        description="Buckets are [start, end) from UTC midnight (PIDELTA_VERIFY_BUCKET); "
+        "--start and --end are widened to whole buckets, and buckets still open (ending "
+        "after now minus PIDELTA_SAFETY_LAG) are left out. Exit 0 when the range ends equal "
+        "to PI, 1 when a bucket differs (--dry-run) or could not be repaired.",
+    )
+    verify.add_argument("--start", dest="verify_start", required=True, help="ISO 8601 or PI")
+    verify.add_argument("--end", dest="verify_end", required=True, help="ISO 8601 or PI")
+    verify.add_argument(
+        "--dry-run", action="store_true", help="report only: repair and record nothing"
     )
     for command in (*sub.choices.values(), *shards_sub.choices.values()):
         _add_global_flags(command, default=argparse.SUPPRESS)
@@ -140,6 +160,7 @@ _HANDLERS: dict[str, tuple[str, str]] = {
     "events": ("service.commands_af", "events"),
     "points": ("service.commands_points", "points"),
     "maintain": ("service.commands_maintain", "maintain"),
+    "verify": ("service.commands_verify", "verify"),
 }
 
 

@@ -32,6 +32,7 @@ from workers.settings import Settings
 from workers.timeseries.backfills import backfill_range, iso, record_request
 from workers.timeseries.discovery import discover_tags
 from workers.timeseries.pipeline import Pipeline
+from workers.timeseries.plan import first_checkpoint
 
 log = logging.getLogger("pidelta")
 
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from service.commands_af import run_schedules  # AF code only where it runs
     from service.commands_points import run_schedules as run_points
+    from service.commands_verify import verify_in_run
 
     async def body(pipeline: Pipeline, metrics: Metrics) -> None:
         schedules = asyncio.create_task(
@@ -55,13 +57,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         points = asyncio.create_task(
             run_points(settings, pipeline.client, pipeline.tags.values, pipeline.lifecycle, metrics)
         )
+        verification = asyncio.create_task(verify_in_run(settings, pipeline, metrics))
         try:
             await run_with_maintenance(pipeline)
         finally:
             if not pipeline.lifecycle.stopping:
                 schedules.cancel()
                 points.cancel()
-            await asyncio.gather(schedules, points, return_exceptions=True)
+            verification.cancel()  # a repair is one atomic commit: stopping mid-pass is safe
+            await asyncio.gather(schedules, points, verification, return_exceptions=True)
 
     return asyncio.run(_worker(settings, "run", body))
 
@@ -86,7 +90,7 @@ def once(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def backfill(args: argparse.Namespace, settings: Settings) -> int:
-    """Load (start, end] for this shard; a rerun continues where a crash stopped it.
+    """Load [start, end] for this shard; a rerun continues where a crash stopped it.
 
     The end is capped at now minus the safety lag (`backfills.backfill_range`): the same
     command run after the end has passed loads the rest.
@@ -117,7 +121,7 @@ def backfill(args: argparse.Namespace, settings: Settings) -> int:
                 later,
             )
         with _Progress(f"backfill {app_id}") as bar:
-            await pipeline.backfill(rng.start, rng.until, bar.update)
+            await pipeline.backfill(first_checkpoint(rng.start), rng.until, bar.update)
             if not pipeline.lifecycle.stopping:
                 bar.update(1.0, 1.0)
         log.info("backfill %s .. %s: %s", iso(rng.start), iso(rng.until), _summary(pipeline))
@@ -176,7 +180,10 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     if not has_tables(report):
         log.error("status: no pidelta table at %s; check PIDELTA_TARGET", settings.target)
         return 1
-    return _print(format_status(report, datetime.now(UTC)))
+    from service.commands_verify import verification_status
+
+    now = datetime.now(UTC)
+    return _print(format_status(report, now) + "\n\n" + verification_status(settings, now))
 
 
 def nothing_in_scope(settings: Settings, mode: str) -> None:

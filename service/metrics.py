@@ -107,6 +107,24 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter("pidelta_errors", "Errors by kind.", ["kind"], registry=r)
+        self.buckets_verified = Counter(
+            "pidelta_buckets_verified",
+            "Tag-buckets compared with PI, by result.",
+            ["shard", "result"],
+            registry=r,
+        )
+        self.verified_share = Gauge(
+            "pidelta_verified_completeness_ratio",
+            "Share of tag-buckets in the verification horizon verified equal to PI.",
+            ["shard"],
+            registry=r,
+        )
+        self.oldest_unverified = Gauge(
+            "pidelta_oldest_unverified_bucket_seconds",
+            "Age of the oldest closed bucket in the horizon not verified equal (0: none).",
+            ["shard"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "pidelta_build_info", "Always 1; the version label.", ["version"], registry=r
         )
@@ -157,6 +175,14 @@ class MetricsObserver:
         m.commit_rows.labels(table=table).observe(rows)
         m.rows_committed.labels(table=table, shard=shard).inc(rows)
         m.delta_table_version.labels(table=table).set(version)
+
+    def verified(self, shard: str, results: Mapping[str, int]) -> None:
+        for result, n in results.items():
+            self.metrics.buckets_verified.labels(shard=shard, result=result).inc(n)
+
+    def completeness(self, shard: str, share: float, oldest_unverified_seconds: float) -> None:
+        self.metrics.verified_share.labels(shard=shard).set(share)
+        self.metrics.oldest_unverified.labels(shard=shard).set(oldest_unverified_seconds)
 
 
 PI_FAILING = (

@@ -50,6 +50,17 @@ class Observer(RequestObserver, CommitObserver, Protocol):
         """Values written to the quarantine table, by reason."""
 
 
+class VerifyObserver(Protocol):
+    """Hooks of verification (`workers.verify`)."""
+
+    def verified(self, shard: str, results: Mapping[str, int]) -> None:
+        """Buckets checked, by result (equal, repaired, failed, differs)."""
+
+    def completeness(self, shard: str, share: float, oldest_unverified_seconds: float) -> None:
+        """Share of tag-buckets in the horizon verified, and the age of the oldest bucket not
+        verified (0 when none)."""
+
+
 class NullObserver:
     """An observer that records nothing."""
 
@@ -78,4 +89,10 @@ class NullObserver:
         return None
 
     def committed(self, table: str, shard: str, rows: int, seconds: float, version: int) -> None:
+        return None
+
+    def verified(self, shard: str, results: Mapping[str, int]) -> None:
+        return None
+
+    def completeness(self, shard: str, share: float, oldest_unverified_seconds: float) -> None:
         return None

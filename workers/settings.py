@@ -347,6 +347,36 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         default=1440, ge=1, description="grid points per tag read and written per commit"
     )
 
+    # Verification (`pidelta verify`, and `pidelta run` over a trailing horizon)
+    verify_bucket: int = Field(
+        default=3600,
+        ge=60,
+        le=86_400,
+        description="seconds per verified bucket; a divisor of a day, buckets start at UTC "
+        "midnight",
+    )
+    verify_horizon: float = Field(
+        default=7 * 86_400.0,
+        ge=0,
+        description="seconds behind now that `pidelta run` keeps verified; 0 turns it off",
+    )
+    verify_budget_share: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="share of pi_max_requests_per_second that verification in `run` may use",
+    )
+    verify_interval: float = Field(
+        default=600.0, gt=0, description="seconds between verification passes in `pidelta run`"
+    )
+
+    @field_validator("verify_bucket")
+    @classmethod
+    def _verify_bucket(cls, value: int) -> int:
+        if 86_400 % value:
+            raise ValueError(f"must divide a day (86400 seconds), got {value}")
+        return value
+
     # Service
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = Field(

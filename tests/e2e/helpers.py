@@ -178,13 +178,14 @@ def expected(
     ranges: Mapping[str, tuple[datetime, datetime]] | Iterable[tuple[str, datetime, datetime]],
     at: float | None = None,
 ) -> pa.Table:
-    """Truth rows of each tag with start < timestamp <= end (grouped by equal ranges)."""
+    """Truth rows of each tag with start <= timestamp <= end (grouped by equal ranges): a
+    user's start (`backfill --start`, `PIDELTA_START`) is inclusive."""
     items = ranges.items() if isinstance(ranges, Mapping) else ((w, (s, e)) for w, s, e in ranges)
     groups: dict[tuple[datetime, datetime], list[str]] = {}
     for webid, (start, end) in items:
         groups.setdefault((start, end), []).append(webid)
     parts = [
-        truth.recorded_table(webids, ticks(s) + TICKS_PER_US, ticks(e), at=at)
+        truth.recorded_table(webids, ticks(s), ticks(e), at=at)
         for (s, e), webids in groups.items()
         if e > s
     ]
@@ -194,9 +195,9 @@ def expected(
 def expected_quarantine(
     truth: GroundTruth, ranges: Mapping[str, tuple[datetime, datetime]]
 ) -> pa.Table:
-    """Truth's malformed values (MOCK_PI_BAD_FRACTION) of each tag in (start, end]."""
+    """Truth's malformed values (MOCK_PI_BAD_FRACTION) of each tag in [start, end]."""
     parts = [
-        truth.quarantine_table([webid], ticks(s) + TICKS_PER_US, ticks(e))
+        truth.quarantine_table([webid], ticks(s), ticks(e))
         for webid, (s, e) in ranges.items()
         if e > s
     ]
@@ -245,7 +246,7 @@ def assert_same(actual: pa.Table, truth: pa.Table) -> None:
 
 
 def within(table: pa.Table, ranges: Mapping[str, tuple[datetime, datetime]]) -> pa.Table:
-    """Rows of `table` inside their tag's (start, end]."""
+    """Rows of `table` inside their tag's [start, end]."""
     bounds = pl.DataFrame(
         {
             "tag_webid": list(ranges),
@@ -256,7 +257,7 @@ def within(table: pa.Table, ranges: Mapping[str, tuple[datetime, datetime]]) -> 
     )
     rows = pl.from_arrow(table).join(bounds, on="tag_webid", how="inner")
     rows = rows.filter(
-        (pl.col("timestamp") > pl.col("_lo")) & (pl.col("timestamp") <= pl.col("_hi"))
+        (pl.col("timestamp") >= pl.col("_lo")) & (pl.col("timestamp") <= pl.col("_hi"))
     )
     return rows.drop(["_lo", "_hi"]).to_arrow()
 

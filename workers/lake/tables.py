@@ -39,6 +39,7 @@ PI_POINTS = "pi_points"
 PI_DIGITAL_STATE_SETS = "pi_digital_state_sets"
 PI_INTERPOLATED = "pi_interpolated"
 BACKFILLS = "_pidelta_backfills"
+VERIFICATION = "_pidelta_verification"
 
 PI_TIMESERIES_SCHEMA = pa.schema(
     [
@@ -133,6 +134,30 @@ CHECKPOINTS_SCHEMA = pa.schema(
         pa.field("app_id", pa.string(), nullable=False),
         pa.field("batch_id", pa.int64(), nullable=False),
         pa.field("committed_at", UTC_US, nullable=False),
+    ]
+)
+
+# One row per bucket `pidelta verify` checked (workers/verify/): PI's figures against the
+# table's, and what was done. Fingerprints are event-weighted over good numeric values.
+VERIFICATION_SCHEMA = pa.schema(
+    [
+        pa.field("tag_webid", pa.string(), nullable=False),
+        pa.field("tag_name", pa.string()),
+        pa.field("bucket_start", UTC_US, nullable=False),
+        pa.field("bucket_end", UTC_US, nullable=False),
+        pa.field("pi_count", pa.int64()),
+        pa.field("table_count", pa.int64(), nullable=False),
+        pa.field("pi_total", pa.float64()),
+        pa.field("table_total", pa.float64()),
+        pa.field("pi_minimum", pa.float64()),
+        pa.field("table_minimum", pa.float64()),
+        pa.field("pi_maximum", pa.float64()),
+        pa.field("table_maximum", pa.float64()),
+        pa.field("result", pa.string(), nullable=False),  # equal, repaired, failed
+        pa.field("detail", pa.string()),
+        pa.field("shard_index", pa.int64(), nullable=False),
+        pa.field("shard_count", pa.int64(), nullable=False),
+        pa.field("checked_at", UTC_US, nullable=False),
     ]
 )
 
@@ -325,6 +350,7 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(SHARDS, SHARDS_SCHEMA),
         TableSpec(SET_ASIDE, SET_ASIDE_SCHEMA),
         TableSpec(BACKFILLS, BACKFILLS_SCHEMA),
+        TableSpec(VERIFICATION, VERIFICATION_SCHEMA),
     )
 }
 """The time-series tables, created by every shard at start-up."""

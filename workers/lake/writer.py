@@ -153,6 +153,46 @@ class DeltaWriter:
 
         self._commit(name, attempt, f"replace where {predicate}", rebase=False)
 
+    def replace_where(
+        self,
+        name: str,
+        predicate: str,
+        rows: pa.Table,
+        app_id: str | None = None,
+        version: int | None = None,
+    ) -> bool:
+        """Replace the rows matching `predicate` by `rows` (all must match it) in one commit,
+        with `Transaction(app_id, version)` when given; False when that version is already in.
+
+        The commit is atomic: a crash leaves the old rows or the new ones. A concurrent
+        commit to the same files makes it fail with SinkError and change nothing.
+        """
+        what = f"replace where {predicate}" if app_id is None else f"replace {version} of {app_id}"
+
+        def attempt(table: DeltaTable) -> bool:
+            metadata: dict[str, str] = {"pidelta.operation": "replace"}
+            transactions = None
+            if app_id is not None and version is not None:
+                done = table.transaction_version(app_id)
+                if done is not None and done >= version:
+                    return False
+                metadata.update({"pidelta.app_id": app_id, "pidelta.batch_id": str(version)})
+                transactions = [Transaction(app_id, version)]
+            began = time.perf_counter()
+            self._write(
+                table,
+                name,
+                rows,
+                "overwrite",
+                metadata,
+                predicate=predicate,
+                transactions=transactions,
+            )
+            self._observe(name, rows.num_rows, began, table)
+            return True
+
+        return self._commit(name, attempt, what, rebase=False)
+
     def merge(
         self,
         name: str,

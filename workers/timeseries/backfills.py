@@ -21,7 +21,7 @@ from workers.lake.writer import DeltaWriter
 
 @dataclass(frozen=True, slots=True)
 class BackfillRange:
-    """`(start, end]` as asked; this run loads `(start, until]`."""
+    """`[start, end]` as asked; this run loads `[start, until]`."""
 
     start: datetime
     end: datetime

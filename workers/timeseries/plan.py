@@ -1,8 +1,10 @@
 """Pure planning: which time range of which tag the next batch reads. No I/O.
 
 A range is `(start, end]`: start exclusive (the checkpoint, already delivered), end
-inclusive. Live ends stop `safety_lag` behind now, where every value is recorded, so a run
-of equal timestamps is never split between batches.
+inclusive. Where a user names a start (`backfill --start`, `PIDELTA_START`) it is
+inclusive: `first_checkpoint` puts the exclusive start one microsecond before it. Live
+ends stop `safety_lag` behind now, where every value is recorded, so a run of equal
+timestamps is never split between batches.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ LATE = "late"
 # A range whose answer could not be read when its batch ran (set_aside.py), read again in
 # a later batch: guarded whole, read on its own span, and it moves no checkpoint.
 REREAD = "reread"
+
+
+def first_checkpoint(start: datetime) -> datetime:
+    """The exclusive range start that loads a value stamped exactly at `start` (timestamps
+    are whole microseconds), so user ranges are [start, end]."""
+    return start - timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
