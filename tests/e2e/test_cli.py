@@ -225,7 +225,8 @@ def test_status_groups_shards_by_generation(mock_pi: MockServer, tmp_path: Path)
         f"pidelta: status: no pidelta table at {target}; check PIDELTA_TARGET"
     )
     ok(pidelta("once", env=env))
-    shards, tables = ok(pidelta("status", env=env)).stdout.split("\n\n")
+    shards, tables, verification = ok(pidelta("status", env=env)).stdout.split("\n\n")
+    assert verification.splitlines()[0].startswith("verification")
     title, header, row = shards.splitlines()
     assert re.fullmatch(r"generation 1 \(current\): 1 shards, announced \S+Z", title)
     assert header == "shard\ttags\tlag_seconds\toldest_checkpoint\tlast_commit\tstate"

@@ -320,7 +320,9 @@ def commit_line(batches: Sequence[PlannedBatch], rows: int, seconds: float) -> s
     where = f"{ids} of {batches[0].app_id}"
     if not forward:
         return f"committed {rows} rows (re-reads only) in {seconds:.2f} s, {where}"
-    lo = min(r.start for r in forward).isoformat(timespec="seconds").replace("+00:00", "Z")
+    # A range is (start, end] in microseconds, so its first readable moment is start + 1 µs.
+    lo = min(r.start for r in forward) + timedelta(microseconds=1)
+    lo = lo.isoformat(timespec="seconds").replace("+00:00", "Z")
     hi = max(r.end for r in forward).isoformat(timespec="seconds").replace("+00:00", "Z")
     tags = len({r.webid for r in forward})
     return f"committed {rows} rows of {tags} tags, {lo} .. {hi}, in {seconds:.2f} s, {where}"
