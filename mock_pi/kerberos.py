@@ -51,14 +51,17 @@ class Negotiator:
             self._count("refused")
             return False, "Negotiate"
         ctx = gssapi.SecurityContext(creds=self._creds, usage="accept")
+        answer = b""
         try:
-            answer = ctx.step(token)
+            # A failed step returns the KRB-ERROR token and raises on the next look at ctx.
+            answer = ctx.step(token) or b""
+            complete = ctx.complete
         except GSSError as exc:
             self._count("refused")
             log.info("Negotiate token refused: %s", " ".join(str(exc).split()))
-            error = getattr(exc, "token", None)
+            error = getattr(exc, "token", None) or answer
             return False, "Negotiate " + base64.b64encode(error).decode() if error else "Negotiate"
-        if not ctx.complete:
+        if not complete:
             self._count("refused")
             return False, "Negotiate"
         self._count("accepted")

@@ -169,8 +169,9 @@ class Login:
                 "(check PIDELTA_PI_PRINCIPAL)"
             )
         if code in _NO_KEY_IN_CACHE and self.source == "ccache":
+            whose = f" for {self.principal}" if self.principal else ""
             return (
-                f"Kerberos: no ticket for {self.who} in the ticket cache "
+                f"Kerberos: no ticket{whose} in the ticket cache "
                 f"KRB5CCNAME={self.ccache or 'default'} (run kinit, or set PIDELTA_PI_KEYTAB "
                 "and PIDELTA_PI_PRINCIPAL)"
             )
@@ -347,6 +348,7 @@ class KerberosAuth:
         if entry is not None and token:
             try:  # a KRB-ERROR from the server names the cause (skew, no key for the SPN)
                 entry[0].step(token)
+                entry[0].complete  # noqa: B018 - raises what a failed step kept back
             except GSSError as exc:
                 raise self._failure(exc) from None
         if challenge.retried:
@@ -374,12 +376,13 @@ class KerberosAuth:
         ctx = entry[0]
         try:
             ctx.step(token)
+            complete = ctx.complete  # raises what a failed step kept back
         except GSSError as exc:
             return (
                 f"the server's Kerberos mutual-authentication token for {self.login.spn} does "
                 f"not verify ({_library_text(exc)}): it may not be the PI server it claims"
             )
-        if not ctx.complete:
+        if not complete:
             return (
                 f"the server's Kerberos mutual-authentication token for {self.login.spn} "
                 "is incomplete"
