@@ -4,7 +4,8 @@ A request without a token gets 401 `WWW-Authenticate: Negotiate`; a token is acc
 when the service keytab (`MOCK_PI_KEYTAB`) decrypts it for `MOCK_PI_KERBEROS_PRINCIPAL`
 (default `HTTP/<host>`); the answer then carries the mutual-authentication token. A refused
 token gets the KRB-ERROR that MIT Kerberos makes of it (clock skew, no key for the ticket),
-as a Windows server does. Counts of each outcome are served for the tests.
+as a Windows server does. Counts of each outcome (and of tokens that delegated the client's
+credentials) are served for the tests.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Negotiator:
             name=name, usage="accept", store={b"keytab": str(keytab).encode()}
         )
         self._lock = threading.Lock()
-        self.counts = {"challenged": 0, "accepted": 0, "refused": 0}
+        self.counts = {"challenged": 0, "accepted": 0, "refused": 0, "delegated": 0}
         self.clients: set[str] = set()
 
     def _count(self, outcome: str) -> None:
@@ -65,6 +66,8 @@ class Negotiator:
             self._count("refused")
             return False, "Negotiate"
         self._count("accepted")
+        if ctx.delegated_creds is not None:
+            self._count("delegated")
         with self._lock:
             self.clients.add(str(ctx.initiator_name))
         return True, "Negotiate " + base64.b64encode(answer).decode() if answer else None

@@ -115,6 +115,7 @@ class Realm:
     rdns = false
     udp_preference_limit = 1
     kdc_timesync = false
+    forwardable = true
     clockskew = {CLOCK_SKEW}
     ignore_acceptor_hostname = false
     default_ccache_name = FILE:{self.root / "no-such-cache"}

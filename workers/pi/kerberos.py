@@ -93,10 +93,14 @@ def _minor(exc: GSSError) -> int:
 
 
 def _library_text(exc: GSSError) -> str:
-    """What MIT Kerberos said, without the GSSAPI major status boilerplate."""
+    """What MIT Kerberos said: the minor status, or the major one when the minor says
+    nothing (a malformed token)."""
     text = " ".join(str(exc).split())
-    match = re.search(r"Minor \(\d+\): (.*)$", text)
-    return match.group(1) if match else text
+    match = re.search(r"Major \(\d+\): (.*?),? Minor \(\d+\): (.*)$", text)
+    if match is None:
+        return text
+    major, minor = match.group(1).rstrip("."), match.group(2)
+    return major if minor in ("Success", "Unknown error") else minor
 
 
 @dataclass(frozen=True, slots=True)
