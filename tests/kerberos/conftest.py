@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from service import cli
 from tests.conftest import MockServer
+from tests.e2e.helpers import worker_env
 from tests.kerberos import realm as krb
 
 PASSWORD = "alice-Pa55-not-for-logs"
@@ -30,6 +32,7 @@ class Principals:
     short: str  # tickets of one minute, key in `short_keytab`
     short_keytab: Path
     user: str  # alice@REALM, password PASSWORD
+    cache_user: str  # bob@REALM, password PASSWORD, for the ticket cache case
     stale_keytab: Path  # svc-stale's key before it was changed
     stale: str
     http_keytab: Path  # HTTP/127.0.0.1
@@ -63,6 +66,7 @@ def kerberos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Principals]:
             short=short,
             short_keytab=short_keytab,
             user=realm.add_user("alice", PASSWORD),
+            cache_user=realm.add_user("bob", PASSWORD),
             stale=stale,
             stale_keytab=root / "svc-stale-old.keytab",
             http_keytab=realm.add_keytab(f"HTTP/{SERVICE_HOST}")[1],
@@ -100,3 +104,27 @@ def auth_counts(mock: MockServer) -> dict[str, object]:
     """What the mock's Negotiate acceptor saw: challenged, accepted, refused, clients."""
     with urllib.request.urlopen(f"{mock.url}/mock/auth", timeout=10) as resp:
         return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def discover(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> Callable[..., tuple[int, str]]:
+    """`pidelta discover` in this process (a new interpreter per case would cost the
+    group's time budget): (0, stdout) or (exit code, stderr, with nothing on stdout)."""
+    monkeypatch.setattr("service.logs.configure_logging", lambda settings: None)
+
+    def run(url: str, env: dict[str, str], **settings: object) -> tuple[int, str]:
+        full = {**worker_env(url, tmp_path / "lake", pi_auth="kerberos", **settings), **env}
+        for key, value in full.items():
+            if key.startswith(("PIDELTA_", "KRB5")):
+                monkeypatch.setenv(key, value)
+        capsys.readouterr()
+        code = cli.run_cli(["discover"])
+        out, err = capsys.readouterr()
+        if code == 0:
+            return code, out
+        assert out == ""
+        return code, err
+
+    return run

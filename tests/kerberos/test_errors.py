@@ -12,34 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from service import cli
 from tests.conftest import MockServer
 from tests.e2e.helpers import pidelta, worker_env
 from tests.kerberos import realm as krb
 from tests.kerberos.conftest import ALIAS_HOST, PASSWORD, Principals
 
 SKEW_SECONDS = 3600
-
-
-@pytest.fixture
-def discover(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> Callable[..., tuple[int, str]]:
-    """`pidelta discover` in this process: (exit code, stderr)."""
-    monkeypatch.setattr("service.logs.configure_logging", lambda settings: None)
-
-    def run(url: str, env: dict[str, str], **settings: object) -> tuple[int, str]:
-        full = {**worker_env(url, tmp_path / "lake", pi_auth="kerberos", **settings), **env}
-        for key, value in full.items():
-            if key.startswith(("PIDELTA_", "KRB5")):
-                monkeypatch.setenv(key, value)
-        capsys.readouterr()
-        code = cli.run_cli(["discover"])
-        out, err = capsys.readouterr()
-        assert out == ""
-        return code, err
-
-    return run
 
 
 @pytest.fixture(scope="module")

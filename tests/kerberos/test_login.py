@@ -2,70 +2,78 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.conftest import MockServer
+import pytest
+
+from tests.conftest import MockServer, start_mock
 from tests.e2e.helpers import ok, pidelta, worker_env
 from tests.kerberos.conftest import PASSWORD, Principals, auth_counts
 
+TAGS = 20
 
-def discover(mock: MockServer, tmp_path: Path, env: dict[str, str], **settings: object) -> str:
-    full = {**worker_env(mock, tmp_path / "lake", pi_auth="kerberos", **settings), **env}
-    result = ok(pidelta("discover", env=full, timeout=120))
-    assert PASSWORD not in result.stdout + result.stderr
-    return result.stdout
+
+@pytest.fixture(scope="module")
+def mock(kerberos: Principals) -> Iterator[MockServer]:
+    server = start_mock(auth="kerberos", keytab=kerberos.http_keytab, tag_count=TAGS)
+    yield server
+    server.stop()
 
 
 def assert_lists_every_tag(out: str) -> None:
     lines = out.strip().splitlines()
     assert lines[0] == "name\twebid\tpoint_type\tunits\tshard"
-    assert len(lines) == 21
+    assert len(lines) == TAGS + 1
 
 
-def test_keytab_login(
-    kerberos: Principals, kerberos_mock: Callable[..., MockServer], tmp_path: Path
-) -> None:
-    mock = kerberos_mock()
-    out = discover(
+def test_keytab_login(kerberos: Principals, mock: MockServer, tmp_path: Path) -> None:
+    """As a real process: the exit code and output of the command as a user runs it."""
+    before = auth_counts(mock)
+    env = worker_env(
         mock,
-        tmp_path,
-        kerberos.env(),
+        tmp_path / "lake",
+        pi_auth="kerberos",
         pi_keytab=kerberos.service_keytab,
         pi_principal=kerberos.service,
     )
-    assert_lists_every_tag(out)
-    counts = auth_counts(mock)
+    result = ok(pidelta("discover", env={**env, **kerberos.env()}, timeout=120))
+    assert_lists_every_tag(result.stdout)
+    after = auth_counts(mock)
     # One bare request met the challenge; every other request carried a token at once.
-    assert counts["challenged"] == 1
-    assert counts["refused"] == 0
-    assert counts["accepted"] >= 1
-    assert counts["clients"] == [kerberos.service]
+    assert after["challenged"] == before["challenged"] + 1
+    assert after["refused"] == before["refused"] == 0
+    assert kerberos.service in after["clients"]
 
 
 def test_password_login_without_kinit(
-    kerberos: Principals, kerberos_mock: Callable[..., MockServer], tmp_path: Path
+    kerberos: Principals,
+    mock: MockServer,
+    discover: Callable[..., tuple[int, str]],
+    tmp_path: Path,
 ) -> None:
-    mock = kerberos_mock()
     cache = tmp_path / "untouched-cache"
-    out = discover(
-        mock,
-        tmp_path,
+    code, out = discover(
+        mock.url,
         kerberos.env(KRB5CCNAME=f"FILE:{cache}"),
         pi_username="alice",
         pi_password=PASSWORD,
     )
+    assert code == 0
     assert_lists_every_tag(out)
-    assert auth_counts(mock)["clients"] == [kerberos.user]
+    assert kerberos.user in auth_counts(mock)["clients"]
     assert not cache.exists(), "the user's ticket cache is never written"
 
 
 def test_an_existing_ticket_cache(
-    kerberos: Principals, kerberos_mock: Callable[..., MockServer], tmp_path: Path
+    kerberos: Principals,
+    mock: MockServer,
+    discover: Callable[..., tuple[int, str]],
+    tmp_path: Path,
 ) -> None:
-    mock = kerberos_mock()
     cache = tmp_path / "krb5cc"
-    kerberos.realm.kinit(kerberos.user, PASSWORD, cache)
-    out = discover(mock, tmp_path, kerberos.env(KRB5CCNAME=f"FILE:{cache}"))
+    kerberos.realm.kinit(kerberos.cache_user, PASSWORD, cache)
+    code, out = discover(mock.url, kerberos.env(KRB5CCNAME=f"FILE:{cache}"))
+    assert code == 0
     assert_lists_every_tag(out)
-    assert auth_counts(mock)["clients"] == [kerberos.user]
+    assert kerberos.cache_user in auth_counts(mock)["clients"]
