@@ -6,6 +6,8 @@ reads the environment.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -211,6 +213,11 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
     # the ticket cache KRB5CCNAME (workers/pi/kerberos.py)
     pi_keytab: Path | None = Field(
         default=None, description="client keytab file; needs PIDELTA_PI_PRINCIPAL"
+    )
+    pi_keytab_base64: SecretStr | None = Field(
+        default=None,
+        description="the client keytab's bytes in base64, where secrets are text (a "
+        "Databricks secret scope); written to a private temporary file at start-up",
     )
     pi_principal: str | None = Field(
         default=None, description="Kerberos client principal, e.g. svc-pidelta@PLANT.EXAMPLE"
@@ -452,7 +459,19 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
     def _kerberos(self) -> Settings:
         if self.pi_auth != "kerberos":
             return self
-        if self.pi_keytab is not None:
+        if self.pi_keytab is not None and self.pi_keytab_base64 is not None:
+            raise ValueError("set PIDELTA_PI_KEYTAB or PIDELTA_PI_KEYTAB_BASE64, not both")
+        if self.pi_keytab_base64 is not None:
+            if not _is_keytab(self.pi_keytab_base64.get_secret_value()):
+                raise ValueError(
+                    "PIDELTA_PI_KEYTAB_BASE64 is not a base64-encoded keytab "
+                    "(base64 -w0 pidelta.keytab)"
+                )
+            if not self.pi_principal:
+                raise ValueError(
+                    "PIDELTA_PI_KEYTAB_BASE64 needs PIDELTA_PI_PRINCIPAL (the key to use)"
+                )
+        elif self.pi_keytab is not None:
             if not self.pi_keytab.is_file():
                 raise ValueError(f"PIDELTA_PI_KEYTAB={self.pi_keytab} is not a file")
             if not os.access(self.pi_keytab, os.R_OK):
@@ -470,6 +489,15 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         if self.krb5_config is not None and not self.krb5_config.is_file():
             raise ValueError(f"KRB5_CONFIG={self.krb5_config} is not a file")
         return self
+
+
+def _is_keytab(text: str) -> bool:
+    """Base64 of an MIT keytab file: version bytes 0x05 0x01 or 0x05 0x02, then entries."""
+    try:
+        raw = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) > 2 and raw[0] == 5 and raw[1] in (1, 2)
 
 
 def load_settings(**overrides: Any) -> Settings:

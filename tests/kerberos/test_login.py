@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -77,3 +78,23 @@ def test_an_existing_ticket_cache(
     assert code == 0
     assert_lists_every_tag(out)
     assert kerberos.cache_user in auth_counts(mock)["clients"]
+
+
+def test_a_keytab_given_as_base64_text(
+    kerberos: Principals, mock: MockServer, discover: Callable[..., tuple[int, str]]
+) -> None:
+    """A Databricks secret scope holds text: the keytab comes base64-encoded."""
+    text = base64.b64encode(kerberos.service_keytab.read_bytes()).decode()
+    code, out = discover(
+        mock.url, kerberos.env(), pi_keytab_base64=text, pi_principal=kerberos.service
+    )
+    assert code == 0
+    assert_lists_every_tag(out)
+    code, err = discover(
+        mock.url, kerberos.env(), pi_keytab_base64="bm90IGEga2V5dGFi", pi_principal="x"
+    )
+    assert (code, err) == (
+        2,
+        "pidelta: invalid configuration: PIDELTA_PI_KEYTAB_BASE64 is not a base64-encoded "
+        "keytab (base64 -w0 pidelta.keytab)\n",
+    )

@@ -28,12 +28,15 @@ KerberosError, which the worker treats like PI being unavailable.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import binascii
 import logging
 import os
 import re
 import secrets
+import shutil
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -110,6 +113,7 @@ class Login:
     source: str  # "keytab", "password" or "ccache"
     principal: str | None
     keytab: Path | None
+    keytab_setting: str  # how to name the keytab in a message
     password: str | None
     service_host: str
     delegate: bool
@@ -119,7 +123,11 @@ class Login:
     @classmethod
     def from_settings(cls, settings: Settings) -> Login:
         host = settings.pi_kerberos_hostname or urlsplit(settings.pi_url).hostname or ""
-        if settings.pi_keytab is not None:
+        keytab, keytab_setting = settings.pi_keytab, f"PIDELTA_PI_KEYTAB={settings.pi_keytab}"
+        if settings.pi_keytab_base64 is not None:
+            keytab = _private_keytab(settings.pi_keytab_base64.get_secret_value())
+            keytab_setting = "PIDELTA_PI_KEYTAB_BASE64"
+        if keytab is not None:
             source, principal = "keytab", settings.pi_principal
         elif settings.pi_password is not None:
             source, principal = "password", settings.pi_username
@@ -128,7 +136,8 @@ class Login:
         return cls(
             source=source,
             principal=principal,
-            keytab=settings.pi_keytab,
+            keytab=keytab,
+            keytab_setting=keytab_setting,
             password=(settings.pi_password.get_secret_value() if settings.pi_password else None),
             service_host=host,
             delegate=settings.pi_kerberos_delegate,
@@ -164,12 +173,12 @@ class Login:
             return f"Kerberos: wrong password for {self.who} (check PIDELTA_PI_PASSWORD)"
         if code in _WRONG_SECRET and self.source == "keytab":
             return (
-                f"Kerberos: the key of {self.who} in PIDELTA_PI_KEYTAB={self.keytab} is not the "
-                "KDC's (a stale or wrong keytab: export it again)"
+                f"Kerberos: the key of {self.who} in {self.keytab_setting} is not the KDC's (a "
+                "stale or wrong keytab: export it again)"
             )
         if code in _NO_KEY_IN_CACHE and self.source == "keytab":
             return (
-                f"Kerberos: PIDELTA_PI_KEYTAB={self.keytab} holds no key for {self.who} "
+                f"Kerberos: {self.keytab_setting} holds no key for {self.who} "
                 "(check PIDELTA_PI_PRINCIPAL)"
             )
         if code in _NO_KEY_IN_CACHE and self.source == "ccache":
@@ -217,6 +226,17 @@ class Login:
         return f"Kerberos: {said} (principal {self.who}, service {self.spn})"
 
 
+def _private_keytab(text: str) -> Path:
+    """PIDELTA_PI_KEYTAB_BASE64 as a file only this user reads, removed when the process ends."""
+    folder = tempfile.mkdtemp(prefix="pidelta-keytab-")
+    path = Path(folder) / "client.keytab"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(base64.b64decode("".join(text.split())))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return path
+
+
 class Tickets:
     """The client credentials in hand; `acquire` (blocking, in a thread) renews them."""
 
@@ -255,7 +275,8 @@ class Tickets:
                 {b"ccache": self._cache}, got.creds, usage="initiate", overwrite=True
             )
         if login.source == "ccache":
-            creds = gssapi.Credentials(name=self._name, usage="initiate")
+            store = {b"ccache": login.ccache.encode()} if login.ccache else None
+            creds = gssapi.Credentials(name=self._name, usage="initiate", store=store)
         else:
             # Requests use the cache alone: MIT never refreshes it on the event loop's thread.
             creds = gssapi.Credentials(
@@ -288,6 +309,10 @@ class KerberosAuth:
     scheme = "kerberos"
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
+        if settings.krb5_config is not None:
+            # MIT Kerberos reads its configuration's path from the environment only: this
+            # makes PIDELTA_KRB5_CONFIG work as KRB5_CONFIG does.
+            os.environ["KRB5_CONFIG"] = str(settings.krb5_config)
         self.login = Login.from_settings(settings)
         self.tickets = Tickets(self.login)
         self._clock = clock
