@@ -30,7 +30,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIDELTA_METRICS_PORT=9464 \
     PIDELTA_LOG_FORMAT=json
 # The MIT Kerberos client libraries python-gssapi loads (no tools, no krb5.conf: the
-# deployment mounts its own, see deploy/k8s/kerberos).
+# deployment mounts its own, see deploy/k8s-kerberos).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgssapi-krb5-2 \
