@@ -48,6 +48,7 @@ import aiohttp
 import gssapi
 import gssapi.raw
 from gssapi.exceptions import GSSError
+from pydantic import SecretStr
 
 from workers.errors import ConfigError, KerberosError
 from workers.pi.auth_protocol import Challenge
@@ -114,7 +115,7 @@ class Login:
     principal: str | None
     keytab: Path | None
     keytab_setting: str  # how to name the keytab in a message
-    password: str | None
+    password: SecretStr | None
     service_host: str
     delegate: bool
     krb5_config: str
@@ -138,7 +139,7 @@ class Login:
             principal=principal,
             keytab=keytab,
             keytab_setting=keytab_setting,
-            password=(settings.pi_password.get_secret_value() if settings.pi_password else None),
+            password=settings.pi_password,
             service_host=host,
             delegate=settings.pi_kerberos_delegate,
             krb5_config=str(settings.krb5_config or "/etc/krb5.conf"),
@@ -269,7 +270,7 @@ class Tickets:
         elif login.source == "password":
             assert login.password is not None
             got = gssapi.raw.acquire_cred_with_password(
-                self._name, login.password.encode(), usage="initiate"
+                self._name, login.password.get_secret_value().encode(), usage="initiate"
             )
             gssapi.raw.store_cred_into(
                 {b"ccache": self._cache}, got.creds, usage="initiate", overwrite=True
@@ -423,7 +424,8 @@ class KerberosAuth:
         hand are valid only warns and is tried again at half the time left."""
         generation = self._generation
         async with self._lock:
-            if self._generation != generation:
+            # Done by the request that held the lock, or failed and rescheduled by it.
+            if self._generation != generation or (not fresh and self._clock() < self._renew_at):
                 return
             try:
                 creds, lifetime = await asyncio.to_thread(self.tickets.acquire, fresh=fresh)
