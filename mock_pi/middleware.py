@@ -2,9 +2,9 @@
 
 Order, outermost first: injected faults (they stand for the network and the load balancer,
 so they come before the server looks at anything), URL length (414), rate limit (429),
-authentication (401), CSRF defence (403), body size (413), then the route, whose
-exceptions become `{"Errors": [...]}` bodies. The test-only `/piwebapi/mock/*` endpoints
-are exempt from all of it.
+authentication (401; Kerberos in `kerberos.py`), CSRF defence (403), body size (413), then
+the route, whose exceptions become `{"Errors": [...]}` bodies. The test-only
+`/piwebapi/mock/*` endpoints are exempt from all of it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import hdrs, web
@@ -37,12 +37,16 @@ from mock_pi.faults import (
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
 
+if TYPE_CHECKING:
+    from mock_pi.kerberos import Negotiator
+
 log = logging.getLogger("mock_pi")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MOCK_PREFIX = "/piwebapi/mock/"
 FAULTS_PATH = "/piwebapi/mock/faults"
+AUTH_PATH = "/piwebapi/mock/auth"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REALM = "PI Web API"
 
@@ -222,12 +226,22 @@ def limits_middleware(settings: MockSettings, limiter: RateLimiter | None) -> An
     return limits
 
 
-def security_middleware(settings: MockSettings) -> Any:
+def security_middleware(settings: MockSettings, negotiator: Negotiator | None = None) -> Any:
     @web.middleware
     async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(MOCK_PREFIX):
+            if negotiator is not None and request.path == AUTH_PATH and request.method == "GET":
+                return web.Response(
+                    body=orjson.dumps(negotiator.snapshot()), content_type="application/json"
+                )
             return await handler(request)
-        if not authorized(settings, request.headers.get(hdrs.AUTHORIZATION)):
+        mutual: str | None = None
+        if negotiator is not None:
+            accepted, offer = negotiator.accept(request.headers.get(hdrs.AUTHORIZATION))
+            if not accepted:
+                return error_response(401, UNAUTHORIZED, headers={"WWW-Authenticate": offer or ""})
+            mutual = offer
+        elif not authorized(settings, request.headers.get(hdrs.AUTHORIZATION)):
             return error_response(
                 401, UNAUTHORIZED, headers={"WWW-Authenticate": challenge(settings)}
             )
@@ -237,7 +251,10 @@ def security_middleware(settings: MockSettings) -> Any:
             and "X-Requested-With" not in request.headers
         ):
             return error_response(403, CSRF_REFUSED)
-        return await handler(request)
+        response = await handler(request)
+        if mutual is not None and not response.prepared:
+            response.headers["WWW-Authenticate"] = mutual
+        return response
 
     return security
 
@@ -276,6 +293,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, INTERNAL_ERROR)
 
 
+def negotiator(settings: MockSettings) -> Negotiator | None:
+    """The Kerberos acceptor for auth=kerberos (python-gssapi is imported only then)."""
+    if settings.auth != "kerberos":
+        return None
+    from mock_pi.kerberos import Negotiator
+
+    assert settings.keytab is not None
+    return Negotiator(settings.keytab, settings.service_principal)
+
+
 def build(state: MockState) -> list[Any]:
     """The middleware list for `web.Application(middlewares=...)`."""
     settings = state.settings
@@ -284,7 +311,7 @@ def build(state: MockState) -> list[Any]:
     return [
         fault_middleware(injector),
         limits_middleware(settings, limiter),
-        security_middleware(settings),
+        security_middleware(settings, negotiator(settings)),
         body_middleware(settings),
         error_middleware,
     ]

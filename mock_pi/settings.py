@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Appended kinds draw after the older ones, so an older spec meets the same faults.
@@ -19,10 +20,18 @@ class MockSettings(BaseSettings):
     tag_count: int = Field(default=1000, ge=1, le=5_000_000)
     seed: int = 42
     history_days: float = Field(default=30, gt=0)
-    auth: Literal["none", "basic", "bearer"] = "none"
+    auth: Literal["none", "basic", "bearer", "kerberos"] = "none"
     username: str = "pi"
     password: SecretStr = SecretStr("pi")
     token: SecretStr = SecretStr("token")
+    keytab: Path | None = Field(
+        default=None,
+        validate_default=True,
+        description="service keytab for auth=kerberos (HTTP Negotiate)",
+    )
+    kerberos_principal: str | None = Field(
+        default=None, description="service principal for auth=kerberos; HTTP/<host> if unset"
+    )
     faults: str = Field(
         default="",
         description=(
@@ -80,6 +89,17 @@ class MockSettings(BaseSettings):
     def _faults(cls, value: str) -> str:
         parse_faults(value)
         return value
+
+    @field_validator("keytab")
+    @classmethod
+    def _keytab(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if info.data.get("auth") == "kerberos" and (value is None or not value.is_file()):
+            raise ValueError("auth=kerberos needs the service keytab file")
+        return value
+
+    @property
+    def service_principal(self) -> str:
+        return self.kerberos_principal or f"HTTP/{self.host}"
 
 
 def parse_faults(spec: str) -> dict[str, float]:

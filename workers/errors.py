@@ -193,3 +193,9 @@ class UnpageableStream(PideltaError):
         self.webid = webid
         self.at_us = at_us
         self.items = items
+
+
+class KerberosError(PIError):
+    """Kerberos failed after the worker had authenticated (a KDC gone, a ticket that could
+    not be renewed): asked again like any PI outage. Before the first success the same
+    causes are configuration and raise ConfigError instead."""

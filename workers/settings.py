@@ -6,6 +6,8 @@ reads the environment.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import json
 import os
@@ -208,6 +210,38 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
     pi_ca_bundle: Path | None = None
     pi_data_server: str | None = Field(
         default=None, description="data server name to read; all data servers when unset"
+    )
+
+    # Kerberos (PIDELTA_PI_AUTH=kerberos): a keytab, else the username and password, else
+    # the ticket cache KRB5CCNAME (workers/pi/kerberos.py)
+    pi_keytab: Path | None = Field(
+        default=None, description="client keytab file; needs PIDELTA_PI_PRINCIPAL"
+    )
+    pi_keytab_base64: SecretStr | None = Field(
+        default=None,
+        description="the client keytab's bytes in base64, where secrets are text (a "
+        "Databricks secret scope); written to a private temporary file at start-up",
+    )
+    pi_principal: str | None = Field(
+        default=None, description="Kerberos client principal, e.g. svc-pidelta@PLANT.EXAMPLE"
+    )
+    pi_kerberos_hostname: str | None = Field(
+        default=None,
+        description="host of the service principal HTTP@host when it differs from the host "
+        "of PIDELTA_PI_URL (a DNS alias, a load balancer)",
+    )
+    pi_kerberos_delegate: bool = Field(
+        default=False, description="let the PI server act as this principal (delegation)"
+    )
+    krb5_config: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_KRB5_CONFIG", "KRB5_CONFIG"),
+        description="MIT Kerberos configuration (realms, KDCs); /etc/krb5.conf when unset",
+    )
+    krb5ccname: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PIDELTA_KRB5CCNAME", "KRB5CCNAME"),
+        description="the ticket cache MIT Kerberos reads when no keytab or password is set",
     )
 
     # Client behaviour
@@ -506,6 +540,50 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         if self.pi_ca_bundle is not None and not self.pi_ca_bundle.is_file():
             raise ValueError(f"PIDELTA_PI_CA_BUNDLE={self.pi_ca_bundle} is not a file")
         return self
+
+    @model_validator(mode="after")
+    def _kerberos(self) -> Settings:
+        if self.pi_auth != "kerberos":
+            return self
+        if self.pi_keytab is not None and self.pi_keytab_base64 is not None:
+            raise ValueError("set PIDELTA_PI_KEYTAB or PIDELTA_PI_KEYTAB_BASE64, not both")
+        if self.pi_keytab_base64 is not None:
+            if not _is_keytab(self.pi_keytab_base64.get_secret_value()):
+                raise ValueError(
+                    "PIDELTA_PI_KEYTAB_BASE64 is not a base64-encoded keytab "
+                    "(base64 -w0 pidelta.keytab)"
+                )
+            if not self.pi_principal:
+                raise ValueError(
+                    "PIDELTA_PI_KEYTAB_BASE64 needs PIDELTA_PI_PRINCIPAL (the key to use)"
+                )
+        elif self.pi_keytab is not None:
+            if not self.pi_keytab.is_file():
+                raise ValueError(f"PIDELTA_PI_KEYTAB={self.pi_keytab} is not a file")
+            if not os.access(self.pi_keytab, os.R_OK):
+                raise ValueError(f"PIDELTA_PI_KEYTAB={self.pi_keytab} is not readable")
+            if not self.pi_principal:
+                raise ValueError("PIDELTA_PI_KEYTAB needs PIDELTA_PI_PRINCIPAL (the key to use)")
+        elif self.pi_password is not None and not self.pi_username:
+            raise ValueError("PIDELTA_PI_PASSWORD needs PIDELTA_PI_USERNAME (the principal)")
+        host = self.pi_kerberos_hostname
+        if host is not None and (not host or any(c in host for c in "/:@ ")):
+            raise ValueError(
+                f"PIDELTA_PI_KERBEROS_HOSTNAME={host!r} must be a bare host name, e.g. "
+                "pi.plant.example (the SPN is HTTP@<it>)"
+            )
+        if self.krb5_config is not None and not self.krb5_config.is_file():
+            raise ValueError(f"KRB5_CONFIG={self.krb5_config} is not a file")
+        return self
+
+
+def _is_keytab(text: str) -> bool:
+    """Base64 of an MIT keytab file: version bytes 0x05 0x01 or 0x05 0x02, then entries."""
+    try:
+        raw = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(raw) > 2 and raw[0] == 5 and raw[1] in (1, 2)
 
 
 _GRID = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")

@@ -29,8 +29,12 @@ from tests.deploy.queries import ROOT
 from workers.settings import known_variables, load_settings
 
 BUNDLE = ROOT / "deploy" / "databricks" / "databricks.yml"
-_VAR = re.compile(r"\$\{(?:var\.(\w+)|workspace\.host)\}")
-WORKSPACE_HOST = "https://adb-1234567890.12.azuredatabricks.net"
+_VAR = re.compile(r"\$\{(?:var\.(\w+)|workspace\.(host|file_path))\}")
+WORKSPACE = {
+    "host": "https://adb-1234567890.12.azuredatabricks.net",
+    "file_path": "/Workspace/Users/sp/.bundle/pidelta/prod/files",
+}
+WORKSPACE_HOST = WORKSPACE["host"]
 SECRET = re.compile(r"^\{\{secrets/pidelta/[\w-]+\}\}$")
 
 # What the wheel task does: look the entry point up in the installed wheel's metadata,
@@ -57,7 +61,9 @@ def resolve(node: Any, variables: dict[str, str]) -> Any:
     if isinstance(node, list):
         return [resolve(v, variables) for v in node]
     if isinstance(node, str):
-        return _VAR.sub(lambda m: variables[m.group(1)] if m.group(1) else WORKSPACE_HOST, node)
+        return _VAR.sub(
+            lambda m: variables[m.group(1)] if m.group(1) else WORKSPACE[m.group(2)], node
+        )
     return node
 
 
@@ -86,6 +92,7 @@ def test_one_job_per_target(bundle: dict[str, Any]) -> None:
         "dev": ["pidelta_batch"],
         "prod": ["pidelta_batch"],
         "prod-stream": ["pidelta_stream"],
+        "prod-kerberos": ["pidelta_batch"],
     }
     assert bundle["targets"]["dev"]["mode"] == "development"  # schedule paused
     assert bundle["targets"]["dev"]["resources"] == bundle["targets"]["prod"]["resources"]

@@ -13,7 +13,8 @@ def test_each_bad_setting_gets_its_own_line(capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().err.splitlines() == [
         "mock-pi: invalid configuration: MOCK_PI_TAG_COUNT: "
         "Input should be greater than or equal to 1",
-        "mock-pi: invalid configuration: MOCK_PI_AUTH: Input should be 'none', 'basic' or 'bearer'",
+        "mock-pi: invalid configuration: MOCK_PI_AUTH: "
+        "Input should be 'none', 'basic', 'bearer' or 'kerberos'",
         "mock-pi: invalid configuration: MOCK_PI_BAD_FRACTION: "
         "Input should be less than or equal to 1",
     ]

@@ -1,5 +1,5 @@
 """Authentication: OIDC client credentials against a token server run by the test, PI in
-bearer mode accepting the token it issues; Kerberos refused clearly at start-up."""
+bearer mode accepting the token it issues. Kerberos has its own group: tests/kerberos."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from aiohttp import web
 
 from tests.conftest import MockServer
 from tests.workers.test_pi_client import Recorder, serve
-from workers.errors import AuthError, ConfigError
-from workers.pi.auth import make_authenticator, refresh_delay
+from workers.errors import AuthError
+from workers.pi.auth import refresh_delay
 from workers.pi.client import PIClient
 from workers.settings import Settings
 
@@ -212,11 +212,3 @@ def test_a_plain_http_token_url_is_refused_unless_allowed() -> None:
             pi_client_secret=CLIENT_SECRET,
             pi_token_url="http://idp.example/token",
         )
-
-
-def test_kerberos_is_refused_at_start_up_with_the_reason() -> None:
-    settings = Settings(pi_auth="kerberos")
-    with pytest.raises(ConfigError, match="kerberos is not supported in this build"):
-        make_authenticator(settings)
-    with pytest.raises(ConfigError, match="GSSAPI"):
-        PIClient(settings)

@@ -1,9 +1,10 @@
-"""How the PI client authenticates: none, HTTP Basic, a static bearer token, or OIDC.
+"""How the PI client authenticates: none, HTTP Basic, a static bearer token, OIDC or Kerberos.
 
 OIDC uses the client-credentials grant: the token is cached and fetched again before it
 expires (at 80 % of its lifetime, or 60 s before the end for long-lived tokens), and a 401
-from PI (a token revoked early) forces one fresh grant and one retry. Kerberos is refused at
-start-up with a ConfigError: see `make_authenticator`.
+from PI (a token revoked early) forces one fresh grant and one retry. Kerberos (HTTP
+Negotiate) is `workers/pi/kerberos.py`, loaded only when asked for, as it needs python-gssapi
+and the MIT Kerberos libraries.
 
 Secrets stay in SecretStr until the moment a header or form is built, and no header value
 is ever logged or put into an exception.
@@ -16,12 +17,13 @@ import base64
 import logging
 import ssl
 import time
-from typing import Protocol
+from collections.abc import Sequence
 
 import aiohttp
 import orjson
 
 from workers.errors import AuthError, ConfigError, PIConnectionError, PIError
+from workers.pi.auth_protocol import Authenticator, Challenge
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,28 +32,17 @@ TOKEN_ATTEMPTS = 3
 RENEW_RETRY_SECONDS = 5.0
 
 
-class Authenticator(Protocol):
-    """Supplies the Authorization header of each request."""
-
-    scheme: str
-
-    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
-        """Headers to add to the next request (may fetch a token first)."""
-        ...
-
-    async def refresh(self, session: aiohttp.ClientSession) -> bool:
-        """Called after a 401: True when new credentials were obtained and a retry may pass."""
-        ...
-
-
 class NoAuth:
     scheme = "none"
 
     async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
         return {}
 
-    async def refresh(self, session: aiohttp.ClientSession) -> bool:
+    async def refresh(self, session: aiohttp.ClientSession, challenge: Challenge) -> bool:
         return False
+
+    def verify(self, sent: str, offers: Sequence[str]) -> str | None:
+        return None
 
 
 class StaticAuth:
@@ -67,8 +58,11 @@ class StaticAuth:
     async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
         return {"Authorization": self._header}
 
-    async def refresh(self, session: aiohttp.ClientSession) -> bool:
+    async def refresh(self, session: aiohttp.ClientSession, challenge: Challenge) -> bool:
         return False
+
+    def verify(self, sent: str, offers: Sequence[str]) -> str | None:
+        return None
 
 
 def refresh_delay(expires_in: float) -> float:
@@ -114,12 +108,17 @@ class OIDCAuth:
         assert self._token is not None
         return {"Authorization": f"Bearer {self._token}"}
 
-    async def refresh(self, session: aiohttp.ClientSession) -> bool:
+    async def refresh(self, session: aiohttp.ClientSession, challenge: Challenge) -> bool:
+        if challenge.retried:
+            return False
         generation = self._generation
         async with self._lock:
             if self._generation == generation:
                 await self._grant(session)
         return True
+
+    def verify(self, sent: str, offers: Sequence[str]) -> str | None:
+        return None
 
     async def _renew(self, session: aiohttp.ClientSession) -> None:
         """A new grant; while the current token is still valid, a failed one only warns."""
@@ -266,10 +265,13 @@ def make_authenticator(settings: Settings) -> Authenticator:
     if settings.pi_auth == "oidc":
         return OIDCAuth(settings)
     if settings.pi_auth == "kerberos":
-        raise ConfigError(
-            "PIDELTA_PI_AUTH=kerberos is not supported in this build: SPNEGO needs the "
-            "GSSAPI bindings compiled against the host's MIT Kerberos (no prebuilt Linux "
-            "wheel exists) plus a keytab and a KDC to test with, none of which ship here; "
-            "use basic, bearer or oidc"
-        )
+        try:
+            from workers.pi.kerberos import KerberosAuth
+        except ImportError:
+            raise ConfigError(
+                "PIDELTA_PI_AUTH=kerberos needs python-gssapi and the MIT Kerberos libraries: "
+                "pip install 'pidelta[kerberos]' (Debian: libgssapi-krb5-2, and libkrb5-dev "
+                "to build it)"
+            ) from None
+        return KerberosAuth(settings)
     return NoAuth()

@@ -44,6 +44,7 @@ from workers.errors import (
 )
 from workers.observe import NullObserver, RequestObserver
 from workers.pi.auth import Authenticator, make_authenticator, tls_context
+from workers.pi.auth_protocol import Challenge
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class _Reply:
     headers: CIMultiDictProxy[str]
     body: bytes
     value: Any = None
+    authorization: str = ""  # the Authorization header the request carried
 
 
 @dataclass(slots=True)
@@ -334,7 +336,11 @@ class PIClient:
             retry_after: float | None = None
             if isinstance(outcome, _Reply):
                 status = outcome.status
+                offers = outcome.headers.getall("WWW-Authenticate", [])
                 if 200 <= status < 300:
+                    problem = self.auth.verify(outcome.authorization, offers)
+                    if problem:
+                        raise AuthError(method, url, status, [], problem)
                     return outcome
                 if 300 <= status < 400:
                     target = redact_url(outcome.headers.get("Location", ""))
@@ -345,9 +351,11 @@ class PIClient:
                         [],
                         f"redirected to {target}; set PIDELTA_PI_URL to the final address",
                     )
-                if status == 401 and not refreshed and await self.auth.refresh(self._open()):
-                    refreshed = True
-                    continue
+                if status == 401:
+                    challenge = Challenge(outcome.authorization, offers, refreshed)
+                    if await self.auth.refresh(self._open(), challenge) and not refreshed:
+                        refreshed = True
+                        continue
                 if status in (401, 403):
                     raise _auth_error(method, url, outcome, self.settings.pi_auth)
                 if status not in RETRYABLE_STATUSES:
@@ -410,6 +418,8 @@ class PIClient:
                 self.observer.on_request(endpoint, f"error:{exc.reason}", 0.0)
                 raise
             seconds = time.monotonic() - started
+        if isinstance(outcome, _Reply):
+            outcome.authorization = headers.get("Authorization", "")
         label = str(outcome.status) if isinstance(outcome, _Reply) else f"error:{outcome.reason}"
         self.observer.on_request(endpoint, label, seconds)
         return outcome
