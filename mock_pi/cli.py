@@ -23,9 +23,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             parser.add_argument(
-                f"--{name.replace('_', '-')}", type=kind, help=f"MOCK_PI_{name.upper()}"
+                f"--{name.replace('_', '-')}", type=kind, help=_help(name, field.description)
             )
     return parser
+
+
+def _help(name: str, description: str | None) -> str:
+    """The variable a flag overrides, and what it means when the model says."""
+    variable = f"MOCK_PI_{name.upper()}"
+    return f"{variable}: {description}" if description else variable
 
 
 def describe(exc: ValidationError) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Appended kinds draw after the older ones, so an older spec meets the same faults.
@@ -65,6 +65,14 @@ class MockSettings(BaseSettings):
         default=600.0, ge=0.05, description="event frame time slot; durations scale with it"
     )
     ef_per_slot: int = Field(default=3, ge=1, le=1000, description="event frames per slot")
+    clock_start: AwareDatetime | None = Field(
+        default=None,
+        description=(
+            "ISO 8601 time with its zone: the server's clock starts there and runs in real "
+            "time (every now: * time strings, visibility, late values, updates, event "
+            "frames, the archive's start); default the real clock"
+        ),
+    )
 
     @field_validator("faults")
     @classmethod

@@ -9,6 +9,7 @@ from functools import lru_cache
 
 from mock_pi import pitime
 from mock_pi.catalog import Catalog, Point
+from mock_pi.clock import clock_from
 from mock_pi.series import TICKS, Series
 from mock_pi.settings import MockSettings
 
@@ -27,7 +28,9 @@ class MockState:
         self._series = lru_cache(maxsize=100_000)(self._make_series)
 
     @classmethod
-    def create(cls, settings: MockSettings, clock: Callable[[], float] = time.time) -> MockState:
+    def create(cls, settings: MockSettings, clock: Callable[[], float] | None = None) -> MockState:
+        """A fresh state; its clock is `clock`, else the one `settings.clock_start` sets."""
+        clock = clock or clock_from(settings.clock_start)
         catalog = Catalog(
             settings.seed, settings.tag_count, settings.late_fraction, settings.scan_scale
         )
