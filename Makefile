@@ -30,12 +30,17 @@ compiler:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends gcc libc6-dev; }
 
 # Real servers the suite runs on loopback: Prometheus/promtool (Debian's prometheus
-# package) and Azurite (npm, kept in .tools/). Installed only when missing.
+# package) and Azurite (npm, kept in .tools/); libfaketime (Debian's faketime package) puts
+# mock-pi and workers on one fixed clock. Installed only when missing.
 tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 		echo "installing Debian's prometheus package (promtool, prometheus)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v faketime >/dev/null 2>&1 || { \
+		echo "installing Debian's faketime package (libfaketime: tests on a fixed clock)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends faketime; }
 	@test -x .tools/node_modules/.bin/azurite-blob || \
 		npm install --no-audit --no-fund --silent --prefix .tools azurite
 
