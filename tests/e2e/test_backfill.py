@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pytest
 
 from mock_pi.catalog import KINDS
-from tests.conftest import MockServer, start_mock
+from tests.conftest import FIXED_NOW, MockServer, start_mock
 from tests.e2e.helpers import (
     COMPARED,
     assert_same,
@@ -34,9 +34,7 @@ from tests.e2e.helpers import (
     worker_env,
 )
 
-DAY_START = (datetime.now(UTC) - timedelta(days=2)).replace(
-    hour=0, minute=0, second=0, microsecond=0
-)
+DAY_START = FIXED_NOW.replace(hour=0) - timedelta(days=2)
 SCAN_SCALE = 4.5
 POINT_TYPE = {kind.prefix: kind.point_type for kind, _ in KINDS}
 
@@ -44,7 +42,9 @@ POINT_TYPE = {kind.prefix: kind.point_type for kind, _ in KINDS}
 @pytest.fixture(scope="module")
 def coarse_mock() -> Iterator[MockServer]:
     """1000 tags with every scan period stretched 4.5 times."""
-    server = start_mock(tag_count=1000, seed=42, rate_limit=0, scan_scale=SCAN_SCALE)
+    server = start_mock(
+        tag_count=1000, seed=42, rate_limit=0, scan_scale=SCAN_SCALE, clock_start=FIXED_NOW
+    )
     yield server
     server.stop()
 
