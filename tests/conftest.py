@@ -28,7 +28,8 @@ LIBFAKETIME = "faketime/libfaketimeMT.so.1"
 
 @dataclass(frozen=True)
 class SimClock:
-    """The real clock moved by whole seconds, so that it read `FIXED_NOW` when made.
+    """The real clock moved by whole seconds, so that it read `FIXED_NOW` (within the
+    second) when made.
 
     The test reads it with `time()`/`now()`; a process started with `process_env()` runs on
     it too (libfaketime, Debian's `faketime`, installed by `make tools`): mock-pi and a

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from mock_pi.cli import build_parser
 from mock_pi.clock import clock_from
 from mock_pi.settings import MockSettings
-from tests.conftest import MockServer
+from tests.conftest import FIXED_NOW, MockServer, SimClock
 from tests.mock_pi import get, truth_for, url
 
 START = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
@@ -74,3 +77,19 @@ def test_the_server_serves_the_set_days(mock_pi_factory: Callable[..., MockServe
 def test_help_names_the_setting() -> None:
     text = " ".join(build_parser().format_help().split())
     assert "--clock-start CLOCK_START MOCK_PI_CLOCK_START: ISO 8601 time with its zone" in text
+
+
+def test_a_process_on_a_sim_clock_reads_the_tests_clock() -> None:
+    """What `SimClock.process_env` gives mock-pi and the workers: the same "now"."""
+    clock = SimClock.start()
+    before = clock.time()
+    child = subprocess.run(
+        [sys.executable, "-c", "import time; print(repr(time.time()))"],
+        env={**os.environ, **clock.process_env()},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    after = clock.time()
+    assert before <= float(child.stdout) <= after
+    assert FIXED_NOW.timestamp() <= before < FIXED_NOW.timestamp() + 60
