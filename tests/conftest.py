@@ -139,9 +139,8 @@ def mock_pi_factory() -> Iterator[Callable[..., MockServer]]:
 
 @pytest.fixture(scope="session")
 def mock_pi() -> Iterator[MockServer]:
-    """One default mock-pi (1000 tags, seed 42, no auth, no faults) for read-only tests, on
-    a SimClock started with it: its "now" is FIXED_NOW plus the session's time so far."""
-    server = start_mock(SimClock.start(), tag_count=1000, seed=42, rate_limit=0)
+    """One default mock-pi (1000 tags, seed 42, no auth, no faults) for read-only tests."""
+    server = start_mock(tag_count=1000, seed=42, rate_limit=0)
     yield server
     server.stop()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -34,7 +34,11 @@ from tests.e2e.helpers import (
     worker_env,
 )
 
-DAY_START = FIXED_NOW.replace(hour=0) - timedelta(days=2)
+DAY_START = (datetime.now(UTC) - timedelta(days=2)).replace(
+    hour=0, minute=0, second=0, microsecond=0
+)
+# The day `coarse_mock` (its clock starting at FIXED_NOW) serves: the same on every run.
+FIXED_DAY = FIXED_NOW.replace(hour=0) - timedelta(days=2)
 SCAN_SCALE = 4.5
 POINT_TYPE = {kind.prefix: kind.point_type for kind, _ in KINDS}
 
@@ -94,7 +98,7 @@ def kind_counts(truth: pa.Table) -> Counter[str]:
 
 
 def test_backfill_1000_tags_one_day_equals_truth(coarse_mock: MockServer, tmp_path: Path) -> None:
-    start, end = DAY_START, DAY_START + timedelta(days=1)
+    start, end = FIXED_DAY, FIXED_DAY + timedelta(days=1)
     env = worker_env(coarse_mock, tmp_path, backfill_window=6 * 3600)
     result = ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
     assert "100.0% done" in result.stderr

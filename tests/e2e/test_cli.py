@@ -12,7 +12,7 @@ from shard_config.jump_hash import JumpHash
 from shard_config.plan import compute_plan, format_plan
 from tests.conftest import MockServer
 from tests.e2e.helpers import (
-    fixed_past,
+    aligned_past,
     iso,
     ok,
     pidelta,
@@ -95,7 +95,7 @@ def test_shards_plan_is_the_plan_of_the_discovered_tags(
 
 def test_status_reads_the_tables(mock_pi: MockServer, tmp_path: Path) -> None:
     target = tmp_path / "lake"
-    env = worker_env(mock_pi, target, start=iso(fixed_past(3)), tag_filter="TI-*")
+    env = worker_env(mock_pi, target, start=iso(aligned_past(3)), tag_filter="TI-*")
     empty = ok(pidelta("status", env=env)).stdout
     assert "pi_timeseries\t-\t-\t-\tnot created" in empty
     ok(pidelta("once", env=env))
