@@ -30,8 +30,7 @@ compiler:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends gcc libc6-dev; }
 
 # Real servers the suite runs on loopback: Prometheus/promtool (Debian's prometheus
-# package) and Azurite (npm, kept in .tools/); libfaketime (Debian's faketime package) puts
-# mock-pi and workers on one fixed clock. Installed only when missing.
+# package) and Azurite (npm, kept in .tools/). Installed only when missing.
 tools:
 	@command -v promtool >/dev/null 2>&1 || { \
 		echo "installing Debian's prometheus package (promtool, prometheus)"; \

@@ -23,15 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             parser.add_argument(
-                f"--{name.replace('_', '-')}", type=kind, help=_help(name, field.description)
+                f"--{name.replace('_', '-')}", type=kind, help=f"MOCK_PI_{name.upper()}"
             )
     return parser
-
-
-def _help(name: str, description: str | None) -> str:
-    """The variable a flag overrides, and what it means when the model says."""
-    variable = f"MOCK_PI_{name.upper()}"
-    return f"{variable}: {description}" if description else variable
 
 
 def describe(exc: ValidationError) -> list[str]:

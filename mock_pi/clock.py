@@ -15,9 +15,17 @@ from datetime import datetime
 Clock = Callable[[], float]
 
 
-def clock_from(start: datetime | None, real: Clock = time.time) -> Clock:
+def parse_start(text: str) -> datetime:
+    """An ISO 8601 time with its zone (`2025-06-02T12:00:00Z`); ValueError otherwise."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone: add Z or an offset such as +02:00")
+    return moment
+
+
+def clock_from(start: str | None, real: Clock = time.time) -> Clock:
     """Epoch seconds now: `real` itself without a start, else `start` + real time elapsed."""
     if start is None:
         return real
-    begin, anchor = start.timestamp(), real()
+    begin, anchor = parse_start(start).timestamp(), real()
     return lambda: begin + (real() - anchor)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mock_pi.clock import Clock, clock_from, parse_start
 
 # Appended kinds draw after the older ones, so an older spec meets the same faults.
 FAULT_KINDS = ("503", "429", "500", "reset", "slow", "truncate", "badjson")
@@ -65,7 +67,7 @@ class MockSettings(BaseSettings):
         default=600.0, ge=0.05, description="event frame time slot; durations scale with it"
     )
     ef_per_slot: int = Field(default=3, ge=1, le=1000, description="event frames per slot")
-    clock_start: AwareDatetime | None = Field(
+    clock_start: str | None = Field(
         default=None,
         description=(
             "ISO 8601 time with its zone: the server's clock starts there and runs in real "
@@ -73,6 +75,17 @@ class MockSettings(BaseSettings):
             "frames, the archive's start); default the real clock"
         ),
     )
+
+    @field_validator("clock_start")
+    @classmethod
+    def _clock_start(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_start(value)
+        return value
+
+    def clock(self) -> Clock:
+        """The server's clock: the real one, or one running from CLOCK_START."""
+        return clock_from(self.clock_start)
 
     @field_validator("faults")
     @classmethod

@@ -9,7 +9,6 @@ from functools import lru_cache
 
 from mock_pi import pitime
 from mock_pi.catalog import Catalog, Point
-from mock_pi.clock import clock_from
 from mock_pi.series import TICKS, Series
 from mock_pi.settings import MockSettings
 
@@ -30,7 +29,7 @@ class MockState:
     @classmethod
     def create(cls, settings: MockSettings, clock: Callable[[], float] | None = None) -> MockState:
         """A fresh state; its clock is `clock`, else the one `settings.clock_start` sets."""
-        clock = clock or clock_from(settings.clock_start)
+        clock = clock or settings.clock()
         catalog = Catalog(
             settings.seed, settings.tag_count, settings.late_fraction, settings.scan_scale
         )

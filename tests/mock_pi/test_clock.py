@@ -8,7 +8,9 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from mock_pi.cli import build_parser
+import pytest
+
+from mock_pi.cli import build_parser, main
 from mock_pi.clock import clock_from
 from mock_pi.settings import MockSettings
 from tests.conftest import FIXED_NOW, MockServer, SimClock
@@ -20,7 +22,7 @@ SETTINGS = {"tag_count": 50, "seed": 42, "clock_start": START.isoformat()}
 
 def test_a_set_clock_runs_from_its_start() -> None:
     real = [1000.0]
-    clock = clock_from(START, lambda: real[0])
+    clock = clock_from(START.isoformat(), lambda: real[0])
     assert clock() == START.timestamp()
     real[0] = 1002.5
     assert clock() == START.timestamp() + 2.5
@@ -76,7 +78,16 @@ def test_the_server_serves_the_set_days(mock_pi_factory: Callable[..., MockServe
 
 def test_help_names_the_setting() -> None:
     text = " ".join(build_parser().format_help().split())
-    assert "--clock-start CLOCK_START MOCK_PI_CLOCK_START: ISO 8601 time with its zone" in text
+    assert "--clock-start CLOCK_START" in text
+    assert "MOCK_PI_CLOCK_START" in text
+
+
+def test_a_start_without_its_zone_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--clock-start", "2025-06-02T12:00:00"]) == 2
+    assert capsys.readouterr().err == (
+        "mock-pi: invalid configuration: MOCK_PI_CLOCK_START: "
+        "'2025-06-02T12:00:00' has no time zone: add Z or an offset such as +02:00\n"
+    )
 
 
 def test_a_process_on_a_sim_clock_reads_the_tests_clock() -> None:

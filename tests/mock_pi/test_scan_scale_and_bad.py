@@ -171,7 +171,13 @@ def bad_mock() -> Iterator[MockServer]:
 
 def test_server_serves_what_the_truth_says(bad_mock: MockServer) -> None:
     truth = GroundTruth(
-        MockSettings(tag_count=1000, seed=42, bad_fraction=0.2, scan_scale=2, clock_start=FIXED_NOW)
+        MockSettings(
+            tag_count=1000,
+            seed=42,
+            bad_fraction=0.2,
+            scan_scale=2,
+            clock_start=FIXED_NOW.isoformat(),
+        )
     )
     points = [truth.state.catalog.point(i) for i in range(0, 1000, 37)]
     start, end = RECENT, RECENT + timedelta(minutes=30)

@@ -27,7 +27,7 @@ def at(seconds: float) -> int:
 
 
 def truth(**settings: object) -> GroundTruth:
-    return GroundTruth(MockSettings(tag_count=200, clock_start=FIXED_NOW, **settings))
+    return GroundTruth(MockSettings(tag_count=200, clock_start=FIXED_NOW.isoformat(), **settings))
 
 
 def test_any_range_is_the_union_of_its_parts() -> None:
