@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from aiohttp import web
@@ -22,7 +21,7 @@ from mock_pi.state import MockState
 STATE = web.AppKey("state", MockState)
 
 
-def create_app(settings: MockSettings, clock: Callable[[], float] = time.time) -> web.Application:
+def create_app(settings: MockSettings, clock: Callable[[], float] | None = None) -> web.Application:
     state = MockState.create(settings, clock)
     app = web.Application(
         middlewares=middleware.build(state),

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mock_pi.clock import Clock, clock_from, parse_start
+
 # Appended kinds draw after the older ones, so an older spec meets the same faults.
 FAULT_KINDS = ("503", "429", "500", "reset", "slow", "truncate", "badjson")
 
@@ -19,6 +21,26 @@ class MockSettings(BaseSettings):
     port: int = Field(default=8440, ge=0, le=65535)
     tag_count: int = Field(default=1000, ge=1, le=5_000_000)
     seed: int = 42
+    clock_start: str | None = Field(
+        default=None,
+        description=(
+            "ISO 8601 time with its zone: the server's clock starts there and runs in real "
+            "time (every now: * time strings, visibility, late values, updates, event "
+            "frames, the archive's start); default the real clock"
+        ),
+    )
+
+    @field_validator("clock_start")
+    @classmethod
+    def _clock_start(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_start(value)
+        return value
+
+    def clock(self) -> Clock:
+        """The server's clock: the real one, or one running from CLOCK_START."""
+        return clock_from(self.clock_start)
+
     history_days: float = Field(default=30, gt=0)
     auth: Literal["none", "basic", "bearer", "kerberos"] = "none"
     username: str = "pi"

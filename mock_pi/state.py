@@ -36,7 +36,9 @@ class MockState:
         )
 
     @classmethod
-    def create(cls, settings: MockSettings, clock: Callable[[], float] = time.time) -> MockState:
+    def create(cls, settings: MockSettings, clock: Callable[[], float] | None = None) -> MockState:
+        """A fresh state; its clock is `clock`, else the one `settings.clock_start` sets."""
+        clock = clock or settings.clock()
         catalog = Catalog(
             settings.seed, settings.tag_count, settings.late_fraction, settings.scan_scale
         )

@@ -29,13 +29,14 @@
 
 Times: `start`/`end` are PI time strings or ISO 8601 (read relative to `at`), `datetime`s,
 or ints of 100 ns ticks since the UNIX epoch; `at` is epoch seconds (float), default now.
+"Now" is `clock` if given, else the server's rule: the real clock, or with CLOCK_START that
+instant plus the time elapsed since the truth was built (pass `at` for an exact instant).
 `history_start` defaults to the server's rule (midnight UTC HISTORY_DAYS before today), so
 build the truth on the same UTC day as the server, or pass the server's value.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -107,7 +108,7 @@ class GroundTruth:
         self,
         settings: MockSettings,
         history_start: float | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.state = MockState.create(settings, clock)
         if history_start is not None:

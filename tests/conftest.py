@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import math
 import os
 import socket
 import subprocess
@@ -9,11 +11,55 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# The instant a test's simulated clock starts from: tests that follow "now" see the same
+# days, outages and malformed values on every run. Noon, so no window of a test meets a
+# UTC midnight; in the past, so a worker on the real clock may read any window of it.
+FIXED_NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
+LIBFAKETIME = "faketime/libfaketimeMT.so.1"
+
+
+@dataclass(frozen=True)
+class SimClock:
+    """The real clock moved by whole seconds, so that it read `FIXED_NOW` (within the
+    second) when made.
+
+    The test reads it with `time()`/`now()`; a process started with `process_env()` runs on
+    it too (libfaketime, Debian's `faketime`, installed by `make tools`): mock-pi and a
+    pidelta worker then share one "now" to the microsecond, whatever the real date.
+    """
+
+    offset: int
+
+    @classmethod
+    def start(cls, at: datetime = FIXED_NOW) -> SimClock:
+        return cls(math.floor(at.timestamp()) - math.floor(time.time()))
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.time(), UTC)
+
+    def process_env(self) -> dict[str, str]:
+        """Environment that puts a subprocess on this clock (monotonic time left real)."""
+        found = sorted(
+            glob.glob(f"/usr/lib/*/{LIBFAKETIME}") + glob.glob(f"/usr/lib/{LIBFAKETIME}")
+        )
+        if not found:
+            raise RuntimeError(f"{LIBFAKETIME} not found: install Debian's faketime (make tools)")
+        return {
+            "LD_PRELOAD": found[0],
+            "FAKETIME": f"{self.offset:+d}s",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
 
 
 def free_port() -> int:
@@ -29,6 +75,7 @@ class MockServer:
     process: subprocess.Popen[bytes]
     port: int
     env: dict[str, str]
+    clock: SimClock | None = None
 
     @property
     def url(self) -> str:
@@ -44,12 +91,15 @@ class MockServer:
                 self.process.wait(10)
 
 
-def start_mock(**env: object) -> MockServer:
-    """Start `python -m mock_pi` with MOCK_PI_* settings given as keyword arguments."""
+def start_mock(clock: SimClock | None = None, **env: object) -> MockServer:
+    """Start `python -m mock_pi` with MOCK_PI_* settings given as keyword arguments, on
+    `clock` when given (a worker built with `worker_env` for it then shares that clock)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("MOCK_PI_")}
     full_env.update({f"MOCK_PI_{k.upper()}": str(v) for k, v in env.items()})
     full_env["MOCK_PI_PORT"] = str(port)
+    if clock is not None:
+        full_env.update(clock.process_env())
     proc = subprocess.Popen(
         [sys.executable, "-m", "mock_pi"],
         cwd=ROOT,
@@ -57,7 +107,7 @@ def start_mock(**env: object) -> MockServer:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    server = MockServer(proc, port, full_env)
+    server = MockServer(proc, port, full_env, clock)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -77,8 +127,8 @@ def mock_pi_factory() -> Iterator[Callable[..., MockServer]]:
     """Start any number of mock-pi servers with their own settings; all stop at teardown."""
     started: list[MockServer] = []
 
-    def factory(**env: object) -> MockServer:
-        server = start_mock(**env)
+    def factory(clock: SimClock | None = None, **env: object) -> MockServer:
+        server = start_mock(clock, **env)
         started.append(server)
         return server
 

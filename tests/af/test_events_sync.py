@@ -20,7 +20,8 @@ from mock_pi.af import AfModel
 from mock_pi.eventframes import EventFrameModel, Frame
 from service.commands_af import run_schedules
 from service.metrics import Metrics
-from tests.conftest import ROOT
+from tests.conftest import FIXED_NOW, ROOT, SimClock
+from workers.af import events as events_module
 from workers.af.common import iso_us
 from workers.af.events import sync_events, value_text, windows
 from workers.af.tables import META_WATERMARK
@@ -48,15 +49,25 @@ def mock_env() -> dict[str, object]:
     }
 
 
+FIXED_US = round(FIXED_NOW.timestamp() * 1_000_000)
+
+
 def frame_model() -> EventFrameModel:
-    """The ground truth of a mock started today with `mock_env()`."""
-    history_start = (time.time() // DAY) * DAY - DAY
+    """The ground truth of a mock started on a SimClock with `mock_env()`."""
+    history_start = (FIXED_NOW.timestamp() // DAY) * DAY - DAY
     return EventFrameModel(AfModel(SEED, TAGS), history_start, SLOT, PER_SLOT)
 
 
 def ms_of(text: str) -> int:
     """As mock-pi reads a search time."""
     return round(parse_pi_time(text, time.time()) * 1000)
+
+
+def on_clock(monkeypatch: pytest.MonkeyPatch) -> SimClock:
+    """A SimClock that an in-process event-frame sync reads its "now" from too."""
+    clock = SimClock.start()
+    monkeypatch.setattr(events_module, "now_us", lambda: round(clock.time() * 1_000_000))
+    return clock
 
 
 def us(moment: datetime | None) -> int | None:
@@ -154,11 +165,12 @@ def test_windows_cover_the_range_without_gaps() -> None:
 
 
 async def test_frames_equal_the_mock_and_close_in_place(
-    mock_pi_factory: Any, tmp_path: Any
+    mock_pi_factory: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = mock_pi_factory(**mock_env())
+    clock = on_clock(monkeypatch)
+    server = mock_pi_factory(clock=clock, **mock_env())
     target = str(tmp_path / "lake")
-    start = iso_us(time.time_ns() // 1000 - 60_000_000)
+    start = iso_us(FIXED_US - 60_000_000)
     settings = load_settings(
         pi_url=server.url,
         target=target,
@@ -169,7 +181,7 @@ async def test_frames_equal_the_mock_and_close_in_place(
     ef = frame_model()
 
     first = await sync_events(settings)
-    after_first = int(time.time() * 1000)
+    after_first = int(clock.time() * 1000)
     assert first is not None
     assert first.open_frames > 0
     history = DeltaTable(f"{target}/{PI_EVENT_FRAMES}").history()
@@ -185,9 +197,9 @@ async def test_frames_equal_the_mock_and_close_in_place(
     soonest = min(f.planned_end_ms for f in ef.search_range(
         "Overlapped", ms_of(start), ms_of(first.watermark), ms_of(first.watermark)
     ) if f.webid in opened)  # fmt: skip
-    await asyncio.sleep(max(0.0, soonest / 1000 - time.time()) + 0.5)
+    await asyncio.sleep(max(0.0, soonest / 1000 - clock.time()) + 0.5)
     second = await sync_events(settings)
-    after_second = int(time.time() * 1000)
+    after_second = int(clock.time() * 1000)
     assert second is not None
     rows = table_rows(target)
     webids = [r["event_frame_webid"] for r in rows]
@@ -206,12 +218,14 @@ async def test_frames_equal_the_mock_and_close_in_place(
 def test_kill_9_during_sync_then_restart_leaves_no_duplicate_and_no_gap(
     mock_pi_factory: Any, tmp_path: Any
 ) -> None:
-    server = mock_pi_factory(**mock_env())
+    clock = SimClock.start()
+    server = mock_pi_factory(clock=clock, **mock_env())
     target = str(tmp_path / "lake")
     # Twenty minutes of frames in pages of 25: about two thousand frames, many batches.
-    start = iso_us(time.time_ns() // 1000 - 1_200_000_000)
+    start = iso_us(FIXED_US - 1_200_000_000)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIDELTA_")}
     env.update(
+        clock.process_env(),
         PIDELTA_PI_URL=server.url,
         PIDELTA_TARGET=target,
         PIDELTA_EVENTS_START=start,
@@ -243,13 +257,15 @@ def test_kill_9_during_sync_then_restart_leaves_no_duplicate_and_no_gap(
     assert set(webids) == truth_webids(frame_model(), start, watermark), "a frame is missing"
 
 
-async def test_run_schedules_sync_both_until_stopped(mock_pi_factory: Any, tmp_path: Any) -> None:
-    server = mock_pi_factory(**mock_env())
+async def test_run_schedules_sync_both_until_stopped(
+    mock_pi_factory: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = mock_pi_factory(clock=on_clock(monkeypatch), **mock_env())
     target = str(tmp_path / "lake")
     settings = load_settings(
         pi_url=server.url,
         target=target,
-        events_start=iso_us(time.time_ns() // 1000 - 30_000_000),
+        events_start=iso_us(FIXED_US - 30_000_000),
         af_sync_interval=60,
         events_sync_interval=0.3,
     )

@@ -25,7 +25,7 @@ from deltalake import DeltaTable
 
 from mock_pi.settings import MockSettings
 from mock_pi.truth import GroundTruth
-from tests.conftest import ROOT, MockServer, free_port
+from tests.conftest import FIXED_NOW, ROOT, MockServer, SimClock, free_port
 
 KEY = ["tag_webid", "timestamp", "sequence"]
 COMPARED = [
@@ -46,9 +46,15 @@ COMPARED = [
 TICKS_PER_US = 10
 
 
-def worker_env(mock: MockServer | str, target: Path, **settings: object) -> dict[str, str]:
-    """Environment of a pidelta subprocess: PIDELTA_* from keyword arguments."""
+def worker_env(
+    mock: MockServer | str, target: Path, *, clock: SimClock | None = None, **settings: object
+) -> dict[str, str]:
+    """Environment of a pidelta subprocess: PIDELTA_* from keyword arguments, on `clock`
+    (by default the clock of `mock`, so that worker and server share one "now")."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIDELTA_")}
+    clock = clock or (None if isinstance(mock, str) else mock.clock)
+    if clock is not None:
+        env.update(clock.process_env())
     env["PIDELTA_PI_URL"] = mock if isinstance(mock, str) else mock.url
     env["PIDELTA_TARGET"] = str(target)
     env["PIDELTA_METRICS_PORT"] = "0"
@@ -164,7 +170,7 @@ def truth_for(mock: MockServer) -> GroundTruth:
         for k, v in mock.env.items()
         if k.startswith("MOCK_PI_") and k.removeprefix("MOCK_PI_").lower() in fields
     }
-    return GroundTruth(MockSettings(**values))
+    return GroundTruth(MockSettings(**values), clock=mock.clock.time if mock.clock else None)
 
 
 def ticks(moment: datetime) -> int:
@@ -270,3 +276,8 @@ def aligned_past(minutes_ago: float) -> datetime:
     """A whole second some minutes ago (a fixed PIDELTA_START for a test)."""
     now = datetime.now(UTC).replace(microsecond=0)
     return now - timedelta(minutes=minutes_ago)
+
+
+def fixed_past(minutes_ago: float) -> datetime:
+    """`FIXED_NOW` less some minutes: a start the same on every run, for a `SimClock` test."""
+    return FIXED_NOW - timedelta(minutes=minutes_ago)

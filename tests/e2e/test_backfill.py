@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pytest
 
 from mock_pi.catalog import KINDS
-from tests.conftest import MockServer, start_mock
+from tests.conftest import FIXED_NOW, MockServer, start_mock
 from tests.e2e.helpers import (
     COMPARED,
     assert_same,
@@ -38,6 +38,8 @@ from tests.e2e.helpers import (
 DAY_START = (datetime.now(UTC) - timedelta(days=2)).replace(
     hour=0, minute=0, second=0, microsecond=0
 )
+# The day `coarse_mock` (its clock starting at FIXED_NOW) serves: the same on every run.
+FIXED_DAY = FIXED_NOW.replace(hour=0) - timedelta(days=2)
 SCAN_SCALE = 4.5
 POINT_TYPE = {kind.prefix: kind.point_type for kind, _ in KINDS}
 
@@ -45,7 +47,9 @@ POINT_TYPE = {kind.prefix: kind.point_type for kind, _ in KINDS}
 @pytest.fixture(scope="module")
 def coarse_mock() -> Iterator[MockServer]:
     """1000 tags with every scan period stretched 4.5 times."""
-    server = start_mock(tag_count=1000, seed=42, rate_limit=0, scan_scale=SCAN_SCALE)
+    server = start_mock(
+        tag_count=1000, seed=42, rate_limit=0, scan_scale=SCAN_SCALE, clock_start=FIXED_NOW
+    )
     yield server
     server.stop()
 
@@ -95,7 +99,7 @@ def kind_counts(truth: pa.Table) -> Counter[str]:
 
 
 def test_backfill_1000_tags_one_day_equals_truth(coarse_mock: MockServer, tmp_path: Path) -> None:
-    start, end = DAY_START, DAY_START + timedelta(days=1)
+    start, end = FIXED_DAY, FIXED_DAY + timedelta(days=1)
     env = worker_env(coarse_mock, tmp_path, backfill_window=6 * 3600)
     result = ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
     assert result.stderr.count("100.0% done") == 1

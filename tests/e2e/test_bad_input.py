@@ -29,14 +29,14 @@ import pytest
 from aiohttp import web
 
 from mock_pi import series as ser
-from tests.conftest import ROOT, MockServer, free_port, get_json, start_mock
+from tests.conftest import FIXED_NOW, ROOT, MockServer, SimClock, free_port, get_json, start_mock
 from tests.e2e.helpers import (
-    aligned_past,
     assert_same,
     checkpoints,
     comparable,
     expected,
     expected_quarantine,
+    fixed_past,
     iso,
     metrics_port_env,
     ok,
@@ -269,11 +269,12 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory) -> BadRun:
     """One `pidelta run` against a mock serving 1% malformed values and 20% invalid JSON
     bodies: once it has caught up an hour and read again every stream it had to set aside,
     the test reads its metrics and stops it."""
+    clock = SimClock.start()
     mock = start_mock(
-        tag_count=BAD_TAGS, seed=42, rate_limit=0, bad_fraction=0.01, faults="badjson=0.2"
+        clock, tag_count=BAD_TAGS, seed=42, rate_limit=0, bad_fraction=0.01, faults="badjson=0.2"
     )
     target = tmp_path_factory.mktemp("bad") / "lake"
-    start = aligned_past(60)
+    start = fixed_past(60)
     env, port = metrics_port_env(
         worker_env(
             mock,
@@ -284,7 +285,7 @@ def bad_run(tmp_path_factory: pytest.TempPathFactory) -> BadRun:
             pi_page_size=2000,
         )
     )
-    until = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=11)
+    until = clock.now().replace(microsecond=0) - timedelta(seconds=11)
     worker = start_worker("run", env=env, log=target.parent / "worker.log")
     try:
         caught_up = wait_for(
@@ -366,9 +367,11 @@ def test_bad_values_at_page_boundaries_are_quarantined_once(
     """Pages of 7 values against a mock where 30% are malformed: many pages end on (or
     continue after) a value whose timestamp does not parse. Each good value lands once,
     each bad one is quarantined once."""
-    mock = mock_pi_factory(tag_count=12, seed=7, rate_limit=0, bad_fraction=0.3)
+    mock = mock_pi_factory(
+        tag_count=12, seed=7, rate_limit=0, bad_fraction=0.3, clock_start=FIXED_NOW.isoformat()
+    )
     target = tmp_path / "lake"
-    start = aligned_past(90)
+    start = fixed_past(90)
     end = start + timedelta(minutes=20)
     env = worker_env(mock, target, pi_page_size=7, pi_max_items_per_call=150_000)
     ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
@@ -442,7 +445,7 @@ async def test_a_stream_that_cannot_be_paged_is_quarantined_and_once_exits_0_twi
     """More values at one timestamp than one call may return used to crash the worker on
     every restart (the batch re-ran). Now the stream is quarantined once, the other stream
     lands, and `pidelta once` exits 0 each time."""
-    at = aligned_past(30)
+    at = fixed_past(30)
     server = UnpageablePI(at)
     runner = web.AppRunner(server.app())
     await runner.setup()
@@ -452,6 +455,7 @@ async def test_a_stream_that_cannot_be_paged_is_quarantined_and_once_exits_0_twi
     env = worker_env(
         f"http://127.0.0.1:{port}/piwebapi",
         target,
+        clock=SimClock.start(),
         start=iso(at - timedelta(minutes=5)),
         late_lookback=0,
         pi_max_items_per_call=1000,

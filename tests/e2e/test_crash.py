@@ -11,16 +11,16 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from tests.conftest import MockServer
+from tests.conftest import FIXED_NOW, MockServer, SimClock
 from tests.e2e.helpers import (
     Worker,
-    aligned_past,
     assert_same,
     checkpoints,
     expected,
+    fixed_past,
     iso,
     ok,
     pidelta,
@@ -61,8 +61,9 @@ def _ready_count(log: Path) -> int:
 
 
 def test_kill9_during_run(mock_pi_factory: Callable[..., MockServer], tmp_path: Path) -> None:
-    mock = mock_pi_factory(tag_count=300, rate_limit=0)
-    origin = aligned_past(20)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=300, rate_limit=0)
+    origin = fixed_past(20)
     env = worker_env(
         mock,
         tmp_path / "lake",
@@ -83,7 +84,7 @@ def test_kill9_during_run(mock_pi_factory: Callable[..., MockServer], tmp_path: 
     target = tmp_path / "lake"
     cps = checkpoints(target)
     assert len(cps) == 300
-    assert min(cps.values()) > datetime.now(UTC) - timedelta(minutes=2)
+    assert min(cps.values()) > clock.now() - timedelta(minutes=2)
     truth = expected(truth_for(mock), {w: (origin, c) for w, c in cps.items()})
     try:
         assert_same(read_table(target), truth)
@@ -92,8 +93,8 @@ def test_kill9_during_run(mock_pi_factory: Callable[..., MockServer], tmp_path: 
 
 
 def test_kill9_during_backfill(mock_pi_factory: Callable[..., MockServer], tmp_path: Path) -> None:
-    mock = mock_pi_factory(tag_count=200, rate_limit=0)
-    day = (datetime.now(UTC) - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+    mock = mock_pi_factory(tag_count=200, rate_limit=0, clock_start=FIXED_NOW.isoformat())
+    day = FIXED_NOW.replace(hour=0) - timedelta(days=3)
     start, end = day, day + timedelta(hours=12)
     env = worker_env(mock, tmp_path / "lake", backfill_window=900, commit_max_rows=50_000)
     args = ("backfill", "--start", iso(start), "--end", iso(end))

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from tests.conftest import MockServer, get_json
+from tests.conftest import MockServer, SimClock, get_json
 from tests.e2e.helpers import (
-    aligned_past,
     assert_same,
     checkpoints,
     expected,
+    fixed_past,
     iso,
     metrics_port_env,
     read_table,
@@ -35,8 +35,9 @@ FAULTS = "503=0.05,429=0.05,reset=0.01,slow=0.02,truncate=0.01"
 def test_faults_table_exact_and_retries_counted(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
-    mock = mock_pi_factory(tag_count=200, rate_limit=0, faults=FAULTS, seed=7)
-    origin = aligned_past(45)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=200, rate_limit=0, faults=FAULTS, seed=7)
+    origin = fixed_past(45)
     target = tmp_path / "lake"
     env, port = metrics_port_env(
         worker_env(
@@ -50,7 +51,7 @@ def test_faults_table_exact_and_retries_counted(
             pi_max_url_bytes=4000,
         )
     )
-    launched = datetime.now(UTC)
+    launched = clock.now()
     worker = start_worker("run", env=env, log=tmp_path / "worker.log")
 
     def caught_up() -> bool:

@@ -4,18 +4,19 @@ stays bounded, keeps running, and the lake still equals PI once the server behav
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
 
-from tests.conftest import MockServer, get_json
+from tests.conftest import MockServer, SimClock, get_json
 from tests.e2e.helpers import (
     Worker,
     assert_no_duplicates,
     assert_same,
     checkpoints,
     expected,
+    fixed_past,
     iso,
     read_table,
     start_worker,
@@ -33,13 +34,16 @@ TAGS = 20
 PEAK_RSS_BOUND = 400 << 20
 
 
-def live_worker(proxy: HostileProxy, tmp_path: Path, **settings: object) -> tuple[Worker, datetime]:
-    """`pidelta run` through the proxy into `tmp_path/lake`, from two minutes ago, polling
-    every second; the worker and where it started."""
-    origin = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
+def live_worker(
+    proxy: HostileProxy, tmp_path: Path, clock: SimClock, **settings: object
+) -> tuple[Worker, datetime]:
+    """`pidelta run` through the proxy into `tmp_path/lake` on the mock's `clock`, from two
+    minutes ago, polling every second; the worker and where it started."""
+    origin = fixed_past(2)
     env = worker_env(
         proxy.url,
         tmp_path / "lake",
+        clock=clock,
         start=iso(origin),
         poll_interval=1,
         safety_lag=2,
@@ -59,18 +63,21 @@ def peak_rss(pid: int) -> int:
 def test_a_gzip_bomb_neither_grows_the_worker_nor_stops_it(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
-    mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=TAGS, rate_limit=0)
     target = tmp_path / "lake"
     with HostileProxy(mock) as proxy:
         proxy.misbehave("streamsets/recorded", gzip_bomb(1 << 30))
-        worker, origin = live_worker(proxy, tmp_path, pi_max_items_per_call=1000, pi_page_size=1000)
+        worker, origin = live_worker(
+            proxy, tmp_path, clock, pi_max_items_per_call=1000, pi_page_size=1000
+        )
         try:
             bombed = lambda: sum("streamsets/recorded" in path for _, path in proxy.seen)  # noqa: E731
             assert wait_for(lambda: bombed() >= 9, 60), worker.text()[-3000:]
             assert worker.alive(), worker.text()[-3000:]
             assert peak_rss(worker.process.pid) < PEAK_RSS_BOUND
             proxy.misbehave("streamsets/recorded", None)
-            healed = datetime.now(UTC)
+            healed = clock.now()
             assert wait_for(lambda: _caught_up(target, healed), 60), worker.text()[-3000:]
             peak = peak_rss(worker.process.pid)
         finally:
@@ -89,14 +96,15 @@ def test_a_stream_whose_answer_cannot_be_read_is_set_aside_then_read_again(
     """One tag's reads answer an HTML page with status 200: the other tags go on, the tag
     is set aside (quarantined with what came back, kept in `_pidelta_set_aside`), the worker
     keeps running, and once PI answers again the range is read and the table equals PI."""
-    mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=TAGS, rate_limit=0)
     target = tmp_path / "lake"
     with HostileProxy(mock) as proxy:
         bad = _first_tag(proxy.url)
         proxy.misbehave("streamsets/recorded", unreadable_for(bad))
-        worker, origin = live_worker(proxy, tmp_path)
+        worker, origin = live_worker(proxy, tmp_path, clock)
         try:
-            launched = datetime.now(UTC)
+            launched = clock.now()
             assert wait_for(lambda: _caught_up(target, launched), 90), worker.text()[-3000:]
             assert worker.alive()
             aside = read_table(target, "_pidelta_set_aside").to_pylist()
@@ -120,18 +128,19 @@ def test_run_waits_for_a_pi_that_fails_at_start_up(
 ) -> None:
     """503 to discovery when `run` starts: it asks again every poll instead of exiting,
     then catches up once PI answers."""
-    mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=TAGS, rate_limit=0)
     target = tmp_path / "lake"
     with HostileProxy(mock) as proxy:
         proxy.misbehave("dataservers", fixed(503, b'{"Errors":["Service Unavailable"]}'))
-        worker, _ = live_worker(proxy, tmp_path, pi_max_attempts=2, pi_max_retry_seconds=2)
+        worker, _ = live_worker(proxy, tmp_path, clock, pi_max_attempts=2, pi_max_retry_seconds=2)
         try:
             started = lambda: "PI not usable at start-up" in worker.text()  # noqa: E731
             assert wait_for(started, 60), worker.text()[-3000:]
             assert wait_for(lambda: worker.text().count("PI not usable") >= 2, 30)
             assert worker.alive(), worker.text()[-3000:]
             proxy.misbehave("dataservers", None)
-            healed = datetime.now(UTC)
+            healed = clock.now()
             assert wait_for(lambda: _caught_up(target, healed), 60), worker.text()[-3000:]
         finally:
             assert worker.terminate() == 0, worker.text()[-3000:]
@@ -152,13 +161,14 @@ def test_values_past_the_asked_range_are_never_stored(
 ) -> None:
     """A server (or a proxy cache) answering values past endTime, far-future ones included:
     nothing of them lands, shifted or not, and the table equals PI."""
-    mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=TAGS, rate_limit=0)
     target = tmp_path / "lake"
     with HostileProxy(mock) as proxy:
         proxy.misbehave("streamsets/recorded", rewrite(far_future_value))
-        worker, origin = live_worker(proxy, tmp_path)
+        worker, origin = live_worker(proxy, tmp_path, clock)
         try:
-            launched = datetime.now(UTC)
+            launched = clock.now()
             assert wait_for(lambda: _caught_up(target, launched), 90), worker.text()[-3000:]
         finally:
             assert worker.terminate() == 0, worker.text()[-3000:]

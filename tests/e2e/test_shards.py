@@ -5,26 +5,26 @@ Resharding procedure exercised here: start the five new workers while the four o
 still run. The first new worker announces generation 2 (5 shards) in `_pidelta_shards`;
 the old workers see it before their next batch and exit 0; the new ones wait the grace
 period after the announcement, then continue every tag from its per-tag checkpoint.
-Size: 400 tags, 10 minutes behind now at start.
+Size: 400 tags, 10 minutes behind now at start, on the tests' fixed clock (`SimClock`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
-from tests.conftest import MockServer
+from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import (
     Worker,
-    aligned_past,
     assert_no_duplicates,
     assert_same,
     checkpoints,
     expected,
+    fixed_past,
     iso,
     read_table,
     start_worker,
@@ -74,8 +74,9 @@ def _check(mock: MockServer, target: Path, origin: datetime) -> dict[str, dateti
 
 
 def test_four_shards_then_five(mock_pi_factory: Callable[..., MockServer], tmp_path: Path) -> None:
-    mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
-    origin = aligned_past(10)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=TAGS, rate_limit=0)
+    origin = fixed_past(10)
     target = tmp_path / "lake"
     env = worker_env(
         mock, target, start=iso(origin), poll_interval=1, safety_lag=2, late_lookback=10
@@ -83,7 +84,7 @@ def test_four_shards_then_five(mock_pi_factory: Callable[..., MockServer], tmp_p
     old = _start(env, 4, tmp_path)
     new: list[Worker] = []
     try:
-        assert wait_for(_caught_up(target, datetime.now(UTC) - timedelta(seconds=3)), 120)
+        assert wait_for(_caught_up(target, clock.now() - timedelta(seconds=3)), 120)
         by_app = pl.from_arrow(read_table(target, "_pidelta_checkpoints"))
         apps = set(by_app["app_id"].unique().to_list())
         assert apps == {f"pidelta-ts-{i}-of-4" for i in range(4)}
@@ -93,7 +94,7 @@ def test_four_shards_then_five(mock_pi_factory: Callable[..., MockServer], tmp_p
         for worker in old:
             assert worker.process.wait(90) == 0, worker.text()[-3000:]
             assert "shards" in worker.text().rsplit("stopping", 1)[-1]
-        resumed = datetime.now(UTC)
+        resumed = clock.now()
         assert wait_for(_caught_up(target, resumed), 120)
         time.sleep(2)
         by_app = pl.from_arrow(read_table(target, "_pidelta_checkpoints"))

@@ -12,6 +12,7 @@ from typing import Any
 
 from mock_pi.settings import MockSettings
 from mock_pi.truth import GroundTruth
+from tests.conftest import SimClock
 
 
 def url(base: str, route: str, /, **params: Any) -> str:
@@ -43,6 +44,6 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def truth_for(**settings: Any) -> GroundTruth:
-    """The ground truth of a server started with these MOCK_PI_ settings."""
-    return GroundTruth(MockSettings(**settings))
+def truth_for(clock: SimClock | None = None, **settings: Any) -> GroundTruth:
+    """The ground truth of a server started with these MOCK_PI_ settings (on `clock`)."""
+    return GroundTruth(MockSettings(**settings), clock=clock.time if clock else None)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from tests.conftest import get_json
+from tests.conftest import FIXED_NOW, get_json
 from tests.mock_pi.test_protocol import XRW, call
 from tests.spec import validate_response
 
@@ -22,8 +22,8 @@ def batch(server: Any, requests: Any) -> tuple[int, Any]:
 
 
 def window() -> tuple[str, str]:
-    """A closed two-minute window yesterday: its values no longer change."""
-    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    """A closed two-minute window the day before FIXED_NOW: its values no longer change."""
+    start = FIXED_NOW.replace(hour=0)
     start -= timedelta(hours=10)
     end = start + timedelta(minutes=2)
     return start.strftime("%Y-%m-%dT%H:%M:%SZ"), end.strftime("%Y-%m-%dT%H:%M:%SZ")

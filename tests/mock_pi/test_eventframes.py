@@ -14,7 +14,7 @@ import pytest
 
 from mock_pi.af import AfModel
 from mock_pi.eventframes import OPEN_END, EventFrameModel, Frame
-from tests.conftest import MockServer, get_json
+from tests.conftest import FIXED_NOW, MockServer, SimClock, get_json
 from tests.spec import validate_response
 from workers.pi.times import format_ticks
 
@@ -24,8 +24,9 @@ EF_PATH = "/assetdatabases/{webId}/eventframes"
 
 
 def history_start(days: float) -> float:
-    """What the server computes at start: midnight UTC today minus HISTORY_DAYS."""
-    return (time.time() // 86_400) * 86_400 - days * 86_400
+    """What a server on a SimClock computes at start: midnight UTC of FIXED_NOW's day (a
+    session's SimClock stays on that day) minus HISTORY_DAYS."""
+    return (FIXED_NOW.timestamp() // 86_400) * 86_400 - days * 86_400
 
 
 def iso(ms: float) -> str:
@@ -57,10 +58,10 @@ def by_name(frames: list[Frame]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def past() -> tuple[EventFrameModel, list[Frame], int, int, int]:
+def past(mock_pi: MockServer) -> tuple[EventFrameModel, list[Frame], int, int, int]:
     """A closed stretch of history: (model, every frame there, range start, end, now)."""
     m = model()
-    now = int(time.time() * 1000)
+    now = int(mock_pi.clock.time() * 1000)
     lo = int(m.history_start_ms) + 2 * DAY_MS + 3 * 3_600_000
     hi = lo + 2 * 3_600_000
     frames = list(m.frames_between(0, (lo + 2 * DAY_MS) // m.slot_ms, now))
@@ -270,8 +271,15 @@ def future_webid(f: Frame) -> str:
 
 
 def test_open_frames_close_later_with_the_same_webid(mock_pi_factory: Any) -> None:
+    clock = SimClock.start()
     server = mock_pi_factory(
-        tag_count=100, seed=5, rate_limit=0, history_days=0.001, ef_slot_seconds=1, ef_per_slot=2
+        clock=clock,
+        tag_count=100,
+        seed=5,
+        rate_limit=0,
+        history_days=0.001,
+        ef_slot_seconds=1,
+        ef_per_slot=2,
     )
     m = EventFrameModel(AfModel(5, 100), history_start(0.001), 1, 2)
     db = AfModel(5, 100).database_webid
@@ -279,10 +287,10 @@ def test_open_frames_close_later_with_the_same_webid(mock_pi_factory: Any) -> No
     assert open_now
     assert {f["EndTime"] for f in open_now} == {OPEN_END}
     assert not any(f["AreValuesCaptured"] for f in open_now)
-    now = int(time.time() * 1000)
+    now = int(clock.time() * 1000)
     known = {f.webid: f for f in m.frames_between(now // 1000 - 90, now // 1000 + 1, now + 5000)}
     soonest = min((known[f["WebId"]] for f in open_now), key=lambda f: f.planned_end_ms)
-    wait = soonest.planned_end_ms / 1000 - time.time() + 0.3
+    wait = soonest.planned_end_ms / 1000 - clock.time() + 0.3
     assert wait < 10
     time.sleep(max(0.0, wait))
     status, body = get_json(f"{server.url}/eventframes/{soonest.webid}")

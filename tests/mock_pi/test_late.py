@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from mock_pi.catalog import Point
 from mock_pi.series import OUTAGE_PERIOD, Series
-from tests.conftest import MockServer
+from tests.conftest import MockServer, SimClock
 from tests.mock_pi import get, iso, truth_for, url
 
 LATE_SECONDS = 3
@@ -15,9 +15,10 @@ LATE_SECONDS = 3
 
 def test_recorded_grows_then_equals_the_truth(mock_pi_factory: Callable[..., MockServer]) -> None:
     settings = {"tag_count": 300, "seed": 42, "late_fraction": 1, "late_seconds": LATE_SECONDS}
-    truth = truth_for(**settings)
-    server = mock_pi_factory(**settings, rate_limit=0)
-    began = time.time()
+    clock = SimClock.start()
+    truth = truth_for(clock, **settings)
+    server = mock_pi_factory(clock=clock, **settings, rate_limit=0)
+    began = clock.time()
     start, end = iso(began - 15), iso(began)
 
     def in_outage(series: Series) -> bool:
@@ -47,9 +48,9 @@ def test_recorded_grows_then_equals_the_truth(mock_pi_factory: Callable[..., Moc
         endTime=end,
         maxCount=10_000,
     )
-    asked = time.time()
+    asked = clock.time()
     _, first = get(target)
-    answered = time.time()
+    answered = clock.time()
     seen_before = truth.recorded(point, start, end, at=asked)
     seen_after = truth.recorded(point, start, end, at=answered)
     assert first["Items"][: len(seen_before)] == seen_before

@@ -7,15 +7,14 @@ between pages, which is what this test makes sure happens.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from mock_pi.catalog import Catalog
-from tests.conftest import MockServer
+from tests.conftest import FIXED_NOW, MockServer
 from tests.mock_pi import get, iso, truth_for, url
 from tests.spec import validate_response
 
-END = time.time() - 7200
+END = FIXED_NOW.timestamp() - 7200
 START = END - 1200
 
 
@@ -43,7 +42,7 @@ def walk(fetch: Any, start: str, end: str, page_size: int) -> tuple[list[dict], 
 
 
 def test_paging_returns_each_value_once_across_split_runs(mock_pi: MockServer) -> None:
-    truth = truth_for(tag_count=1000, seed=42)
+    truth = truth_for(mock_pi.clock, tag_count=1000, seed=42)
     catalog = Catalog(42, 1000)
     point = next(
         p

@@ -19,11 +19,12 @@ from mock_pi.catalog import SCAN_PERIODS, Catalog
 from mock_pi.faults import BROKEN_JSON
 from mock_pi.settings import MockSettings
 from mock_pi.truth import QUARANTINE_REASON, GroundTruth
-from tests.conftest import MockServer, get_json, start_mock
+from tests.conftest import FIXED_NOW, MockServer, get_json, start_mock
 
 DAY = datetime(2026, 1, 5, tzinfo=UTC)
 AFTER = (DAY + timedelta(days=2)).timestamp()
-RECENT = (datetime.now(UTC) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+# Two days before the clock of `bad_mock`: inside its archive, the same on every run.
+RECENT = FIXED_NOW - timedelta(days=2)
 
 
 def fixed(**settings: object) -> GroundTruth:
@@ -161,13 +162,23 @@ def test_truth_tables_split_good_from_quarantined() -> None:
 
 @pytest.fixture(scope="module")
 def bad_mock() -> Iterator[MockServer]:
-    server = start_mock(tag_count=1000, seed=42, rate_limit=0, bad_fraction=0.2, scan_scale=2)
+    server = start_mock(
+        tag_count=1000, seed=42, rate_limit=0, bad_fraction=0.2, scan_scale=2, clock_start=FIXED_NOW
+    )
     yield server
     server.stop()
 
 
 def test_server_serves_what_the_truth_says(bad_mock: MockServer) -> None:
-    truth = GroundTruth(MockSettings(tag_count=1000, seed=42, bad_fraction=0.2, scan_scale=2))
+    truth = GroundTruth(
+        MockSettings(
+            tag_count=1000,
+            seed=42,
+            bad_fraction=0.2,
+            scan_scale=2,
+            clock_start=FIXED_NOW.isoformat(),
+        )
+    )
     points = [truth.state.catalog.point(i) for i in range(0, 1000, 37)]
     start, end = RECENT, RECENT + timedelta(minutes=30)
     status, body = raw_get(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import numpy as np
@@ -10,9 +9,10 @@ import numpy as np
 from mock_pi.catalog import Catalog
 from mock_pi.settings import MockSettings
 from mock_pi.truth import SCHEMA, GroundTruth
+from tests.conftest import FIXED_NOW
 from workers.pi.times import TICKS_PER_SECOND, format_ticks, parse_pi_ticks
 
-NOW = time.time()
+NOW = FIXED_NOW.timestamp()
 END = NOW - 600
 START = END - 3 * 3600
 TICK = 1
@@ -27,7 +27,7 @@ def at(seconds: float) -> int:
 
 
 def truth(**settings: object) -> GroundTruth:
-    return GroundTruth(MockSettings(tag_count=200, **settings))
+    return GroundTruth(MockSettings(tag_count=200, clock_start=FIXED_NOW.isoformat(), **settings))
 
 
 def test_any_range_is_the_union_of_its_parts() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from mock_pi.settings import MockSettings
 from mock_pi.truth import GroundTruth
-from tests.conftest import get_json
+from tests.conftest import SimClock, get_json
 from tests.mock_pi.test_protocol import XRW, call
 from tests.spec import validate_response
 
@@ -64,8 +64,9 @@ def check_window(truth: GroundTruth, sent: list[str], body: dict[str, Any], n: i
 
 
 def test_register_retrieve_chain_expire_and_register_again(mock_pi_factory) -> None:
-    server = mock_pi_factory(rate_limit=0, **SETTINGS)
-    truth = GroundTruth(MockSettings(**SETTINGS))
+    clock = SimClock.start()
+    server = mock_pi_factory(clock=clock, rate_limit=0, **SETTINGS)
+    truth = GroundTruth(MockSettings(**SETTINGS), clock=clock.time)
     server_id = get_json(server.url + "/dataservers")[1]["Items"][0]["WebId"]
     points = get_json(f"{server.url}/dataservers/{server_id}/points?maxCount=50")[1]["Items"]
     web_ids = [p["WebId"] for p in points]
@@ -99,7 +100,7 @@ def test_register_retrieve_chain_expire_and_register_again(mock_pi_factory) -> N
     total += check_window(truth, second, retrieve(server, second), 2)
     assert total > 0
 
-    time.sleep(max(0.0, 3.3 - (time.time() - issued_ticks(first[0]) / 1e7)))
+    time.sleep(max(0.0, 3.3 - (clock.time() - issued_ticks(first[0]) / 1e7)))
     expired = retrieve(server, [first[0], "abc_1"])["Items"]
     assert expired == [
         {

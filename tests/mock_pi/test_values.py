@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from mock_pi.catalog import Catalog, Point
-from tests.conftest import MockServer
+from tests.conftest import FIXED_NOW, MockServer
 from tests.mock_pi import get, get_raw, iso, truth_for, url
 from tests.spec import validate_response
 from workers.pi.times import format_ticks, parse_pi_ticks
@@ -21,14 +20,14 @@ KINDS: dict[str, Point] = {}
 for _i in range(1000):
     KINDS.setdefault(CATALOG.point(_i).kind.prefix, CATALOG.point(_i))
 POINTS = list(KINDS.values())
-NOW = time.time()
+NOW = FIXED_NOW.timestamp()
 END = NOW - 3600
 START = END - 1800
 
 
 @pytest.fixture(scope="module")
-def truth() -> Any:
-    return truth_for(tag_count=1000, seed=42)
+def truth(mock_pi: MockServer) -> Any:
+    return truth_for(mock_pi.clock, tag_count=1000, seed=42)
 
 
 def ticks(text: str) -> int:
@@ -142,7 +141,7 @@ def test_time_strings(mock_pi: MockServer, truth: Any) -> None:
     assert after["Items"] == []
     _, recent = get(url(mock_pi.url, f"/streams/{point.webid}/recorded", startTime="*-30m"))
     first = ticks(recent["Items"][0]["Timestamp"])
-    assert first >= (time.time() - 1800 - 60) * 10_000_000
+    assert first >= (mock_pi.clock.time() - 1800 - 60) * 10_000_000
     assert get(url(mock_pi.url, f"/streams/{point.webid}/recorded", startTime="*-1x")) == (
         400,
         {"Errors": ["Cannot parse time string '*-1x'."]},
@@ -173,8 +172,14 @@ def assert_interpolated(item: dict[str, Any], truth: Any, point: Point) -> None:
 def test_boundary_types(mock_pi: MockServer, truth: Any) -> None:
     point = KINDS["TI"]
     inside = truth.recorded(point, iso(START), iso(END))
-    before = truth.recorded(point, iso(START - 3600), iso(START))
-    after = truth.recorded(point, iso(END), iso(END + 3600))
+
+    def at_bound(moment: float) -> bool:
+        return bool(truth.recorded(point, iso(moment), iso(moment)))
+
+    # Outside adds the last value before the range and the first after it, unless a value
+    # stands at that bound (as one may at these whole seconds).
+    before = [] if at_bound(START) else truth.recorded(point, iso(START - 3600), iso(START))[-1:]
+    after = [] if at_bound(END) else truth.recorded(point, iso(END), iso(END + 3600))[:1]
     base = url(
         mock_pi.url,
         f"/streams/{point.webid}/recorded",
@@ -183,13 +188,14 @@ def test_boundary_types(mock_pi: MockServer, truth: Any) -> None:
         maxCount=10_000,
     )
     _, outside = get(base + "&boundaryType=Outside")
-    assert outside["Items"] == [before[-1], *inside, after[0]]
+    assert outside["Items"] == [*before, *inside, *after]
     _, interp = get(base + "&boundaryType=interpolated")
     validate_response(interp, "/streams/{webId}/recorded")
     items = interp["Items"]
     assert ticks(items[0]["Timestamp"]) == ticks(iso(START))
     assert ticks(items[-1]["Timestamp"]) == ticks(iso(END))
-    assert items[1:-1] == inside
+    bounds = (ticks(iso(START)), ticks(iso(END)))  # interpolated there instead
+    assert items[1:-1] == [v for v in inside if ticks(v["Timestamp"]) not in bounds]
     assert_interpolated(items[0], truth, point)
     assert_interpolated(items[-1], truth, point)
     assert get(base + "&boundaryType=Sideways") == (
@@ -235,12 +241,12 @@ def test_interpolated_and_value_at_time(mock_pi: MockServer, truth: Any) -> None
 
 def test_end_and_current_value(mock_pi: MockServer, truth: Any) -> None:
     point = KINDS["SI"]
-    began = time.time()
+    began = mock_pi.clock.time()
     status, end = get(f"{mock_pi.url}/streams/{point.webid}/end")
     assert status == 200
     validate_response(end, "/streams/{webId}/end")
     stamp = ticks(end["Timestamp"]) / 10_000_000
-    assert began - 600 < stamp <= time.time()
+    assert began - 600 < stamp <= mock_pi.clock.time()
     assert end == truth.recorded(point, end["Timestamp"], end["Timestamp"])[-1]
     _, value = get(f"{mock_pi.url}/streams/{point.webid}/value")
     validate_response(value, "/streams/{webId}/value")
@@ -377,8 +383,8 @@ def test_gzip_when_accepted(mock_pi: MockServer) -> None:
 def test_same_seed_same_bodies_other_seed_differs(
     mock_pi: MockServer, mock_pi_factory: Callable[..., MockServer]
 ) -> None:
-    twin = mock_pi_factory(tag_count=1000, seed=42, rate_limit=0)
-    other = mock_pi_factory(tag_count=1000, seed=7, rate_limit=0)
+    twin = mock_pi_factory(tag_count=1000, seed=42, rate_limit=0, clock_start=FIXED_NOW)
+    other = mock_pi_factory(tag_count=1000, seed=7, rate_limit=0, clock_start=FIXED_NOW)
     webids = [CATALOG.point(i).webid for i in range(20)]
     other_ids = [Catalog(7, 1000).point(i).webid for i in range(20)]
     query = {"startTime": iso(START), "endTime": iso(END), "selectedFields": "Items.Items"}

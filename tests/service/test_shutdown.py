@@ -13,17 +13,17 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from deltalake.exceptions import TableNotFoundError
 
-from tests.conftest import ROOT, MockServer
+from tests.conftest import ROOT, MockServer, SimClock
 from tests.e2e.helpers import (
-    aligned_past,
     assert_same,
     checkpoints,
     expected,
+    fixed_past,
     iso,
     metrics_port_env,
     read_table,
@@ -75,9 +75,9 @@ def held_back_env(mock: MockServer, target: Path, start: datetime) -> tuple[dict
 def test_sigterm_flushes_buffer_and_loses_nothing(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
-    mock = mock_pi_factory(tag_count=TAGS, seed=7)
+    mock = mock_pi_factory(clock=SimClock.start(), tag_count=TAGS, seed=7)
     target = tmp_path / "lake"
-    start = aligned_past(10)
+    start = fixed_past(10)
     env, port = held_back_env(mock, target, start)
     worker = start_worker("run", env=env, log=tmp_path / "worker.log")
     try:
@@ -107,9 +107,9 @@ def test_sigterm_during_a_pi_outage_still_flushes_and_exits_0(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
     """Kubernetes sends SIGTERM whatever PI is doing; the buffer must still be committed."""
-    mock = mock_pi_factory(tag_count=TAGS, seed=8)
+    mock = mock_pi_factory(clock=SimClock.start(), tag_count=TAGS, seed=8)
     target = tmp_path / "lake"
-    start = aligned_past(10)
+    start = fixed_past(10)
     env, port = held_back_env(mock, target, start)
     worker = start_worker("run", env=env, log=tmp_path / "worker.log")
     try:
@@ -144,16 +144,17 @@ def restart(mock: MockServer) -> MockServer:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    return MockServer(proc, mock.port, mock.env)
+    return MockServer(proc, mock.port, mock.env, mock.clock)
 
 
 def test_run_outlives_a_pi_outage_and_catches_up_exactly(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
     """PI down longer than every retry: `run` keeps polling (no crash loop), then catches up."""
-    mock = mock_pi_factory(tag_count=TAGS, seed=9)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=TAGS, seed=9)
     target = tmp_path / "lake"
-    start = aligned_past(10)
+    start = fixed_past(10)
     env, port = metrics_port_env(
         worker_env(
             mock,
@@ -180,7 +181,7 @@ def test_run_outlives_a_pi_outage_and_catches_up_exactly(
         assert wait_for(lambda: outage_errors() >= 3, 60), worker.text()[-3000:]
         assert worker.alive(), worker.text()[-3000:]
         back = restart(mock)
-        resumed = datetime.now(UTC)
+        resumed = clock.now()
         assert wait_for(lambda: min(checkpoints(target).values()) > resumed, 60), worker.text()[
             -3000:
         ]

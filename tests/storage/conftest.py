@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +25,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from tests.conftest import ROOT, MockServer, free_port
+from tests.conftest import FIXED_NOW, ROOT, MockServer, free_port
 from tests.e2e.helpers import assert_same, expected, truth_for, worker_env
 from tests.storage.azurite_proxy import StartFromProxy
 from tests.storage.uc_server import UCServer
@@ -35,8 +35,9 @@ AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
-# A whole day two days back: settled history for backfills, the same in every test.
-DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+# A whole day two days before FIXED_NOW: settled history for backfills from a mock-pi whose
+# clock starts at FIXED_NOW (`clock_start=FIXED_NOW`), the same in every test and every run.
+DAY = FIXED_NOW.replace(hour=0) - timedelta(days=2)
 MOTO_KEYS = {"AWS_ACCESS_KEY_ID": "moto-admin", "AWS_SECRET_ACCESS_KEY": "moto-secret"}
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tests.conftest import MockServer
+from tests.conftest import FIXED_NOW, MockServer, SimClock
 from tests.e2e.helpers import (
-    aligned_past,
+    fixed_past,
     iso,
     ok,
     pidelta,
@@ -32,7 +32,7 @@ def sizes(table: object) -> list[int]:
 def test_compaction_and_vacuum_keep_the_truth(
     mock_pi_factory: Callable[..., MockServer], moto_s3: S3
 ) -> None:
-    mock = mock_pi_factory(tag_count=200, rate_limit=0)
+    mock = mock_pi_factory(tag_count=200, rate_limit=0, clock_start=FIXED_NOW)
     start, end = DAY, DAY + timedelta(hours=3)
     env = store_env(mock, moto_s3, "maint", backfill_window=900, commit_max_rows=20_000)
     ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
@@ -61,7 +61,7 @@ def test_maintenance_beside_writers_fails_no_commit(
     mock_pi_factory: Callable[..., MockServer], moto_s3: S3, tmp_path: Path
 ) -> None:
     """Two shards append small commits while `pidelta maintain` compacts in a loop."""
-    mock = mock_pi_factory(tag_count=60, rate_limit=0)
+    mock = mock_pi_factory(tag_count=60, rate_limit=0, clock_start=FIXED_NOW)
     start, end = DAY + timedelta(hours=6), DAY + timedelta(hours=7)
     envs = [
         store_env(
@@ -114,8 +114,8 @@ def test_run_maintains_on_its_schedule(
     mock_pi_factory: Callable[..., MockServer], moto_s3: S3, tmp_path: Path
 ) -> None:
     """`run` on the maintaining shard compacts every PIDELTA_MAINTAIN_INTERVAL seconds."""
-    mock = mock_pi_factory(tag_count=50, rate_limit=0)
-    origin = aligned_past(3)
+    mock = mock_pi_factory(clock=SimClock.start(), tag_count=50, rate_limit=0)
+    origin = fixed_past(3)
     env = store_env(
         mock,
         moto_s3,

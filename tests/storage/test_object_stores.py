@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-from tests.conftest import MockServer
+from tests.conftest import FIXED_NOW, MockServer, SimClock
 from tests.e2e.helpers import (
-    aligned_past,
+    fixed_past,
     iso,
     ok,
     pidelta,
@@ -22,7 +22,7 @@ from tests.storage.conftest import DAY, ObjectStore, store_env, store_holds_trut
 def test_backfill_equals_truth(
     mock_pi_factory: Callable[..., MockServer], object_store: ObjectStore
 ) -> None:
-    mock = mock_pi_factory(tag_count=100, rate_limit=0)
+    mock = mock_pi_factory(tag_count=100, rate_limit=0, clock_start=FIXED_NOW)
     start, end = DAY, DAY + timedelta(hours=1)
     env = store_env(mock, object_store, "backfill", backfill_window=1200)
     ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
@@ -34,8 +34,9 @@ def test_backfill_equals_truth(
 def test_run_equals_truth(
     mock_pi_factory: Callable[..., MockServer], object_store: ObjectStore, tmp_path: Path
 ) -> None:
-    mock = mock_pi_factory(tag_count=100, rate_limit=0)
-    origin = aligned_past(5)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=100, rate_limit=0)
+    origin = fixed_past(5)
     env = store_env(
         mock,
         object_store,
@@ -50,4 +51,4 @@ def test_run_equals_truth(
     assert worker.terminate() == 0, worker.text()[-3000:]
     cps = store_holds_truth(mock, object_store, "run", "pidelta-ts-", origin)
     assert len(cps) == 100
-    assert min(cps.values()) > datetime.now(UTC) - timedelta(minutes=1)
+    assert min(cps.values()) > clock.now() - timedelta(minutes=1)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from tests.conftest import MockServer
+from tests.conftest import FIXED_NOW, MockServer
 from tests.e2e.helpers import iso, start_worker
 from tests.storage.conftest import DAY, S3, store_env, store_holds_truth
 
@@ -16,7 +16,7 @@ def test_four_shards_append_to_one_s3_table(
     mock_pi_factory: Callable[..., MockServer], moto_s3: S3, tmp_path: Path
 ) -> None:
     """Four `backfill` workers at once, small commits: every commit lands exactly once."""
-    mock = mock_pi_factory(tag_count=60, rate_limit=0)
+    mock = mock_pi_factory(tag_count=60, rate_limit=0, clock_start=FIXED_NOW)
     start, end = DAY + timedelta(hours=3), DAY + timedelta(minutes=200)
     workers = []
     for shard in range(4):

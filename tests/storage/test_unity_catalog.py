@@ -16,9 +16,9 @@ import boto3
 import pyarrow as pa
 import pytest
 
-from tests.conftest import MockServer
+from tests.conftest import FIXED_NOW, MockServer, SimClock
 from tests.e2e.helpers import (
-    aligned_past,
+    fixed_past,
     iso,
     ok,
     pidelta,
@@ -73,7 +73,7 @@ def uc_holds_truth(
 def test_missing_tables_created_external_and_backfill_equals_truth(
     mock_pi_factory: Callable[..., MockServer], uc_server: UCServer, moto_s3: S3
 ) -> None:
-    mock = mock_pi_factory(tag_count=50, rate_limit=0)
+    mock = mock_pi_factory(tag_count=50, rate_limit=0, clock_start=FIXED_NOW)
     start, end = DAY, DAY + timedelta(minutes=30)
     env = env_for(mock, uc_server, backfill_window=600)
     result = ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
@@ -248,8 +248,10 @@ def test_run_across_many_credential_expiries_loses_nothing(
     mock_pi_factory: Callable[..., MockServer], uc_server: UCServer, moto_s3: S3, tmp_path: Path
 ) -> None:
     """80 s of `run` with 15 s credentials: five expiries per table, none met by a write."""
-    mock = mock_pi_factory(tag_count=100, rate_limit=0)
-    origin = aligned_past(3)
+    clock = SimClock.start()
+    uc_server.gate.clock = clock.time
+    mock = mock_pi_factory(clock=clock, tag_count=100, rate_limit=0)
+    origin = fixed_past(3)
     env = env_for(
         mock,
         uc_server,
@@ -277,4 +279,4 @@ def test_run_across_many_credential_expiries_loses_nothing(
     )
     cps = uc_holds_truth(mock, moto_s3, uc_server, "pidelta-ts-", origin)
     assert len(cps) == 100
-    assert min(cps.values()) > datetime.now(UTC) - timedelta(minutes=1)
+    assert min(cps.values()) > clock.now() - timedelta(minutes=1)

@@ -21,6 +21,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ import jsonschema
 import yaml
 from aiohttp import web
 
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "reference" / "unitycatalog-api.yaml"
+from tests.spec import REFERENCE
+
+SPEC = REFERENCE / "unitycatalog-api.yaml"
 API = "/api/2.1/unity-catalog"
 VENDED_PREFIX = "ASIAUCTEST"
 _KEY = re.compile(r"Credential=([A-Z0-9]+)/")
@@ -51,9 +54,11 @@ class SpecValidator:
 
 @dataclass
 class Gate:
-    """The vended keys and their expiry; counts what it refused."""
+    """The vended keys and their expiry; counts what it refused. Its clock is the UC
+    server's too: a test whose workers run on a `SimClock` sets it to that clock."""
 
     expiry: dict[str, float] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time  # the workers' clock (a test's SimClock)
     refused_expired: int = 0
     refused_unknown: int = 0
     forwarded: int = 0
@@ -65,14 +70,14 @@ class Gate:
         if expires is None:
             self.refused_unknown += 1
             return 403, "InvalidAccessKeyId"
-        if time.time() >= expires:
+        if self.clock() >= expires:
             self.refused_expired += 1
             return 400, "ExpiredToken"
         return None
 
     def revoke_all(self) -> None:
         """Make every vended key expire now (a credential that dies mid-flight)."""
-        now = time.time()
+        now = self.clock()
         for key in self.expiry:
             self.expiry[key] = min(self.expiry[key], now)
 
@@ -172,7 +177,7 @@ class UCServer:
             "columns": [],
             "properties": {},
             "table_id": str(uuid.uuid4()),
-            "created_at": int(time.time() * 1000),
+            "created_at": int(self.gate.clock() * 1000),
             "owner": "admin",
             **info,
         }
@@ -194,7 +199,7 @@ class UCServer:
         if token == self.token:
             return True
         expires = self.state.tokens.get(token)
-        return expires is not None and time.time() < expires
+        return expires is not None and self.gate.clock() < expires
 
     async def _get_table(self, request: web.Request) -> web.Response:
         self.state.requests.append(("GET", request.path))
@@ -238,7 +243,7 @@ class UCServer:
         if table is None:
             return self._error(404, "TABLE_DOES_NOT_EXIST", "no table with that id")
         key = VENDED_PREFIX + secrets.token_hex(5).upper()
-        expires = time.time() + self.credential_seconds
+        expires = self.gate.clock() + self.credential_seconds
         self.gate.expiry[key] = expires
         self.state.vended += 1
         secret, session = secrets.token_hex(20), secrets.token_hex(32)
@@ -272,7 +277,7 @@ class UCServer:
         ):
             return web.json_response({"error": "invalid_client"}, status=401)
         token = "oauth-" + secrets.token_hex(16)
-        self.state.tokens[token] = time.time() + self.oauth_seconds
+        self.state.tokens[token] = self.gate.clock() + self.oauth_seconds
         return web.json_response(
             {"access_token": token, "token_type": "Bearer", "expires_in": self.oauth_seconds}
         )
