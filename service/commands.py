@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import sys
 import time
@@ -298,7 +299,8 @@ class _Progress:
             self._bar.close()
 
     def update(self, done: float, total: float) -> None:
-        share = 100.0 * min(1.0, done / total) if total else 100.0
+        # Rounded down, so only a finished range prints 100.0 %.
+        share = math.floor(1000.0 * min(1.0, done / total)) / 10.0 if total else 100.0
         if self._bar is not None:
             self._bar.n = round(share, 2)
             self._bar.refresh()

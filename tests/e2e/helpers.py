@@ -193,7 +193,7 @@ def expected(
     parts = [
         truth.recorded_table(webids, ticks(s), ticks(e), at=at)
         for (s, e), webids in groups.items()
-        if e > s
+        if e >= s
     ]
     return pa.concat_tables(parts) if parts else truth.recorded_table([], 0, 0)
 
@@ -205,7 +205,7 @@ def expected_quarantine(
     parts = [
         truth.quarantine_table([webid], ticks(s), ticks(e))
         for webid, (s, e) in ranges.items()
-        if e > s
+        if e >= s
     ]
     return pa.concat_tables(parts) if parts else truth.quarantine_table([], 0, 0)
 
