@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pytest
 
 from mock_pi.catalog import KINDS
-from tests.conftest import FIXED_NOW, MockServer, start_mock
+from tests.conftest import FIXED_NOW, MockServer, SimClock, start_mock
 from tests.e2e.helpers import (
     COMPARED,
     assert_same,
@@ -35,9 +35,6 @@ from tests.e2e.helpers import (
     worker_env,
 )
 
-DAY_START = (datetime.now(UTC) - timedelta(days=2)).replace(
-    hour=0, minute=0, second=0, microsecond=0
-)
 # The day `coarse_mock` (its clock starting at FIXED_NOW) serves: the same on every run.
 FIXED_DAY = FIXED_NOW.replace(hour=0) - timedelta(days=2)
 SCAN_SCALE = 4.5
@@ -129,25 +126,30 @@ def test_backfill_1000_tags_one_day_equals_truth(coarse_mock: MockServer, tmp_pa
     assert read_table(tmp_path).num_rows == rows
 
 
-def test_backfill_pages_small_calls_exactly(mock_pi: MockServer, tmp_path: Path) -> None:
+def test_backfill_pages_small_calls_exactly(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
     """maxCount 7 per stream and 2 kB URLs: every stream pages, values shared by one
     timestamp straddle pages, and the table is still exact."""
-    start, end = DAY_START + timedelta(hours=5), DAY_START + timedelta(hours=5, minutes=10)
+    mock = mock_pi_factory(tag_count=1000, seed=42, rate_limit=0, clock_start=FIXED_NOW)
+    start, end = FIXED_DAY + timedelta(hours=5), FIXED_DAY + timedelta(hours=5, minutes=10)
     env = worker_env(
-        mock_pi, tmp_path, pi_page_size=7, pi_max_url_bytes=2048, tag_filter="*-00001??.PV"
+        mock, tmp_path, pi_page_size=7, pi_max_url_bytes=2048, tag_filter="*-00001??.PV"
     )
     ok(pidelta("backfill", "--start", iso(start), "--end", iso(end), env=env))
     cps = checkpoints(tmp_path, "pidelta-bf-")
     assert len(cps) == 100
-    assert_same(read_table(tmp_path), expected(truth_for(mock_pi), {w: (start, end) for w in cps}))
+    assert_same(read_table(tmp_path), expected(truth_for(mock), {w: (start, end) for w in cps}))
 
 
 def test_backfill_into_the_future_is_capped_and_completed_later(
-    mock_pi: MockServer, tmp_path: Path
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
     """An end a minute ahead: the first run stops at now minus the safety lag and says the
     range is unfinished; the same command after the end has passed loads exactly the rest."""
-    now = datetime.now(UTC).replace(microsecond=0)
+    clock = SimClock.start()
+    mock_pi = mock_pi_factory(clock=clock, tag_count=1000, seed=42, rate_limit=0)
+    now = FIXED_NOW
     start, end = now - timedelta(minutes=3), now + timedelta(seconds=60)
     env = worker_env(mock_pi, tmp_path, tag_filter="*-000010?.PV", safety_lag=2)
     command = ("backfill", "--start", iso(start), "--end", iso(end))
@@ -171,7 +173,7 @@ def test_backfill_into_the_future_is_capped_and_completed_later(
         f"{_iso(start)} .. {_iso(end)}\t{_iso(cap)}"
     )
 
-    time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds() + 3))
+    time.sleep(max(0.0, (end - clock.now()).total_seconds() + 3))
     second = ok(pidelta(*command, env=env))
     assert "unfinished" not in second.stderr
     # One app-id vocabulary (status shows pidelta-bf-...), and 100 % said once.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,10 +14,10 @@ from mock_pi.catalog import Catalog
 from service.status import collect_status, format_status
 from shard_config.jump_hash import JumpHash
 from shard_config.plan import compute_plan, format_plan
-from tests.conftest import MockServer
+from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import (
-    aligned_past,
     checkpoints,
+    fixed_past,
     iso,
     metrics_port_env,
     ok,
@@ -215,9 +215,13 @@ def test_shards_plan_is_the_plan_of_the_discovered_tags(
     assert out == format_plan(compute_plan(webids, 5)) + "\n"
 
 
-def test_status_groups_shards_by_generation(mock_pi: MockServer, tmp_path: Path) -> None:
+def test_status_groups_shards_by_generation(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    clock = SimClock.start()
+    mock_pi = mock_pi_factory(clock=clock, tag_count=1000, seed=42, rate_limit=0)
     target = tmp_path / "lake"
-    env = worker_env(mock_pi, target, start=iso(aligned_past(3)), tag_filter="TI-*")
+    env = worker_env(mock_pi, target, start=iso(fixed_past(3)), tag_filter="TI-*")
     empty = pidelta("status", env=env)
     assert empty.returncode == 1
     assert empty.stdout == ""
@@ -254,7 +258,7 @@ def test_status_groups_shards_by_generation(mock_pi: MockServer, tmp_path: Path)
     )
     # An hour later without a commit, the running shard is stale.
     report = collect_status(TableStore(str(target)))
-    later = format_status(report, datetime.now(UTC) + timedelta(hours=1)).splitlines()
+    later = format_status(report, clock.now() + timedelta(hours=1)).splitlines()
     assert later[2].endswith("\tstale: no commit for 1h 0m")
 
 
@@ -270,10 +274,13 @@ def test_backfill_entirely_in_the_future_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "lake").exists()
 
 
-def test_lag_counts_committed_checkpoints_only(mock_pi: MockServer, tmp_path: Path) -> None:
+def test_lag_counts_committed_checkpoints_only(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
     """Batches buffered but not committed (a commit every 10 minutes here) leave the lag
     where the table is: at the start, three minutes back; the buffer has its own gauge."""
-    start = aligned_past(3)
+    mock_pi = mock_pi_factory(clock=SimClock.start(), tag_count=1000, seed=42, rate_limit=0)
+    start = fixed_past(3)
     env, port = metrics_port_env(
         worker_env(
             mock_pi,
@@ -322,8 +329,11 @@ def _scraped(port: int) -> dict[str, float]:
         return {}
 
 
-def test_each_time_series_commit_is_one_info_line(mock_pi: MockServer, tmp_path: Path) -> None:
-    start = aligned_past(3)
+def test_each_time_series_commit_is_one_info_line(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    mock_pi = mock_pi_factory(clock=SimClock.start(), tag_count=1000, seed=42, rate_limit=0)
+    start = fixed_past(3)
     env = worker_env(mock_pi, tmp_path, start=iso(start), tag_filter="TI-*")
     result = ok(pidelta("once", env=env))
     lines = [

@@ -4,15 +4,16 @@ again and repaired. One-minute buckets over a 20-minute horizon keep it short.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 from deltalake import write_deltalake
 
-from tests.conftest import MockServer
+from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import (
-    aligned_past,
+    fixed_past,
     iso,
     metrics_port_env,
     ok,
@@ -44,12 +45,15 @@ def counter(port: int, result: str) -> float:
     return found.get(key, 0.0)
 
 
-def test_run_keeps_the_horizon_verified(mock_pi: MockServer, tmp_path: Path) -> None:
+def test_run_keeps_the_horizon_verified(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    mock_pi = mock_pi_factory(clock=SimClock.start(), tag_count=1000, seed=42, rate_limit=0)
     env, port = metrics_port_env(
         worker_env(
             mock_pi,
             tmp_path,
-            start=iso(aligned_past(12)),
+            start=iso(fixed_past(12)),
             tag_filter="TI-00000*",
             poll_interval=1,
             safety_lag=2,
