@@ -1,22 +1,26 @@
 """`pi_summaries` against mock-pi over HTTP (its clock set by the test): the table equals
 what `/streamsets/summary` returns for the same buckets, also after late values changed
-buckets already written; a bad PIDELTA_SUMMARIES stops the service with exit code 2."""
+buckets already written; `pidelta once` and `pidelta run` write them; a bad
+PIDELTA_SUMMARIES stops the service with exit code 2."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import polars as pl
 import pytest
 from aiohttp import web
 from deltalake import DeltaTable
 
 from mock_pi.app import create_app
 from mock_pi.settings import MockSettings
-from tests.e2e.helpers import pidelta
+from tests.conftest import MockServer, SimClock
+from tests.e2e.helpers import fixed_past, ok, pidelta, start_worker, wait_for, worker_env
 from tests.mock_pi import url
 from workers.lake.tables import PI_SUMMARIES, TableStore
 from workers.lake.writer import DeltaWriter
@@ -94,12 +98,12 @@ async def served_summaries(
     return out
 
 
-def table_rows(target: str) -> list[tuple]:
+def table_rows(target: str, basis: str = "TimeWeighted") -> list[tuple]:
     rows = DeltaTable(f"{target}/{PI_SUMMARIES}").to_pyarrow_table().to_pylist()
     for r in rows:
         length = (r["bucket_end"] - r["bucket_start"]).total_seconds()
         assert length == {"1h": HOUR, "1d": 86_400}[r["duration"]]
-        assert r["calculation_basis"] == "TimeWeighted"
+        assert r["calculation_basis"] == basis
         assert r["date"] == r["bucket_start"].date()
     return [
         (r["tag_webid"], r["duration"], r["summary_type"], r["bucket_start"], r["value"],
@@ -117,8 +121,8 @@ async def summaries_sync(settings: Settings, clock: Clock) -> tuple[list[TagInfo
 
 
 def settings_for(base: str, target: str, **extra: Any) -> Settings:
-    return load_settings(pi_url=base, target=target, summaries=SUMMARIES,
-                         start=iso(T0 - 2 * 86_400), safety_lag=0, **extra)  # fmt: skip
+    values = {"summaries": SUMMARIES, "start": iso(T0 - 2 * 86_400), "safety_lag": 0, **extra}
+    return load_settings(pi_url=base, target=target, **values)
 
 
 async def truth(base: str, tags: list[TagInfo], hourly_end: float) -> set[tuple]:
@@ -173,6 +177,64 @@ async def test_late_values_rewrite_the_buckets_they_change(
     assert hourly.rewritten == len(rewritten)
     assert hourly.inserted == TAGS * len(HOURLY)
     assert (daily.inserted, daily.rewritten) == (0, 0)
+
+
+async def test_event_weighted_summaries_equal_what_pi_returns(
+    served: Callable[..., Any], tmp_path: Any
+) -> None:
+    base, clock = await served()
+    target = str(tmp_path / "lake")
+    settings = settings_for(base, target, summaries=f"1h:{','.join(HOURLY)}",
+                            summaries_basis="EventWeighted", summaries_max_buckets=8)  # fmt: skip
+    tags, (hourly,) = await summaries_sync(settings, clock)
+    found = table_rows(target, "EventWeighted")
+    assert len(found) == len(set(found)) == hourly.inserted == TAGS * 47 * len(HOURLY)
+    start = T0 - 2 * 86_400 + HOUR - 300
+    truth = await served_summaries(base, tags, "1h", HOUR, HOURLY, start, T0 - 300,
+                                   "EventWeighted")  # fmt: skip
+    assert set(found) == truth
+    counts = {r[4] for r in found if r[2] == "Count" and r[4] is not None}
+    assert counts
+    assert all(c == int(c) for c in counts)  # events, not seconds
+
+
+def test_once_writes_the_closed_buckets(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=TAGS, rate_limit=0)
+    target = tmp_path / "lake"
+    env = worker_env(mock, target, start=fixed_past(6 * 60).isoformat(), safety_lag=0,
+                     summaries="1h:Average,Count")  # fmt: skip
+    ok(pidelta("once", env=env))
+    found = pl.from_arrow(DeltaTable(str(target / PI_SUMMARIES)).to_pyarrow_table())
+    assert isinstance(found, pl.DataFrame)
+    per_series = found.group_by("tag_webid", "summary_type").agg(
+        pl.len(), pl.col("bucket_start").min().alias("lo")
+    )
+    assert per_series.height == TAGS * 2
+    assert set(per_series["lo"]) == {fixed_past(6 * 60)}
+    assert set(per_series["len"]) == {6}  # the hours closed by FIXED_NOW, each once
+
+
+def test_run_writes_the_closed_buckets_until_stopped(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=TAGS, rate_limit=0)
+    target = tmp_path / "lake"
+    env = worker_env(mock, target, start=fixed_past(3 * 60).isoformat(), safety_lag=0,
+                     summaries="1h:Maximum")  # fmt: skip
+    worker = start_worker("run", env=env, log=tmp_path / "run.log")
+    log = target / PI_SUMMARIES / "_delta_log"
+    try:
+        assert wait_for(lambda: log.exists() and DeltaTable(str(log.parent)).version() >= 1,
+                        180), worker.text()[-3000:]  # fmt: skip
+    finally:
+        code = worker.terminate()
+    assert code == 0, worker.text()[-3000:]
+    found = DeltaTable(str(log.parent)).to_pyarrow_table()
+    assert found.num_rows == TAGS * 3
 
 
 @pytest.mark.parametrize(
