@@ -27,10 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import polars as pl
-from deltalake import Transaction
-from deltalake.table import TableMerger
 
-from workers.errors import SinkError
 from workers.lake.tables import PI_SUMMARIES, PI_SUMMARIES_SCHEMA
 from workers.lake.writer import DeltaWriter
 from workers.pi.client import PIClient
@@ -38,14 +35,16 @@ from workers.pi.times import format_us, parse_time, to_us
 from workers.settings import Settings, SummarySpec
 from workers.timeseries.discovery import TagInfo
 from workers.timeseries.summaries import SummaryAsk, SummarySource
+from workers.timeseries.watermarked import WatermarkedTable
 
 log = logging.getLogger(__name__)
 
 US = 1_000_000
-KEY = ["tag_webid", "duration", "calculation_basis", "summary_type", "bucket_start"]
-COMPARED = ["tag_name", "bucket_end", "value", "system_state", "percent_good", "units"]
-MERGE_KEY = " AND ".join(f"t.{c} = s.{c}" for c in ("date", *KEY))
-MERGE_ATTEMPTS = 5
+TABLE = WatermarkedTable(
+    PI_SUMMARIES, PI_SUMMARIES_SCHEMA,
+    ("tag_webid", "duration", "calculation_basis", "summary_type", "bucket_start"),
+    "bucket_start", "summaries",
+)  # fmt: skip
 UTC_US = pl.Datetime("us", "UTC")
 
 
@@ -118,10 +117,10 @@ async def _sync_one(
         new_rows = await _read(settings, source, tags, spec, watermark, end)
         again = 0 if done is None else lookback  # the first cycle has nothing written
         old_rows = await _read(settings, source, tags, spec, watermark - again, watermark)
-        changed = await asyncio.to_thread(_changed, writer, old_rows)
+        changed = await asyncio.to_thread(TABLE.changed, writer, old_rows)
         rows = pl.concat([new_rows, changed])
         if rows.height or end > watermark:
-            await asyncio.to_thread(_commit, writer, rows, app, end // US)
+            await asyncio.to_thread(TABLE.commit, writer, rows, app, end // US)
             commits += 1
             inserted += new_rows.height
             rewritten += changed.height
@@ -179,48 +178,3 @@ async def _read(
         )
         .select(PI_SUMMARIES_SCHEMA.names)
     )
-
-
-def _changed(writer: DeltaWriter, reread: pl.DataFrame) -> pl.DataFrame:
-    """The re-read rows that differ from the written ones (never a row the table does not
-    hold: a re-read only corrects what was written)."""
-    if reread.height == 0:
-        return reread
-    lo, hi = reread["bucket_start"].min(), reread["bucket_start"].max()
-    written = pl.from_arrow(
-        writer.table(PI_SUMMARIES).to_pyarrow_table(
-            columns=[*KEY, *COMPARED],
-            filters=[
-                ("date", ">=", lo.date()),  # type: ignore[union-attr]
-                ("date", "<=", hi.date()),  # type: ignore[union-attr]
-                ("bucket_start", ">=", lo),
-                ("bucket_start", "<=", hi),
-            ],
-        )
-    )
-    joined = reread.join(written, on=KEY, how="inner", suffix="_old")  # type: ignore[arg-type]
-    differs = pl.any_horizontal([~pl.col(c).eq_missing(pl.col(f"{c}_old")) for c in COMPARED])
-    return joined.filter(differs).select(reread.columns)
-
-
-def _commit(writer: DeltaWriter, rows: pl.DataFrame, app: str, watermark_s: int) -> None:
-    """One MERGE of the rows with the new watermark; again after a race with another shard."""
-    source = rows.to_arrow().cast(PI_SUMMARIES_SCHEMA)
-    metadata = {"pidelta.summaries.watermark": format_us(watermark_s * US)}
-    for attempt in range(1, MERGE_ATTEMPTS + 1):
-        done = writer.committed_version(PI_SUMMARIES, app)
-        if done is not None and done >= watermark_s and rows.height == 0:
-            return
-        try:
-            writer.merge(PI_SUMMARIES, source, MERGE_KEY, _upsert, metadata,
-                         transaction=Transaction(app, watermark_s))  # fmt: skip
-            return
-        except SinkError as exc:
-            if attempt == MERGE_ATTEMPTS:
-                raise
-            log.info("summaries merge lost a race (%s), tried again", exc)
-            time.sleep(0.2 * attempt)
-
-
-def _upsert(merger: TableMerger) -> TableMerger:
-    return merger.when_matched_update_all().when_not_matched_insert_all()
