@@ -48,9 +48,9 @@ async def run_schedules(
     metrics: Metrics,
 ) -> None:
     """A points sync every `points_interval`, the grid every grid step and the summaries
-    every shortest bucket when they are on, until stopped; a failed turn is logged, counted
-    (`pidelta_errors_total{kind="points_sync"}`, `"interpolated_sync"` or
-    `"summaries_sync"`) and tried again at its next turn."""
+    every `summaries_interval` (at most the shortest duration) when they are on, until
+    stopped; a failed turn is logged, counted (`pidelta_errors_total{kind="points_sync"}`,
+    `"interpolated_sync"` or `"summaries_sync"`) and tried again at its next turn."""
     observer = MetricsObserver(metrics)
     jobs = [
         _every("points", settings.points_interval,
@@ -65,8 +65,9 @@ async def run_schedules(
                    lifecycle, metrics)
         )  # fmt: skip
     if settings.summary_specs:
-        # Every shortest bucket: a bucket is written at the first turn after it closed.
-        every = min(spec.seconds for spec in settings.summary_specs)
+        # A bucket is written at the first turn after it closed, so a turn comes at least
+        # once per shortest duration.
+        every = min(settings.summaries_interval, *(s.seconds for s in settings.summary_specs))
         summaries_writer = _writer(settings, observer)
         jobs.append(
             _every("summaries", every,

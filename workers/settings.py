@@ -400,6 +400,12 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
     summaries_max_buckets: int = Field(
         default=168, ge=1, description="buckets per tag and duration read and written per commit"
     )
+    summaries_interval: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds between summaries cycles in `pidelta run` (at most the shortest "
+        "duration is used)",
+    )
 
     # Verification (`pidelta verify`, and `pidelta run` over a trailing horizon)
     verify_bucket: int = Field(
