@@ -1,4 +1,5 @@
-"""`pidelta points`, and the points sync and the interpolated grid of `run` and `once`.
+"""`pidelta points`, and the points sync, the interpolated grid and the summaries of `run`
+and `once`.
 
 Every shard syncs its own points (and shard 0 the digital state sets) and writes the grid
 of its own tags, so `run`, `once` and this command are started on every shard alike.
@@ -20,6 +21,7 @@ from workers.points.sync import sync_points
 from workers.settings import Settings
 from workers.timeseries.discovery import TagInfo
 from workers.timeseries.interpolated import sync_interpolated
+from workers.timeseries.summary_table import sync_summaries
 
 
 def points(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,10 +33,11 @@ def points(args: argparse.Namespace, settings: Settings) -> int:
 async def sync_once(
     settings: Settings, client: PIClient, tags: Collection[TagInfo], metrics: Metrics
 ) -> None:
-    """The points sync and the interpolated grid (when on) of `pidelta once`."""
+    """The points sync, the interpolated grid and the summaries (when on) of `pidelta once`."""
     observer = MetricsObserver(metrics)
     await sync_points(settings, client, observer)
     await sync_interpolated(settings, client, list(tags), _writer(settings, observer))
+    await sync_summaries(settings, client, list(tags), _writer(settings, observer))
 
 
 async def run_schedules(
@@ -44,9 +47,10 @@ async def run_schedules(
     lifecycle: Lifecycle,
     metrics: Metrics,
 ) -> None:
-    """A points sync every `points_interval`, and the grid every grid step when it is on,
-    until stopped; a failed turn is logged, counted (`pidelta_errors_total{kind=
-    "points_sync"}` or `"interpolated_sync"`) and tried again at its next turn."""
+    """A points sync every `points_interval`, the grid every grid step and the summaries
+    every `summaries_interval` (at most the shortest duration) when they are on, until
+    stopped; a failed turn is logged, counted (`pidelta_errors_total{kind="points_sync"}`,
+    `"interpolated_sync"` or `"summaries_sync"`) and tried again at its next turn."""
     observer = MetricsObserver(metrics)
     jobs = [
         _every("points", settings.points_interval,
@@ -58,6 +62,16 @@ async def run_schedules(
         jobs.append(
             _every("interpolated", step,
                    lambda: sync_interpolated(settings, client, list(tags()), writer),
+                   lifecycle, metrics)
+        )  # fmt: skip
+    if settings.summary_specs:
+        # A bucket is written at the first turn after it closed, so a turn comes at least
+        # once per shortest duration.
+        every = min(settings.summaries_interval, *(s.seconds for s in settings.summary_specs))
+        summaries_writer = _writer(settings, observer)
+        jobs.append(
+            _every("summaries", every,
+                   lambda: sync_summaries(settings, client, list(tags()), summaries_writer),
                    lifecycle, metrics)
         )  # fmt: skip
     await asyncio.gather(*jobs)

@@ -12,6 +12,7 @@ import difflib
 import json
 import os
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -381,6 +382,31 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         default=1440, ge=1, description="grid points per tag read and written per commit"
     )
 
+    # Summaries (pi_summaries, opt-in)
+    summaries: str | None = Field(
+        default=None,
+        description="summary buckets into pi_summaries, e.g. `1h:Average,Minimum;1d:Total` "
+        "(durations s, m, h, d; PI summary types); off when unset",
+    )
+    summaries_basis: Literal["TimeWeighted", "EventWeighted"] = Field(
+        default="TimeWeighted", description="PI's calculation basis of pi_summaries"
+    )
+    summaries_lookback: float = Field(
+        default=7200.0,
+        ge=0,
+        description="seconds of written buckets read again each cycle (at least the last "
+        "bucket), for late and edited values",
+    )
+    summaries_max_buckets: int = Field(
+        default=168, ge=1, description="buckets per tag and duration read and written per commit"
+    )
+    summaries_interval: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds between summaries cycles in `pidelta run` (at most the shortest "
+        "duration is used)",
+    )
+
     # Verification (`pidelta verify`, and `pidelta run` over a trailing horizon)
     verify_bucket: int = Field(
         default=3600,
@@ -473,6 +499,18 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         return (
             None if self.interpolated_interval is None else grid_seconds(self.interpolated_interval)
         )
+
+    @field_validator("summaries")
+    @classmethod
+    def _summaries(cls, value: str | None) -> str | None:
+        if value is not None:
+            summary_specs(value)
+        return value
+
+    @property
+    def summary_specs(self) -> tuple[SummarySpec, ...]:
+        """The durations and types of pi_summaries, none when it is off."""
+        return () if self.summaries is None else summary_specs(self.summaries)
 
     @field_validator("start", "events_start")
     @classmethod
@@ -597,6 +635,57 @@ def grid_seconds(text: str) -> int:
     if seconds < 1:
         raise ValueError(f"{text!r} is not a grid interval such as 30s, 1m, 1h or 1d")
     return seconds
+
+
+# PI Web API's summary types (SummaryType); `All` and friends are left out, as they
+# would not name one column of a row.
+SUMMARY_TYPES = (
+    "Total",
+    "Average",
+    "Minimum",
+    "Maximum",
+    "Range",
+    "StdDev",
+    "PopulationStdDev",
+    "Count",
+    "PercentGood",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SummarySpec:
+    """One duration of PIDELTA_SUMMARIES: its text (`1h`), seconds and summary types."""
+
+    duration: str
+    seconds: int
+    types: tuple[str, ...]
+
+
+def summary_specs(text: str) -> tuple[SummarySpec, ...]:
+    """`1h:Average,Count;1d:Total` -> the specs; a ValueError names what is wrong."""
+    specs: list[SummarySpec] = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        duration, sep, kinds = part.partition(":")
+        if not sep:
+            raise ValueError(f"{part!r} is not duration:types such as 1h:Average,Maximum")
+        seconds = grid_seconds(duration)
+        by_lower = {t.lower(): t for t in SUMMARY_TYPES}
+        types: list[str] = []
+        for kind in (k.strip() for k in kinds.split(",") if k.strip()):
+            if kind.lower() not in by_lower:
+                raise ValueError(f"{kind!r} is not a summary type ({', '.join(SUMMARY_TYPES)})")
+            if by_lower[kind.lower()] not in types:
+                types.append(by_lower[kind.lower()])
+        if not types:
+            raise ValueError(f"{part!r} names no summary type")
+        if any(s.seconds == seconds for s in specs):
+            raise ValueError(f"duration {duration.strip()!r} is given twice")
+        specs.append(SummarySpec(duration.strip().lower(), seconds, tuple(types)))
+    if not specs:
+        raise ValueError("names no duration, e.g. 1h:Average")
+    return tuple(specs)
 
 
 def load_settings(**overrides: Any) -> Settings:

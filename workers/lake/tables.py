@@ -38,6 +38,7 @@ AF_QUARANTINE = "_pidelta_af_quarantine"
 PI_POINTS = "pi_points"
 PI_DIGITAL_STATE_SETS = "pi_digital_state_sets"
 PI_INTERPOLATED = "pi_interpolated"
+PI_SUMMARIES = "pi_summaries"
 BACKFILLS = "_pidelta_backfills"
 VERIFICATION = "_pidelta_verification"
 
@@ -312,6 +313,27 @@ PI_DIGITAL_STATE_SETS_SCHEMA = pa.schema(
 # columns without `sequence` (one value per tag and grid time), keyed by (tag, timestamp).
 PI_INTERPOLATED_SCHEMA = pa.schema([f for f in PI_TIMESERIES_SCHEMA if f.name != "sequence"])
 
+# PI summaries per tag and closed bucket (workers/timeseries/summary_table.py, opt-in): one
+# row per (tag, duration, basis, type, bucket); `value` is null and `system_state` holds
+# PI's state name when the bucket has no good data.
+PI_SUMMARIES_SCHEMA = pa.schema(
+    [
+        pa.field("tag_webid", pa.string(), nullable=False),
+        pa.field("tag_name", pa.string()),
+        pa.field("bucket_start", UTC_US, nullable=False),
+        pa.field("bucket_end", UTC_US, nullable=False),
+        pa.field("duration", pa.string(), nullable=False),
+        pa.field("calculation_basis", pa.string(), nullable=False),
+        pa.field("summary_type", pa.string(), nullable=False),
+        pa.field("value", pa.float64()),
+        pa.field("system_state", pa.string()),
+        pa.field("percent_good", pa.float64()),
+        pa.field("units", pa.string()),
+        pa.field("ingestion_timestamp", UTC_US, nullable=False),
+        pa.field("date", pa.date32(), nullable=False),
+    ]
+)
+
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
@@ -372,6 +394,7 @@ POINT_TABLES: Mapping[str, TableSpec] = {
         TableSpec(PI_POINTS, PI_POINTS_SCHEMA),
         TableSpec(PI_DIGITAL_STATE_SETS, PI_DIGITAL_STATE_SETS_SCHEMA),
         TableSpec(PI_INTERPOLATED, PI_INTERPOLATED_SCHEMA, ("date",), TIMESERIES_WRITER),
+        TableSpec(PI_SUMMARIES, PI_SUMMARIES_SCHEMA, ("date",)),
     )
 }
 """The tag dimension (points with history, digital state sets) and the interpolated grid,

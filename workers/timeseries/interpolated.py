@@ -26,10 +26,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
-from deltalake import Transaction
-from deltalake.table import TableMerger
 
-from workers.errors import SinkError
 from workers.lake.tables import PI_INTERPOLATED, PI_INTERPOLATED_SCHEMA
 from workers.lake.writer import DeltaWriter
 from workers.pi.client import PIClient
@@ -38,14 +35,15 @@ from workers.settings import Settings
 from workers.timeseries.calls import SELECTED_FIELDS, webid_cost
 from workers.timeseries.decode import decode_streamset
 from workers.timeseries.discovery import TagInfo
+from workers.timeseries.watermarked import WatermarkedTable
 
 log = logging.getLogger(__name__)
 
 US = 1_000_000
-KEY = ["tag_webid", "timestamp"]
-COMPARED = [c for c in PI_INTERPOLATED_SCHEMA.names if c not in ("ingestion_timestamp", "date")]
-MERGE_KEY = " AND ".join(f"t.{c} = s.{c}" for c in ("date", *KEY))
-MERGE_ATTEMPTS = 5
+GRID = WatermarkedTable(
+    PI_INTERPOLATED, PI_INTERPOLATED_SCHEMA, ("tag_webid", "timestamp"), "timestamp",
+    "interpolated",
+)  # fmt: skip
 ENDPOINT = "streamsets/interpolated"
 
 
@@ -94,10 +92,10 @@ async def sync_interpolated(
         old_rows, n_old = await _read(client, settings, tags, watermark - lookback + step,
                                       watermark)  # fmt: skip
         requests += n_new + n_old
-        changed = await asyncio.to_thread(_changed, writer, old_rows)
+        changed = await asyncio.to_thread(GRID.changed, writer, old_rows)
         source = pl.concat([new_rows, changed]) if changed.height else new_rows
         if source.height or end > watermark:
-            await asyncio.to_thread(_commit, writer, settings, source, app, end // US)
+            await asyncio.to_thread(GRID.commit, writer, source, app, end // US)
             commits += 1
             inserted += new_rows.height
             rewritten += changed.height
@@ -152,52 +150,3 @@ async def _read(
     tables = await asyncio.gather(*(one(c) for c in calls))
     frame = pl.from_arrow(pa.concat_tables(tables).cast(PI_INTERPOLATED_SCHEMA))
     return frame, len(calls)  # type: ignore[return-value]
-
-
-def _changed(writer: DeltaWriter, reread: pl.DataFrame) -> pl.DataFrame:
-    """The re-read grid values that differ from the written ones (never a value the table
-    does not hold: a re-read only corrects what was written)."""
-    if reread.height == 0:
-        return reread
-    lo, hi = reread["timestamp"].min(), reread["timestamp"].max()
-    written = pl.from_arrow(
-        writer.table(PI_INTERPOLATED).to_pyarrow_table(
-            columns=COMPARED,
-            filters=[
-                ("date", ">=", lo.date()),  # type: ignore[union-attr]
-                ("date", "<=", hi.date()),  # type: ignore[union-attr]
-                ("timestamp", ">=", lo),
-                ("timestamp", "<=", hi),
-            ],
-        )
-    )
-    joined = reread.join(written, on=KEY, how="inner", suffix="_old")  # type: ignore[arg-type]
-    differs = pl.any_horizontal(
-        [~pl.col(c).eq_missing(pl.col(f"{c}_old")) for c in COMPARED if c not in KEY]
-    )
-    return joined.filter(differs).select(reread.columns)
-
-
-def _commit(
-    writer: DeltaWriter, settings: Settings, rows: pl.DataFrame, app: str, watermark_s: int
-) -> None:
-    """One MERGE of the rows with the new watermark; again after a race with another shard."""
-    source = rows.to_arrow().cast(PI_INTERPOLATED_SCHEMA)
-    metadata = {"pidelta.interpolated.watermark": format_us(watermark_s * US)}
-    for attempt in range(1, MERGE_ATTEMPTS + 1):
-        done = writer.committed_version(PI_INTERPOLATED, app)
-        if done is not None and done >= watermark_s and rows.height == 0:
-            return
-        try:
-            writer.merge(PI_INTERPOLATED, source, MERGE_KEY, _upsert, metadata,
-                         transaction=Transaction(app, watermark_s))  # fmt: skip
-            return
-        except SinkError as exc:
-            if attempt == MERGE_ATTEMPTS:
-                raise
-            log.info("interpolated merge lost a race (%s), tried again", exc)
-            time.sleep(0.2 * attempt)
-
-
-def _upsert(merger: TableMerger) -> TableMerger:
-    return merger.when_matched_update_all().when_not_matched_insert_all()

@@ -8,7 +8,8 @@ at most `max_requests_per_second` started per second.
 
 Buckets are [start, end): PI counts an event at an interval's start in that interval and
 leaves the range's end out when a request has several intervals; a request of a single
-interval takes both ends, so it asks up to one microsecond before the bucket's end.
+interval takes both ends, so an EventWeighted one asks up to one microsecond before the
+bucket's end (a TimeWeighted one interpolates at the end, both ends are its own).
 """
 
 from __future__ import annotations
@@ -39,11 +40,13 @@ class SummaryClient(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SummaryAsk:
-    """What to summarise: PI summary types, calculation basis, bucket length (µs)."""
+    """What to summarise: PI summary types, calculation basis, bucket length (µs); with
+    `detail`, also each value's system state name (when not good) and units."""
 
     types: tuple[str, ...]
     basis: str
     bucket_us: int
+    detail: bool = False
 
 
 @dataclass
@@ -98,7 +101,8 @@ class SummarySource:
         self, webids: Sequence[str], start_us: int, end_us: int, ask: SummaryAsk
     ) -> tuple[pl.DataFrame, dict[str, str]]:
         """One row per (tag, bucket) with a column per type (lower case; null when PI has
-        no good value), and the tags PI refused with its error text."""
+        no good value; with `detail` also `<type>_state` and `<type>_units`), and the tags
+        PI refused with its error text."""
         slots = asyncio.Semaphore(self.max_in_flight)
         failed: dict[str, str] = {}
 
@@ -127,18 +131,17 @@ class SummarySource:
 
     @staticmethod
     def _params(lo: int, hi: int, ask: SummaryAsk, ids: list[str]) -> list[tuple[str, str]]:
-        lone = hi - lo <= ask.bucket_us
+        lone = hi - lo <= ask.bucket_us and ask.basis == "EventWeighted"
+        fields = "Items.WebId;Items.Items.Type;Items.Items.Value.Value;Items.Items.Value.Good;"
+        if ask.detail:
+            fields += "Items.Items.Value.UnitsAbbreviation;"
         params = [
             ("startTime", format_us(lo)),
             ("endTime", format_us(hi - 1 if lone else hi)),
             ("summaryDuration", f"{ask.bucket_us // 1_000_000}s"),
             ("calculationBasis", ask.basis),
             ("timeType", "EarliestTime"),
-            (
-                "selectedFields",
-                "Items.WebId;Items.Items.Type;Items.Items.Value.Value;"
-                "Items.Items.Value.Good;Items.WebException",
-            ),
+            ("selectedFields", fields + "Items.WebException"),
         ]
         params.extend(("summaryType", t) for t in ask.types)
         params.extend(("webId", w) for w in ids)
@@ -151,6 +154,9 @@ class SummarySource:
         buckets = -(-(hi - lo) // ask.bucket_us)
         tags: list[str] = []
         values: dict[str, list[float | None]] = {t: [] for t in ask.types}
+        details: dict[str, list[str | None]] = {
+            f"{t.lower()}_{d}": [] for t in ask.types for d in ("state", "units") if ask.detail
+        }
         for stream in body.get("Items") or []:
             webid = stream.get("WebId", "")
             error = stream.get("WebException")
@@ -165,19 +171,25 @@ class SummarySource:
                 )
             self.stats.items += len(items)
             tags.extend([webid] * buckets)
-            by_type: dict[str, list[float | None]] = {t: [] for t in ask.types}
+            by_type: dict[str, list[dict[str, Any]]] = {t: [] for t in ask.types}
             for item in items:
-                by_type.setdefault(item.get("Type", ""), []).append(_number(item.get("Value")))
+                by_type.setdefault(item.get("Type", ""), []).append(item.get("Value") or {})
             for kind in ask.types:
                 if len(by_type[kind]) != buckets:
                     raise MalformedAnswer(f"summary of {webid}: {kind} not in {buckets} intervals")
-                values[kind].extend(by_type[kind])
+                values[kind].extend(_number(v) for v in by_type[kind])
+                if ask.detail:
+                    details[f"{kind.lower()}_state"].extend(_state(v) for v in by_type[kind])
+                    details[f"{kind.lower()}_units"].extend(
+                        v.get("UnitsAbbreviation") for v in by_type[kind]
+                    )
         starts = [lo + k * ask.bucket_us for k in range(buckets)]
         frame = pl.DataFrame(
             {
                 "tag_webid": tags,
                 "bucket_start": starts * (len(tags) // buckets if buckets else 0),
                 **{kind.lower(): pl.Series(v, dtype=pl.Float64) for kind, v in values.items()},
+                **{name: pl.Series(v, dtype=pl.String) for name, v in details.items()},
             },
             schema_overrides={"tag_webid": pl.String, "bucket_start": pl.Int64},
         )
@@ -194,12 +206,20 @@ def _number(value: Any) -> float | None:
     return float(inner) if isinstance(inner, int | float) and not isinstance(inner, bool) else None
 
 
+def _state(value: dict[str, Any]) -> str | None:
+    """The system state PI puts in place of a summary without good data, else None."""
+    inner = value.get("Value")
+    return str(inner.get("Name")) if isinstance(inner, dict) and "Name" in inner else None
+
+
 def _empty(ask: SummaryAsk) -> pl.DataFrame:
+    details = [f"{t.lower()}_{d}" for t in ask.types for d in ("state", "units") if ask.detail]
     return pl.DataFrame(
         schema={
             "tag_webid": pl.String,
             "bucket_start": pl.Int64,
             **{t.lower(): pl.Float64 for t in ask.types},
+            **dict.fromkeys(details, pl.String),
             "bucket_end": pl.Int64,
         }
     )

@@ -1,0 +1,136 @@
+"""`pi_summaries` killed with SIGKILL at random instants of its commits, against a mock-pi
+whose values arrive late, on a fixed simulated clock: no bucket missing, none twice, and
+the values equal what PI returns once they have all arrived."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+from deltalake import DeltaTable
+
+from tests.conftest import ROOT, MockServer, SimClock
+from tests.e2e.helpers import Worker, fixed_past, wait_for, worker_env
+from tests.mock_pi import get, url
+from workers.lake.tables import PI_SUMMARIES
+
+KILLS = 6
+SEED = 20261204
+TAGS = 30
+STARTED = "summaries sync started"
+SUMMARIES = {"10m": ("Average", "Count"), "1h": ("Maximum", "Total")}
+SECONDS = {"10m": 600, "1h": 3600}
+# One sync, as `once` and `run` do it, in a process of its own that a test can kill.
+DRIVER = """
+import asyncio
+from workers.lake.tables import TableStore
+from workers.lake.writer import DeltaWriter
+from workers.pi.client import PIClient
+from workers.settings import load_settings
+from workers.timeseries.discovery import discover_tags
+from workers.timeseries.summary_table import sync_summaries
+
+async def main():
+    settings = load_settings()
+    writer = DeltaWriter.from_settings(settings, TableStore.from_settings(settings))
+    async with PIClient(settings) as client:
+        tags = await discover_tags(client, settings)
+        print("summaries sync started", flush=True)
+        await sync_summaries(settings, client, tags, writer)
+
+asyncio.run(main())
+"""
+
+
+def start(env: dict[str, str], log: Path) -> Worker:
+    handle = log.open("ab")
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=ROOT, env=env, stdout=handle,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    handle.close()
+    return Worker(proc, log)
+
+
+def served(
+    mock: MockServer, webids: list[str], duration: str, start: str, end: str
+) -> pl.DataFrame:
+    """PI's values per (tag, type, bucket) of [start, end), null where PI has no good one."""
+    types = SUMMARIES[duration]
+    _, body = get(url(mock.url, "/streamsets/summary", webId=webids, startTime=start,
+                      endTime=end, summaryDuration=duration, summaryType=list(types),
+                      calculationBasis="TimeWeighted", timeType="EarliestTime"))  # fmt: skip
+    rows = [
+        (s["WebId"], i["Type"], i["Value"]["Timestamp"],
+         i["Value"]["Value"] if i["Value"]["Good"] else None)
+        for s in body["Items"]
+        for i in s["Items"]
+    ]  # fmt: skip
+    frame = pl.DataFrame(rows, schema=["tag_webid", "summary_type", "bucket_start", "value"],
+                         orient="row")  # fmt: skip
+    return frame.with_columns(
+        pl.col("bucket_start").str.to_datetime(time_zone="UTC", time_unit="us"),
+        pl.col("value").cast(pl.Float64),
+    )
+
+
+def test_kill9_during_summary_commits(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=TAGS, rate_limit=0, late_fraction=0.5,
+                           late_seconds=600)  # fmt: skip
+    target = tmp_path / "lake"
+    spec = ";".join(f"{d}:{','.join(t)}" for d, t in SUMMARIES.items())
+    env = worker_env(mock, target, summaries=spec, summaries_max_buckets=12, safety_lag=0,
+                     start=fixed_past(3 * 24 * 60).isoformat())  # fmt: skip
+    log = tmp_path / "summaries.log"
+    rng = random.Random(SEED)
+    instants = []
+    for _ in range(KILLS):
+        before = log.read_text().count(STARTED) if log.exists() else 0
+        worker = start(env, log)
+        assert wait_for(lambda w=worker, b=before: log.read_text().count(STARTED) > b
+                        or not w.alive(), 120)  # fmt: skip
+        instants.append(round(rng.uniform(0.0, 3.0), 2))
+        time.sleep(instants[-1])
+        worker.kill9()
+    final = start(env, log)
+    assert final.process.wait(300) == 0, log.read_text()[-3000:]
+
+    found = pl.from_arrow(
+        DeltaTable(str(target / PI_SUMMARIES)).to_pyarrow_table(
+            columns=["tag_webid", "duration", "summary_type", "bucket_start", "value"]
+        )
+    )
+    context = f"kill instants {instants}"
+    key = ["tag_webid", "duration", "summary_type", "bucket_start"]
+    assert found.select(key).is_duplicated().sum() == 0, context
+    for duration, types in SUMMARIES.items():
+        mine = found.filter(pl.col("duration") == duration)
+        per_series = mine.group_by("tag_webid", "summary_type").agg(
+            pl.col("bucket_start").min().alias("first"),
+            pl.col("bucket_start").max().alias("last"),
+            pl.len().alias("n"),
+        )
+        assert per_series.height == TAGS * len(types), context
+        assert per_series["first"].n_unique() == per_series["last"].n_unique() == 1, context
+        first, last = per_series["first"][0], per_series["last"][0]
+        assert first == fixed_past(3 * 24 * 60), context
+        buckets = int((last - first).total_seconds()) // SECONDS[duration] + 1
+        assert (per_series["n"] == buckets).all(), context  # no bucket missing
+        # Values equal PI's, but for the last buckets (late values may still change them).
+        step = timedelta(seconds=SECONDS[duration])
+        end = first + (last + step - timedelta(minutes=30) - first) // step * step
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        truth = served(mock, sorted(per_series["tag_webid"].unique().to_list()), duration,
+                       first.strftime(fmt), end.strftime(fmt))  # fmt: skip
+        settled = mine.filter(pl.col("bucket_start") < end).drop("duration")
+        assert settled.height == truth.height, context
+        joined = settled.join(truth, on=key[:1] + key[2:], how="inner", suffix="_pi")
+        assert joined.height == truth.height, context
+        assert joined.filter(~pl.col("value").eq_missing(pl.col("value_pi"))).height == 0, context
