@@ -79,6 +79,18 @@ class Metrics:
             buckets=ROWS_BUCKETS,
             registry=r,
         )
+        self.commit_conflicts = Counter(
+            "pidelta_commit_conflicts",
+            "Concurrent commits a Delta commit met (stepped over or refused by).",
+            ["table"],
+            registry=r,
+        )
+        self.commit_retries = Counter(
+            "pidelta_commit_retries",
+            "Delta commits made again on a fresh snapshot after a conflict.",
+            ["table"],
+            registry=r,
+        )
         self.delta_table_version = Gauge(
             "pidelta_delta_table_version", "Latest Delta version written.", ["table"], registry=r
         )
@@ -154,6 +166,12 @@ class MetricsObserver:
         m.commit_rows.labels(table=table).observe(rows)
         m.rows_committed.labels(table=table, shard=shard).inc(rows)
         m.delta_table_version.labels(table=table).set(version)
+
+    def commit_conflicts(self, table: str, count: int) -> None:
+        self.metrics.commit_conflicts.labels(table=table).inc(count)
+
+    def commit_retried(self, table: str) -> None:
+        self.metrics.commit_retries.labels(table=table).inc()
 
 
 PI_FAILING = (
