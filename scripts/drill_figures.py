@@ -23,7 +23,13 @@ from pyarrow import fs
 # App ids name their shard: pidelta-ts-3-of-32, pidelta-points-3-of-32, ...
 SHARD_OF = re.compile(r"-(\d+)-of-(\d+)$")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-CONTENTION = ("pidelta_commit_conflicts_total", "pidelta_commit_retries_total")
+CONFLICTS = "pidelta_commit_conflicts_total"
+RETRIES = "pidelta_commit_retries_total"
+COMMIT_SECONDS = "pidelta_commit_duration_seconds_sum"
+COMMITS = "pidelta_commit_duration_seconds_count"
+PI_REQUESTS = "pidelta_pi_request_duration_seconds_count"
+PI_SECONDS = "pidelta_pi_request_duration_seconds_sum"
+SCRAPED = frozenset({CONFLICTS, RETRIES, COMMIT_SECONDS, COMMITS, PI_REQUESTS, PI_SECONDS})
 
 
 @dataclass
@@ -144,35 +150,36 @@ def sample_proc(pid: int, usage: Usage) -> None:
         usage.peak_rss_mb = int(match[1]) / 1024
 
 
-def scrape_contention(port: int) -> dict[tuple[str, str], float] | None:
-    """(metric, table) → value of the conflict and retry counters; None when no answer."""
+def scrape(port: int) -> dict[tuple[str, str], float] | None:
+    """(metric, table) → value of the counters in SCRAPED (PI ones summed over their labels,
+    table ""); None when the worker does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
     except OSError:
         return None
-    out: dict[tuple[str, str], float] = {}
+    out: dict[tuple[str, str], float] = defaultdict(float)
     for line in text.splitlines():
-        for metric in CONTENTION:
-            if line.startswith(metric + "{"):
-                labels, _, value = line.rpartition(" ")
-                table = re.search(r'table="([^"]*)"', labels)
-                if table:
-                    out[(metric, table[1])] = float(value)
-    return out
+        name, _, rest = line.partition("{")
+        if name not in SCRAPED:
+            continue
+        labels, _, value = rest.rpartition(" ")
+        table = re.search(r'table="([^"]*)"', labels)
+        out[(name, table[1] if table else "")] += float(value)
+    return dict(out)
 
 
 @dataclass
-class Contention:
-    """Conflict and retry counts summed over every worker's last scrape."""
+class Scraped:
+    """The SCRAPED counters summed over every worker's last scrape."""
 
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, scraped: dict[tuple[str, str], float]) -> None:
         self.counts.update(scraped)
 
-    def of(self, table: str) -> tuple[int, int]:
-        return int(self.counts[(CONTENTION[0], table)]), int(self.counts[(CONTENTION[1], table)])
+    def of(self, metric: str, table: str = "") -> float:
+        return self.counts[(metric, table)]
 
 
 def commit_rates(log: TableLog, start_ms: int, end_ms: int) -> tuple[int, float, dict[str, float]]:

@@ -71,7 +71,7 @@ class Incarnation:
     worker: Worker
     port: int
     usage: figures.Usage = field(default_factory=figures.Usage)
-    contention: dict[tuple[str, str], float] = field(default_factory=dict)
+    scraped: dict[tuple[str, str], float] = field(default_factory=dict)
     killed: bool = False
     exit_code: int | None = None
 
@@ -237,9 +237,9 @@ class Drill:
                 figures.sample_proc(inc.worker.process.pid, inc.usage)
 
     def _scrape(self, inc: Incarnation) -> None:
-        scraped = figures.scrape_contention(inc.port)
+        scraped = figures.scrape(inc.port)
         if scraped is not None:
-            inc.contention = scraped
+            inc.scraped = scraped
 
     def _reap(self, began: float) -> None:
         """Record the exits of workers that stopped on their own (the reshard's old ones)."""
@@ -343,24 +343,34 @@ class Drill:
             f"commits (steady window: all {cfg.shards} first-generation shards committing, "
             f"until the reshard: {steady_min:.2f} min; whole run in brackets)",
             f"{'table':<28}{'commits':>9}{'/min':>8}{'/shard/min':>12}{'max/shard':>11}"
-            f"{'conflicts':>11}{'retries':>9}{'log files':>11}{'rows':>10}",
+            f"{'conflicts':>11}{'retries':>9}{'s/commit':>10}{'log files':>11}{'rows':>10}",
         ]
-        contention = figures.Contention()
+        scraped = figures.Scraped()
         for inc in self.workers:
-            contention.add(inc.contention)
+            scraped.add(inc.scraped)
         end_ms = max((c.millis for log in logs.values() for c in log.commits), default=start_ms)
         for name, log in logs.items():
             n, per_min, by_shard = figures.commit_rates(log, steady_from, steady_to)
             total = figures.commit_rates(log, start_ms, end_ms + 1)[0]
             shard_rates = [v for k, v in by_shard.items() if k.endswith(first_gen)]
             mean = sum(shard_rates) / cfg.shards
-            conflicts, retries = contention.of(name)
+            conflicts = int(scraped.of(figures.CONFLICTS, name))
+            retries = int(scraped.of(figures.RETRIES, name))
+            commits = scraped.of(figures.COMMITS, name)
+            cost = scraped.of(figures.COMMIT_SECONDS, name) / commits if commits else 0.0
             rows = self._table(target, name).to_pyarrow_dataset().count_rows()
             lines.append(
                 f"{name:<28}{n:>5} [{total:>3}]{per_min:>7.1f} {mean:>10.2f} "
                 f"{max(shard_rates, default=0.0):>10.2f} {conflicts:>10} {retries:>8} "
-                f"{log.log_files:>10} {rows:>9}"
+                f"{cost:>9.2f} {log.log_files:>10} {rows:>9}"
             )
+        requests = scraped.of(figures.PI_REQUESTS)
+        run_s = max((end_ms - start_ms) / 1000, 1e-9)
+        lines.append(
+            f"PI requests (scraped, so without those since a killed worker's last scrape): "
+            f"{requests:.0f}, {requests / run_s:.1f}/s over {run_s:.0f} s, mean "
+            f"{scraped.of(figures.PI_SECONDS) / requests if requests else 0.0:.3f} s each"
+        )
         lines += self._state_rows(target, names)
         fresh = figures.freshness(filesystem, root, series, _micros(origin + timedelta(minutes=1)))
         lines += [
