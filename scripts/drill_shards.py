@@ -112,6 +112,7 @@ class Drill:
         self.moto: subprocess.Popen[bytes] | None = None
         self.options: dict[str, str] = {}
         self.events: list[str] = []
+        self.maintain: subprocess.Popen[bytes] | None = None
         self.maintain_exit: int | None = None
 
     def run(self) -> DrillResult:
@@ -130,6 +131,9 @@ class Drill:
             for inc in self.workers:
                 if inc.worker.alive():
                     inc.worker.kill9()
+            if self.maintain is not None and self.maintain.poll() is None:
+                self.maintain.kill()
+                self.maintain.wait(30)
             mock.stop()
             if self.moto is not None:
                 _stop(self.moto)
@@ -189,7 +193,7 @@ class Drill:
         first = [self._start(env, i, n) for i in range(n)]
         victims = self.rng.sample(range(n), max(1, n // 4))
         kills = sorted((self.rng.uniform(0.15 * total, 0.45 * total), s) for s in victims)
-        maintain_at, reshard_at, maintain = 0.4 * total, 0.6 * total, None
+        maintain_at, reshard_at = 0.4 * total, 0.6 * total
         resharded = 0
         last_scrape = last_sample = 0.0
         while (now := time.monotonic() - began) < total:
@@ -201,8 +205,8 @@ class Drill:
                 old.killed, old.exit_code = True, old.worker.process.returncode
                 first.append(self._start(env, shard, n))
                 self.events.append(f"{now:6.1f} s  kill -9 shard {old.label}, restarted")
-            if maintain is None and now >= maintain_at:
-                maintain = subprocess.Popen(
+            if self.maintain is None and now >= maintain_at:
+                self.maintain = subprocess.Popen(
                     [sys.executable, "-m", "service", "maintain"],
                     env={**env, "PIDELTA_METRICS_PORT": "0"},
                     stdout=(cfg.workdir / "maintain.log").open("wb"),
@@ -226,10 +230,25 @@ class Drill:
                 last_scrape = now
             self._reap(began)
             time.sleep(0.5)
-        if maintain is not None:
-            self.maintain_exit = maintain.wait(STOP_TIMEOUT)
-            self.events.append(f"pidelta maintain exited {self.maintain_exit}")
+        self._wait_maintain(began)
         return began + reshard_at
+
+    def _wait_maintain(self, began: float) -> None:
+        """The maintenance pass ends beside the running workers, or counts as failed."""
+        if self.maintain is None:
+            return
+        try:
+            self.maintain_exit = self.maintain.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.maintain.kill()
+            self.maintain.wait(30)
+        took = time.monotonic() - began
+        what = (
+            f"exited {self.maintain_exit}"
+            if self.maintain_exit is not None
+            else f"killed: not done {STOP_TIMEOUT:g} s after the end"
+        )
+        self.events.append(f"{took:6.1f} s  pidelta maintain {what}")
 
     def _sample(self) -> None:
         for inc in self.workers:
