@@ -26,6 +26,7 @@ from pathlib import Path
 import boto3
 import polars as pl
 from deltalake import DeltaTable
+from pyarrow import fs
 
 from scripts import drill_figures as figures
 from tests.conftest import MockServer, free_port, start_mock
@@ -126,7 +127,10 @@ class Drill:
             began = time.monotonic()
             reshard_at = self._drive(env, began)
             self._stop_all()
-            return self._check(mock, target, origin, began, reshard_at)
+            result = self._check(mock, target, origin, began, reshard_at)
+            if not result.ok and self.moto is not None:
+                result.report.append(self._keep_logs(target))
+            return result
         finally:
             for inc in self.workers:
                 if inc.worker.alive():
@@ -285,6 +289,20 @@ class Drill:
         for inc in self.workers:
             if inc.exit_code is None:
                 inc.exit_code = inc.worker.process.wait(STOP_TIMEOUT)
+
+    def _keep_logs(self, target: str) -> str:
+        """Copy the Delta logs out of moto (in memory, gone when it stops) for a post-mortem."""
+        filesystem, root = figures.filesystem(target, self.options)
+        for name in figures.table_names(filesystem, root):
+            kept = self.config.workdir / "delta_logs" / name
+            kept.mkdir(parents=True, exist_ok=True)
+            fs.copy_files(
+                f"{root}/{name}/_delta_log",
+                str(kept),
+                source_filesystem=filesystem,
+                destination_filesystem=fs.LocalFileSystem(),
+            )
+        return f"Delta logs kept in {self.config.workdir / 'delta_logs'}"
 
     def _table(self, target: str, name: str) -> DeltaTable:
         return DeltaTable(f"{target.rstrip('/')}/{name}", storage_options=self.options or None)
