@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 3600
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv dev compiler tools test lint bench demo clean fuzz-build fuzz-short fuzz \
-	kerberos drill-kerberos
+	kerberos drill-kerberos drill-shards
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,13 @@ fuzz: fuzz-build
 
 bench: venv
 	$(BIN)/python scripts/bench.py
+
+# Many shards, one lakehouse (not part of `make test`, which runs an 8-shard version):
+# DRILL_SHARDS workers (32) of DRILL_TAGS_PER_SHARD tags (200) in `run` for DRILL_MINUTES (6),
+# a quarter killed and restarted, a reshard to N+4, then the ground truth and the figures.
+# DRILL_TARGET=s3 runs on a moto server (the dev extra).
+drill-shards: dev
+	$(BIN)/python -m scripts.drill_shards
 
 demo: venv
 	DEMO_SECONDS=$(DEMO_SECONDS) PORT=$(PORT) $(BIN)/python scripts/demo.py

@@ -79,6 +79,18 @@ class Metrics:
             buckets=ROWS_BUCKETS,
             registry=r,
         )
+        self.commit_conflicts = Counter(
+            "pidelta_commit_conflicts",
+            "Concurrent commits a Delta commit met (stepped over or refused by).",
+            ["table"],
+            registry=r,
+        )
+        self.commit_retries = Counter(
+            "pidelta_commit_retries",
+            "Delta commits made again on a fresh snapshot after a conflict.",
+            ["table"],
+            registry=r,
+        )
         self.delta_table_version = Gauge(
             "pidelta_delta_table_version", "Latest Delta version written.", ["table"], registry=r
         )
@@ -183,6 +195,12 @@ class MetricsObserver:
     def completeness(self, shard: str, share: float, oldest_unverified_seconds: float) -> None:
         self.metrics.verified_share.labels(shard=shard).set(share)
         self.metrics.oldest_unverified.labels(shard=shard).set(oldest_unverified_seconds)
+
+    def commit_conflicts(self, table: str, count: int) -> None:
+        self.metrics.commit_conflicts.labels(table=table).inc(count)
+
+    def commit_retried(self, table: str) -> None:
+        self.metrics.commit_retries.labels(table=table).inc()
 
 
 PI_FAILING = (

@@ -27,6 +27,13 @@ class CommitObserver(Protocol):
     def committed(self, table: str, shard: str, rows: int, seconds: float, version: int) -> None:
         """One successful Delta commit."""
 
+    def commit_conflicts(self, table: str, count: int) -> None:
+        """A commit met `count` concurrent commits: it landed that many versions past its
+        snapshot, or (count 1) was refused because one outdated its snapshot."""
+
+    def commit_retried(self, table: str) -> None:
+        """A refused commit is about to be made again on a fresh snapshot."""
+
 
 class Observer(RequestObserver, CommitObserver, Protocol):
     """Hooks of a shard's time-series loop, with those of its client and writer."""
@@ -95,4 +102,10 @@ class NullObserver:
         return None
 
     def completeness(self, shard: str, share: float, oldest_unverified_seconds: float) -> None:
+        return None
+
+    def commit_conflicts(self, table: str, count: int) -> None:
+        return None
+
+    def commit_retried(self, table: str) -> None:
         return None

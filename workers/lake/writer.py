@@ -15,10 +15,17 @@ it refuses because a concurrent commit outdated its snapshot (a metadata change,
 delete, which delta-rs 1.x counts against a blind append too) is made again here on a fresh
 snapshot, for the writes that read nothing (appends, column metadata): redoing them is right
 whatever the conflict was. Overwrites, replaces and merges read the table, so they are not.
+Each such retry first waits a jittered, exponentially growing pause ("full jitter"), so
+dozens of shards refused by the same commit do not race again in step.
+
+Contention is reported per table: every commit that landed past the version after its
+snapshot met that many concurrent commits (delta-rs checked each for conflicts and stepped
+over it), a refused commit met one, and each retry on a fresh snapshot is counted too.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Self, TypeVar
@@ -41,6 +48,9 @@ from workers.settings import Settings
 
 # How many times a write whose snapshot a concurrent commit outdated is tried in all.
 REBASE_ATTEMPTS = 5
+# Pause before retry n (1, 2, ...): uniform in [0, min(cap, base * 2**(n - 1))] seconds.
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 5.0
 
 T = TypeVar("T")
 
@@ -48,6 +58,11 @@ T = TypeVar("T")
 def outdated(exc: BaseException) -> bool:
     """A commit refused because a concurrent commit outdated its snapshot."""
     return isinstance(exc, CommitFailedError)
+
+
+def backoff(retry: int) -> float:
+    """Seconds to wait before retry `retry` (1-based): full jitter over a doubling ceiling."""
+    return random.uniform(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (retry - 1)))
 
 
 class DeltaWriter:
@@ -209,6 +224,7 @@ class DeltaWriter:
 
         def attempt(table: DeltaTable) -> dict[str, Any]:
             began = time.perf_counter()
+            read = table.version()
             merger = table.merge(
                 source,
                 predicate,
@@ -219,6 +235,7 @@ class DeltaWriter:
                 ),
             )
             metrics = clauses(merger).execute()
+            self._raced(name, read, table.version())
             self._observe(name, source.num_rows, began, table)
             return metrics
 
@@ -258,7 +275,12 @@ class DeltaWriter:
             try:
                 return attempt(table)
             except (DeltaError, OSError) as exc:
+                if outdated(exc) and self.observer is not None:
+                    self.observer.commit_conflicts(name, 1)
                 if rebase and outdated(exc) and tries < REBASE_ATTEMPTS:
+                    if self.observer is not None:
+                        self.observer.commit_retried(name)
+                    time.sleep(backoff(tries))
                     tries += 1
                     continue
                 if renewed or not self.store.renew_if_refused(name, table, exc):
@@ -282,6 +304,7 @@ class DeltaWriter:
     ) -> None:
         """`rows` in the registry's schema, partitioning and Parquet settings, one commit."""
         spec = ALL_TABLES[name]
+        read = table.version()
         write_deltalake(
             table,
             rows.select(spec.schema.names).cast(spec.schema),
@@ -293,6 +316,7 @@ class DeltaWriter:
             commit_properties=self._properties(metadata, retries, transactions),
             post_commithook_properties=PostCommitHookProperties(create_checkpoint=True),
         )
+        self._raced(name, read, table.version())
         table.update_incremental()
 
     def _properties(
@@ -306,6 +330,12 @@ class DeltaWriter:
             max_commit_retries=self.max_commit_retries if retries is None else retries,
             app_transactions=transactions,
         )
+
+    def _raced(self, name: str, read: int, landed: int) -> None:
+        """Report the concurrent commits a commit stepped over (the write leaves the table
+        at the version it landed at; with no racer that is the one after its snapshot)."""
+        if landed > read + 1 and self.observer is not None:
+            self.observer.commit_conflicts(name, landed - read - 1)
 
     def _observe(self, name: str, rows: int, began: float, table: DeltaTable) -> None:
         if self.observer is not None:
