@@ -17,14 +17,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, field in MockSettings.model_fields.items():
         kind = field.annotation if field.annotation in (int, float, bool) else str
+        about = f"MOCK_PI_{name.upper()}" + (f": {field.description}" if field.description else "")
         if kind is bool:
             parser.add_argument(
-                f"--{name.replace('_', '-')}", type=lambda v: v.lower() in ("1", "true", "yes")
+                f"--{name.replace('_', '-')}",
+                type=lambda v: v.lower() in ("1", "true", "yes"),
+                help=about,
             )
         else:
-            parser.add_argument(
-                f"--{name.replace('_', '-')}", type=kind, help=f"MOCK_PI_{name.upper()}"
-            )
+            parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help=about)
     return parser
 
 
