@@ -8,7 +8,7 @@ FUZZ_RUNS ?= 20000
 FUZZ_SECONDS ?= 3600
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv dev compiler tools test lint bench demo clean fuzz-build fuzz-short fuzz
+.PHONY: venv dev compiler tools test lint bench demo clean fuzz-build fuzz-short fuzz drill-changes
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ fuzz: fuzz-build
 
 bench: venv
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_changes.py
+
+# The change-capture tests (tests/changes) at drill length: more kill -9s, longer runs.
+drill-changes: dev
+	CHANGES_DRILL_SCALE=4 $(BIN)/pytest -q tests/changes
 
 demo: venv
 	DEMO_SECONDS=$(DEMO_SECONDS) PORT=$(PORT) $(BIN)/python scripts/demo.py

@@ -244,8 +244,11 @@ class GroundTruth:
         return list(zip(timed_values(s, ev), (int(v) for v in ev.visible), strict=True))
 
 
-def pipe_event(action: str, value: dict[str, Any]) -> dict[str, Any]:
-    """A DataPipeEvent: the action, then the TimedValue it concerns."""
+def pipe_event(action: str, value: Any) -> Any:
+    """A DataPipeEvent: the action, then the TimedValue it concerns (a value served as a
+    bare value instead of an object, BAD_NOT_OBJECT, is served so in its place too)."""
+    if not isinstance(value, dict):
+        return value
     return {"Action": action, "PreviousEventAction": "PreviousEventArchived", **value}
 
 

@@ -35,7 +35,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.table import TableMerger
 
 from workers.errors import SinkError
-from workers.lake.tables import ALL_TABLES, TableStore
+from workers.lake.tables import ALL_TABLES, TableSpec, TableStore
 from workers.observe import CommitObserver
 from workers.settings import Settings
 
@@ -152,6 +152,49 @@ class DeltaWriter:
             self._write(table, name, rows, "overwrite", metadata, predicate=predicate, retries=0)
 
         self._commit(name, attempt, f"replace where {predicate}", rebase=False)
+
+    def replace_where(
+        self,
+        spec: TableSpec | str,
+        predicate: str,
+        rows: pa.Table,
+        app_id: str | None = None,
+        version: int | None = None,
+    ) -> bool:
+        """In one commit, delete the rows matching `predicate` and write `rows` (each must
+        match it), unless `version` of `app_id` is in already; True if written.
+
+        The app transaction goes in the same commit, so a replace re-run after a crash
+        lands once. Only the files holding matching rows are rewritten: put the partition
+        columns in the predicate. A concurrent commit that touches those files makes it
+        fail (SinkError), never half-apply; it reads the table, so it is not rebased.
+        """
+        name = spec if isinstance(spec, str) else spec.name
+
+        def attempt(table: DeltaTable) -> bool:
+            if app_id is not None and version is not None:
+                done = table.transaction_version(app_id)
+                if done is not None and done >= version:
+                    return False
+            metadata: dict[str, str] = {"pidelta.operation": "replace"}
+            transactions = None
+            if app_id is not None and version is not None:
+                metadata |= {"pidelta.app_id": app_id, "pidelta.batch_id": str(version)}
+                transactions = [Transaction(app_id, version)]
+            began = time.perf_counter()
+            self._write(
+                table,
+                name,
+                rows,
+                "overwrite",
+                metadata,
+                predicate=predicate,
+                transactions=transactions,
+            )
+            self._observe(name, rows.num_rows, began, table)
+            return True
+
+        return self._commit(name, attempt, f"replace of {name}", rebase=False)
 
     def merge(
         self,
