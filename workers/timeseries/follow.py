@@ -145,21 +145,19 @@ class Follower:
         self._off_until = time.monotonic() + self.retry_off
         self.markers.clear()
 
-    async def register(self, webids: list[str]) -> tuple[list[str], datetime]:
-        """Markers for `webids`; the tags registered and a moment after registration (the
-        recorded read of each must reach it)."""
+    async def register(self, webids: list[str]) -> list[str]:
+        """Markers for `webids`; the tags registered."""
         try:
             markers, refused = await self.source.register(webids)
         except UpdatesUnavailable as exc:
             self.switch_off(exc)
-            return [], self.clock()
-        at = self.clock()
+            return []
         for webid, error in refused.items():
             log.warning("stream updates refused for %s: %s", webid, error)
         self.refused |= set(refused)
         self.markers.update(markers)
         self.observer.markers(self.shard, "registered", len(markers))
-        return sorted(markers), at
+        return sorted(markers)
 
     def start(self, cps: Mapping[str, datetime]) -> None:
         """Tags just registered and caught up: the table holds PI's archive up to `cps`."""

@@ -369,15 +369,19 @@ class Pipeline:
         await follower.poll()
 
     async def _fall_back(self, follower: Follower, tags: list[str], lag: timedelta) -> None:
-        """Tags no marker covers: catch up through recorded values, register, read up to
-        the registration (re-reading the look-back of a gap, anti-joined), and follow."""
+        """Tags no marker covers: register them first (every change from then on is an event),
+        then catch them up through recorded values to a moment after the registration,
+        re-reading the look-back of a tag that had a checkpoint (its gap, anti-joined), and
+        follow them."""
         assert self.checkpoints is not None
         await self.flush()  # events of a tag whose marker expired apply before its re-read
         had = set(self.checkpoints.load_checkpoints(tags, LIVE_PREFIX))
-        await self.catch_up(self.clock() - lag, only=set(tags), lookback=False)
-        registered, at = await follower.register(tags)
+        registered = await follower.register(tags)
         if not registered:
+            await self.catch_up(self.clock() - lag, only=set(tags))
             return
+        await self.catch_up(self.clock() - lag, only=set(registered), lookback=False)
+        at = self.clock()
         gap = set(registered) & had
         if gap:
             self.observer.fallback_reread(self.shard, "gap", len(gap))
@@ -385,8 +389,6 @@ class Pipeline:
         await self.catch_up(at, only=set(registered) - had, lookback=False)
         await self.flush()
         follower.start(self.checkpoints.load_checkpoints(registered, LIVE_PREFIX))
-
-    # ------------------------------------------------------------------ one batch
 
     async def _run_plan(self, app_id: str, plan: PlannedBatch, cps: dict[str, datetime]) -> None:
         """A plan's ranges as batches whose expected rows fit one commit each."""

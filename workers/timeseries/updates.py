@@ -55,7 +55,6 @@ class Retrieval:
     markers: dict[str, str] = field(default_factory=dict)
     lost: dict[str, str] = field(default_factory=dict)
     quarantine: list[pa.Table] = field(default_factory=list)
-    calls: int = 0
 
 
 class UpdatesSource:
@@ -105,7 +104,7 @@ class UpdatesSource:
         by_marker = {m: w for w, m in markers.items()}
         chunks = self.chunks("marker", list(by_marker))
         answers = await asyncio.gather(*(self._call("GET", "marker", c) for c in chunks))
-        out = Retrieval(EVENT_SCHEMA.empty_table(), calls=len(chunks))
+        out = Retrieval(EVENT_SCHEMA.empty_table())
         groups: dict[str, dict[str, list[Any]]] = {a: {} for a in ACTIONS}
         for answer in answers:
             for item in _items(answer):
