@@ -123,8 +123,9 @@ class Follower:
             self.batch_id = max(*done.values(), planned) + 1
 
     def unfollowed(self, tags: Iterable[str]) -> list[str]:
-        """Owned tags without a marker, to register (the recorded fallback reads their gap)."""
-        return sorted(t for t in tags if t not in self.markers and t not in self.refused)
+        """Owned tags not followed yet, to register (the recorded fallback reads their gap):
+        a tag is followed once its catch-up after registration is done (`start`)."""
+        return sorted(t for t in tags if t not in self.covered and t not in self.refused)
 
     def forget(self, owned: Iterable[str]) -> None:
         """After a discovery: drop the markers of tags no longer owned (deleted, moved), and
@@ -144,6 +145,7 @@ class Follower:
         )
         self._off_until = time.monotonic() + self.retry_off
         self.markers.clear()
+        self.covered.clear()
 
     async def register(self, webids: list[str]) -> list[str]:
         """Markers for `webids`; the tags registered."""
@@ -167,17 +169,19 @@ class Follower:
 
     async def poll(self) -> None:
         """Retrieve every marker once and buffer what changed."""
-        if not self.markers:
+        followed = {w: m for w, m in self.markers.items() if w in self.covered}
+        if not followed:
             return
         began = self.clock()
         try:
-            got = await self.source.retrieve(dict(self.markers))
+            got = await self.source.retrieve(followed)
         except UpdatesUnavailable as exc:
             self.switch_off(exc)
             return
         for webid, error in got.lost.items():
             log.info("marker of %s refused, reading its gap again: %s", webid, error)
             self.markers.pop(webid, None)
+            self.covered.pop(webid, None)
         if got.lost:
             self.observer.markers(self.shard, "expired", len(got.lost))
         self.markers.update(got.markers)
@@ -226,12 +230,15 @@ class Follower:
         if self._quarantine:
             quarantine = with_batch(pa.concat_tables(self._quarantine), self.app_id, n)
             self.check_fence()
-            self.sink.append(QUARANTINE, self.sink.new_quarantine(quarantine), self.app_id, n)
+            new = self.sink.new_quarantine(quarantine)
+            if self.sink.append(QUARANTINE, new, self.app_id, n):
+                reasons = pl.from_arrow(new.select(["reason"])).group_by("reason").len()
+                self.observer.quarantined(dict(reasons.iter_rows()))
         if events is not None:
             self._apply_rebased(events, n)
         self.checkpoints.advance(self.app_id, n, ends)
         self._save_markers(n)
-        self.covered = {w: self.reached[w] for w in self.markers if w in self.reached}
+        self.covered = {w: self.reached[w] for w in self.covered if w in self.reached}
         self.reached = dict(self.covered)
         self._events, self._quarantine, self._rows, self._since = [], [], 0, None
         self.batch_id = n + 1
@@ -260,7 +267,7 @@ class Follower:
         self.observer.changes_applied(self.shard, counts(changed))
 
     def _save_markers(self, n: int) -> None:
-        tags = sorted(self.markers)
+        tags = sorted(w for w in self.markers if w in self.covered)
         now = self.clock()
         rows = pa.table(
             {

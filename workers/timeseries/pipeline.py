@@ -366,6 +366,7 @@ class Pipeline:
             await self._fall_back(follower, gap, lag)
         if follower.refused:
             await self.catch_up(self.clock() - lag, only=follower.refused & set(self.tags))
+        await self._reread_set_aside()  # no recorded batch carries them while following
         await follower.poll()
 
     async def _fall_back(self, follower: Follower, tags: list[str], lag: timedelta) -> None:
@@ -374,7 +375,9 @@ class Pipeline:
         re-reading the look-back of a tag that had a checkpoint (its gap, anti-joined), and
         follow them."""
         assert self.checkpoints is not None
-        await self.flush()  # events of a tag whose marker expired apply before its re-read
+        assert self.queue is not None
+        if follower.commit_in() is not None:
+            await self.flush()  # events of a tag whose marker expired land before its re-read
         had = set(self.checkpoints.load_checkpoints(tags, LIVE_PREFIX))
         registered = await follower.register(tags)
         if not registered:
@@ -387,8 +390,9 @@ class Pipeline:
             self.observer.fallback_reread(self.shard, "gap", len(gap))
             await self.catch_up(at, only=gap, lookback=True)
         await self.catch_up(at, only=set(registered) - had, lookback=False)
-        await self.flush()
-        follower.start(self.checkpoints.load_checkpoints(registered, LIVE_PREFIX))
+        # Their events apply in a later flush, which commits these recorded rows first.
+        planned = self.queue.planned(self.checkpoints.load_checkpoints(registered, LIVE_PREFIX))
+        follower.start({w: planned[w] for w in registered if w in planned})
 
     async def _run_plan(self, app_id: str, plan: PlannedBatch, cps: dict[str, datetime]) -> None:
         """A plan's ranges as batches whose expected rows fit one commit each."""
