@@ -189,14 +189,17 @@ class Follower:
         self.observer.values_read(PI_TIMESERIES, self.shard, events.num_rows)
         for webid in got.markers:
             self.reached[webid] = max(self.reached.get(webid, began), began)
+        # Every value reported is covered, quarantined ones too (PI's clock may run ahead).
+        stamps = [x.select(["tag_webid", "timestamp"]) for x in (events, *got.quarantine)]
+        latest = (
+            pl.from_arrow(pa.concat_tables(stamps, promote_options="permissive"))
+            .drop_nulls()
+            .group_by("tag_webid")
+            .agg(pl.col("timestamp").max())
+        )
+        for webid, t in zip(latest["tag_webid"], latest["timestamp"], strict=True):
+            self.reached[webid] = max(self.reached.get(webid, t), t)
         if events.num_rows:
-            latest = (
-                pl.from_arrow(events.select(["tag_webid", "timestamp"]))
-                .group_by("tag_webid")
-                .agg(pl.col("timestamp").max())
-            )
-            for webid, t in zip(latest["tag_webid"], latest["timestamp"], strict=True):
-                self.reached[webid] = max(self.reached.get(webid, t), t)
             self._events.append(events)
             self._rows += events.num_rows
         self._quarantine.extend(got.quarantine)
