@@ -390,9 +390,8 @@ class Pipeline:
             self.observer.fallback_reread(self.shard, "gap", len(gap))
             await self.catch_up(at, only=gap, lookback=True)
         await self.catch_up(at, only=set(registered) - had, lookback=False)
-        # Their events apply in a later flush, which commits these recorded rows first.
-        planned = self.queue.planned(self.checkpoints.load_checkpoints(registered, LIVE_PREFIX))
-        follower.start({w: planned[w] for w in registered if w in planned})
+        await self.flush()  # the recorded rows land before any event of these tags applies
+        follower.start(self.checkpoints.load_checkpoints(registered, LIVE_PREFIX))
 
     async def _run_plan(self, app_id: str, plan: PlannedBatch, cps: dict[str, datetime]) -> None:
         """A plan's ranges as batches whose expected rows fit one commit each."""
