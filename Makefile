@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 3600
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv dev compiler tools test lint bench demo clean fuzz-build fuzz-short fuzz \
-	kerberos drill-kerberos drill-shards
+	kerberos drill-kerberos drill-shards drill-changes
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,11 @@ fuzz: fuzz-build
 
 bench: venv
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_changes.py
+
+# The change-capture tests (tests/changes) at drill length: more kill -9s, longer runs.
+drill-changes: dev
+	CHANGES_DRILL_SCALE=4 $(BIN)/pytest -q tests/changes
 
 # Many shards, one lakehouse (not part of `make test`, which runs an 8-shard version):
 # DRILL_SHARDS workers (32) of DRILL_TAGS_PER_SHARD tags (200) in `run` for DRILL_MINUTES (6),

@@ -7,11 +7,15 @@ starts, so a restarted server refuses old markers as a restarted PI Web API does
 client registers again. A marker expires `MOCK_PI_MARKER_RETENTION` seconds after it was
 issued.
 
-Retrieving marker M issued at t0 returns as `Add` events the values that arrived (became
-visible, late values included) in (t0, now], and a new marker issued at now. Reading M
-again before it expires returns the same events and the same new marker, so a client that
-lost a response can repeat the call without losing or duplicating values. Values never
-change or vanish in mock-pi, so there are no `Update` or `Remove` events.
+Retrieving marker M issued at t0 returns every change to the stream in (t0, now], however
+old the value's timestamp (`mock_pi.changes.ChangeModel.window`): `Add` for a value that
+arrived (became visible, late values included; as it stands now), `Update` for one edited
+(the new value), `Delete` for one removed (the old value), the AF SDK's AFDataPipeAction
+names; and a new marker issued at now. Reading M again before it expires returns the same
+events and the same new marker, so a client that lost a response can repeat the call
+without losing or duplicating a change.
+
+With `MOCK_PI_UPDATES=false` both routes answer 404, as a PI Web API without the feature.
 """
 
 from __future__ import annotations
@@ -137,9 +141,7 @@ def _location(request: web.Request, markers: list[str]) -> dict[str, str]:
     return {"Location": f"{base_url(request)}streamsets/updates?{query}"}
 
 
-def event(value: dict[str, Any]) -> dict[str, Any]:
-    """A DataPipeEvent for a value that arrived."""
-    return {"Action": "Add", "PreviousEventAction": "PreviousEventArchived", **value}
+UPDATES_OFF = "Stream updates are not enabled on this server."
 
 
 def handlers(state: MockState, book: MarkerBook) -> tuple[Any, Any]:
@@ -185,8 +187,7 @@ def handlers(state: MockState, book: MarkerBook) -> tuple[Any, Any]:
                 items.append({**source, "RequestedMarker": text, **failure})
                 continue
             upto, following = book.advance(marker, now)
-            arrived = truth.arrivals(book.point(marker), marker.issued, upto)
-            events = [event(v) for v in arrived]
+            events = truth.updates(book.point(marker), marker.issued, upto)
             latest.append(following)
             items.append(
                 {
@@ -209,5 +210,11 @@ def register(app: web.Application, state: MockState) -> None:
     book = MarkerBook(state)
     app[MARKERS] = book
     post, get = handlers(state, book)
+    if not state.settings.updates:
+
+        async def off(request: web.Request) -> web.Response:
+            return error_response(404, UPDATES_OFF)
+
+        post = get = off
     app.router.add_post(UPDATES_PATH, post)
     app.router.add_get(UPDATES_PATH, get)

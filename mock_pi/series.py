@@ -21,7 +21,7 @@ the sequence numbers of the good values stay those of the clean series.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,6 +156,8 @@ class Series:
         self.late_ticks = round(late_seconds * TICKS)
         self.outage_phase = (h >> 52) % OUTAGE_PERIOD
         self.outage_length = 60 + (h >> 40) % 240
+        # Edits and deletions as of a tick (`mock_pi.changes`, set by the state); None: none.
+        self.changes: Callable[[Events, int], Events] | None = None
 
     def slots(self, slots: np.ndarray) -> Events:
         """All values of the given slots (sorted int64), ascending, visibility not applied."""
@@ -252,8 +254,10 @@ class Series:
         limit: int | None = None,
         descending: bool = False,
         visible_upto: int | None = None,
+        changes: bool = True,
     ) -> Events:
-        """Values with lo <= timestamp <= hi, history_start <= timestamp <= now, visible by now.
+        """Values with lo <= timestamp <= hi, history_start <= timestamp <= now, visible by now,
+        edited and deleted as they stand then (`changes=False`: as first archived).
 
         `visible_upto` overrides the visibility instant (defaults to `now`). Generates slots
         in chunks sized from `limit`, so a small page of a long range stays cheap.
@@ -284,6 +288,8 @@ class Series:
             keep = (ev.ticks >= lo) & (ev.ticks <= hi) & (ev.visible <= seen_at)
             if not keep.all():
                 ev = ev.take(keep)
+            if changes and self.changes is not None:
+                ev = self.changes(ev, seen_at)
             if descending:
                 ev = ev.take(slice(None, None, -1))
             parts.append(ev)
@@ -306,6 +312,8 @@ class Series:
             slots = np.unique((s[:, None] + np.arange(-WINDOW, WINDOW + 1)).ravel())
         ev = self.slots(slots)
         ev = ev.take((ev.ticks >= history_start) & (ev.ticks <= now) & (ev.visible <= now))
+        if self.changes is not None:
+            ev = self.changes(ev, now)
         m = len(ev)
         ev_slot = np.append(ev.ticks // self.scan_ticks, 0)
         pidx = np.searchsorted(ev.ticks, times, "right") - 1

@@ -91,6 +91,40 @@ class MockSettings(BaseSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     csrf: bool = True
     marker_retention: float = Field(default=600.0, gt=0, description="seconds a marker lives")
+    edit_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description=(
+            "share of values (alone at their timestamp, well-formed, not system states) "
+            "replaced by another value CHANGE_SECONDS after their timestamp, chosen from "
+            "(seed, tag, timestamp)"
+        ),
+    )
+    delete_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="share of such values removed CHANGE_SECONDS after their timestamp",
+    )
+    change_seconds: float = Field(
+        default=120.0, ge=0, description="how long after its timestamp a value is edited/deleted"
+    )
+    updates: bool = Field(
+        default=True,
+        description=(
+            "serve stream updates (/streamsets/updates); false answers 404 there, as a "
+            "PI Web API without the feature does"
+        ),
+    )
+
+    @field_validator("delete_fraction")
+    @classmethod
+    def _changes(cls, value: float, info: ValidationInfo) -> float:
+        if value + info.data.get("edit_fraction", 0.0) > 1:
+            raise ValueError("EDIT_FRACTION + DELETE_FRACTION must not exceed 1")
+        return value
+
     af_version: int = Field(default=0, ge=0, description="starting AF hierarchy version")
     ef_slot_seconds: float = Field(
         default=600.0, ge=0.05, description="event frame time slot; durations scale with it"

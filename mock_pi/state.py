@@ -11,6 +11,7 @@ import numpy as np
 
 from mock_pi import pitime, webid
 from mock_pi.catalog import NAME_RE, Catalog, Point
+from mock_pi.changes import ChangeModel
 from mock_pi.point_changes import PointChanges
 from mock_pi.series import TICKS, Series
 from mock_pi.settings import MockSettings
@@ -89,4 +90,19 @@ class MockState:
 
     def _make_series(self, point: Point) -> Series:
         settings = self.settings
-        return Series(settings.seed, point, settings.late_seconds, settings.bad_fraction)
+        s = Series(settings.seed, point, settings.late_seconds, settings.bad_fraction)
+        model = self.change_model(s)
+        if model.edit_below:
+            s.changes = model.apply
+        return s
+
+    def change_model(self, s: Series) -> ChangeModel:
+        """The edits and deletions of a point's values (`mock_pi.changes`)."""
+        settings = self.settings
+        return ChangeModel.create(
+            settings.seed,
+            s,
+            settings.edit_fraction,
+            settings.delete_fraction,
+            settings.change_seconds,
+        )

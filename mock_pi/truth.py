@@ -22,8 +22,16 @@
     truth.arrivals(point, after_ticks, upto_ticks) -> list[dict]
         TimedValue dicts of the values whose visibility instant (the timestamp, or the
         timestamp + LATE_SECONDS for a late tag's value stamped inside an outage) falls in
-        (after_ticks, upto_ticks]: the events a stream-updates marker reports, in
-        (timestamp, sequence) order.
+        (after_ticks, upto_ticks], as archived first (edits not applied), in (timestamp,
+        sequence) order.
+    truth.updates(point, after_ticks, upto_ticks) -> list[dict]
+        the DataPipeEvents a stream-updates marker issued at `after_ticks` reports when read
+        at `upto_ticks`: `Add` (arrived, as it stands at `upto_ticks`), `Update` (edited: the
+        new value) and `Delete` (removed: the old value), ordered by when each happened
+        (`mock_pi.changes`).
+    truth.changes(point, start, end) -> list[tuple[str, dict, int]]
+        every edit or deletion of a value with start <= timestamp <= end: ("Update" or
+        "Delete", the TimedValue after (edit) or before (deletion), the tick it happens).
     truth.visible_at(webid_or_point, start, end) -> list[tuple[dict, int]]
         every value with start <= timestamp <= end and the tick at which it becomes visible.
 
@@ -48,6 +56,7 @@ import pyarrow as pa
 from mock_pi import catalog as cat
 from mock_pi import pitime
 from mock_pi import series as ser
+from mock_pi.changes import ACTION_NAMES, EDIT, NONE
 from mock_pi.render import timed_value
 from mock_pi.series import SYSTEM_TABLE, TICKS_PER_US, Events, Series
 from mock_pi.settings import MockSettings
@@ -190,8 +199,40 @@ class GroundTruth:
     def arrivals(self, ref: str | cat.Point, after_ticks: int, upto_ticks: int) -> list[dict]:
         s = self.state.series(self.point(ref))
         hs = self.state.history_start_ticks
-        ev = s.scan(after_ticks - s.late_ticks, upto_ticks, upto_ticks, hs, visible_upto=upto_ticks)
+        ev = s.scan(
+            after_ticks - s.late_ticks,
+            upto_ticks,
+            upto_ticks,
+            hs,
+            visible_upto=upto_ticks,
+            changes=False,
+        )
         return timed_values(s, ev.take(ev.visible > after_ticks))
+
+    def updates(self, ref: str | cat.Point, after_ticks: int, upto_ticks: int) -> list[dict]:
+        s = self.state.series(self.point(ref))
+        model = self.state.change_model(s)
+        ev, actions = model.window(after_ticks, upto_ticks, self.state.history_start_ticks)
+        return [
+            pipe_event(ACTION_NAMES[a], v)
+            for a, v in zip(actions, timed_values(s, ev), strict=True)
+        ]
+
+    def changes(
+        self, ref: str | cat.Point, start: Instant, end: Instant
+    ) -> list[tuple[str, dict[str, Any], int]]:
+        now = self._now(None)
+        s = self.state.series(self.point(ref))
+        model = self.state.change_model(s)
+        lo, hi = sorted((self._ticks(start, now), self._ticks(end, now)))
+        far = hi + s.late_ticks
+        ev = s.scan(lo, hi, far, self.state.history_start_ticks, visible_upto=far, changes=False)
+        kind = model.kinds(ev)
+        hit = kind != NONE
+        at = model.changed_at(ev)[hit]
+        ev = model.edited(ev, kind == EDIT).take(hit)
+        names = ["Update" if k == EDIT else "Delete" for k in kind[hit]]
+        return list(zip(names, timed_values(s, ev), (int(a) for a in at), strict=True))
 
     def visible_at(
         self, ref: str | cat.Point, start: Instant, end: Instant
@@ -202,6 +243,14 @@ class GroundTruth:
         far = hi + s.late_ticks
         ev = s.scan(lo, hi, far, self.state.history_start_ticks, visible_upto=far)
         return list(zip(timed_values(s, ev), (int(v) for v in ev.visible), strict=True))
+
+
+def pipe_event(action: str, value: Any) -> Any:
+    """A DataPipeEvent: the action, then the TimedValue it concerns (a value served as a
+    bare value instead of an object, BAD_NOT_OBJECT, is served so in its place too)."""
+    if not isinstance(value, dict):
+        return value
+    return {"Action": action, "PreviousEventAction": "PreviousEventArchived", **value}
 
 
 def timed_values(s: Series, ev: Events) -> list[Any]:

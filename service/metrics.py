@@ -137,6 +137,30 @@ class Metrics:
             ["shard"],
             registry=r,
         )
+        self.changes_applied = Counter(
+            "pidelta_changes_applied",
+            "Stream-update changes applied to pi_timeseries, by action.",
+            ["shard", "action"],
+            registry=r,
+        )
+        self.marker_registrations = Counter(
+            "pidelta_marker_registrations",
+            "Tags registered for stream updates.",
+            ["shard"],
+            registry=r,
+        )
+        self.marker_expiries = Counter(
+            "pidelta_marker_expiries",
+            "Stream-update markers PI refused (expired or unknown).",
+            ["shard"],
+            registry=r,
+        )
+        self.fallback_rereads = Counter(
+            "pidelta_fallback_rereads",
+            "Tags whose gap no marker covered, re-read from recorded values.",
+            ["shard", "reason"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "pidelta_build_info", "Always 1; the version label.", ["version"], registry=r
         )
@@ -180,6 +204,21 @@ class MetricsObserver:
     def quarantined(self, counts: Mapping[str, int]) -> None:
         for reason, n in counts.items():
             self.metrics.quarantined_values.labels(reason=reason).inc(n)
+
+    def changes_applied(self, shard: str, counts: Mapping[str, int]) -> None:
+        for action, n in counts.items():
+            self.metrics.changes_applied.labels(shard=shard, action=action).inc(n)
+
+    def markers(self, shard: str, event: str, count: int) -> None:
+        counter = (
+            self.metrics.marker_registrations
+            if event == "registered"
+            else self.metrics.marker_expiries
+        )
+        counter.labels(shard=shard).inc(count)
+
+    def fallback_reread(self, shard: str, reason: str, tags: int) -> None:
+        self.metrics.fallback_rereads.labels(shard=shard, reason=reason).inc(tags)
 
     def committed(self, table: str, shard: str, rows: int, seconds: float, version: int) -> None:
         m = self.metrics

@@ -101,6 +101,10 @@ class RetriesAbandoned(PIError):
     """The worker is stopping: a request gave up its retries; its batch re-runs on start."""
 
 
+class UpdatesUnavailable(PIError):
+    """The PI Web API does not serve stream updates (404): the recorded fallback follows."""
+
+
 class DiscoveryLimitError(PIError):
     """Discovery passed its bound on points or time: the server is broken or hostile, or the
     bound is too low for this plant. Failing beats a silently partial tag list."""

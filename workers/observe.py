@@ -56,6 +56,16 @@ class Observer(RequestObserver, CommitObserver, Protocol):
     def quarantined(self, counts: Mapping[str, int]) -> None:
         """Values written to the quarantine table, by reason."""
 
+    def changes_applied(self, shard: str, counts: Mapping[str, int]) -> None:
+        """Stream-update changes applied to pi_timeseries, by action (Add, Update, Delete)."""
+
+    def markers(self, shard: str, event: str, count: int) -> None:
+        """Stream-update markers `registered`, or `expired` (refused by PI)."""
+
+    def fallback_reread(self, shard: str, reason: str, tags: int) -> None:
+        """Tags whose gap no marker covered, re-read through recorded values: `gap` (a
+        marker expired, a tag moved or the worker restarted) or `updates_off`."""
+
 
 class VerifyObserver(Protocol):
     """Hooks of verification (`workers.verify`)."""
@@ -93,6 +103,15 @@ class NullObserver:
         return None
 
     def quarantined(self, counts: Mapping[str, int]) -> None:
+        return None
+
+    def changes_applied(self, shard: str, counts: Mapping[str, int]) -> None:
+        return None
+
+    def markers(self, shard: str, event: str, count: int) -> None:
+        return None
+
+    def fallback_reread(self, shard: str, reason: str, tags: int) -> None:
         return None
 
     def committed(self, table: str, shard: str, rows: int, seconds: float, version: int) -> None:

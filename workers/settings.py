@@ -317,6 +317,12 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
     )
     rediscover_interval: float = Field(default=300.0, gt=0)
     backfill_window: float = Field(default=3600.0, gt=0, description="seconds per backfill batch")
+    # Change capture (workers/timeseries/follow.py)
+    updates: bool = Field(
+        default=True,
+        description="`run` follows each tag with PI stream updates (arrivals, edits, "
+        "deletions of any age); false: recorded re-reads with the late look-back",
+    )
 
     # Commits
     commit_max_rows: int = Field(default=1_000_000, ge=1)

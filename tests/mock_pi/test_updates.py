@@ -43,10 +43,7 @@ def register(server: Any, web_ids: list[str]) -> tuple[dict[str, str], dict[str,
 
 
 def expected_events(truth: GroundTruth, web_id: str, after: int, upto: int) -> list[dict]:
-    return [
-        {"Action": "Add", "PreviousEventAction": "PreviousEventArchived", **value}
-        for value in truth.arrivals(web_id, after, upto)
-    ]
+    return truth.updates(web_id, after, upto)
 
 
 def check_window(truth: GroundTruth, sent: list[str], body: dict[str, Any], n: int) -> int:

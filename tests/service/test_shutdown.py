@@ -68,6 +68,8 @@ def held_back_env(mock: MockServer, target: Path, start: datetime) -> tuple[dict
             commit_max_age=3600,
             commit_max_rows=10_000_000,
             log_level="DEBUG",
+            # The recorded buffer alone: stream updates would add a commit of their own.
+            updates="false",
         )
     )
 

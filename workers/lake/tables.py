@@ -41,6 +41,8 @@ PI_INTERPOLATED = "pi_interpolated"
 PI_SUMMARIES = "pi_summaries"
 BACKFILLS = "_pidelta_backfills"
 VERIFICATION = "_pidelta_verification"
+PI_TIMESERIES_CHANGES = "pi_timeseries_changes"
+MARKERS = "_pidelta_markers"
 
 PI_TIMESERIES_SCHEMA = pa.schema(
     [
@@ -159,6 +161,49 @@ VERIFICATION_SCHEMA = pa.schema(
         pa.field("shard_index", pa.int64(), nullable=False),
         pa.field("shard_count", pa.int64(), nullable=False),
         pa.field("checked_at", UTC_US, nullable=False),
+    ]
+)
+
+# One row per change applied to pi_timeseries after its range was first read
+# (workers/timeseries/apply.py): the value's key, PI's action, the row before and after.
+CHANGE_VALUE_COLUMNS = (
+    ("value", pa.float64()),
+    ("value_string", pa.string()),
+    ("digital_state", pa.string()),
+    ("digital_code", pa.int32()),
+    ("is_system_state", pa.bool_()),
+    ("quality_good", pa.bool_()),
+    ("quality_questionable", pa.bool_()),
+    ("quality_substituted", pa.bool_()),
+    ("quality_annotated", pa.bool_()),
+)
+PI_TIMESERIES_CHANGES_SCHEMA = pa.schema(
+    [
+        pa.field("tag_webid", pa.string(), nullable=False),
+        pa.field("tag_name", pa.string()),
+        pa.field("timestamp", UTC_US, nullable=False),
+        pa.field("sequence", pa.int32(), nullable=False),
+        pa.field("action", pa.string(), nullable=False),
+        *(pa.field(f"old_{name}", kind) for name, kind in CHANGE_VALUE_COLUMNS),
+        *(pa.field(f"new_{name}", kind) for name, kind in CHANGE_VALUE_COLUMNS),
+        pa.field("pi_change_time", UTC_US),
+        pa.field("observed_at", UTC_US, nullable=False),
+        pa.field("applied_at", UTC_US, nullable=False),
+        pa.field("app_id", pa.string(), nullable=False),
+        pa.field("batch_id", pa.int64(), nullable=False),
+    ]
+)
+
+# Stream-update markers (workers/timeseries/follow.py): the marker each tag resumes from
+# after batch `batch_id` of `app_id` landed.
+MARKERS_SCHEMA = pa.schema(
+    [
+        pa.field("tag_webid", pa.string(), nullable=False),
+        pa.field("marker", pa.string(), nullable=False),
+        pa.field("covered_until", UTC_US, nullable=False),
+        pa.field("app_id", pa.string(), nullable=False),
+        pa.field("batch_id", pa.int64(), nullable=False),
+        pa.field("noted_at", UTC_US, nullable=False),
     ]
 )
 
@@ -373,6 +418,8 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(SET_ASIDE, SET_ASIDE_SCHEMA),
         TableSpec(BACKFILLS, BACKFILLS_SCHEMA),
         TableSpec(VERIFICATION, VERIFICATION_SCHEMA),
+        TableSpec(PI_TIMESERIES_CHANGES, PI_TIMESERIES_CHANGES_SCHEMA),
+        TableSpec(MARKERS, MARKERS_SCHEMA),
     )
 }
 """The time-series tables, created by every shard at start-up."""

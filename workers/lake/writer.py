@@ -42,7 +42,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.table import TableMerger
 
 from workers.errors import SinkError
-from workers.lake.tables import ALL_TABLES, TableStore
+from workers.lake.tables import ALL_TABLES, TableSpec, TableStore
 from workers.observe import CommitObserver
 from workers.settings import Settings
 
@@ -170,28 +170,32 @@ class DeltaWriter:
 
     def replace_where(
         self,
-        name: str,
+        spec: TableSpec | str,
         predicate: str,
         rows: pa.Table,
         app_id: str | None = None,
         version: int | None = None,
     ) -> bool:
-        """Replace the rows matching `predicate` by `rows` (all must match it) in one commit,
-        with `Transaction(app_id, version)` when given; False when that version is already in.
+        """In one commit, delete the rows matching `predicate` and write `rows` (each must
+        match it), unless `version` of `app_id` is in already; True if written.
 
-        The commit is atomic: a crash leaves the old rows or the new ones. A concurrent
-        commit to the same files makes it fail with SinkError and change nothing.
+        The app transaction goes in the same commit, so a replace re-run after a crash
+        lands once. Only the files holding matching rows are rewritten: put the partition
+        columns in the predicate. A concurrent commit that touches those files makes it
+        fail (SinkError), never half-apply; it reads the table, so it is not rebased.
         """
+        name = spec if isinstance(spec, str) else spec.name
         what = f"replace where {predicate}" if app_id is None else f"replace {version} of {app_id}"
 
         def attempt(table: DeltaTable) -> bool:
-            metadata: dict[str, str] = {"pidelta.operation": "replace"}
-            transactions = None
             if app_id is not None and version is not None:
                 done = table.transaction_version(app_id)
                 if done is not None and done >= version:
                     return False
-                metadata.update({"pidelta.app_id": app_id, "pidelta.batch_id": str(version)})
+            metadata: dict[str, str] = {"pidelta.operation": "replace"}
+            transactions = None
+            if app_id is not None and version is not None:
+                metadata |= {"pidelta.app_id": app_id, "pidelta.batch_id": str(version)}
                 transactions = [Transaction(app_id, version)]
             began = time.perf_counter()
             self._write(

@@ -29,6 +29,7 @@ from workers.settings import Settings
 from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
 from workers.timeseries.commit_queue import CommitQueue
 from workers.timeseries.discovery import TagInfo, discover_tags
+from workers.timeseries.follow import Follower, follower_app_id
 from workers.timeseries.generations import ShardFence
 from workers.timeseries.plan import (
     BACKFILL,
@@ -48,6 +49,7 @@ from workers.timeseries.recovery import Recovery
 from workers.timeseries.set_aside import SetAside
 from workers.timeseries.sink import DeltaSink
 from workers.timeseries.source import ReadStats, Source, SourceResult
+from workers.timeseries.updates import UpdatesSource
 
 log = logging.getLogger("pidelta.pipeline")
 
@@ -89,6 +91,7 @@ class Pipeline:
         self.recovery: Recovery | None = None
         self.queue: CommitQueue | None = None
         self.set_aside: SetAside | None = None
+        self.follower: Follower | None = None
         self._last_lookback = float("-inf")
 
     async def __aenter__(self) -> Pipeline:
@@ -144,7 +147,9 @@ class Pipeline:
         await self.fence.join(self.lifecycle)
         # Read after the grace period: the last commits of the previous generation count.
         self.checkpoints = await asyncio.to_thread(CheckpointStore, self.sink)
-        own = (self.app_id, self.backfill_app_id)
+        own: tuple[str, ...] = (self.app_id, self.backfill_app_id)
+        if s.updates:  # a follower's batch landed without its checkpoints is advanced too
+            own += (follower_app_id(s.shard_index, s.shard_count),)
         self.recovery = Recovery(self.sink, self.checkpoints, own, s.shard_count)
         self.queue = CommitQueue(
             s, self.sink, self.checkpoints, self.fence.check, self.observer, self.shard
@@ -152,6 +157,24 @@ class Pipeline:
         self.set_aside = await asyncio.to_thread(SetAside, self.sink)
         self.origins.update(await asyncio.to_thread(self.recovery.origins))
         await self._recover()
+
+    async def follow_updates(self) -> None:
+        """`run` only: follow the tags with stream updates (`follow.Follower`), from the
+        markers of this shard's last landed batch."""
+        assert self.checkpoints is not None
+        assert self.fence is not None
+        source = UpdatesSource(self.client, self.tags, self.settings.pi_max_url_bytes)
+        self.follower = Follower(
+            self.settings,
+            source,
+            self.sink,
+            self.checkpoints,
+            self.fence.check,
+            self.observer,
+            self.clock,
+        )
+        await asyncio.to_thread(self.follower.load)
+        self.follower.forget(self.tags)
 
     async def discover(self) -> list[TagInfo]:
         """Rediscover tags; keep those this shard owns (new tags flow, deleted ones stop)."""
@@ -177,20 +200,34 @@ class Pipeline:
 
     # ------------------------------------------------------------------ modes
 
-    async def catch_up(self, until: datetime) -> None:
-        """Live batches until every owned tag's checkpoint reaches `until`."""
+    async def catch_up(
+        self, until: datetime, only: set[str] | None = None, lookback: bool | None = None
+    ) -> None:
+        """Live batches until every owned tag's checkpoint reaches `until`.
+
+        `only` limits it to some tags; `lookback` True re-reads the late look-back once
+        (a gap no marker covered), False never, None every quarter of it (no updates).
+        """
         assert self.checkpoints is not None
         assert self.queue is not None
         assert self.fence is not None
         window = timedelta(seconds=self.settings.backfill_window)
-        lookback = timedelta(seconds=self.settings.late_lookback)
+        lookback_span = timedelta(seconds=self.settings.late_lookback)
+        first = True
         while not self.lifecycle.stopping:
             await asyncio.to_thread(self.fence.check)
-            tags = list(self.tags)
+            tags = [t for t in self.tags if only is None or t in only]
+            if not tags:
+                break
             committed = self.checkpoints.load_checkpoints(tags, LIVE_PREFIX)
-            self._update_lag(committed)
+            if only is None:
+                self._update_lag(committed)
             cps = self.queue.planned(committed)
-            due = time.monotonic() - self._last_lookback >= self.settings.late_lookback / 4
+            if lookback is None:
+                due = time.monotonic() - self._last_lookback >= self.settings.late_lookback / 4
+            else:
+                due = lookback and first
+            first = False
             plan = next_batch(
                 self.app_id,
                 0,
@@ -199,12 +236,14 @@ class Pipeline:
                 start=first_checkpoint(parse_time(self.settings.start, self.clock())),
                 until=until,
                 window=window,
-                late_lookback=lookback if due else timedelta(0),
+                late_lookback=lookback_span if due else timedelta(0),
             )
-            if not plan.forward:
+            if not plan.forward and not (due and lookback and plan.late):
                 break
-            if due:
+            if due and lookback is None:
                 self._last_lookback = time.monotonic()
+                if plan.late:
+                    self.observer.fallback_reread(self.shard, "updates_off", len(plan.late))
             await self._run_plan(self.app_id, plan, cps)
         await self._reread_set_aside()
 
@@ -251,7 +290,12 @@ class Pipeline:
         """Fold this worker's older plans and checkpoints (`CheckpointStore.compact`): a
         live worker adds a row per tag per poll to each state table."""
         assert self.checkpoints is not None
-        for app_id in (self.app_id, self.backfill_app_id):
+        apps = [self.app_id, self.backfill_app_id]
+        if self.follower is not None:
+            apps.append(self.follower.app_id)
+            if not await asyncio.to_thread(self.follower.compact):
+                log.info("marker compaction met a concurrent commit; next time")
+        for app_id in apps:
             if not await asyncio.to_thread(self.checkpoints.compact, app_id):
                 log.info("state compaction of %s met a concurrent commit; next time", app_id)
 
@@ -259,6 +303,8 @@ class Pipeline:
         """Poll every `poll_interval`, rediscover every `rediscover_interval`, and commit the
         buffer when it is old enough (waking up for it between polls), until stopped."""
         assert self.queue is not None
+        if self.settings.updates and self.follower is None:
+            await self.follow_updates()
         lag = timedelta(seconds=self.settings.safety_lag)
         next_discovery = time.monotonic() + self.settings.rediscover_interval
         next_compaction = time.monotonic() + STATE_COMPACT_SECONDS
@@ -275,8 +321,10 @@ class Pipeline:
                         resume = False
                     if now >= next_discovery:
                         await self.discover()
+                        if self.follower is not None:
+                            self.follower.forget(self.tags)
                         next_discovery = now + self.settings.rediscover_interval
-                    await self.catch_up(self.clock() - lag)
+                    await self._poll(lag)
                     if now >= next_compaction:
                         await self.compact_state()
                         next_compaction = now + STATE_COMPACT_SECONDS
@@ -291,17 +339,63 @@ class Pipeline:
             if self.queue.should_flush():
                 await self.flush()
             await self.queue.land()  # a commit a catch-up left in flight: checkpoints now
+            follower = self.follower
+            if follower is not None and follower.should_commit():
+                await self.flush()
             wake = next_poll
-            due = self.queue.flush_in()
-            if due is not None:
-                wake = min(wake, time.monotonic() + due)
+            for due in (self.queue.flush_in(), follower and follower.commit_in()):
+                if due is not None:
+                    wake = min(wake, time.monotonic() + due)
             await self.lifecycle.wait(wake - time.monotonic())
 
     async def flush(self) -> int:
-        """Steps 3-4 for every buffered batch, and wait until they are done."""
-        return await self.queue.flush() if self.queue else 0
+        """Steps 3-4 for every buffered batch, and wait until they are done; then the
+        stream-update events retrieved so far (after the rows they may change)."""
+        written = await self.queue.flush() if self.queue else 0
+        if self.follower is not None:
+            await self.follower.commit()
+            assert self.checkpoints is not None
+            self._update_lag(self.checkpoints.load_checkpoints(list(self.tags), LIVE_PREFIX))
+        return written
 
-    # ------------------------------------------------------------------ one batch
+    async def _poll(self, lag: timedelta) -> None:
+        """One poll of `run`: recorded reads where no marker covers a tag, stream updates
+        for the others (docs/DESIGN.md "Following stream updates")."""
+        follower = self.follower
+        if follower is None or not follower.active:
+            await self.catch_up(self.clock() - lag)
+            return
+        gap = follower.unfollowed(self.tags)
+        if gap:
+            await self._fall_back(follower, gap, lag)
+        if follower.refused:
+            await self.catch_up(self.clock() - lag, only=follower.refused & set(self.tags))
+        await self._reread_set_aside()  # no recorded batch carries them while following
+        await follower.poll()
+
+    async def _fall_back(self, follower: Follower, tags: list[str], lag: timedelta) -> None:
+        """Tags no marker covers: register them first (every change from then on is an event),
+        then catch them up through recorded values to a moment after the registration,
+        re-reading the look-back of a tag that had a checkpoint (its gap, anti-joined), and
+        follow them."""
+        assert self.checkpoints is not None
+        assert self.queue is not None
+        if follower.commit_in() is not None:
+            await self.flush()  # events of a tag whose marker expired land before its re-read
+        had = set(self.checkpoints.load_checkpoints(tags, LIVE_PREFIX))
+        registered = await follower.register(tags)
+        if not registered:
+            await self.catch_up(self.clock() - lag, only=set(tags))
+            return
+        await self.catch_up(self.clock() - lag, only=set(registered), lookback=False)
+        at = self.clock()
+        gap = set(registered) & had
+        if gap:
+            self.observer.fallback_reread(self.shard, "gap", len(gap))
+            await self.catch_up(at, only=gap, lookback=True)
+        await self.catch_up(at, only=set(registered) - had, lookback=False)
+        await self.flush()  # the recorded rows land before any event of these tags applies
+        follower.start(self.checkpoints.load_checkpoints(registered, LIVE_PREFIX))
 
     async def _run_plan(self, app_id: str, plan: PlannedBatch, cps: dict[str, datetime]) -> None:
         """A plan's ranges as batches whose expected rows fit one commit each."""

@@ -1,0 +1,175 @@
+"""What the change-capture tests compare: the table as of a moment, and the change log."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from mock_pi.truth import GroundTruth
+from tests.e2e.helpers import (
+    KEY,
+    assert_same,
+    checkpoints,
+    expected,
+    read_table,
+    ticks,
+    wait_for,
+    within,
+)
+
+US = 1_000_000
+# `make drill-changes` runs these tests longer (CHANGES_DRILL_SCALE=4): more kills, longer runs.
+SCALE = float(os.environ.get("CHANGES_DRILL_SCALE", "1"))
+SLACK = timedelta(seconds=3)  # a change this close to the compared moment may go either way
+
+
+def moments(truth: GroundTruth, ranges: Mapping[str, tuple[datetime, datetime]]) -> pl.DataFrame:
+    """Every key of the ranges with the moments it arrives and changes (null: never)."""
+    rows: list[dict[str, object]] = []
+    for webid, (start, end) in ranges.items():
+        for value, visible in truth.visible_at(webid, ticks(start) + 10, ticks(end)):
+            if isinstance(value, dict) and "Timestamp" in value:
+                rows.append({"tag_webid": webid, "ts": value["Timestamp"], "moment": visible // 10})
+        for _, value, at in truth.changes(webid, ticks(start) + 10, ticks(end)):
+            rows.append({"tag_webid": webid, "ts": value["Timestamp"], "moment": at // 10})
+    frame = pl.DataFrame(rows, schema={"tag_webid": pl.String, "ts": pl.String, "moment": pl.Int64})
+    return frame.with_columns(
+        pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC").alias("timestamp")
+    )
+
+
+def assert_table_as_of(
+    table: pa.Table,
+    truth: GroundTruth,
+    ranges: Mapping[str, tuple[datetime, datetime]],
+    at: datetime | None = None,
+    unseen: pl.DataFrame | None = None,
+) -> int:
+    """The table equals PI's archive over the ranges as of `at` (default: each tag's range
+    end, its checkpoint: the moment its last retrieval was sent), leaving out the keys whose
+    arrival or change falls within SLACK of that moment, and the `unseen` keys (tag_webid,
+    timestamp). Returns the keys compared."""
+    moment = {w: at or end for w, (_, end) in ranges.items()}
+    bounds = pl.DataFrame(
+        {
+            "tag_webid": list(moment),
+            "_lo": [int((m - SLACK).timestamp() * US) for m in moment.values()],
+            "_hi": [int((m + SLACK).timestamp() * US) for m in moment.values()],
+        }
+    )
+    doubt = (
+        moments(truth, ranges)
+        .join(bounds, on="tag_webid")
+        .filter((pl.col("moment") > pl.col("_lo")) & (pl.col("moment") <= pl.col("_hi")))
+        .select("tag_webid", "timestamp")
+        .unique()
+    )
+    if unseen is not None:
+        doubt = pl.concat([doubt, unseen.select("tag_webid", "timestamp")]).unique()
+    groups: dict[datetime, dict[str, tuple[datetime, datetime]]] = {}
+    for webid, m in moment.items():
+        groups.setdefault(m, {})[webid] = ranges[webid]
+    want = pl.concat(
+        [pl.from_arrow(expected(truth, part, at=m.timestamp())) for m, part in groups.items()]
+    )
+    got = pl.from_arrow(within(table, ranges))
+    keys = ["tag_webid", "timestamp"]
+    want = want.join(doubt, on=keys, how="anti")
+    got = got.join(doubt, on=keys, how="anti")
+    assert_same(got.to_arrow(), want.to_arrow())
+    return want.height
+
+
+def follower_ranges(
+    target: Path, origin: datetime
+) -> tuple[dict[str, tuple[datetime, datetime]], datetime]:
+    """(origin, checkpoint] per tag, and the earliest checkpoint (the compared moment)."""
+    cps = checkpoints(target)
+    return {w: (origin, c) for w, c in cps.items()}, min(cps.values())
+
+
+def change_log(target: Path) -> pl.DataFrame:
+    return pl.from_arrow(read_table(target, "pi_timeseries_changes"))
+
+
+def assert_log_matches(
+    log: pl.DataFrame,
+    table: pa.Table,
+    truth: GroundTruth,
+    ranges: Mapping[str, tuple[datetime, datetime]],
+    since: datetime,
+    until: datetime,
+    late: set[str],
+) -> dict[str, int]:
+    """Each logged edit or deletion is one of PI's (key, new value), logged once; every
+    change PI made to a value of an on-time tag between `since` and `until` is logged;
+    logged late arrivals are rows of the table unless deleted later. Returns the rows by
+    action."""
+    assert log.filter(pl.struct([*KEY, "action"]).is_duplicated()).height == 0
+    changes: list[dict[str, object]] = []
+    for webid, (start, end) in ranges.items():
+        for action, value, at in truth.changes(webid, ticks(start) + 10, ticks(end)):
+            changes.append(
+                {
+                    "tag_webid": webid,
+                    "ts": value["Timestamp"],
+                    "action": action,
+                    "moment": at // 10,
+                    "good": value["Good"],
+                    "substituted": value["Substituted"],
+                }
+            )
+    truth_changes = pl.DataFrame(
+        changes,
+        schema={
+            "tag_webid": pl.String,
+            "ts": pl.String,
+            "action": pl.String,
+            "moment": pl.Int64,
+            "good": pl.Boolean,
+            "substituted": pl.Boolean,
+        },
+    ).with_columns(pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC").alias("timestamp"))
+    edits = log.filter(pl.col("action") != "Add")
+    matched = edits.join(truth_changes, on=["tag_webid", "timestamp", "action"], how="left")
+    assert matched.filter(pl.col("moment").is_null()).height == 0, matched.head(5)
+    updates = matched.filter(pl.col("action") == "Update")
+    assert updates.filter(pl.col("new_quality_substituted") != pl.col("substituted")).height == 0
+    lo, hi = int((since + SLACK).timestamp() * US), int((until - SLACK).timestamp() * US)
+    due = truth_changes.filter(
+        (pl.col("moment") > lo) & (pl.col("moment") <= hi) & ~pl.col("tag_webid").is_in(late)
+    )
+    missing = due.join(edits, on=["tag_webid", "timestamp", "action"], how="anti")
+    assert missing.height == 0, missing.head(5)
+    deleted = log.filter(pl.col("action") == "Delete").select(KEY)
+    adds = log.filter(pl.col("action") == "Add").select(KEY).join(deleted, on=KEY, how="anti")
+    assert adds.join(pl.from_arrow(table.select(KEY)), on=KEY, how="anti").height == 0
+    tally = log.group_by("action").len()
+    return dict(zip(tally["action"].to_list(), tally["len"].to_list(), strict=True))
+
+
+def wait_following(target: Path, tags: int, timeout: float = 120) -> bool:
+    """Every tag has a marker row (it follows stream updates)."""
+
+    def ready() -> bool:
+        try:
+            markers = read_table(target, "_pidelta_markers")
+        except Exception:
+            return False
+        return len(set(markers.column("tag_webid").to_pylist())) >= tags
+
+    return wait_for(ready, timeout)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def pause(seconds: float) -> None:
+    time.sleep(seconds)

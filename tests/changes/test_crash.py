@@ -1,0 +1,62 @@
+"""kill -9 at seeded random moments while stream-update changes are applied: after the
+restarts the table equals PI's archive as of its checkpoints, and no change is logged twice."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.changes.helpers import (
+    SCALE,
+    assert_log_matches,
+    assert_table_as_of,
+    change_log,
+    follower_ranges,
+    now,
+    pause,
+    wait_following,
+)
+from tests.conftest import MockServer
+from tests.e2e.helpers import aligned_past, iso, read_table, start_worker, truth_for, worker_env
+
+TAGS = 120
+
+
+def test_kill9_while_applying_changes(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    mock = mock_pi_factory(
+        tag_count=TAGS,
+        rate_limit=0,
+        late_fraction=0.2,
+        late_seconds=1800,
+        edit_fraction=0.05,
+        delete_fraction=0.02,
+        change_seconds=8,
+    )
+    truth = truth_for(mock)
+    origin = aligned_past(10)
+    target = tmp_path / "lake"
+    env = worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2)
+    env["PIDELTA_COMMIT_MAX_AGE"] = "2"
+    log = tmp_path / "worker.log"
+    rng = random.Random(13)
+    worker = start_worker("run", env=env, log=log)
+    try:
+        assert wait_following(target, TAGS), worker.text()[-3000:]
+        since = now()
+        for _ in range(round(3 * SCALE)):
+            pause(rng.uniform(2.0, 9.0))
+            worker.kill9()
+            worker = start_worker("run", env=env, log=log)
+        pause(25 * SCALE)
+    finally:
+        assert worker.terminate() == 0, worker.text()[-3000:]
+    table = read_table(target)
+    ranges, at = follower_ranges(target, origin)
+    assert len(ranges) == TAGS
+    assert assert_table_as_of(table, truth, ranges) > 1000
+    late = {w for w in ranges if truth.point(w).late}
+    tally = assert_log_matches(change_log(target), table, truth, ranges, since, at, late)
+    assert tally.get("Update", 0) > 0, tally

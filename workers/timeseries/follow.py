@@ -1,0 +1,309 @@
+"""`Follower`: the owned tags' stream updates applied to pi_timeseries, exactly once.
+
+`run` follows each tag with a marker once the recorded path has caught it up to the moment
+of registration (docs/DESIGN.md "Exactly once", "Following stream updates"). Events are
+buffered over polls and applied in one batch of the app id `pidelta-ts-updates-<i>-of-<n>`
+per commit interval, in this order, each step carrying the batch's app transaction:
+
+1. the change-log rows (`pi_timeseries_changes`), and quarantine rows of bad values;
+2. the rows of the touched tags and times, replaced in one commit (`apply`);
+3. the tags' checkpoints (`_pidelta_checkpoints`, read like every live checkpoint);
+4. the markers to resume from (`_pidelta_markers`).
+
+After a crash the follower resumes from the markers of step 4: PI reports the same changes
+again (or more), and applying them again changes and logs nothing, except that a batch
+whose log landed without its rows is re-run under the same id, so its log is not doubled.
+A tag whose marker PI refuses (expired, server restarted) leaves the follower: the loop
+re-reads its gap through the recorded fallback and registers it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from workers.errors import SinkError, UpdatesUnavailable
+from workers.lake.tables import (
+    MARKERS,
+    MARKERS_SCHEMA,
+    PI_TIMESERIES,
+    PI_TIMESERIES_CHANGES,
+    QUARANTINE,
+    UTC_US,
+)
+from workers.lake.writer import REBASE_ATTEMPTS, outdated
+from workers.observe import Observer
+from workers.pi.times import utcnow
+from workers.settings import Settings
+from workers.timeseries.apply import change_log, counts, existing_rows, predicate, ranges, resolve
+from workers.timeseries.checkpoints import CheckpointStore
+from workers.timeseries.plan import TagRange
+from workers.timeseries.sink import DeltaSink, with_batch
+from workers.timeseries.updates import UpdatesSource
+
+log = logging.getLogger("pidelta.follow")
+
+UPDATES = "updates"  # the kind of a followed tag's checkpoint range
+
+
+def follower_app_id(shard_index: int, shard_count: int) -> str:
+    """Read with the live checkpoints (prefix `pidelta-ts-`), its own batch ids."""
+    return f"pidelta-ts-updates-{shard_index}-of-{shard_count}"
+
+
+class Follower:
+    """Markers of the followed tags, the events not applied yet, and their commit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: UpdatesSource,
+        sink: DeltaSink,
+        checkpoints: CheckpointStore,
+        check_fence: Callable[[], None],
+        observer: Observer,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.app_id = follower_app_id(settings.shard_index, settings.shard_count)
+        self.shard = str(settings.shard_index)
+        self.source = source
+        self.sink = sink
+        self.checkpoints = checkpoints
+        self.check_fence = check_fence
+        self.observer = observer
+        self.clock = clock
+        self.max_age = settings.commit_max_age
+        self.max_rows = settings.commit_max_rows
+        self.retry_off = settings.rediscover_interval
+        self.markers: dict[str, str] = {}
+        self.covered: dict[str, datetime] = {}  # per tag: the table is PI's archive up to here
+        self.reached: dict[str, datetime] = {}  # ... and will be once the buffer is applied
+        self.refused: set[str] = set()  # PI would not register them: recorded reads until
+        # the next discovery
+        self._events: list[pa.Table] = []
+        self._quarantine: list[pa.Table] = []
+        self._rows = 0
+        self._since: float | None = None
+        self._off_until = 0.0
+        self.batch_id = 1
+
+    @property
+    def active(self) -> bool:
+        """False for a while after PI answered that it has no stream updates."""
+        return time.monotonic() >= self._off_until
+
+    def load(self) -> None:
+        """Markers of this app id's last landed batch, and the id of the next batch."""
+        found = (
+            self.sink.table(MARKERS)
+            .to_pyarrow_dataset()
+            .to_table(filter=ds.field("app_id") == self.app_id)
+        )
+        latest = (
+            pl.from_arrow(found).sort("batch_id").group_by("tag_webid", maintain_order=True).last()
+        )
+        self.markers = dict(zip(latest["tag_webid"], latest["marker"], strict=True))
+        self.covered = dict(zip(latest["tag_webid"], latest["covered_until"], strict=True))
+        self.reached = dict(self.covered)
+        done = {
+            name: self.sink.committed_version(name, self.app_id) or 0
+            for name in (PI_TIMESERIES, PI_TIMESERIES_CHANGES, MARKERS)
+        }
+        if done[PI_TIMESERIES_CHANGES] > done[PI_TIMESERIES]:
+            self.batch_id = done[PI_TIMESERIES_CHANGES]  # its log landed, its rows did not
+        else:
+            planned = self.checkpoints.done_version(self.app_id) or 0
+            self.batch_id = max(*done.values(), planned) + 1
+
+    def unfollowed(self, tags: Iterable[str]) -> list[str]:
+        """Owned tags not followed yet, to register (the recorded fallback reads their gap):
+        a tag is followed once its catch-up after registration is done (`start`)."""
+        return sorted(t for t in tags if t not in self.covered and t not in self.refused)
+
+    def forget(self, owned: Iterable[str]) -> None:
+        """After a discovery: drop the markers of tags no longer owned (deleted, moved), and
+        ask PI again for the tags it refused."""
+        keep = set(owned)
+        self.refused.clear()
+        for table in (self.markers, self.covered, self.reached):
+            for webid in [w for w in table if w not in keep]:
+                del table[webid]
+
+    def switch_off(self, exc: Exception) -> None:
+        log.warning(
+            "stream updates unavailable (%s): recorded re-reads follow the tail, asking "
+            "again in %.0f s",
+            exc,
+            self.retry_off,
+        )
+        self._off_until = time.monotonic() + self.retry_off
+        self.markers.clear()
+        self.covered.clear()
+
+    async def register(self, webids: list[str]) -> list[str]:
+        """Markers for `webids`; the tags registered."""
+        try:
+            markers, refused = await self.source.register(webids)
+        except UpdatesUnavailable as exc:
+            self.switch_off(exc)
+            return []
+        for webid, error in refused.items():
+            log.warning("stream updates refused for %s: %s", webid, error)
+        self.refused |= set(refused)
+        self.markers.update(markers)
+        self.observer.markers(self.shard, "registered", len(markers))
+        return sorted(markers)
+
+    def start(self, cps: Mapping[str, datetime]) -> None:
+        """Tags just registered and caught up: the table holds PI's archive up to `cps`."""
+        for webid, cp in cps.items():
+            if webid in self.markers:
+                self.covered[webid] = self.reached[webid] = cp
+
+    async def poll(self) -> None:
+        """Retrieve every marker once and buffer what changed."""
+        followed = {w: m for w, m in self.markers.items() if w in self.covered}
+        if not followed:
+            return
+        began = self.clock()
+        try:
+            got = await self.source.retrieve(followed)
+        except UpdatesUnavailable as exc:
+            self.switch_off(exc)
+            return
+        for webid, error in got.lost.items():
+            log.info("marker of %s refused, reading its gap again: %s", webid, error)
+            self.markers.pop(webid, None)
+            self.covered.pop(webid, None)
+        if got.lost:
+            self.observer.markers(self.shard, "expired", len(got.lost))
+        self.markers.update(got.markers)
+        events = got.events
+        self.observer.values_read(PI_TIMESERIES, self.shard, events.num_rows)
+        for webid in got.markers:
+            self.reached[webid] = max(self.reached.get(webid, began), began)
+        # Every value reported is covered, quarantined ones too (PI's clock may run ahead).
+        stamps = [x.select(["tag_webid", "timestamp"]) for x in (events, *got.quarantine)]
+        latest = (
+            pl.from_arrow(pa.concat_tables(stamps, promote_options="permissive"))
+            .drop_nulls()
+            .group_by("tag_webid")
+            .agg(pl.col("timestamp").max())
+        )
+        for webid, t in zip(latest["tag_webid"], latest["timestamp"], strict=True):
+            self.reached[webid] = max(self.reached.get(webid, t), t)
+        if events.num_rows:
+            self._events.append(events)
+            self._rows += events.num_rows
+        self._quarantine.extend(got.quarantine)
+        if self._since is None:
+            self._since = time.monotonic()
+
+    def should_commit(self) -> bool:
+        return self._since is not None and (
+            time.monotonic() - self._since >= self.max_age or self._rows >= self.max_rows
+        )
+
+    def commit_in(self) -> float | None:
+        """Seconds until the buffer is old enough to apply; None when nothing waits."""
+        return None if self._since is None else self.max_age - (time.monotonic() - self._since)
+
+    async def commit(self) -> None:
+        """Apply what was retrieved since the last commit (steps 1-4 above)."""
+        if self._since is not None:
+            await asyncio.to_thread(self._commit)
+
+    def _commit(self) -> None:
+        n = self.batch_id
+        events = pa.concat_tables(self._events) if self._events else None
+        ends = [
+            TagRange(w, self.covered.get(w, self.reached[w]), self.reached[w], UPDATES)
+            for w in sorted(self.reached)
+        ]
+        # The plan first, as for every batch: recovery advances it if its rows land and its
+        # checkpoints do not, so no recorded read starts below rows written here.
+        self.checkpoints.record_plan(self.app_id, n, ends)
+        if self._quarantine:
+            quarantine = with_batch(pa.concat_tables(self._quarantine), self.app_id, n)
+            self.check_fence()
+            new = self.sink.new_quarantine(quarantine)
+            if self.sink.append(QUARANTINE, new, self.app_id, n):
+                reasons = pl.from_arrow(new.select(["reason"])).group_by("reason").len()
+                self.observer.quarantined(dict(reasons.iter_rows()))
+        if events is not None:
+            self._apply_rebased(events, n)
+        self.checkpoints.advance(self.app_id, n, ends)
+        self._save_markers(n)
+        self.covered = {w: self.reached[w] for w in self.covered if w in self.reached}
+        self.reached = dict(self.covered)
+        self._events, self._quarantine, self._rows, self._since = [], [], 0, None
+        self.batch_id = n + 1
+
+    def _apply_rebased(self, events: pa.Table, n: int) -> None:
+        """`_apply`, again on a fresh snapshot when another shard's commit outdated it
+        (a replace reads the table, so the writer does not redo it blindly)."""
+        for attempt in range(1, REBASE_ATTEMPTS + 1):
+            try:
+                self._apply(events, n)
+                return
+            except SinkError as exc:
+                if attempt == REBASE_ATTEMPTS or not outdated(exc.__cause__ or exc):
+                    raise
+                log.debug("replace of batch %d met a concurrent commit; again", n)
+
+    def _apply(self, events: pa.Table, n: int) -> None:
+        spans, dates = ranges(events)
+        existing = existing_rows(self.sink.table(PI_TIMESERIES).to_pyarrow_dataset(), spans, dates)
+        rows, changed = resolve(existing, events, self.covered)
+        logged = change_log(changed, self.clock(), self.app_id, n)
+        self.check_fence()
+        if logged.num_rows:
+            self.sink.append(PI_TIMESERIES_CHANGES, logged, self.app_id, n)
+        self.sink.replace_where(PI_TIMESERIES, predicate(spans, dates), rows, self.app_id, n)
+        self.observer.changes_applied(self.shard, counts(changed))
+
+    def _save_markers(self, n: int) -> None:
+        tags = sorted(w for w in self.markers if w in self.covered)
+        now = self.clock()
+        rows = pa.table(
+            {
+                "tag_webid": pa.array(tags, pa.string()),
+                "marker": pa.array([self.markers[w] for w in tags], pa.string()),
+                "covered_until": pa.array([self.reached.get(w, now) for w in tags], UTC_US),
+                "app_id": pa.array([self.app_id] * len(tags), pa.string()),
+                "batch_id": pa.array([n] * len(tags), pa.int64()),
+                "noted_at": pa.array([now] * len(tags), UTC_US),
+            },
+            schema=MARKERS_SCHEMA,
+        )
+        self.sink.append(MARKERS, rows, self.app_id, n)
+
+    def compact(self) -> bool:
+        """Keep the latest marker row per tag of this app id; False when a concurrent
+        commit got in the way (try again next time)."""
+        table = (
+            self.sink.table(MARKERS)
+            .to_pyarrow_dataset()
+            .to_table(filter=ds.field("app_id") == self.app_id)
+        )
+        if table.num_rows == 0:
+            return True
+        frame = pl.from_arrow(table)
+        latest = frame.sort("batch_id").group_by("tag_webid", maintain_order=True).last()
+        if latest.height == frame.height:
+            return True
+        quoted = self.app_id.replace("'", "''")
+        try:
+            self.sink.replace_rows(
+                MARKERS, latest.to_arrow().cast(MARKERS_SCHEMA), f"app_id = '{quoted}'"
+            )
+        except SinkError:
+            return False
+        return True
