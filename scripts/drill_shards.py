@@ -32,7 +32,7 @@ from scripts import drill_figures as figures
 from tests.conftest import MockServer, free_port, start_mock
 from tests.e2e.helpers import KEY, Worker, expected, frame, iso, start_worker, truth_for
 from tests.e2e.helpers import worker_env as base_env
-from tests.storage.conftest import MOTO_KEYS, S3, _stop, _wait_port
+from tests.storage.conftest import MOTO_KEYS, S3, _stop, _wait_port, start_moto
 
 SCRAPE_EVERY = 10.0
 SAMPLE_EVERY = 3.0
@@ -153,11 +153,7 @@ class Drill:
             raise SystemExit(f"DRILL_TARGET must be local or s3, not {cfg.target!r}")
         port = free_port()
         log = (cfg.workdir / "moto.log").open("wb")
-        self.moto = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        self.moto = start_moto(port, log)
         log.close()
         _wait_port(port, self.moto, "moto server")
         s3 = S3(f"http://127.0.0.1:{port}", "lake")

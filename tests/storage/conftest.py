@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import boto3
 import polars as pl
@@ -96,16 +96,23 @@ class S3:
         return DeltaTable(uri, storage_options=self.options())
 
 
+def start_moto(port: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """moto's S3 server on loopback, its conditional writes atomic as S3's are
+    (`tests/storage/moto_server.py`)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.storage.moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+
+
 @pytest.fixture(scope="session")
 def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
     port = free_port()
     # Its request log goes to a file: an unread pipe would fill up and stall the server.
     log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = start_moto(port, log)
     log.close()
     try:
         _wait_port(port, proc, "moto server")
