@@ -186,7 +186,18 @@ class MetricsObserver:
         self.metrics.pi_retries.labels(reason=reason).inc()
 
     def tags_owned(self, shard: str, count: int) -> None:
-        self.metrics.tags_owned.labels(shard=shard).set(count)
+        m = self.metrics
+        m.tags_owned.labels(shard=shard).set(count)
+        # Counters a shard may not touch for hours start at 0, so rates and alerts on them
+        # have a series from the first scrape (not "no data" until the first event).
+        for result in VERIFY_RESULTS:
+            m.buckets_verified.labels(shard=shard, result=result)
+        for action in CHANGE_ACTIONS:
+            m.changes_applied.labels(shard=shard, action=action)
+        for reason in REREAD_REASONS:
+            m.fallback_rereads.labels(shard=shard, reason=reason)
+        m.marker_registrations.labels(shard=shard)
+        m.marker_expiries.labels(shard=shard)
 
     def values_read(self, table: str, shard: str, count: int) -> None:
         self.metrics.values_ingested.labels(table=table, shard=shard).inc(count)
@@ -226,6 +237,8 @@ class MetricsObserver:
         m.commit_rows.labels(table=table).observe(rows)
         m.rows_committed.labels(table=table, shard=shard).inc(rows)
         m.delta_table_version.labels(table=table).set(version)
+        m.commit_conflicts.labels(table=table)  # 0 until a race: a rate from the first commit
+        m.commit_retries.labels(table=table)
 
     def verified(self, shard: str, results: Mapping[str, int]) -> None:
         for result, n in results.items():
@@ -241,6 +254,10 @@ class MetricsObserver:
     def commit_retried(self, table: str) -> None:
         self.metrics.commit_retries.labels(table=table).inc()
 
+
+VERIFY_RESULTS = ("equal", "repaired", "failed")
+CHANGE_ACTIONS = ("Add", "Update", "Delete")
+REREAD_REASONS = ("gap", "updates_off")
 
 PI_FAILING = (
     "PI Web API failing: every request since the previous check failed (no answer, 401, 403, "
