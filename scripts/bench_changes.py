@@ -87,6 +87,7 @@ def main() -> int:
         "PIDELTA_PI_URL": f"http://127.0.0.1:{mock_port}/piwebapi",
         "PIDELTA_TARGET": str(target),
         "PIDELTA_START": "*-2m",
+        "PIDELTA_UPDATES": "true",
         "PIDELTA_METRICS_PORT": str(metrics_port),
         "PIDELTA_METRICS_HOST": "127.0.0.1",
     }

@@ -38,7 +38,7 @@ def test_kill9_while_applying_changes(
     truth = truth_for(mock)
     origin = aligned_past(10)
     target = tmp_path / "lake"
-    env = worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2)
+    env = worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2, updates=True)
     env["PIDELTA_COMMIT_MAX_AGE"] = "2"
     log = tmp_path / "worker.log"
     rng = random.Random(13)

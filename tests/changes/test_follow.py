@@ -38,7 +38,7 @@ def test_late_edited_and_deleted_values_follow_the_archive(
     truth = truth_for(mock)
     origin = aligned_past(35)
     target = tmp_path / "lake"
-    env = worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2)
+    env = worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2, updates=True)
     worker = start_worker("run", env=env, log=tmp_path / "worker.log")
     try:
         assert wait_following(target, TAGS), worker.text()[-3000:]

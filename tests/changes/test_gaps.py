@@ -72,7 +72,15 @@ def test_marker_expires_while_the_worker_is_down(
     origin = aligned_past(5)
     target = tmp_path / "lake"
     env, port = metrics_port_env(
-        worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2, late_lookback=30)
+        worker_env(
+            mock,
+            target,
+            start=iso(origin),
+            poll_interval=1,
+            safety_lag=2,
+            late_lookback=30,
+            updates=True,
+        )
     )
     log = tmp_path / "worker.log"
     worker = start_worker("run", env=env, log=log)
@@ -108,7 +116,13 @@ def test_reshard_while_following(
     origin = aligned_past(5)
     target = tmp_path / "lake"
     base = worker_env(
-        mock, target, start=iso(origin), poll_interval=1, safety_lag=2, late_lookback=30
+        mock,
+        target,
+        start=iso(origin),
+        poll_interval=1,
+        safety_lag=2,
+        late_lookback=30,
+        updates=True,
     )
     log = tmp_path / "worker.log"
     one = start_worker("run", env=base, log=log)
@@ -155,7 +169,15 @@ def test_updates_switched_off_on_the_server(
     origin = aligned_past(5)
     target = tmp_path / "lake"
     env, port = metrics_port_env(
-        worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2, late_lookback=30)
+        worker_env(
+            mock,
+            target,
+            start=iso(origin),
+            poll_interval=1,
+            safety_lag=2,
+            late_lookback=30,
+            updates=True,
+        )
     )
     worker = start_worker("run", env=env, log=tmp_path / "worker.log")
     try:

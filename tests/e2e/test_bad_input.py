@@ -409,7 +409,15 @@ class UnpageablePI:
         app.router.add_get("/piwebapi/dataservers/{id}/points", self.points)
         app.router.add_get("/piwebapi/streamsets/recorded", self.recorded)
         app.router.add_get("/piwebapi/assetservers", self.nothing)
+        app.router.add_get("/piwebapi/dataservers/{id}/enumerationsets", self.nothing)
+        app.router.add_post("/piwebapi/batch", self.no_attributes)
         return app
+
+    async def no_attributes(self, request: web.Request) -> web.Response:
+        """The points sync of `once` asks each point's attributes in a /batch: none here."""
+        asked = await request.json()
+        empty = {"Status": 200, "Headers": {}, "Content": {"Items": []}}
+        return web.json_response({key: empty for key in asked})
 
     async def servers(self, request: web.Request) -> web.Response:
         return web.json_response({"Items": [{"WebId": SERVER, "Name": "STUCKPI"}]})
