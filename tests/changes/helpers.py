@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -165,10 +165,6 @@ def wait_following(target: Path, tags: int, timeout: float = 120) -> bool:
         return len(set(markers.column("tag_webid").to_pylist())) >= tags
 
     return wait_for(ready, timeout)
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def pause(seconds: float) -> None:

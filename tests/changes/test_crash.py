@@ -13,12 +13,11 @@ from tests.changes.helpers import (
     assert_table_as_of,
     change_log,
     follower_ranges,
-    now,
     pause,
     wait_following,
 )
-from tests.conftest import MockServer
-from tests.e2e.helpers import aligned_past, iso, read_table, start_worker, truth_for, worker_env
+from tests.conftest import MockServer, SimClock
+from tests.e2e.helpers import fixed_past, iso, read_table, start_worker, truth_for, worker_env
 
 TAGS = 120
 
@@ -26,7 +25,9 @@ TAGS = 120
 def test_kill9_while_applying_changes(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
+    clock = SimClock.start()
     mock = mock_pi_factory(
+        clock=clock,
         tag_count=TAGS,
         rate_limit=0,
         late_fraction=0.2,
@@ -36,7 +37,7 @@ def test_kill9_while_applying_changes(
         change_seconds=8,
     )
     truth = truth_for(mock)
-    origin = aligned_past(10)
+    origin = fixed_past(10)
     target = tmp_path / "lake"
     env = worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2, updates=True)
     env["PIDELTA_COMMIT_MAX_AGE"] = "2"
@@ -45,7 +46,7 @@ def test_kill9_while_applying_changes(
     worker = start_worker("run", env=env, log=log)
     try:
         assert wait_following(target, TAGS), worker.text()[-3000:]
-        since = now()
+        since = clock.now()
         for _ in range(round(3 * SCALE)):
             pause(rng.uniform(2.0, 9.0))
             worker.kill9()

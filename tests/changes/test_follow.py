@@ -13,12 +13,11 @@ from tests.changes.helpers import (
     assert_table_as_of,
     change_log,
     follower_ranges,
-    now,
     pause,
     wait_following,
 )
-from tests.conftest import MockServer
-from tests.e2e.helpers import aligned_past, iso, read_table, start_worker, truth_for, worker_env
+from tests.conftest import MockServer, SimClock
+from tests.e2e.helpers import fixed_past, iso, read_table, start_worker, truth_for, worker_env
 
 TAGS = 150
 
@@ -26,7 +25,9 @@ TAGS = 150
 def test_late_edited_and_deleted_values_follow_the_archive(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
+    clock = SimClock.start()
     mock = mock_pi_factory(
+        clock=clock,
         tag_count=TAGS,
         rate_limit=0,
         late_fraction=0.2,
@@ -36,13 +37,13 @@ def test_late_edited_and_deleted_values_follow_the_archive(
         change_seconds=15,
     )
     truth = truth_for(mock)
-    origin = aligned_past(35)
+    origin = fixed_past(35)
     target = tmp_path / "lake"
     env = worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2, updates=True)
     worker = start_worker("run", env=env, log=tmp_path / "worker.log")
     try:
         assert wait_following(target, TAGS), worker.text()[-3000:]
-        since = now()
+        since = clock.now()
         pause(45 * SCALE)
     finally:
         assert worker.terminate() == 0, worker.text()[-3000:]

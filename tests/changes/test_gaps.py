@@ -16,14 +16,13 @@ from tests.changes.helpers import (
     SLACK,
     assert_table_as_of,
     follower_ranges,
-    now,
     pause,
     wait_following,
 )
-from tests.conftest import MockServer
+from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import (
-    aligned_past,
     checkpoints,
+    fixed_past,
     iso,
     metrics_port_env,
     read_table,
@@ -67,9 +66,10 @@ def _changed_within(
 def test_marker_expires_while_the_worker_is_down(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
-    mock = mock_pi_factory(marker_retention=6, **CHANGES)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, marker_retention=6, **CHANGES)
     truth = truth_for(mock)
-    origin = aligned_past(5)
+    origin = fixed_past(5)
     target = tmp_path / "lake"
     env, port = metrics_port_env(
         worker_env(
@@ -87,11 +87,11 @@ def test_marker_expires_while_the_worker_is_down(
     try:
         assert wait_following(target, TAGS), worker.text()[-3000:]
         assert worker.terminate() == 0, worker.text()[-3000:]
-        down = now()
+        down = clock.now()
         pause(12)  # past the markers' retention
         worker = start_worker("run", env=env, log=log)
         assert wait_for(lambda: _expired(port) >= TAGS, 90), worker.text()[-3000:]
-        up = now()
+        up = clock.now()
         pause(20)
     finally:
         assert worker.terminate() == 0, worker.text()[-3000:]
@@ -111,9 +111,10 @@ def _expired(port: int) -> float:
 def test_reshard_while_following(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
-    mock = mock_pi_factory(**CHANGES)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, **CHANGES)
     truth = truth_for(mock)
-    origin = aligned_past(5)
+    origin = fixed_past(5)
     target = tmp_path / "lake"
     base = worker_env(
         mock,
@@ -130,7 +131,7 @@ def test_reshard_while_following(
     try:
         assert wait_following(target, TAGS), one.text()[-3000:]
         pause(5)
-        moved = now()
+        moved = clock.now()
         workers = [
             start_worker(
                 "run",
@@ -150,7 +151,7 @@ def test_reshard_while_following(
             return two["tag_webid"].n_unique() >= TAGS
 
         assert wait_for(following_two, 120), workers[0].text()[-3000:]
-        settled = now()
+        settled = clock.now()
         pause(20)
     finally:
         for w in workers:
@@ -164,9 +165,12 @@ def test_reshard_while_following(
 def test_updates_switched_off_on_the_server(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
-    mock = mock_pi_factory(updates=False, **{**CHANGES, "edit_fraction": 0, "delete_fraction": 0})
+    clock = SimClock.start()
+    mock = mock_pi_factory(
+        clock=clock, updates=False, **{**CHANGES, "edit_fraction": 0, "delete_fraction": 0}
+    )
     truth = truth_for(mock)
-    origin = aligned_past(5)
+    origin = fixed_past(5)
     target = tmp_path / "lake"
     env, port = metrics_port_env(
         worker_env(
@@ -181,7 +185,7 @@ def test_updates_switched_off_on_the_server(
     )
     worker = start_worker("run", env=env, log=tmp_path / "worker.log")
     try:
-        launched = now()
+        launched = clock.now()
         assert wait_for(lambda: _caught_up(target, launched), 120), worker.text()[-3000:]
         pause(8 + 30 / 4 + 8)
         metrics = scrape(port)
@@ -193,7 +197,7 @@ def test_updates_switched_off_on_the_server(
     ranges, _ = follower_ranges(target, origin)
     # Values up to a look-back behind the checkpoints have had their re-reads: compare those.
     settled = {w: (s, e - timedelta(seconds=30)) for w, (s, e) in ranges.items()}
-    assert_table_as_of(read_table(target), truth, settled, now())
+    assert_table_as_of(read_table(target), truth, settled, clock.now())
 
 
 def _shard(index: int, count: int) -> dict[str, str]:

@@ -272,12 +272,6 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def aligned_past(minutes_ago: float) -> datetime:
-    """A whole second some minutes ago (a fixed PIDELTA_START for a test)."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    return now - timedelta(minutes=minutes_ago)
-
-
 def fixed_past(minutes_ago: float) -> datetime:
     """`FIXED_NOW` less some minutes: a start the same on every run, for a `SimClock` test."""
     return FIXED_NOW - timedelta(minutes=minutes_ago)
