@@ -44,7 +44,8 @@ from workers.timeseries.discovery import TagInfo, discover_tags
 
 log = logging.getLogger(__name__)
 
-MERGE_ATTEMPTS = 5
+MERGE_ATTEMPTS = 12  # dozens of shards syncing at once each lose races; ~3 min at most
+MERGE_BACKOFF_CAP = 30.0
 STATE_SET_SHARD = 0
 VERSION_KEY = (
     "t.data_server = s.data_server AND t.point_id = s.point_id AND t.valid_from = s.valid_from"
@@ -131,7 +132,8 @@ def _merge(
             if attempt == MERGE_ATTEMPTS:
                 raise
             log.info("points merge lost a race (%s), computed again", exc)
-            time.sleep(random.uniform(0.1, 1.0) * attempt)
+            # Full jitter, doubling: the shards that lost spread out instead of racing again.
+            time.sleep(random.uniform(0.1, min(MERGE_BACKOFF_CAP, 0.5 * 2**attempt)))
     raise AssertionError("unreachable")
 
 
