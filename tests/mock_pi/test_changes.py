@@ -9,6 +9,7 @@ from typing import Any
 
 from mock_pi.settings import MockSettings
 from mock_pi.truth import GroundTruth
+from tests.conftest import SimClock
 from tests.mock_pi import get, iso, truth_for, url
 from tests.mock_pi.test_protocol import XRW, call
 from tests.mock_pi.test_updates import issued_ticks, register, retrieve
@@ -164,13 +165,14 @@ def test_malformed_values_reach_a_marker_as_they_are_served(mock_pi_factory) -> 
     """With BAD_FRACTION an event carries the malformed value as recorded serves it (a bare
     value in place of the event when the value is not an object)."""
     settings = {"tag_count": 30, "seed": 3, "bad_fraction": 0.5, "rate_limit": 0}
-    server = mock_pi_factory(**settings)
-    truth = GroundTruth(MockSettings(**settings))
+    clock = SimClock.start()  # the same values arrive on every run
+    server = mock_pi_factory(clock=clock, **settings)
+    truth = GroundTruth(MockSettings(**settings), clock=clock.time)
     web_ids = [truth.state.catalog.point(i).webid for i in range(30)]
     _, reg = register(server, web_ids)
     markers = [item["LatestMarker"] for item in reg["Items"]]
     bare = 0
-    for _ in range(10):
+    for _ in range(60):
         time.sleep(1.0)
         query = "&".join(f"marker={m}" for m in markers)
         status, _, got = call("GET", f"{server.url}/streamsets/updates?{query}")
