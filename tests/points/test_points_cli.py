@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 from deltalake import DeltaTable
 
-from tests.conftest import MockServer
-from tests.e2e.helpers import ok, pidelta, start_worker, wait_for, worker_env
+from tests.conftest import MockServer, SimClock
+from tests.e2e.helpers import fixed_past, iso, ok, pidelta, start_worker, wait_for, worker_env
 from workers.lake.tables import PI_DIGITAL_STATE_SETS, PI_INTERPOLATED, PI_POINTS
 
 TAGS = 40
@@ -32,15 +33,18 @@ def assert_whole_grid(target: Path) -> None:
 def test_once_syncs_points_and_writes_the_grid(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
-    mock = mock_pi_factory(tag_count=TAGS, rate_limit=0)
+    # A fixed clock: grid times 11:51 .. 11:59 of FIXED_NOW's day on every run (whatever
+    # second of a real minute the test starts in).
+    mock = mock_pi_factory(clock=SimClock.start(), tag_count=TAGS, rate_limit=0)
     target = tmp_path / "lake"
-    env = worker_env(mock, target, start="*-10m", interpolated_interval="1m")
+    start = iso(fixed_past(10) + timedelta(seconds=30))
+    env = worker_env(mock, target, start=start, interpolated_interval="1m")
     ok(pidelta("once", env=env))
     points = table(target, PI_POINTS)
     assert points.height == points.filter(pl.col("is_current")).height == TAGS
     assert table(target, PI_DIGITAL_STATE_SETS).height > 0
     assert_whole_grid(target)
-    assert table(target, PI_INTERPOLATED).height >= TAGS * 10
+    assert table(target, PI_INTERPOLATED).height >= TAGS * 9
 
 
 def test_run_syncs_points_and_the_grid_until_stopped(
