@@ -63,10 +63,6 @@ tools:
 		echo "installing Debian's prometheus package (promtool, prometheus)"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
-	@command -v faketime >/dev/null 2>&1 || { \
-		echo "installing Debian's faketime package (libfaketime: tests on a fixed clock)"; \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends faketime; }
 	@test -x .tools/node_modules/.bin/azurite-blob || \
 		npm install --no-audit --no-fund --silent --prefix .tools azurite
 

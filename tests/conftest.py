@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import socket
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # days, outages and malformed values on every run. Noon, so no window of a test meets a
 # UTC midnight; in the past, so a worker on the real clock may read any window of it.
 FIXED_NOW = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
-LIBFAKETIME = "faketime/libfaketimeMT.so.1"
+SIMCLOCK_SITE = Path(__file__).parent / "simclock"
 
 
 @dataclass(frozen=True)
@@ -32,8 +31,8 @@ class SimClock:
     second) when made.
 
     The test reads it with `time()`/`now()`; a process started with `process_env()` runs on
-    it too (libfaketime, Debian's `faketime`, installed by `make tools`): mock-pi and a
-    pidelta worker then share one "now" to the microsecond, whatever the real date.
+    it too (its wall clock; see tests/simclock): mock-pi and a pidelta worker then share
+    one "now" to the microsecond, whatever the real date.
     """
 
     offset: int
@@ -49,17 +48,9 @@ class SimClock:
         return datetime.fromtimestamp(self.time(), UTC)
 
     def process_env(self) -> dict[str, str]:
-        """Environment that puts a subprocess on this clock (monotonic time left real)."""
-        found = sorted(
-            glob.glob(f"/usr/lib/*/{LIBFAKETIME}") + glob.glob(f"/usr/lib/{LIBFAKETIME}")
-        )
-        if not found:
-            raise RuntimeError(f"{LIBFAKETIME} not found: install Debian's faketime (make tools)")
-        return {
-            "LD_PRELOAD": found[0],
-            "FAKETIME": f"{self.offset:+d}s",
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        }
+        """Environment that puts a Python subprocess on this clock (tests/simclock)."""
+        path = [str(SIMCLOCK_SITE), *filter(None, [os.environ.get("PYTHONPATH")])]
+        return {"PYTHONPATH": os.pathsep.join(path), "SIMCLOCK_OFFSET": str(self.offset)}
 
 
 def free_port() -> int:

@@ -90,17 +90,31 @@ def test_a_start_without_its_zone_is_refused(capsys: pytest.CaptureFixture[str])
     )
 
 
-def test_a_process_on_a_sim_clock_reads_the_tests_clock() -> None:
+# Reads the clock, then sleeps, waits on an event and on the event loop, as a worker does:
+# a clock that reads right but breaks a sleep (libfaketime did) crashed workers on a retry.
+SLEEPER = """
+import asyncio, threading, time
+began = time.time()
+time.sleep(0.01)
+threading.Event().wait(0.01)
+asyncio.run(asyncio.sleep(0.01))
+print(repr(began), time.time() - began >= 0.03)
+"""
+
+
+def test_a_process_on_a_sim_clock_reads_the_tests_clock_and_sleeps() -> None:
     """What `SimClock.process_env` gives mock-pi and the workers: the same "now"."""
     clock = SimClock.start()
     before = clock.time()
     child = subprocess.run(
-        [sys.executable, "-c", "import time; print(repr(time.time()))"],
+        [sys.executable, "-c", SLEEPER],
         env={**os.environ, **clock.process_env()},
         capture_output=True,
         text=True,
         check=True,
     )
     after = clock.time()
-    assert before <= float(child.stdout) <= after
+    began, slept = child.stdout.split()
+    assert before <= float(began) <= after
+    assert slept == "True"
     assert FIXED_NOW.timestamp() <= before < FIXED_NOW.timestamp() + 60
