@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable
 
-from tests.conftest import ROOT, MockServer
+from tests.conftest import ROOT, MockServer, SimClock
 from tests.e2e.helpers import Worker, wait_for, worker_env
 from tests.mock_pi import get, url
 from workers.lake.tables import PI_INTERPOLATED
@@ -56,22 +56,28 @@ def start(env: dict[str, str], log: Path) -> Worker:
 def served(mock: MockServer, webids: list[str], start: str, end: str) -> pl.DataFrame:
     _, body = get(url(mock.url, "/streamsets/interpolated", webId=webids, startTime=start,
                       endTime=end, interval="1m"))  # fmt: skip
+    # float() here: Int32 tags answer JSON integers, and a column inferred from them would
+    # truncate the floats of the tags after them (group_by puts tags in any order).
     rows = [
-        (s["WebId"], i["Timestamp"], i["Value"] if isinstance(i["Value"], int | float) else None)
+        (s["WebId"], i["Timestamp"],
+         float(i["Value"]) if isinstance(i["Value"], int | float) else None)
         for s in body["Items"]
         for i in s["Items"]
-    ]
-    frame = pl.DataFrame(rows, schema=["tag_webid", "timestamp", "value"], orient="row")
-    return frame.with_columns(
-        pl.col("timestamp").str.to_datetime(time_zone="UTC", time_unit="us"),
-        pl.col("value").cast(pl.Float64),
+    ]  # fmt: skip
+    frame = pl.DataFrame(
+        rows,
+        schema={"tag_webid": pl.String, "timestamp": pl.String, "value": pl.Float64},
+        orient="row",
     )
+    return frame.with_columns(pl.col("timestamp").str.to_datetime(time_zone="UTC", time_unit="us"))
 
 
 def test_kill9_during_grid_commits(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
-    mock = mock_pi_factory(tag_count=30, rate_limit=0, late_fraction=0.5, late_seconds=30)
+    clock = SimClock.start()
+    mock = mock_pi_factory(clock=clock, tag_count=30, rate_limit=0, late_fraction=0.5,
+                           late_seconds=30)  # fmt: skip
     target = tmp_path / "lake"
     env = worker_env(mock, target, interpolated_interval="1m", start="*-3h",
                      interpolated_max_points=10, safety_lag=0)  # fmt: skip

@@ -64,17 +64,19 @@ def served(
     _, body = get(url(mock.url, "/streamsets/summary", webId=webids, startTime=start,
                       endTime=end, summaryDuration=duration, summaryType=list(types),
                       calculationBasis="TimeWeighted", timeType="EarliestTime"))  # fmt: skip
+    # float() here: a Count is a JSON integer, and a column inferred from it would truncate
+    # the floats of the rows after it.
     rows = [
         (s["WebId"], i["Type"], i["Value"]["Timestamp"],
-         i["Value"]["Value"] if i["Value"]["Good"] else None)
+         float(i["Value"]["Value"]) if i["Value"]["Good"] else None)
         for s in body["Items"]
         for i in s["Items"]
     ]  # fmt: skip
-    frame = pl.DataFrame(rows, schema=["tag_webid", "summary_type", "bucket_start", "value"],
-                         orient="row")  # fmt: skip
+    schema = {"tag_webid": pl.String, "summary_type": pl.String, "bucket_start": pl.String,
+              "value": pl.Float64}  # fmt: skip
+    frame = pl.DataFrame(rows, schema=schema, orient="row")
     return frame.with_columns(
-        pl.col("bucket_start").str.to_datetime(time_zone="UTC", time_unit="us"),
-        pl.col("value").cast(pl.Float64),
+        pl.col("bucket_start").str.to_datetime(time_zone="UTC", time_unit="us")
     )
 
 
