@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -198,3 +199,36 @@ def test_run_outlives_a_pi_outage_and_catches_up_exactly(
     assert_same(
         read_table(target), expected(truth_for(mock), {w: (start, cp) for w, cp in cps.items()})
     )
+
+
+def catches_sigterm(pid: int) -> bool:
+    """True once the process has a handler for SIGTERM (its SigCgt mask in /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def test_sigterm_at_any_moment_of_start_up_exits_0(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    """From the moment `run` can catch SIGTERM (first thing in `python -m service`, before
+    the imports) to a running loop, SIGTERM ends it with 0: Kubernetes may stop a pod the
+    moment it started."""
+    mock = mock_pi_factory(clock=SimClock.start(), tag_count=5, rate_limit=0)
+    env = worker_env(mock, tmp_path / "lake", start=iso(fixed_past(1)))
+    for delay in (0.0, 0.05, 0.2, 0.5, 1.0, 2.0):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert wait_for(lambda p=proc: catches_sigterm(p.pid), 30, interval=0.001)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (delay, err.decode()[-2000:])
