@@ -77,7 +77,10 @@ def test_kill9_during_run(mock_pi_factory: Callable[..., MockServer], tmp_path: 
     log = tmp_path / "worker.log"
     rng = random.Random(SEED)
     instants = _drill(lambda: start_worker("run", env=env, log=log), log, rng, 0.0, 4.0)
+    before = _ready_count(log)
     worker = start_worker("run", env=env, log=log)
+    # SIGTERM once it is up (one still importing on a busy machine dies of the signal).
+    assert wait_for(lambda: _ready_count(log) > before or not worker.alive(), 60)
     time.sleep(3)
     assert worker.terminate() == 0, worker.text()[-3000:]
     ok(pidelta("once", env=env))
