@@ -23,6 +23,7 @@ from mock_pi.catalog import SERVER_NAME
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
 from workers.lake.tables import PI_DIGITAL_STATE_SETS, PI_POINTS
+from workers.points.layout import bucket_of
 from workers.points.source import COLUMNS
 from workers.points.sync import sync_points
 from workers.settings import Settings, load_settings
@@ -107,7 +108,7 @@ def as_columns(webid: str, found: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-HISTORY = ("valid_from", "valid_to", "is_current", "deleted_at", "synced_at")
+HISTORY = ("valid_from", "valid_to", "is_current", "deleted_at", "synced_at", "point_bucket")
 
 
 def attributes_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +123,9 @@ async def test_pi_points_equals_what_pi_serves_for_every_attribute(
     result = await sync_points(settings_for(url, target), clock=clock.us)
     assert (result.points, result.opened, result.changed, result.deleted) == (TAGS, TAGS, 0, 0)
     assert result.requests == 1
+    assert result.merge_attempts == 1
     found = {r["point_id"]: r for r in rows(target)}
+    assert all(r["point_bucket"] == bucket_of(r["data_server"], i) for i, r in found.items())
     assert len(found) == TAGS
     async with aiohttp.ClientSession() as session:
         for index in range(TAGS):
