@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable, Collection
 
 from service.commands_af import _every
-from service.metrics import Metrics, MetricsObserver
+from service.metrics import Metrics, MetricsObserver, start_dimension
 from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.lifecycle import Lifecycle
@@ -35,9 +35,12 @@ async def sync_once(
 ) -> None:
     """The points sync, the interpolated grid and the summaries (when on) of `pidelta once`."""
     observer = MetricsObserver(metrics)
+    start_dimension(metrics, str(settings.shard_index), settings.points_interval)
     await sync_points(settings, client, observer)
-    await sync_interpolated(settings, client, list(tags), _writer(settings, observer))
-    await sync_summaries(settings, client, list(tags), _writer(settings, observer))
+    await sync_interpolated(settings, client, list(tags), _writer(settings, observer),
+                            observer=observer)  # fmt: skip
+    await sync_summaries(settings, client, list(tags), _writer(settings, observer),
+                         observer=observer)  # fmt: skip
 
 
 async def run_schedules(
@@ -52,6 +55,7 @@ async def run_schedules(
     stopped; a failed turn is logged, counted (`pidelta_errors_total{kind="points_sync"}`,
     `"interpolated_sync"` or `"summaries_sync"`) and tried again at its next turn."""
     observer = MetricsObserver(metrics)
+    start_dimension(metrics, str(settings.shard_index), settings.points_interval)
     jobs = [
         _every("points", settings.points_interval,
                lambda: sync_points(settings, client, observer), lifecycle, metrics),
@@ -61,7 +65,8 @@ async def run_schedules(
         writer = _writer(settings, observer)
         jobs.append(
             _every("interpolated", step,
-                   lambda: sync_interpolated(settings, client, list(tags()), writer),
+                   lambda: sync_interpolated(settings, client, list(tags()), writer,
+                                             observer=observer),
                    lifecycle, metrics)
         )  # fmt: skip
     if settings.summary_specs:
@@ -71,7 +76,8 @@ async def run_schedules(
         summaries_writer = _writer(settings, observer)
         jobs.append(
             _every("summaries", every,
-                   lambda: sync_summaries(settings, client, list(tags()), summaries_writer),
+                   lambda: sync_summaries(settings, client, list(tags()), summaries_writer,
+                                          observer=observer),
                    lifecycle, metrics)
         )  # fmt: skip
     await asyncio.gather(*jobs)

@@ -12,6 +12,7 @@ import aiohttp
 import polars as pl
 from deltalake import DeltaTable
 
+from service.metrics import Metrics, MetricsObserver
 from tests.points.test_interpolated import T0 as GRID_T0
 from tests.points.test_interpolated import grid_sync, served_grid, table_grid
 from tests.points.test_interpolated import served as served_grid_pi  # noqa: F401 (fixture)
@@ -25,7 +26,7 @@ from tests.points.test_summaries_table import (
     truth,
 )
 from tests.points.test_summaries_table import settings_for as summary_settings
-from workers.lake.tables import SET_ASIDE, TableStore
+from workers.lake.tables import PI_INTERPOLATED, SET_ASIDE, TableStore
 from workers.lake.writer import DeltaWriter
 from workers.pi.client import PIClient
 from workers.timeseries.discovery import TagInfo
@@ -107,8 +108,12 @@ async def test_refused_grid_is_written_once_pi_answers_and_a_gone_tag_holds_noth
     back, gone = tags[3], tags[11]
     await refuse(base, [back.webid, gone.webid])
 
-    _, first = await grid_sync(settings, clock)
+    metrics = Metrics(process=False)
+    first = await sync_listed(settings, tags, clock, MetricsObserver(metrics))
     assert (first.refused, first.recovered, first.pending) == (2, 0, 2)
+    assert sample(metrics, "pidelta_aggregate_refused_ranges_total") == 2
+    assert sample(metrics, "pidelta_aggregate_pending_ranges") == 2
+    assert sample(metrics, "pidelta_aggregate_rows_total", kind="new") == first.inserted
     start = GRID_T0 - 1800
     answered = [t for t in tags if t not in (back, gone)]
     assert set(table_grid(target)) == await served_grid(base, answered, start, GRID_T0)
@@ -118,8 +123,11 @@ async def test_refused_grid_is_written_once_pi_answers_and_a_gone_tag_holds_noth
     await refuse(base, [gone.webid])
     clock.t = GRID_T0 + 120
     listed = [t for t in tags if t is not gone]
-    result = await sync_listed(settings, listed, clock)
+    result = await sync_listed(settings, listed, clock, MetricsObserver(metrics))
     assert (result.refused, result.recovered, result.pending) == (0, 1, 0)
+    assert sample(metrics, "pidelta_aggregate_recovered_ranges_total") == 1
+    assert sample(metrics, "pidelta_aggregate_pending_ranges") == 0
+    assert sample(metrics, "pidelta_aggregate_oldest_pending_seconds") == 0
     assert result.oldest_pending_us is None
     found = table_grid(target)
     expected = await served_grid(base, listed, start, GRID_T0 + 120)
@@ -128,10 +136,21 @@ async def test_refused_grid_is_written_once_pi_answers_and_a_gone_tag_holds_noth
     assert open_ranges(target) == {(gone.webid, "pidelta-interp-0-of-1")}
 
 
-async def sync_listed(settings: Any, tags: list[TagInfo], clock: Any) -> Any:
-    """A grid cycle over `tags` (what discovery would list)."""
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    """The value of one series of the grid's table, shard 0."""
+    value = metrics.registry.get_sample_value(
+        name, {"table": PI_INTERPOLATED, "shard": "0", **labels}
+    )
+    assert value is not None, name
+    return value
+
+
+async def sync_listed(
+    settings: Any, tags: list[TagInfo], clock: Any, observer: MetricsObserver
+) -> Any:
+    """A grid cycle over `tags` (what discovery would list), reported to `observer`."""
     writer = DeltaWriter.from_settings(settings, TableStore.from_settings(settings))
     async with PIClient(settings) as client:
         return await sync_interpolated(
-            settings, client, tags, writer, now_us=round(clock.t * 1_000_000)
+            settings, client, tags, writer, now_us=round(clock.t * 1_000_000), observer=observer
         )

@@ -36,7 +36,7 @@ from workers.lake.tables import (
     TableStore,
 )
 from workers.lake.writer import DeltaWriter
-from workers.observe import CommitObserver
+from workers.observe import DimensionObserver
 from workers.pi.client import PIClient
 from workers.points.history import KEY, Changes, diff
 from workers.points.layout import BUCKET, bucket_of, in_buckets, migrate, owned_buckets
@@ -73,7 +73,7 @@ def now_us() -> int:
 async def sync_points(
     settings: Settings,
     client: PIClient | None = None,
-    observer: CommitObserver | None = None,
+    observer: DimensionObserver | None = None,
     *,
     clock: Callable[[], int] = now_us,
 ) -> PointsSyncResult:
@@ -103,6 +103,12 @@ async def sync_points(
         served.num_rows, changes.opened, changes.changed, changes.deleted, state_sets,
         requests, time.monotonic() - began, attempts,
     )  # fmt: skip
+    if observer is not None:
+        observer.points_synced(
+            str(settings.shard_index), result.points,
+            {"opened": result.opened, "changed": result.changed, "deleted": result.deleted},
+            state_sets or 0, max(0, attempts - 1), result.seconds,
+        )  # fmt: skip
     log.info(
         "points sync: %d points of shard %d, %d new, %d changed, %d deleted; state sets %s; "
         "%d batch requests in %.1f s",

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from workers.lake.tables import PI_INTERPOLATED, PI_INTERPOLATED_SCHEMA
 from workers.lake.writer import DeltaWriter
+from workers.observe import DimensionObserver
 from workers.pi.client import PIClient
 from workers.pi.times import format_us, parse_time, to_us
 from workers.settings import Settings
@@ -36,7 +37,7 @@ from workers.timeseries.calls import SELECTED_FIELDS, webid_cost
 from workers.timeseries.decode import decode_streamset
 from workers.timeseries.discovery import TagInfo
 from workers.timeseries.refused import RefusedRanges, Span, by_range
-from workers.timeseries.watermarked import WatermarkedTable
+from workers.timeseries.watermarked import WatermarkedTable, report
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ async def sync_interpolated(
     writer: DeltaWriter,
     *,
     now_us: int | None = None,
+    observer: DimensionObserver | None = None,
 ) -> GridResult | None:
     """Write the grid of `tags` up to now minus the safety lag; None when the grid is off."""
     step_s = settings.interpolated_seconds
@@ -129,10 +131,14 @@ async def sync_interpolated(
         len(tags), step_s, format_us(target), inserted, rewritten, requests, commits,
         noted, resolved, len(due),
     )  # fmt: skip
-    return GridResult(
+    result = GridResult(
         target, inserted, rewritten, requests, commits, noted, resolved, len(due),
         store.oldest_us(webids),
     )  # fmt: skip
+    if observer is not None:
+        shard = str(settings.shard_index)
+        report(observer, PI_INTERPOLATED, shard, [result], time.time_ns() // 1000)
+    return result
 
 
 async def _reread(

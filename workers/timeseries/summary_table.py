@@ -30,13 +30,14 @@ import polars as pl
 
 from workers.lake.tables import PI_SUMMARIES, PI_SUMMARIES_SCHEMA
 from workers.lake.writer import DeltaWriter
+from workers.observe import DimensionObserver
 from workers.pi.client import PIClient
 from workers.pi.times import format_us, parse_time, to_us
 from workers.settings import Settings, SummarySpec
 from workers.timeseries.discovery import TagInfo
 from workers.timeseries.refused import RefusedRanges, Span, by_range
 from workers.timeseries.summaries import SummaryAsk, SummarySource
-from workers.timeseries.watermarked import WatermarkedTable
+from workers.timeseries.watermarked import WatermarkedTable, report
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ async def sync_summaries(
     writer: DeltaWriter,
     *,
     now_us: int | None = None,
+    observer: DimensionObserver | None = None,
 ) -> list[SummaryResult]:
     """Write every configured duration's closed buckets of `tags`; [] when summaries are off."""
     if not settings.summary_specs or not tags:
@@ -96,7 +98,10 @@ async def sync_summaries(
     now = now_us if now_us is not None else time.time_ns() // 1000
     source = summary_source(settings, client)
     specs = settings.summary_specs
-    return [await _sync_one(settings, source, tags, writer, spec, now) for spec in specs]
+    results = [await _sync_one(settings, source, tags, writer, spec, now) for spec in specs]
+    if observer is not None:
+        report(observer, PI_SUMMARIES, str(settings.shard_index), results, time.time_ns() // 1000)
+    return results
 
 
 async def _sync_one(
