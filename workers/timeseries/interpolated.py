@@ -104,14 +104,15 @@ async def sync_interpolated(
         end = min(target, watermark + settings.interpolated_max_points * step)
         lookback = 0 if first else settings.interpolated_lookback * US // step * step
         new_rows, refused, n_new = await _read(client, settings, tags, watermark + step, end)
-        old_rows, _, n_old = await _read(client, settings, tags, watermark - lookback + step,
-                                         watermark)  # fmt: skip
+        old_rows, stale, n_old = await _read(client, settings, tags,
+                                             watermark - lookback + step, watermark)  # fmt: skip
         requests += n_new + n_old
         changed = await asyncio.to_thread(GRID.changed, writer, old_rows)
         source = pl.concat([new_rows, changed, retried])
-        if refused and end > watermark:
-            # Grid times watermark + step .. end, as [start, end) ranges.
-            spans = dict.fromkeys(refused, (watermark + step, end + step))
+        # Grid times as [first, last + step); refused re-reads too (late data there).
+        spans = [(w, watermark + step, end + step) for w in refused if end > watermark]
+        spans += [(w, watermark - lookback + step, watermark + step) for w in stale]
+        if spans:
             noted += await asyncio.to_thread(store.note, app, end // US, spans)
         if source.height or end > watermark:
             await asyncio.to_thread(GRID.commit, writer, source, app, end // US)

@@ -21,7 +21,7 @@ up.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -84,13 +84,13 @@ class RefusedRanges:
         """When the oldest open range of `tags` was noted, None when none is open."""
         return min((s.noted_us for s in self.due(tags)), default=None)
 
-    def note(self, app_id: str, watermark_s: int, refused: Mapping[str, tuple[int, int]]) -> int:
-        """Keep each refused (tag, [start, end)) before the commit that moves the watermark
+    def note(self, app_id: str, watermark_s: int, refused: Iterable[tuple[str, int, int]]) -> int:
+        """Keep each refused (tag, start, end) before the commit that moves the watermark
         past it; an open range it overlaps or touches grows to cover it. New ranges."""
         now = _now_us()
         resolved: list[Span] = []
         opened: list[Span] = []
-        for webid, (start, end) in sorted(refused.items()):
+        for webid, start, end in sorted(refused):
             if end <= start:
                 continue
             spans = self._open[webid]

@@ -134,11 +134,13 @@ async def _sync_one(
         end = min(target, watermark + settings.summaries_max_buckets * bucket)
         new_rows, refused = await _read(settings, source, tags, spec, watermark, end)
         again = 0 if done is None else lookback  # the first cycle has nothing written
-        old_rows, _ = await _read(settings, source, tags, spec, watermark - again, watermark)
+        old_rows, stale = await _read(settings, source, tags, spec, watermark - again, watermark)
         changed = await asyncio.to_thread(TABLE.changed, writer, old_rows)
         rows = pl.concat([new_rows, changed, retried])
-        if refused and end > watermark:
-            spans = dict.fromkeys(refused, (watermark, end))
+        # Refused re-reads too: late data there would otherwise go unseen.
+        spans = [(w, watermark, end) for w in refused if end > watermark]
+        spans += [(w, watermark - again, watermark) for w in stale]
+        if spans:
             noted += await asyncio.to_thread(store.note, app, end // US, spans)
         if rows.height or end > watermark:
             await asyncio.to_thread(TABLE.commit, writer, rows, app, end // US)
