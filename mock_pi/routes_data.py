@@ -359,11 +359,21 @@ def send(request: web.Request, body: bytes) -> web.Response:
     return response
 
 
+REFUSED = BadRequest(
+    502, "[-10722] PINET: Timeout on PI RPC or System Call. (refused by /piwebapi/mock/refuse)"
+)
+
+
 def lookup(
-    state: MockState, web_ids: list[str]
+    state: MockState, web_ids: list[str], *, aggregate: bool = False
 ) -> list[tuple[str, Series | None, BadRequest | None]]:
+    """Each WebID's series, or the error PI answers for it; with `aggregate` (summaries
+    and interpolations) a WebID in `state.refused` gets a 502 item error."""
     out: list[tuple[str, Series | None, BadRequest | None]] = []
     for web_id in web_ids:
+        if aggregate and web_id in state.refused:
+            out.append((web_id, None, REFUSED))
+            continue
         try:
             out.append((web_id, state.series(find_point(state, web_id)), None))
         except BadRequest as exc:
@@ -452,7 +462,7 @@ async def get_set_interpolated(state: MockState, request: web.Request, q: Query)
     hs = state.history_start_ticks
     results: list[Result] = [
         (w, s, s.interpolate(times, now, hs) if s else EMPTY, err)
-        for w, s, err in lookup(state, web_ids)
+        for w, s, err in lookup(state, web_ids, aggregate=True)
     ]
     return send(request, streamset_body(request, q, results, "Items"))
 

@@ -4,6 +4,10 @@ Parameters as the PI Web API reads them (names case-insensitive): `summaryType` 
 or `All`), `calculationBasis`, `startTime`, `endTime`, `summaryDuration`, `sampleType`,
 `sampleInterval`, `timeType`. Summary values come out grouped by type, then by interval in
 the requested direction. `/batch` reaches these handlers through the router like any route.
+
+The test-only `POST /piwebapi/mock/refuse` (body `{"WebIds": [...]}`) makes
+`/streamsets/summary` and `/streamsets/interpolated` answer an item error (502) for those
+WebIDs until it is posted again (`[]` ends it); `GET` on the same path tells the list.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 from aiohttp import web
 
 from mock_pi import pitime, summaries
@@ -160,7 +165,7 @@ async def get_set_summary(state: MockState, request: web.Request, q: Query) -> w
     sq = SummaryQuery(state, q, len(web_ids))
     base = base_url(request)
     items: list[dict[str, Any]] = []
-    for web_id, s, err in lookup(state, web_ids):
+    for web_id, s, err in lookup(state, web_ids, aggregate=True):
         if s is None or err is not None:
             status, messages = (err.status, list(err.messages)) if err else (404, [])
             items.append(
@@ -180,7 +185,27 @@ async def get_set_summary(state: MockState, request: web.Request, q: Query) -> w
     return json_response({"Links": {}, "Items": items}, q.fields())
 
 
+async def get_refused(state: MockState, request: web.Request, q: Query) -> web.Response:
+    return json_response({"WebIds": sorted(state.refused)})
+
+
+async def post_refused(state: MockState, request: web.Request, q: Query) -> web.Response:
+    """Test-only: from now on `/streamsets/summary` and `/streamsets/interpolated` answer
+    an item error (502) for these WebIDs; `{"WebIds": []}` ends it."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise BadRequest(400, "The request body is not valid JSON.") from None
+    ids = body.get("WebIds") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(w, str) for w in ids):
+        raise BadRequest(400, "WebIds must be a list of strings.")
+    state.refused = set(ids)
+    return json_response({"WebIds": sorted(state.refused)})
+
+
 def register(app: web.Application, state: MockState) -> None:
-    """Add the summary routes to the application."""
+    """Add the summary routes (and the test-only refusal switch) to the application."""
     app.router.add_get("/piwebapi/streams/{webId}/summary", handler(state, get_summary))
     app.router.add_get("/piwebapi/streamsets/summary", handler(state, get_set_summary))
+    app.router.add_get("/piwebapi/mock/refuse", handler(state, get_refused))
+    app.router.add_post("/piwebapi/mock/refuse", handler(state, post_refused))

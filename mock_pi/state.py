@@ -26,6 +26,8 @@ class MockState:
     clock: Callable[[], float] = time.time
     # Start of the archive: midnight UTC, HISTORY_DAYS before the day the process started.
     history_start: float = field(default=0.0)
+    # WebIDs whose summaries and interpolations are refused (test-only, `/piwebapi/mock/refuse`).
+    refused: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._series = lru_cache(maxsize=100_000)(self._make_series)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 
 from service.commands_af import _every
 from service.metrics import Metrics, MetricsObserver
-from workers.lake.tables import TableStore
+from workers.lake.tables import PI_INTERPOLATED, PI_SUMMARIES, TableStore
 from workers.lake.writer import DeltaWriter
 from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient
@@ -35,9 +35,12 @@ async def sync_once(
 ) -> None:
     """The points sync, the interpolated grid and the summaries (when on) of `pidelta once`."""
     observer = MetricsObserver(metrics)
+    start_dimension(metrics, str(settings.shard_index), settings.points_interval)
     await sync_points(settings, client, observer)
-    await sync_interpolated(settings, client, list(tags), _writer(settings, observer))
-    await sync_summaries(settings, client, list(tags), _writer(settings, observer))
+    await sync_interpolated(settings, client, list(tags), _writer(settings, observer),
+                            observer=observer)  # fmt: skip
+    await sync_summaries(settings, client, list(tags), _writer(settings, observer),
+                         observer=observer)  # fmt: skip
 
 
 async def run_schedules(
@@ -52,6 +55,7 @@ async def run_schedules(
     stopped; a failed turn is logged, counted (`pidelta_errors_total{kind="points_sync"}`,
     `"interpolated_sync"` or `"summaries_sync"`) and tried again at its next turn."""
     observer = MetricsObserver(metrics)
+    start_dimension(metrics, str(settings.shard_index), settings.points_interval)
     jobs = [
         _every("points", settings.points_interval,
                lambda: sync_points(settings, client, observer), lifecycle, metrics),
@@ -61,7 +65,8 @@ async def run_schedules(
         writer = _writer(settings, observer)
         jobs.append(
             _every("interpolated", step,
-                   lambda: sync_interpolated(settings, client, list(tags()), writer),
+                   lambda: sync_interpolated(settings, client, list(tags()), writer,
+                                             observer=observer),
                    lifecycle, metrics)
         )  # fmt: skip
     if settings.summary_specs:
@@ -71,7 +76,8 @@ async def run_schedules(
         summaries_writer = _writer(settings, observer)
         jobs.append(
             _every("summaries", every,
-                   lambda: sync_summaries(settings, client, list(tags()), summaries_writer),
+                   lambda: sync_summaries(settings, client, list(tags()), summaries_writer,
+                                          observer=observer),
                    lifecycle, metrics)
         )  # fmt: skip
     await asyncio.gather(*jobs)
@@ -79,3 +85,32 @@ async def run_schedules(
 
 def _writer(settings: Settings, observer: MetricsObserver) -> DeltaWriter:
     return DeltaWriter.from_settings(settings, TableStore.from_settings(settings), observer)
+
+
+POINT_CHANGES = ("opened", "changed", "deleted")
+AGGREGATE_TABLES = (PI_SUMMARIES, PI_INTERPOLATED)
+AGGREGATE_ROWS = ("new", "rewritten")
+
+
+def start_dimension(metrics: Metrics, shard: str, points_interval: float) -> None:
+    """Series of the points sync and of the summary and grid cycles, from the first scrape
+    (counters at 0, last successes at the process start), so every panel and alert has
+    data before the first sync and whether or not summaries or the grid are on."""
+    m = metrics
+    for change in POINT_CHANGES:
+        m.points_synced.labels(shard=shard, change=change)
+    m.points_served.labels(shard=shard)
+    m.points_sync_duration.labels(shard=shard)
+    m.points_last_success.labels(shard=shard).set_to_current_time()
+    m.points_interval.labels(shard=shard).set(points_interval)
+    m.points_merge_retries.labels(shard=shard)
+    m.digital_states_written.labels(shard=shard)
+    for table in AGGREGATE_TABLES:
+        for kind in AGGREGATE_ROWS:
+            m.aggregate_rows.labels(table=table, shard=shard, kind=kind)
+        m.aggregate_requests.labels(table=table, shard=shard)
+        m.aggregate_refused.labels(table=table, shard=shard)
+        m.aggregate_recovered.labels(table=table, shard=shard)
+        m.aggregate_pending.labels(table=table, shard=shard)
+        m.aggregate_oldest_pending.labels(table=table, shard=shard)
+        m.aggregate_last_success.labels(table=table, shard=shard).set_to_current_time()

@@ -161,6 +161,90 @@ class Metrics:
             ["shard", "reason"],
             registry=r,
         )
+        self.points_synced = Counter(
+            "pidelta_points_synced",
+            "pi_points versions written by the points sync, by change.",
+            ["shard", "change"],
+            registry=r,
+        )
+        self.points_served = Gauge(
+            "pidelta_points_served",
+            "Points of the shard PI served at the last successful points sync.",
+            ["shard"],
+            registry=r,
+        )
+        self.points_sync_duration = Gauge(
+            "pidelta_points_sync_duration_seconds",
+            "Duration of the last successful points sync.",
+            ["shard"],
+            registry=r,
+        )
+        self.points_last_success = Gauge(
+            "pidelta_points_last_success_timestamp_seconds",
+            "When the last points sync succeeded (the process start until the first).",
+            ["shard"],
+            registry=r,
+        )
+        self.points_interval = Gauge(
+            "pidelta_points_interval_seconds",
+            "PIDELTA_POINTS_INTERVAL: seconds between two points syncs.",
+            ["shard"],
+            registry=r,
+        )
+        self.points_merge_retries = Counter(
+            "pidelta_points_merge_retries",
+            "pi_points MERGEs computed again after losing a race with another shard.",
+            ["shard"],
+            registry=r,
+        )
+        self.digital_states_written = Counter(
+            "pidelta_digital_states_written",
+            "States written to pi_digital_state_sets (only when the sets changed).",
+            ["shard"],
+            registry=r,
+        )
+        self.aggregate_rows = Counter(
+            "pidelta_aggregate_rows",
+            "pi_summaries and pi_interpolated rows written: new, or rewritten after late data.",
+            ["table", "shard", "kind"],
+            registry=r,
+        )
+        self.aggregate_requests = Counter(
+            "pidelta_aggregate_requests",
+            "PI requests of the summary and grid cycles.",
+            ["table", "shard"],
+            registry=r,
+        )
+        self.aggregate_refused = Counter(
+            "pidelta_aggregate_refused_ranges",
+            "(tag, range)s PI refused for summaries or the grid, kept to read again.",
+            ["table", "shard"],
+            registry=r,
+        )
+        self.aggregate_recovered = Counter(
+            "pidelta_aggregate_recovered_ranges",
+            "Refused ranges read again and written once PI answered.",
+            ["table", "shard"],
+            registry=r,
+        )
+        self.aggregate_pending = Gauge(
+            "pidelta_aggregate_pending_ranges",
+            "Refused ranges of the shard's tags still waiting for PI.",
+            ["table", "shard"],
+            registry=r,
+        )
+        self.aggregate_oldest_pending = Gauge(
+            "pidelta_aggregate_oldest_pending_seconds",
+            "Age of the oldest refused range still pending (0: none).",
+            ["table", "shard"],
+            registry=r,
+        )
+        self.aggregate_last_success = Gauge(
+            "pidelta_aggregate_last_success_timestamp_seconds",
+            "When the last summary or grid cycle succeeded (the process start until the first).",
+            ["table", "shard"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "pidelta_build_info", "Always 1; the version label.", ["version"], registry=r
         )
@@ -253,6 +337,43 @@ class MetricsObserver:
 
     def commit_retried(self, table: str) -> None:
         self.metrics.commit_retries.labels(table=table).inc()
+
+    def points_synced(
+        self,
+        shard: str,
+        served: int,
+        changes: Mapping[str, int],
+        states: int,
+        merge_retries: int,
+        seconds: float,
+    ) -> None:
+        m = self.metrics
+        for change, n in changes.items():
+            m.points_synced.labels(shard=shard, change=change).inc(n)
+        m.points_served.labels(shard=shard).set(served)
+        m.points_sync_duration.labels(shard=shard).set(seconds)
+        m.points_last_success.labels(shard=shard).set_to_current_time()
+        m.points_merge_retries.labels(shard=shard).inc(merge_retries)
+        m.digital_states_written.labels(shard=shard).inc(states)
+
+    def aggregate_synced(
+        self,
+        table: str,
+        shard: str,
+        rows: Mapping[str, int],
+        requests: int,
+        refused: Mapping[str, int],
+        oldest_pending_seconds: float,
+    ) -> None:
+        m = self.metrics
+        for kind, n in rows.items():
+            m.aggregate_rows.labels(table=table, shard=shard, kind=kind).inc(n)
+        m.aggregate_requests.labels(table=table, shard=shard).inc(requests)
+        m.aggregate_refused.labels(table=table, shard=shard).inc(refused.get("noted", 0))
+        m.aggregate_recovered.labels(table=table, shard=shard).inc(refused.get("recovered", 0))
+        m.aggregate_pending.labels(table=table, shard=shard).set(refused.get("pending", 0))
+        m.aggregate_oldest_pending.labels(table=table, shard=shard).set(oldest_pending_seconds)
+        m.aggregate_last_success.labels(table=table, shard=shard).set_to_current_time()
 
 
 VERIFY_RESULTS = ("equal", "repaired", "failed")

@@ -35,6 +35,36 @@ class CommitObserver(Protocol):
         """A refused commit is about to be made again on a fresh snapshot."""
 
 
+class DimensionObserver(CommitObserver, Protocol):
+    """Hooks of the points sync and of the summary and grid cycles, with the writer's."""
+
+    def points_synced(
+        self,
+        shard: str,
+        served: int,
+        changes: Mapping[str, int],
+        states: int,
+        merge_retries: int,
+        seconds: float,
+    ) -> None:
+        """A points sync succeeded: the shard's points PI serves, versions written by change
+        (`opened`, `changed`, `deleted`), digital states written (0 when unchanged or not
+        this shard's), MERGEs that lost a race, and its duration."""
+
+    def aggregate_synced(
+        self,
+        table: str,
+        shard: str,
+        rows: Mapping[str, int],
+        requests: int,
+        refused: Mapping[str, int],
+        oldest_pending_seconds: float,
+    ) -> None:
+        """A `pi_summaries` or `pi_interpolated` cycle succeeded: rows by kind (`new`,
+        `rewritten`), PI requests, refused ranges by state (`noted` and `recovered` this
+        cycle, `pending` now) and the age of the oldest pending one (0 when none)."""
+
+
 class Observer(RequestObserver, CommitObserver, Protocol):
     """Hooks of a shard's time-series loop, with those of its client and writer."""
 
@@ -127,4 +157,26 @@ class NullObserver:
         return None
 
     def commit_retried(self, table: str) -> None:
+        return None
+
+    def points_synced(
+        self,
+        shard: str,
+        served: int,
+        changes: Mapping[str, int],
+        states: int,
+        merge_retries: int,
+        seconds: float,
+    ) -> None:
+        return None
+
+    def aggregate_synced(
+        self,
+        table: str,
+        shard: str,
+        rows: Mapping[str, int],
+        requests: int,
+        refused: Mapping[str, int],
+        oldest_pending_seconds: float,
+    ) -> None:
         return None

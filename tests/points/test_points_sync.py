@@ -22,7 +22,9 @@ from mock_pi.app import STATE, create_app
 from mock_pi.catalog import SERVER_NAME
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
+from service.metrics import Metrics, MetricsObserver
 from workers.lake.tables import PI_DIGITAL_STATE_SETS, PI_POINTS
+from workers.points.layout import bucket_of
 from workers.points.source import COLUMNS
 from workers.points.sync import sync_points
 from workers.settings import Settings, load_settings
@@ -107,7 +109,7 @@ def as_columns(webid: str, found: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-HISTORY = ("valid_from", "valid_to", "is_current", "deleted_at", "synced_at")
+HISTORY = ("valid_from", "valid_to", "is_current", "deleted_at", "synced_at", "point_bucket")
 
 
 def attributes_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -119,10 +121,19 @@ async def test_pi_points_equals_what_pi_serves_for_every_attribute(
 ) -> None:
     url, clock, state = await served()
     target = str(tmp_path / "lake")
-    result = await sync_points(settings_for(url, target), clock=clock.us)
+    metrics = Metrics(process=False)
+    result = await sync_points(settings_for(url, target), None, MetricsObserver(metrics),
+                               clock=clock.us)  # fmt: skip
     assert (result.points, result.opened, result.changed, result.deleted) == (TAGS, TAGS, 0, 0)
+    synced = {c: metrics.registry.get_sample_value("pidelta_points_synced_total",
+                                                   {"shard": "0", "change": c})
+              for c in ("opened", "changed", "deleted")}  # fmt: skip
+    assert synced == {"opened": TAGS, "changed": 0, "deleted": 0}
+    assert metrics.registry.get_sample_value("pidelta_points_served", {"shard": "0"}) == TAGS
     assert result.requests == 1
+    assert result.merge_attempts == 1
     found = {r["point_id"]: r for r in rows(target)}
+    assert all(r["point_bucket"] == bucket_of(r["data_server"], i) for i, r in found.items())
     assert len(found) == TAGS
     async with aiohttp.ClientSession() as session:
         for index in range(TAGS):

@@ -4,10 +4,12 @@ the values equal what PI returns once they have all arrived."""
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +20,7 @@ from deltalake import DeltaTable
 from tests.conftest import ROOT, MockServer, SimClock
 from tests.e2e.helpers import Worker, fixed_past, wait_for, worker_env
 from tests.mock_pi import get, url
-from workers.lake.tables import PI_SUMMARIES
+from workers.lake.tables import PI_SUMMARIES, SET_ASIDE
 
 KILLS = 6
 SEED = 20261204
@@ -83,9 +85,39 @@ def served(
 def test_kill9_during_summary_commits(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
+    kill9_and_check(mock_pi_factory, tmp_path, refused=0)
+
+
+def test_kill9_while_pi_refuses_tags_then_answers(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path
+) -> None:
+    """The refused tags' ranges are noted and MERGEd in separate commits: a kill between
+    them must leave no bucket of theirs missing once PI answers again."""
+    kill9_and_check(mock_pi_factory, tmp_path, refused=3)
+
+
+def refuse(mock: MockServer, webids: list[str]) -> None:
+    """mock-pi's test switch: item errors for these WebIDs in summaries from now on."""
+    request = urllib.request.Request(
+        f"{mock.url}/mock/refuse", data=json.dumps({"WebIds": webids}).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert json.loads(resp.read())["WebIds"] == sorted(webids)
+
+
+def kill9_and_check(
+    mock_pi_factory: Callable[..., MockServer], tmp_path: Path, *, refused: int
+) -> None:
+    """Syncs killed at random instants (`refused` tags refused by PI meanwhile), then one
+    that finishes with PI answering every tag: the table is whole and equals PI."""
     clock = SimClock.start()
     mock = mock_pi_factory(clock=clock, tag_count=TAGS, rate_limit=0, late_fraction=0.5,
                            late_seconds=600)  # fmt: skip
+    if refused:
+        _, body = get(url(mock.url, "/dataservers"))
+        server = body["Items"][0]["WebId"]
+        _, points = get(url(mock.url, f"/dataservers/{server}/points", maxCount=str(TAGS)))
+        refuse(mock, sorted(p["WebId"] for p in points["Items"])[:refused])
     target = tmp_path / "lake"
     spec = ";".join(f"{d}:{','.join(t)}" for d, t in SUMMARIES.items())
     env = worker_env(mock, target, summaries=spec, summaries_max_buckets=12, safety_lag=0,
@@ -101,6 +133,10 @@ def test_kill9_during_summary_commits(
         instants.append(round(rng.uniform(0.0, 3.0), 2))
         time.sleep(instants[-1])
         worker.kill9()
+    if refused:
+        # One whole sync while refused (so ranges are noted whatever the kills hit).
+        assert start(env, log).process.wait(300) == 0, log.read_text()[-3000:]
+        refuse(mock, [])
     final = start(env, log)
     assert final.process.wait(300) == 0, log.read_text()[-3000:]
 
@@ -136,3 +172,10 @@ def test_kill9_during_summary_commits(
         joined = settled.join(truth, on=key[:1] + key[2:], how="inner", suffix="_pi")
         assert joined.height == truth.height, context
         assert joined.filter(~pl.col("value").eq_missing(pl.col("value_pi"))).height == 0, context
+    if refused:
+        aside = pl.from_arrow(DeltaTable(str(target / SET_ASIDE)).to_pyarrow_table())
+        noted = aside.filter(pl.col("resolved_at").is_null())
+        closed = aside.filter(pl.col("resolved_at").is_not_null())
+        assert noted["tag_webid"].n_unique() == refused, context
+        key = ["tag_webid", "range_start", "range_end"]
+        assert noted.join(closed, on=key, how="anti").height == 0, context  # all resolved

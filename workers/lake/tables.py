@@ -339,6 +339,8 @@ PI_POINTS_SCHEMA = pa.schema(
         pa.field("is_current", pa.bool_(), nullable=False),
         pa.field("deleted_at", UTC_US),
         pa.field("synced_at", UTC_US, nullable=False),
+        # A fixed hash of (data_server, point_id), the partition (see workers/points/layout).
+        pa.field("point_bucket", pa.int32(), nullable=False),
     ]
 )
 
@@ -438,7 +440,7 @@ AF_TABLES: Mapping[str, TableSpec] = {
 POINT_TABLES: Mapping[str, TableSpec] = {
     spec.name: spec
     for spec in (
-        TableSpec(PI_POINTS, PI_POINTS_SCHEMA),
+        TableSpec(PI_POINTS, PI_POINTS_SCHEMA, ("point_bucket",)),
         TableSpec(PI_DIGITAL_STATE_SETS, PI_DIGITAL_STATE_SETS_SCHEMA),
         TableSpec(PI_INTERPOLATED, PI_INTERPOLATED_SCHEMA, ("date",), TIMESERIES_WRITER),
         TableSpec(PI_SUMMARIES, PI_SUMMARIES_SCHEMA, ("date",)),

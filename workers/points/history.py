@@ -23,10 +23,11 @@ import polars as pl
 import pyarrow as pa
 
 from workers.lake.tables import PI_POINTS_SCHEMA
+from workers.points.layout import BUCKET, buckets_of
 from workers.points.source import COLUMNS
 
 KEY = ["data_server", "point_id"]
-HISTORY = ("valid_from", "valid_to", "is_current", "deleted_at", "synced_at")
+HISTORY = ("valid_from", "valid_to", "is_current", "deleted_at", "synced_at", BUCKET)
 NOT_VERSIONED = frozenset({"change_date", "changer", *KEY})
 COMPARED = ["tag_webid", *(c.name for c in COLUMNS if c.name not in NOT_VERSIONED)]
 ATTRIBUTES = [f.name for f in PI_POINTS_SCHEMA if f.name not in HISTORY]
@@ -93,9 +94,10 @@ def diff(served: pa.Table, current: pa.Table, gone: pa.Table, now_us: int) -> Ch
             now.alias("synced_at"),
         )
     )
-    rows = pl.concat(
-        [f.select(PI_POINTS_SCHEMA.names) for f in (closed, opened, removed)], how="vertical"
-    )
+    names = [n for n in PI_POINTS_SCHEMA.names if n != BUCKET]
+    rows = pl.concat([f.select(names) for f in (closed, opened, removed)], how="vertical")
+    bucket = buckets_of(rows["data_server"].to_list(), rows["point_id"].to_list())
+    rows = rows.with_columns(pl.Series(BUCKET, bucket, dtype=pl.Int32))
     return Changes(
         rows.to_arrow().cast(PI_POINTS_SCHEMA),
         opened=first.height,

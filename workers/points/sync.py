@@ -1,8 +1,9 @@
 """One sync of this shard's points into `pi_points`, and of the state sets.
 
-Each shard syncs the points it owns (jump hash of the WebID, as the time series) and closes
-the current versions of points PI no longer lists whose last WebID it owns; so the shards
-never touch the same point and the table scales with them. A sync is one MERGE commit
+Each shard syncs the points of the `point_bucket`s it owns (a fixed hash of the point's key,
+see `layout`) and closes the current versions of its buckets' points PI no longer lists; so
+the shards never touch the same point, their MERGEs name disjoint partitions and do not
+conflict, and the table scales with them. A sync is one MERGE commit
 through the one writer, computed against the table's latest snapshot (`history.diff`):
 a crash before it lands leaves nothing, a crash after it leaves nothing more to do (the
 next diff is empty), and a MERGE that lost a race with another shard's is computed again
@@ -25,22 +26,23 @@ import polars as pl
 import pyarrow as pa
 from deltalake.table import TableMerger
 
-from shard_config.jump_hash import owned
 from workers.errors import SinkError
 from workers.lake.tables import (
     PI_DIGITAL_STATE_SETS,
     PI_DIGITAL_STATE_SETS_SCHEMA,
     PI_POINTS,
+    PI_POINTS_SCHEMA,
     UTC_US,
     TableStore,
 )
 from workers.lake.writer import DeltaWriter
-from workers.observe import CommitObserver
+from workers.observe import DimensionObserver
 from workers.pi.client import PIClient
 from workers.points.history import KEY, Changes, diff
+from workers.points.layout import BUCKET, bucket_of, in_buckets, migrate, owned_buckets
 from workers.points.source import read_points, read_state_sets
 from workers.settings import Settings
-from workers.timeseries.discovery import TagInfo, discover_tags
+from workers.timeseries.discovery import discover_tags
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class PointsSyncResult:
     state_sets: int | None  # states written, None when unchanged or not this shard's
     requests: int  # /batch requests for the attributes
     seconds: float
+    merge_attempts: int = 0  # MERGEs tried (1 + races lost); 0 when nothing changed
 
 
 def now_us() -> int:
@@ -70,7 +73,7 @@ def now_us() -> int:
 async def sync_points(
     settings: Settings,
     client: PIClient | None = None,
-    observer: CommitObserver | None = None,
+    observer: DimensionObserver | None = None,
     *,
     clock: Callable[[], int] = now_us,
 ) -> PointsSyncResult:
@@ -81,23 +84,31 @@ async def sync_points(
             return await sync_points(settings, own, observer, clock=clock)
     began = time.monotonic()
     writer = DeltaWriter.from_settings(settings, TableStore.from_settings(settings), observer)
+    await asyncio.to_thread(migrate, writer.store)
     await asyncio.to_thread(writer.store.create_all, (PI_POINTS, PI_DIGITAL_STATE_SETS))
     tags = await discover_tags(client, settings)
-    mine = [t for t, m in zip(tags, _owned(tags, settings), strict=True) if m]
+    buckets = set(owned_buckets(settings.shard_index, settings.shard_count))
+    mine = [t for t in tags if bucket_of(t.data_server, t.point_id) in buckets]
     served, requests = await read_points(client, settings, mine)
     alive = pl.DataFrame(
-        {"data_server": [t.data_server for t in tags], "point_id": [t.point_id for t in tags]},
+        {"data_server": [t.data_server for t in mine], "point_id": [t.point_id for t in mine]},
         schema={"data_server": pl.String, "point_id": pl.Int32},
     )
-    changes = await asyncio.to_thread(_merge, writer, settings, served, alive, clock)
+    changes, attempts = await asyncio.to_thread(_merge, writer, settings, served, alive, clock)
     state_sets = None
     if settings.shard_index == STATE_SET_SHARD:
         sets = await read_state_sets(client, settings)
         state_sets = await asyncio.to_thread(_write_state_sets, writer, sets, clock())
     result = PointsSyncResult(
         served.num_rows, changes.opened, changes.changed, changes.deleted, state_sets,
-        requests, time.monotonic() - began,
+        requests, time.monotonic() - began, attempts,
     )  # fmt: skip
+    if observer is not None:
+        observer.points_synced(
+            str(settings.shard_index), result.points,
+            {"opened": result.opened, "changed": result.changed, "deleted": result.deleted},
+            state_sets or 0, max(0, attempts - 1), result.seconds,
+        )  # fmt: skip
     log.info(
         "points sync: %d points of shard %d, %d new, %d changed, %d deleted; state sets %s; "
         "%d batch requests in %.1f s",
@@ -107,27 +118,28 @@ async def sync_points(
     return result
 
 
-def _owned(tags: list[TagInfo], settings: Settings) -> list[bool]:
-    return owned((t.webid for t in tags), settings.shard_index, settings.shard_count).tolist()
-
-
 def _merge(
     writer: DeltaWriter,
     settings: Settings,
     served: pa.Table,
     alive: pl.DataFrame,
     clock: Callable[[], int],
-) -> Changes:
-    """Diff against the latest snapshot and MERGE, again on a newer one after a lost race."""
+) -> tuple[Changes, int]:
+    """Diff against the latest snapshot and MERGE, again on a newer one after a lost race;
+    the changes and the MERGEs tried (0 when there was nothing to write)."""
+    mine = owned_buckets(settings.shard_index, settings.shard_count)
     for attempt in range(1, MERGE_ATTEMPTS + 1):
-        current = _current(writer)
-        gone = _gone(current, alive, settings)
+        current = _current(writer, mine)
+        gone = _gone(current, alive)
         changes = diff(served, current, gone, clock())
         if changes.empty:
-            return changes
+            return changes, attempt - 1
+        # Naming the buckets written confines delta-rs's conflict check to them (`layout`).
+        touched = in_buckets(changes.rows[BUCKET].to_pylist())
+        predicate = f"{touched} AND t.{BUCKET} = s.{BUCKET} AND {VERSION_KEY}"
         try:
-            writer.merge(PI_POINTS, changes.rows, VERSION_KEY, _upsert, _metadata(settings))
-            return changes
+            writer.merge(PI_POINTS, changes.rows, predicate, _upsert, _metadata(settings))
+            return changes, attempt
         except SinkError as exc:
             if attempt == MERGE_ATTEMPTS:
                 raise
@@ -145,18 +157,19 @@ def _metadata(settings: Settings) -> dict[str, str]:
     return {"pidelta.points.shard": f"{settings.shard_index}-of-{settings.shard_count}"}
 
 
-def _current(writer: DeltaWriter) -> pa.Table:
-    return writer.table(PI_POINTS).to_pyarrow_table(filters=[("is_current", "=", True)])
+def _current(writer: DeltaWriter, buckets: list[int]) -> pa.Table:
+    """The current versions of the points of `buckets` (the partitions this shard owns)."""
+    if not buckets:
+        return PI_POINTS_SCHEMA.empty_table()
+    return writer.table(PI_POINTS).to_pyarrow_table(
+        filters=[(BUCKET, "in", buckets), ("is_current", "=", True)]
+    )
 
 
-def _gone(current: pa.Table, alive: pl.DataFrame, settings: Settings) -> pa.Table:
-    """Keys of current versions PI no longer lists, among those whose WebID this shard owns."""
-    cur = pl.from_arrow(current.select(["data_server", "point_id", "tag_webid"]))
-    missing = cur.join(alive, on=KEY, how="anti")
-    if missing.height == 0:
-        return missing.select(KEY).to_arrow()
-    mask = owned(missing["tag_webid"].to_list(), settings.shard_index, settings.shard_count)
-    return missing.filter(pl.Series(mask)).select(KEY).to_arrow()
+def _gone(current: pa.Table, alive: pl.DataFrame) -> pa.Table:
+    """Keys of this shard's current versions (its buckets) that PI no longer lists."""
+    cur = pl.from_arrow(current.select(KEY))
+    return cur.join(alive, on=KEY, how="anti").select(KEY).to_arrow()
 
 
 def _write_state_sets(writer: DeltaWriter, sets: pa.Table, synced_at: int) -> int | None:

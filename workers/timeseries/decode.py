@@ -128,28 +128,47 @@ def decode_streamset(
     *,
     source: str = "streamsets/recorded",
     ingestion_time: datetime | None = None,
+    refused: dict[str, str] | None = None,
 ) -> DecodedBatch:
     """Decode a whole `/streamsets/recorded` body, or the `Content` of a `/batch`
-    sub-response already parsed, with no paging: every stream as it came."""
+    sub-response already parsed, with no paging: every stream as it came. Streams that
+    carry an error (`WebException`) instead of values go into `refused`, WebID to text."""
     with gc_paused():
         if not isinstance(body, bytes | str):
-            return decode_parsed(
-                _whole(from_json(body, source), source), tags, source, ingestion_time
-            )
+            parsed = _whole(from_json(body, source), source, refused=refused)
+            return decode_parsed(parsed, tags, source, ingestion_time)
         size = len(body)
         for parsed in readings(body):
             with suppress(NeedsRawValues):
-                return decode_parsed(_whole(parsed, source, size), tags, source, ingestion_time)
-        return decode_parsed(
-            _whole(parse_json(body, source), source, size), tags, source, ingestion_time
-        )
+                whole = _whole(parsed, source, size, refused)
+                return decode_parsed(whole, tags, source, ingestion_time)
+        whole = _whole(parse_json(body, source), source, size, refused)
+        return decode_parsed(whole, tags, source, ingestion_time)
 
 
-def _whole(parsed: ParsedBody, source: str, size: int | None = None) -> ParsedBody:
-    """The body, unless an entry of its `Items` is not a stream (DecodeError)."""
+def _whole(
+    parsed: ParsedBody,
+    source: str,
+    size: int | None = None,
+    refused: dict[str, str] | None = None,
+) -> ParsedBody:
+    """The body, unless an entry of its `Items` is not a stream (DecodeError); streams with
+    an error and no values noted in `refused`."""
     if parsed.strays:
         raise DecodeError("a stream has no WebId", source=source, size=size)
+    if refused is not None:
+        for stream in parsed.streams:
+            if stream.error is not None:
+                refused[stream.webid] = _error_text(stream.error)
     return parsed
+
+
+def _error_text(error: Any) -> str:
+    """The `Errors` of a WebException, else its JSON as text."""
+    texts = error.get("Errors") if isinstance(error, dict) else None
+    if isinstance(texts, list) and texts:
+        return "; ".join(str(t) for t in texts)
+    return str(error)
 
 
 def decode_parsed(

@@ -20,6 +20,7 @@ import pyarrow as pa
 from workers.lake.tables import SET_ASIDE, SET_ASIDE_SCHEMA, UTC_US
 from workers.lake.writer import DeltaWriter
 from workers.timeseries.plan import REREAD, PlannedBatch, TagRange
+from workers.timeseries.refused import AGGREGATE_PREFIXES
 
 KEY = ["tag_webid", "range_start", "range_end"]
 
@@ -32,10 +33,13 @@ class SetAside:
     def __init__(self, writer: DeltaWriter) -> None:
         self.writer = writer
         found = pl.from_arrow(
-            writer.table(SET_ASIDE).to_pyarrow_table(columns=[*KEY, "resolved_at"])
+            writer.table(SET_ASIDE).to_pyarrow_table(columns=[*KEY, "app_id", "resolved_at"])
         )
         still = (
-            found.group_by(KEY)
+            # The refused ranges of pi_summaries and pi_interpolated are theirs (`refused`).
+            found.filter(~pl.col("app_id").str.starts_with(AGGREGATE_PREFIXES[0]))
+            .filter(~pl.col("app_id").str.starts_with(AGGREGATE_PREFIXES[1]))
+            .group_by(KEY)
             .agg(pl.col("resolved_at").is_not_null().any().alias("closed"))
             .filter(~pl.col("closed"))
             .sort(KEY)

@@ -30,12 +30,14 @@ import polars as pl
 
 from workers.lake.tables import PI_SUMMARIES, PI_SUMMARIES_SCHEMA
 from workers.lake.writer import DeltaWriter
+from workers.observe import DimensionObserver
 from workers.pi.client import PIClient
 from workers.pi.times import format_us, parse_time, to_us
 from workers.settings import Settings, SummarySpec
 from workers.timeseries.discovery import TagInfo
+from workers.timeseries.refused import RefusedRanges, Span, by_range
 from workers.timeseries.summaries import SummaryAsk, SummarySource
-from workers.timeseries.watermarked import WatermarkedTable
+from workers.timeseries.watermarked import WatermarkedTable, report
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +58,19 @@ class SummaryResult:
     rewritten: int  # re-read rows that had changed
     requests: int
     commits: int
+    refused: int = 0  # (tag, range)s PI refused this cycle, noted for a re-read
+    recovered: int = 0  # refused ranges read and written this cycle
+    pending: int = 0  # refused ranges of this shard's tags still open
+    oldest_pending_us: int | None = None  # when the oldest of them was noted
+
+
+def app_prefix(settings: Settings, spec: SummarySpec) -> str:
+    """The app id without the shard layout: refused ranges of every layout share it."""
+    return f"pidelta-summ-{spec.duration}-{settings.summaries_basis}-"
 
 
 def app_id(settings: Settings, spec: SummarySpec) -> str:
-    return (
-        f"pidelta-summ-{spec.duration}-{settings.summaries_basis}-"
-        f"{settings.shard_index}-of-{settings.shard_count}"
-    )
+    return f"{app_prefix(settings, spec)}{settings.shard_index}-of-{settings.shard_count}"
 
 
 def summary_source(settings: Settings, client: PIClient) -> SummarySource:
@@ -81,6 +89,7 @@ async def sync_summaries(
     writer: DeltaWriter,
     *,
     now_us: int | None = None,
+    observer: DimensionObserver | None = None,
 ) -> list[SummaryResult]:
     """Write every configured duration's closed buckets of `tags`; [] when summaries are off."""
     if not settings.summary_specs or not tags:
@@ -89,7 +98,10 @@ async def sync_summaries(
     now = now_us if now_us is not None else time.time_ns() // 1000
     source = summary_source(settings, client)
     specs = settings.summary_specs
-    return [await _sync_one(settings, source, tags, writer, spec, now) for spec in specs]
+    results = [await _sync_one(settings, source, tags, writer, spec, now) for spec in specs]
+    if observer is not None:
+        report(observer, PI_SUMMARIES, str(settings.shard_index), results, time.time_ns() // 1000)
+    return results
 
 
 async def _sync_one(
@@ -105,7 +117,13 @@ async def _sync_one(
     app = app_id(settings, spec)
     lookback = max(1, -(-round(settings.summaries_lookback * US) // bucket)) * bucket
     requests_before = source.stats.requests
-    inserted = rewritten = commits = 0
+    inserted = rewritten = commits = noted = resolved = 0
+    store = await asyncio.to_thread(
+        RefusedRanges, writer, app_prefix(settings, spec), settings.summaries_max_buckets * bucket
+    )
+    webids = {t.webid for t in tags}
+    by_webid = {t.webid: t for t in tags}
+    retried, recovered = await _reread(settings, source, by_webid, spec, store.due(webids))
     while True:
         done = await asyncio.to_thread(writer.committed_version, PI_SUMMARIES, app)
         if done is None:
@@ -114,24 +132,62 @@ async def _sync_one(
         else:
             watermark = done * US
         end = min(target, watermark + settings.summaries_max_buckets * bucket)
-        new_rows = await _read(settings, source, tags, spec, watermark, end)
+        new_rows, refused = await _read(settings, source, tags, spec, watermark, end)
         again = 0 if done is None else lookback  # the first cycle has nothing written
-        old_rows = await _read(settings, source, tags, spec, watermark - again, watermark)
+        old_rows, stale = await _read(settings, source, tags, spec, watermark - again, watermark)
         changed = await asyncio.to_thread(TABLE.changed, writer, old_rows)
-        rows = pl.concat([new_rows, changed])
+        rows = pl.concat([new_rows, changed, retried])
+        # Refused re-reads too: late data there would otherwise go unseen.
+        spans = [(w, watermark, end) for w in refused if end > watermark]
+        spans += [(w, watermark - again, watermark) for w in stale]
+        if spans:
+            noted += await asyncio.to_thread(store.note, app, end // US, spans)
         if rows.height or end > watermark:
             await asyncio.to_thread(TABLE.commit, writer, rows, app, end // US)
             commits += 1
-            inserted += new_rows.height
+            inserted += new_rows.height + retried.height
             rewritten += changed.height
+        if recovered:
+            await asyncio.to_thread(store.resolve, app, end // US, recovered)
+            resolved += len(recovered)
+        retried, recovered = retried.clear(), []
         if end >= target:
             break
     requests = source.stats.requests - requests_before
+    due = store.due(webids)
     log.info(
-        "summaries %s of %d tags up to %s: %d new rows, %d rewritten, %d requests, %d commits",
+        "summaries %s of %d tags up to %s: %d new rows, %d rewritten, %d requests, %d commits; "
+        "%d ranges refused, %d recovered, %d pending",
         spec.duration, len(tags), format_us(target), inserted, rewritten, requests, commits,
+        noted, resolved, len(due),
     )  # fmt: skip
-    return SummaryResult(spec.duration, target, inserted, rewritten, requests, commits)
+    return SummaryResult(
+        spec.duration, target, inserted, rewritten, requests, commits, noted, resolved,
+        len(due), store.oldest_us(webids),
+    )  # fmt: skip
+
+
+async def _reread(
+    settings: Settings,
+    source: SummarySource,
+    by_webid: dict[str, TagInfo],
+    spec: SummarySpec,
+    due: list[Span],
+) -> tuple[pl.DataFrame, list[Span]]:
+    """Rows of the refused ranges of `due` that PI answers now, and those ranges."""
+    frames = [_empty_rows()]
+    read: list[Span] = []
+    for (start, end), spans in sorted(by_range(due).items()):
+        chunk = [by_webid[s.webid] for s in spans]
+        rows, refused = await _read(settings, source, chunk, spec, start, end)
+        answered = {s.webid for s in spans} - refused
+        frames.append(rows.filter(pl.col("tag_webid").is_in(answered)))
+        read.extend(s for s in spans if s.webid in answered)
+    return pl.concat(frames), read
+
+
+def _empty_rows() -> pl.DataFrame:
+    return pl.from_arrow(PI_SUMMARIES_SCHEMA.empty_table())  # type: ignore[return-value]
 
 
 async def _read(
@@ -141,16 +197,18 @@ async def _read(
     spec: SummarySpec,
     start: int,
     end: int,
-) -> pl.DataFrame:
-    """Rows of `pi_summaries` for the buckets of [start, end), one per tag, bucket and type."""
+) -> tuple[pl.DataFrame, set[str]]:
+    """Rows of `pi_summaries` for the buckets of [start, end), one per tag, bucket and type;
+    and the tags PI refused."""
     if end <= start:
-        return pl.from_arrow(PI_SUMMARIES_SCHEMA.empty_table())  # type: ignore[return-value]
+        return _empty_rows(), set()
     types = tuple(dict.fromkeys((*spec.types, "PercentGood")))
     ask = SummaryAsk(types, settings.summaries_basis, spec.seconds * US, detail=True)
     wide, refused = await source.read([t.webid for t in tags], start, end, ask)
     if refused:
-        log.warning("summaries %s: PI refused %d tags, left out: %s", spec.duration,
-                    len(refused), "; ".join(sorted(set(refused.values()))))  # fmt: skip
+        log.warning("summaries %s: PI refused %d tags, noted for a re-read: %s",
+                    spec.duration, len(refused),
+                    "; ".join(sorted(set(refused.values()))))  # fmt: skip
     names = pl.DataFrame(
         {"tag_webid": [t.webid for t in tags], "tag_name": [t.name for t in tags]}
     ).unique("tag_webid")
@@ -168,7 +226,7 @@ async def _read(
         )
         for kind in spec.types
     )
-    return (
+    rows = (
         long.join(names, on="tag_webid", how="left")
         .with_columns(
             duration=pl.lit(spec.duration),
@@ -178,3 +236,4 @@ async def _read(
         )
         .select(PI_SUMMARIES_SCHEMA.names)
     )
+    return rows, set(refused)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import polars as pl
 import pyarrow as pa
@@ -20,11 +22,13 @@ from deltalake.table import TableMerger
 
 from workers.errors import SinkError
 from workers.lake.writer import DeltaWriter
+from workers.observe import DimensionObserver
 from workers.pi.times import format_us
 
 log = logging.getLogger(__name__)
 
 MERGE_ATTEMPTS = 5
+US = 1_000_000
 NOT_COMPARED = ("ingestion_timestamp", "date")
 
 
@@ -87,6 +91,38 @@ class WatermarkedTable:
                     raise
                 log.info("%s merge lost a race (%s), tried again", self.label, exc)
                 time.sleep(0.2 * attempt)
+
+
+class CycleResult(Protocol):
+    """What `report` reads of a cycle's result (a `GridResult` or a `SummaryResult`)."""
+
+    inserted: int
+    rewritten: int
+    requests: int
+    refused: int
+    recovered: int
+    pending: int
+    oldest_pending_us: int | None
+
+
+def report(
+    observer: DimensionObserver,
+    table: str,
+    shard: str,
+    results: Sequence[CycleResult],
+    now_us: int,
+) -> None:
+    """One cycle's figures (summed over the durations of `pi_summaries`) to `observer`."""
+    oldest = min((r.oldest_pending_us for r in results if r.oldest_pending_us), default=None)
+    observer.aggregate_synced(
+        table, shard,
+        {"new": sum(r.inserted for r in results), "rewritten": sum(r.rewritten for r in results)},
+        sum(r.requests for r in results),
+        {"noted": sum(r.refused for r in results),
+         "recovered": sum(r.recovered for r in results),
+         "pending": sum(r.pending for r in results)},
+        0.0 if oldest is None else max(0.0, (now_us - oldest) / US),
+    )  # fmt: skip
 
 
 def _upsert(merger: TableMerger) -> TableMerger:
