@@ -71,7 +71,7 @@ lint: dev
 	$(BIN)/ruff format --check .
 
 test: dev tools lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=25
 	$(MAKE) --no-print-directory fuzz-short
 
 # Fuzzing of the decode path of PI bodies (fuzz/decode_fuzz.py): Debian's clang with its
