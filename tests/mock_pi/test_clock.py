@@ -118,3 +118,20 @@ def test_a_process_on_a_sim_clock_reads_the_tests_clock_and_sleeps() -> None:
     assert before <= float(began) <= after
     assert slept == "True"
     assert FIXED_NOW.timestamp() <= before < FIXED_NOW.timestamp() + 60
+
+
+def test_a_process_on_a_sim_clock_keeps_time_before_its_first_read() -> None:
+    """A process that works a while before it first reads the clock (mock-pi imports for
+    most of a second) reads the test's "now" then, not the instant it started plus the
+    time since that first read: two processes on one SimClock agree to the microsecond."""
+    clock = SimClock.start()
+    before = clock.time()
+    child = subprocess.run(
+        [sys.executable, "-c", "import time; time.sleep(0.5); print(repr(time.time()))"],
+        env={**os.environ, **clock.process_env()},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    after = clock.time()
+    assert before + 0.5 <= float(child.stdout) <= after

@@ -16,3 +16,7 @@ if _offset:
     import time_machine
 
     time_machine.travel(time.time() + int(_offset), tick=True).start()
+    # A ticking travel starts counting at its first read, not at `start()`: read it now,
+    # or this process's clock lags by however long it runs before reading the time (a
+    # mock-pi that imported for half a second served values half a second behind a worker).
+    time.time()
