@@ -278,7 +278,10 @@ def test_lag_counts_committed_checkpoints_only(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
     """Batches buffered but not committed (a commit every 10 minutes here) leave the lag
-    where the table is: at the start, three minutes back; the buffer has its own gauge."""
+    where the table is: at the start, three minutes back; the buffer has its own gauge.
+
+    On the recorded path (updates off): with stream updates, a tag's catch-up is committed
+    at once, before it is followed, so nothing stays buffered for the gauge to show."""
     mock_pi = mock_pi_factory(clock=SimClock.start(), tag_count=1000, seed=42, rate_limit=0)
     start = fixed_past(3)
     env, port = metrics_port_env(
@@ -290,6 +293,7 @@ def test_lag_counts_committed_checkpoints_only(
             commit_max_age=600,
             poll_interval=1,
             maintain_interval=0,
+            updates=False,
         )
     )
     worker = start_worker("run", env=env, log=tmp_path / "run.log")

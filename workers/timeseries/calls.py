@@ -14,18 +14,12 @@ from workers.pi.times import format_us
 # The fields the decoder reads; everything else (Links, Name, Path) is left on the server.
 # Units come once per stream (a PI point has one engineering unit), not once per value:
 # that is a sixth of the body.
+# The fields of one value the decoder reads, in PI's order. A value another endpoint serves
+# with more (stream updates add `UnitsAbbreviation` per event) is cut to these, so that a bad
+# value has one raw text whichever read met it (`DeltaSink.new_quarantine` lists it once).
+VALUE_FIELDS = ("Timestamp", "Value", "Good", "Questionable", "Substituted", "Annotated", "Errors")
 SELECTED_FIELDS = ";".join(
-    (
-        "Items.WebId",
-        "Items.UnitsAbbreviation",
-        "Items.Items.Timestamp",
-        "Items.Items.Value",
-        "Items.Items.Good",
-        "Items.Items.Questionable",
-        "Items.Items.Substituted",
-        "Items.Items.Annotated",
-        "Items.Items.Errors",
-    )
+    ("Items.WebId", "Items.UnitsAbbreviation", *(f"Items.Items.{f}" for f in VALUE_FIELDS))
 )
 
 

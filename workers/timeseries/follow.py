@@ -38,7 +38,7 @@ from workers.lake.tables import (
     QUARANTINE,
     UTC_US,
 )
-from workers.lake.writer import REBASE_ATTEMPTS, outdated
+from workers.lake.writer import backoff, outdated
 from workers.observe import Observer
 from workers.pi.times import utcnow
 from workers.settings import Settings
@@ -51,6 +51,10 @@ from workers.timeseries.updates import UpdatesSource
 log = logging.getLogger("pidelta.follow")
 
 UPDATES = "updates"  # the kind of a followed tag's checkpoint range
+# Tries of a replace that concurrent commits outdated: every shard appends to today's date
+# partition, so with a dozen shards a replace can lose several races in a row (12 shards
+# stopping at once made 5 quick tries fail). With the backoff, about 45 s at most.
+REPLACE_ATTEMPTS = 12
 
 
 def follower_app_id(shard_index: int, shard_count: int) -> str:
@@ -248,15 +252,17 @@ class Follower:
 
     def _apply_rebased(self, events: pa.Table, n: int) -> None:
         """`_apply`, again on a fresh snapshot when another shard's commit outdated it
-        (a replace reads the table, so the writer does not redo it blindly)."""
-        for attempt in range(1, REBASE_ATTEMPTS + 1):
+        (a replace reads the table, so the writer does not redo it blindly), after a
+        jittered, doubling pause, so shards that lost to one commit do not race again."""
+        for attempt in range(1, REPLACE_ATTEMPTS + 1):
             try:
                 self._apply(events, n)
                 return
             except SinkError as exc:
-                if attempt == REBASE_ATTEMPTS or not outdated(exc.__cause__ or exc):
+                if attempt == REPLACE_ATTEMPTS or not outdated(exc.__cause__ or exc):
                     raise
-                log.debug("replace of batch %d met a concurrent commit; again", n)
+                log.info("replace of batch %d met a concurrent commit; again", n)
+                time.sleep(backoff(attempt))
 
     def _apply(self, events: pa.Table, n: int) -> None:
         spans, dates = ranges(events)

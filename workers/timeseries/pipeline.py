@@ -5,7 +5,8 @@ following the exactly-once protocol of docs/DESIGN.md ("Exactly once"). The stag
 beside it: the shard fence
 (`generations.ShardFence`), recovery of unfinished batches (`recovery.Recovery`), planning
 (`plan`), fetching (`recorded.RecordedSource`), and buffering with the one commit in flight
-(`commit_queue.CommitQueue`, where every `commit_max_*` rule is).
+(`commit_queue.CommitQueue`, where every `commit_max_*` rule is), and with change capture
+the poll that meets the follower (`tail.Tail`, through the `tail.RecordedPath` seam).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from workers.timeseries.recovery import Recovery
 from workers.timeseries.set_aside import SetAside
 from workers.timeseries.sink import DeltaSink
 from workers.timeseries.source import ReadStats, Source, SourceResult
+from workers.timeseries.tail import Tail
 from workers.timeseries.updates import UpdatesSource
 
 log = logging.getLogger("pidelta.pipeline")
@@ -92,6 +94,7 @@ class Pipeline:
         self.queue: CommitQueue | None = None
         self.set_aside: SetAside | None = None
         self.follower: Follower | None = None
+        self.tail: Tail | None = None
         self._last_lookback = float("-inf")
 
     async def __aenter__(self) -> Pipeline:
@@ -175,6 +178,7 @@ class Pipeline:
         )
         await asyncio.to_thread(self.follower.load)
         self.follower.forget(self.tags)
+        self.tail = Tail(self.follower, self, self.tags, self.observer, self.shard, self.clock)
 
     async def discover(self) -> list[TagInfo]:
         """Rediscover tags; keep those this shard owns (new tags flow, deleted ones stop)."""
@@ -242,12 +246,14 @@ class Pipeline:
                 break
             if due and lookback is None:
                 self._last_lookback = time.monotonic()
-                if plan.late:
+                # Opted out (no follower), the look-back is the steady state: not counted,
+                # so the alert on persisting fallback re-reads stays quiet.
+                if plan.late and self.follower is not None:
                     self.observer.fallback_reread(self.shard, "updates_off", len(plan.late))
             await self._run_plan(self.app_id, plan, cps)
-        await self._reread_set_aside()
+        await self.reread_set_aside()
 
-    async def _reread_set_aside(self) -> None:
+    async def reread_set_aside(self) -> None:
         """One batch of the ranges still set aside, once a catch-up found nothing newer to
         read (other batches carry them too): they wait for no further poll."""
         assert self.set_aside is not None
@@ -358,44 +364,17 @@ class Pipeline:
             self._update_lag(self.checkpoints.load_checkpoints(list(self.tags), LIVE_PREFIX))
         return written
 
-    async def _poll(self, lag: timedelta) -> None:
-        """One poll of `run`: recorded reads where no marker covers a tag, stream updates
-        for the others (docs/DESIGN.md "Following stream updates")."""
-        follower = self.follower
-        if follower is None or not follower.active:
-            await self.catch_up(self.clock() - lag)
-            return
-        gap = follower.unfollowed(self.tags)
-        if gap:
-            await self._fall_back(follower, gap, lag)
-        if follower.refused:
-            await self.catch_up(self.clock() - lag, only=follower.refused & set(self.tags))
-        await self._reread_set_aside()  # no recorded batch carries them while following
-        await follower.poll()
-
-    async def _fall_back(self, follower: Follower, tags: list[str], lag: timedelta) -> None:
-        """Tags no marker covers: register them first (every change from then on is an event),
-        then catch them up through recorded values to a moment after the registration,
-        re-reading the look-back of a tag that had a checkpoint (its gap, anti-joined), and
-        follow them."""
+    def committed(self, tags: list[str]) -> dict[str, datetime]:
+        """The committed live checkpoints of `tags` (follower's included)."""
         assert self.checkpoints is not None
-        assert self.queue is not None
-        if follower.commit_in() is not None:
-            await self.flush()  # events of a tag whose marker expired land before its re-read
-        had = set(self.checkpoints.load_checkpoints(tags, LIVE_PREFIX))
-        registered = await follower.register(tags)
-        if not registered:
-            await self.catch_up(self.clock() - lag, only=set(tags))
-            return
-        await self.catch_up(self.clock() - lag, only=set(registered), lookback=False)
-        at = self.clock()
-        gap = set(registered) & had
-        if gap:
-            self.observer.fallback_reread(self.shard, "gap", len(gap))
-            await self.catch_up(at, only=gap, lookback=True)
-        await self.catch_up(at, only=set(registered) - had, lookback=False)
-        await self.flush()  # the recorded rows land before any event of these tags applies
-        follower.start(self.checkpoints.load_checkpoints(registered, LIVE_PREFIX))
+        return self.checkpoints.load_checkpoints(tags, LIVE_PREFIX)
+
+    async def _poll(self, lag: timedelta) -> None:
+        """One poll of `run`: recorded reads, or with stream updates on, `Tail.poll`."""
+        if self.tail is None:
+            await self.catch_up(self.clock() - lag)
+        else:
+            await self.tail.poll(lag)
 
     async def _run_plan(self, app_id: str, plan: PlannedBatch, cps: dict[str, datetime]) -> None:
         """A plan's ranges as batches whose expected rows fit one commit each."""

@@ -26,7 +26,7 @@ import pyarrow as pa
 from workers.errors import PIWebAPIError, UpdatesUnavailable
 from workers.lake.tables import PI_TIMESERIES_SCHEMA
 from workers.pi.client import PIClient
-from workers.timeseries.calls import webid_cost
+from workers.timeseries.calls import VALUE_FIELDS, webid_cost
 from workers.timeseries.decode import TagLike, decode_streamset
 
 UPDATES_PATH = "/streamsets/updates"
@@ -36,7 +36,6 @@ ACTIONS = ("Add", "Update", "Delete")
 EVENT_SCHEMA = PI_TIMESERIES_SCHEMA.append(pa.field("action", pa.string())).append(
     pa.field("order", pa.int64())
 )
-_NOT_VALUE = frozenset(("Action", "PreviousEventAction"))
 # PI answers with a Location header that repeats the markers of the call: a call's URL is
 # kept under the header line an HTTP client reads (8190 bytes in aiohttp).
 HEADER_LINE_BYTES = 8000
@@ -106,6 +105,7 @@ class UpdatesSource:
         answers = await asyncio.gather(*(self._call("GET", "marker", c) for c in chunks))
         out = Retrieval(EVENT_SCHEMA.empty_table())
         groups: dict[str, dict[str, list[Any]]] = {a: {} for a in ACTIONS}
+        units: dict[str, Any] = {}  # per tag, as a recorded read gives them: once per stream
         for answer in answers:
             for item in _items(answer):
                 webid = by_marker.get(item.get("RequestedMarker", ""))
@@ -121,15 +121,24 @@ class UpdatesSource:
                         groups["Add"].setdefault(webid, []).append(e)
                         continue
                     action = e.get("Action")
+                    if "UnitsAbbreviation" in e:
+                        units.setdefault(webid, e["UnitsAbbreviation"])
                     if action in groups:
-                        value = {k: v for k, v in e.items() if k not in _NOT_VALUE}
+                        # The value as a recorded read serves it: an event adds its
+                        # action and units, which would make a bad value's raw text differ.
+                        value = {k: v for k, v in e.items() if k in VALUE_FIELDS}
                         groups[action].setdefault(webid, []).append(value)
         tables = []
         observed = datetime.now(UTC)
         for action, streams in groups.items():
             if not streams:
                 continue
-            doc = {"Items": [{"WebId": w, "Items": values} for w, values in streams.items()]}
+            doc = {
+                "Items": [
+                    {"WebId": w, "UnitsAbbreviation": units.get(w), "Items": values}
+                    for w, values in streams.items()
+                ]
+            }
             decoded = decode_streamset(doc, self.tags, source=ENDPOINT, ingestion_time=observed)
             if decoded.quarantine.num_rows:
                 out.quarantine.append(decoded.quarantine)
