@@ -17,9 +17,22 @@ from tests.changes.helpers import (
     wait_following,
 )
 from tests.conftest import MockServer, SimClock
-from tests.e2e.helpers import fixed_past, iso, read_table, start_worker, truth_for, worker_env
+from tests.e2e.helpers import (
+    fixed_past,
+    iso,
+    read_table,
+    start_worker,
+    truth_for,
+    wait_for,
+    worker_env,
+)
 
 TAGS = 120
+READY = " owns "  # the line a worker logs once its start-up (recovery included) is done
+
+
+def ready_count(log: Path) -> int:
+    return log.read_text(errors="replace").count(READY) if log.exists() else 0
 
 
 def test_kill9_while_applying_changes(
@@ -44,20 +57,26 @@ def test_kill9_while_applying_changes(
     log = tmp_path / "worker.log"
     rng = random.Random(13)
     worker = start_worker("run", env=env, log=log)
+    windows = []  # from each worker's start-up to its kill: when changes are followed
     try:
         assert wait_following(target, TAGS), worker.text()[-3000:]
         since = clock.now()
         for _ in range(round(3 * SCALE)):
             pause(rng.uniform(2.0, 9.0))
+            windows.append((since, clock.now()))
             worker.kill9()
+            before = ready_count(log)
             worker = start_worker("run", env=env, log=log)
+            assert wait_for(lambda w=worker, b=before: ready_count(log) > b or not w.alive(), 60)
+            since = clock.now()
         pause(25 * SCALE)
     finally:
         assert worker.terminate() == 0, worker.text()[-3000:]
     table = read_table(target)
     ranges, at = follower_ranges(target, origin)
+    windows.append((since, at))
     assert len(ranges) == TAGS
     assert assert_table_as_of(table, truth, ranges) > 1000
     late = {w for w in ranges if truth.point(w).late}
-    tally = assert_log_matches(change_log(target), table, truth, ranges, since, at, late)
+    tally = assert_log_matches(change_log(target), table, truth, ranges, windows, late)
     assert tally.get("Update", 0) > 0, tally
