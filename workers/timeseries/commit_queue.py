@@ -213,7 +213,7 @@ class CommitQueue:
     # ------------------------------------------------------------------ committing
 
     async def flush(self) -> int:
-        """Steps 3-4 for every buffered batch, and wait until they are done."""
+        """Steps 2-4 for every buffered batch, and wait until they are done."""
         await self.start_commit()
         return await self.land()
 

@@ -361,7 +361,7 @@ class Pipeline:
             await self.lifecycle.wait(wake - time.monotonic())
 
     async def flush(self) -> int:
-        """Steps 3-4 for every buffered batch, and wait until they are done; then the
+        """Steps 2-4 for every buffered batch, and wait until they are done; then the
         stream-update events retrieved so far (after the rows they may change)."""
         written = await self.queue.flush() if self.queue else 0
         if self.follower is not None:
