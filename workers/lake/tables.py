@@ -9,8 +9,6 @@ inferred from whatever data happened to come first.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +20,15 @@ from deltalake import (
     DeltaTable,
     Field,
     WriterProperties,
-    write_deltalake,
 )
 from deltalake.exceptions import DeltaError
 
 from workers.errors import SinkError
 from workers.lake.credentials import is_expired_credential_error
+from workers.lake.repartition import partitions, repartition
 from workers.lake.storage import parse_target, storage_options
 from workers.lake.unity_catalog import UnityCatalog
 from workers.settings import Settings
-
-log = logging.getLogger("pidelta.lake")
 
 UTC_US = pa.timestamp("us", tz="UTC")
 
@@ -467,17 +463,11 @@ ALL_TABLES: Mapping[str, TableSpec] = {**TABLES, **AF_TABLES, **POINT_TABLES}
 
 REPARTITIONED: frozenset[str] = frozenset({BATCHES, CHECKPOINTS})
 """Tables an older pidelta created unpartitioned: `create` rewrites them partitioned."""
-# How many times a repartition is tried on a fresh snapshot before giving up.
-REPARTITION_ATTEMPTS = 20
 
 
 def _same_columns(actual: pa.Schema, declared: pa.Schema) -> bool:
     """Names and types must match; nullability is not compared (Delta may relax it)."""
     return [(f.name, f.type) for f in actual] == [(f.name, f.type) for f in declared]
-
-
-def _partitions(table: DeltaTable) -> list[str]:
-    return list(table.metadata().partition_columns)
 
 
 def _added_columns(actual: pa.Schema, declared: pa.Schema) -> list[pa.Field]:
@@ -571,53 +561,8 @@ class TableStore:
             raise SinkError(
                 f"existing schema differs from the declared one: {actual}", table=name, uri=uri
             )
-        if name in REPARTITIONED and _partitions(table) != list(spec.partition_by):
-            self._repartition(name)
-
-    def _repartition(self, name: str) -> None:
-        """Rewrite a state table an older pidelta made unpartitioned, partitioned as declared.
-
-        The rewrite is one overwrite commit that must be the very next version after the
-        snapshot it copied (no commit retries): a row another worker appended meanwhile
-        makes it fail, and it is made again on a fresh snapshot, so no row is lost. App
-        transactions live in the log, not in files: they stay. Shards starting together
-        race; a loser finds the table partitioned.
-        """
-        spec = ALL_TABLES[name]
-        for attempt in range(1, REPARTITION_ATTEMPTS + 1):
-            table = self.open(name)
-            if _partitions(table) == list(spec.partition_by):
-                return
-            rows = table.to_pyarrow_table().select(spec.schema.names).cast(spec.schema)
-            try:
-                write_deltalake(
-                    table,
-                    rows,
-                    mode="overwrite",
-                    schema_mode="overwrite",
-                    partition_by=list(spec.partition_by),
-                    storage_options=self.options(name),
-                    commit_properties=CommitProperties(
-                        max_commit_retries=0,
-                        custom_metadata={"pidelta.operation": "repartition"},
-                    ),
-                )
-                log.warning(
-                    "%s: rewritten partitioned by %s (%d rows; made by an older pidelta)",
-                    name,
-                    ", ".join(spec.partition_by),
-                    rows.num_rows,
-                )
-                return
-            except (DeltaError, OSError) as exc:
-                log.info("%s: repartition met a concurrent commit (try %d): %s", name, attempt, exc)
-                time.sleep(min(2.0, 0.1 * attempt))
-        raise SinkError(
-            f"cannot repartition by {', '.join(spec.partition_by)}: other writers commit "
-            "without pause; stop the workers of the older pidelta version and start again",
-            table=name,
-            uri=self.uri(name),
-        )
+        if name in REPARTITIONED and partitions(table) != list(spec.partition_by):
+            repartition(self, name, spec.schema, spec.partition_by)
 
     def _add_columns(self, name: str, table: DeltaTable, added: list[pa.Field]) -> None:
         """Bring a table an older pidelta created up to date: the new columns are nullable,
