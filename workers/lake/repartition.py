@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -15,8 +15,16 @@ from deltalake.exceptions import DeltaError
 
 from workers.errors import SinkError
 
-if TYPE_CHECKING:
-    from workers.lake.tables import TableStore
+
+class Store(Protocol):
+    """What of `TableStore` a repartition uses."""
+
+    def open(self, name: str) -> DeltaTable: ...
+
+    def options(self, name: str) -> dict[str, str] | None: ...
+
+    def uri(self, name: str) -> str: ...
+
 
 log = logging.getLogger("pidelta.lake")
 
@@ -28,9 +36,7 @@ def partitions(table: DeltaTable) -> list[str]:
     return list(table.metadata().partition_columns)
 
 
-def repartition(
-    store: TableStore, name: str, schema: pa.Schema, partition_by: tuple[str, ...]
-) -> None:
+def repartition(store: Store, name: str, schema: pa.Schema, partition_by: tuple[str, ...]) -> None:
     """Rewrite table `name` partitioned by `partition_by`, every row and app transaction kept.
 
     The rewrite is one overwrite commit that must be the very next version after the
