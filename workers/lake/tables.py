@@ -14,13 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-from deltalake import (
-    ColumnProperties,
-    CommitProperties,
-    DeltaTable,
-    Field,
-    WriterProperties,
-)
+from deltalake import ColumnProperties, CommitProperties, DeltaTable, Field, WriterProperties
 from deltalake.exceptions import DeltaError
 
 from workers.errors import SinkError
