@@ -150,10 +150,11 @@ class Pipeline:
         await self.fence.join(self.lifecycle)
         # Read after the grace period: the last commits of the previous generation count.
         self.checkpoints = await asyncio.to_thread(CheckpointStore, self.sink)
-        own: tuple[str, ...] = (self.app_id, self.backfill_app_id)
+        rerun: tuple[str, ...] = (self.app_id, self.backfill_app_id)
+        own = rerun
         if s.updates:  # a follower's batch landed without its checkpoints is advanced too
             own += (follower_app_id(s.shard_index, s.shard_count),)
-        self.recovery = Recovery(self.sink, self.checkpoints, own, s.shard_count)
+        self.recovery = Recovery(self.sink, self.checkpoints, own, s.shard_count, rerun)
         self.set_aside = await asyncio.to_thread(SetAside, self.sink)
         self.queue = CommitQueue(
             s,
