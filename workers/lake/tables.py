@@ -19,6 +19,7 @@ from deltalake.exceptions import DeltaError
 
 from workers.errors import SinkError
 from workers.lake.credentials import is_expired_credential_error
+from workers.lake.repartition import partitions, repartition
 from workers.lake.storage import parse_target, storage_options
 from workers.lake.unity_catalog import UnityCatalog
 from workers.settings import Settings
@@ -414,8 +415,10 @@ TABLES: Mapping[str, TableSpec] = {
     for spec in (
         TableSpec(PI_TIMESERIES, PI_TIMESERIES_SCHEMA, ("date",), TIMESERIES_WRITER),
         TableSpec(QUARANTINE, QUARANTINE_SCHEMA),
-        TableSpec(BATCHES, BATCHES_SCHEMA),
-        TableSpec(CHECKPOINTS, CHECKPOINTS_SCHEMA),
+        # Partitioned by app id: a shard folds its own rows (`replace_where` on its own
+        # partition) without touching a file another shard's append could conflict with.
+        TableSpec(BATCHES, BATCHES_SCHEMA, ("app_id",)),
+        TableSpec(CHECKPOINTS, CHECKPOINTS_SCHEMA, ("app_id",)),
         TableSpec(SHARDS, SHARDS_SCHEMA),
         TableSpec(SET_ASIDE, SET_ASIDE_SCHEMA),
         TableSpec(BACKFILLS, BACKFILLS_SCHEMA),
@@ -451,6 +454,9 @@ created when first synced."""
 
 ALL_TABLES: Mapping[str, TableSpec] = {**TABLES, **AF_TABLES, **POINT_TABLES}
 """Every table pidelta writes, and so the only ones it registers and maintains."""
+
+REPARTITIONED: frozenset[str] = frozenset({BATCHES, CHECKPOINTS})
+"""Tables an older pidelta created unpartitioned: `create` rewrites them partitioned."""
 
 
 def _same_columns(actual: pa.Schema, declared: pa.Schema) -> bool:
@@ -549,6 +555,8 @@ class TableStore:
             raise SinkError(
                 f"existing schema differs from the declared one: {actual}", table=name, uri=uri
             )
+        if name in REPARTITIONED and partitions(table) != list(spec.partition_by):
+            repartition(self, name, spec.schema, spec.partition_by)
 
     def _add_columns(self, name: str, table: DeltaTable, added: list[pa.Field]) -> None:
         """Bring a table an older pidelta created up to date: the new columns are nullable,

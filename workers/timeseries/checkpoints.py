@@ -1,8 +1,9 @@
 """Per-tag checkpoints and batch plans in `_pidelta_checkpoints` / `_pidelta_batches`.
 
-Both live in Delta next to the data so that every container shares them. They hold steps
-1 (`record_plan`) and 4 (`advance`) of docs/DESIGN.md "Exactly once"; each write carries
-the batch's app transaction on its own table, so each step is idempotent on its own.
+Both live in Delta next to the data so that every container shares them, partitioned by
+app id. They hold steps 2 (`record_plan`) and 4 (`advance`) of docs/DESIGN.md "Exactly
+once": one commit each per data commit, whatever the number of polls it holds; each write
+carries the commit's app transaction on its own table, so each step is idempotent.
 
 Checkpoints are read as the latest (highest) end per tag over every app id of a prefix
 (`pidelta-ts-` for live runs, `pidelta-bf-` for backfills), whatever shard wrote them, so a
@@ -40,6 +41,7 @@ class CheckpointStore:
     def __init__(self, sink: DeltaWriter) -> None:
         self.sink = sink
         self._latest = pl.DataFrame()
+        self._issued: dict[str, int] = {}  # batch ids handed out, recorded or not
         self.reload()
 
     def reload(self) -> None:
@@ -74,9 +76,13 @@ class CheckpointStore:
         return self.sink.committed_version(CHECKPOINTS, app_id)
 
     def next_batch_id(self, app_id: str) -> int:
+        """A batch id above every recorded plan and every id handed out before: the polls
+        buffered for one commit get ids of their own, and the commit records the highest."""
         planned = self.sink.committed_version(BATCHES, app_id)
         done = self.done_version(app_id)
-        return max(planned or 0, done or 0) + 1
+        batch_id = max(planned or 0, done or 0, self._issued.get(app_id, 0)) + 1
+        self._issued[app_id] = batch_id
+        return batch_id
 
     def pending_batches(self, app_id: str) -> list[PlannedBatch]:
         """Planned batches of `app_id` not advanced yet, oldest first: re-run them as planned."""
@@ -91,8 +97,11 @@ class CheckpointStore:
         ranges: Sequence[TagRange],
         planned_at: datetime | None = None,
     ) -> bool:
-        """Step 1: store the plan; a second call for the same batch writes nothing."""
+        """Step 2: store the plan of one commit in one commit; a second call for the same
+        batch writes nothing. The ranges of the polls it holds are merged (`merged`): one
+        row per tag and kind where they are contiguous, as they are poll after poll."""
         at = planned_at or datetime.now(UTC)
+        ranges = merged(ranges)
         rows = pa.Table.from_pydict(
             {
                 "app_id": [app_id] * len(ranges),
@@ -211,9 +220,11 @@ class CheckpointStore:
         Both tables gain rows every batch, and `reload` reads them whole. The summary keeps
         what the older plans are still read for: where a tag's live data begins (look-backs
         stop there) and which times were read (`overlapping`; a summary over a gap between
-        two backfills only makes an anti-join that finds nothing). Only this app id's rows
-        are rewritten, each table in one atomic replace, so other shards appending at the
-        same time are not affected; False when a concurrent commit got in the way.
+        two backfills only makes an anti-join that finds nothing). Only this app id's
+        partition is rewritten, each table in one atomic replace: appends of other app ids
+        land in other partitions, so delta-rs finds no conflict with them; False when a
+        commit to this very partition got in the way (the caller's own commits are not
+        concurrent with it, so only a recovery by another worker can do that).
         """
         quoted = app_id.replace("'", "''")
         where = f"app_id = '{quoted}'"
@@ -229,7 +240,7 @@ class CheckpointStore:
                 .sort("tag_webid")
             )
             if latest.height < checkpoints.height:
-                self.sink.replace_rows(CHECKPOINTS, latest.to_arrow(), where)
+                self.sink.replace_where(CHECKPOINTS, where, latest.to_arrow())
             plans = pl.from_arrow(self._plans(app_id))
             recent = pl.col("batch_id") > done - keep_batches
             old = plans.filter(~recent)
@@ -243,7 +254,7 @@ class CheckpointStore:
             if summary.height < old.height:
                 kept = pl.concat([summary.select(plans.columns), plans.filter(recent)])
                 table = kept.sort(["batch_id", "tag_webid"]).to_arrow().cast(BATCHES_SCHEMA)
-                self.sink.replace_rows(BATCHES, table, where)
+                self.sink.replace_where(BATCHES, where, table)
         except SinkError:
             return False
         return True
@@ -273,3 +284,27 @@ class CheckpointStore:
             )
             batches.append(PlannedBatch(app_id, int(batch_id), ranges))
         return batches
+
+
+def merged(ranges: Iterable[TagRange]) -> list[TagRange]:
+    """The union of `ranges` per tag and kind: ranges that meet or overlap become one.
+
+    Polls buffered for one commit read (c0, c1], (c1, c2], ... of a tag: one range
+    (c0, cn] reads the same values. Look-backs overlap each other; set-aside re-reads
+    may lie apart, and then stay apart.
+    """
+    by_key: dict[tuple[str, str], list[TagRange]] = {}
+    for r in ranges:
+        by_key.setdefault((r.webid, r.kind), []).append(r)
+    out: list[TagRange] = []
+    for (webid, kind), own in sorted(by_key.items()):
+        own.sort(key=lambda r: (r.start, r.end))
+        start, end = own[0].start, own[0].end
+        for r in own[1:]:
+            if r.start <= end:
+                end = max(end, r.end)
+            else:
+                out.append(TagRange(webid, start, end, kind))
+                start, end = r.start, r.end
+        out.append(TagRange(webid, start, end, kind))
+    return out

@@ -1,8 +1,9 @@
 """What waits to be committed, and the one commit in flight: every `commit_max_*` rule.
 
 Large commits make few, large files; the age bound keeps latency bounded when PI is quiet.
-Step 3 of docs/DESIGN.md "Exactly once" runs here in a thread while the next batches fetch,
-and step 4 (the checkpoint advance) once it has landed, before the next commit starts.
+Steps 2-4 of docs/DESIGN.md "Exactly once" run here, once per commit however many polls it
+holds: the plan of its batches recorded as one, the data written in a thread while the next
+batches fetch, and the checkpoint advance once it has landed, before the next commit starts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from workers.observe import Observer
 from workers.settings import Settings
 from workers.timeseries.checkpoints import CheckpointStore
 from workers.timeseries.plan import PlannedBatch, TagRange
+from workers.timeseries.set_aside import SetAside
 from workers.timeseries.sink import Committed, DeltaSink, with_batch
 
 log = logging.getLogger("pidelta.pipeline")
@@ -101,7 +103,8 @@ class CommitQueue:
     or before it are guarded (look-back rows: anti-joined on the key) or unsure (backfill
     and first live ranges: anti-joined only when another batch may have loaded those times,
     decided at commit). Batches of one app id are committed together under the highest
-    batch id; their checkpoints advance once the commit has landed (`land`).
+    batch id, their plans recorded as one plan under that id just before; their checkpoints
+    advance once the commit has landed (`land`).
     """
 
     def __init__(
@@ -112,8 +115,10 @@ class CommitQueue:
         check_fence: Callable[[], None],
         observer: Observer,
         shard: str,
+        set_aside: SetAside | None = None,
     ) -> None:
         self.shard_count = settings.shard_count
+        self.set_aside = set_aside
         self.sink = sink
         self.checkpoints = checkpoints
         self.check_fence = check_fence
@@ -208,14 +213,16 @@ class CommitQueue:
     # ------------------------------------------------------------------ committing
 
     async def flush(self) -> int:
-        """Steps 3-4 for every buffered batch, and wait until they are done."""
+        """Steps 2-4 for every buffered batch, and wait until they are done."""
         await self.start_commit()
         return await self.land()
 
     async def start_commit(self) -> None:
-        """Step 3 for every buffered batch, in a thread: one idempotent commit with the
-        highest batch id as the app transaction version. The next batches fetch while it
-        writes; `land` then advances the checkpoints (step 4).
+        """Steps 2-3 for every buffered batch: their plans recorded as one under the highest
+        batch id (a no-op for a batch re-run as recorded), the set-aside re-reads that plan
+        holds closed, then in a thread one idempotent data commit with that id as the app
+        transaction version. The next batches fetch while it writes; `land` then advances
+        the checkpoints (step 4).
 
         Only the commit thread touches pi_timeseries and the quarantine until `land`,
         which comes first in here, so a DeltaTable object is never used by two threads.
@@ -225,6 +232,10 @@ class CommitQueue:
             return
         batches = self.batches
         app_id, last_id = batches[0].app_id, batches[-1].batch_id
+        ranges = [r for batch in batches for r in batch.ranges]
+        await asyncio.to_thread(self.checkpoints.record_plan, app_id, last_id, ranges)
+        if self.set_aside is not None:
+            await asyncio.to_thread(self.set_aside.resolve_planned, app_id, last_id)
         fresh = self.fresh.drain(PI_TIMESERIES_SCHEMA)
         unsure = pa.concat_tables(self._unsure) if self._unsure else None
         if unsure is not None and unsure.num_rows:

@@ -150,14 +150,21 @@ class Pipeline:
         await self.fence.join(self.lifecycle)
         # Read after the grace period: the last commits of the previous generation count.
         self.checkpoints = await asyncio.to_thread(CheckpointStore, self.sink)
-        own: tuple[str, ...] = (self.app_id, self.backfill_app_id)
+        rerun: tuple[str, ...] = (self.app_id, self.backfill_app_id)
+        own = rerun
         if s.updates:  # a follower's batch landed without its checkpoints is advanced too
             own += (follower_app_id(s.shard_index, s.shard_count),)
-        self.recovery = Recovery(self.sink, self.checkpoints, own, s.shard_count)
-        self.queue = CommitQueue(
-            s, self.sink, self.checkpoints, self.fence.check, self.observer, self.shard
-        )
+        self.recovery = Recovery(self.sink, self.checkpoints, own, s.shard_count, rerun)
         self.set_aside = await asyncio.to_thread(SetAside, self.sink)
+        self.queue = CommitQueue(
+            s,
+            self.sink,
+            self.checkpoints,
+            self.fence.check,
+            self.observer,
+            self.shard,
+            self.set_aside,
+        )
         self.origins.update(await asyncio.to_thread(self.recovery.origins))
         await self._recover()
 
@@ -199,7 +206,7 @@ class Pipeline:
         """Finish what crashed (`Recovery`), then commit it."""
         assert self.recovery is not None
         async for batch in self.recovery.unfinished():
-            await self._execute(batch, record=False)
+            await self._execute(batch)
         await self.flush()
 
     # ------------------------------------------------------------------ modes
@@ -261,7 +268,7 @@ class Pipeline:
         again = self.set_aside.due(set(self.tags))
         if again and not self.lifecycle.stopping:
             batch_id = await asyncio.to_thread(self.checkpoints.next_batch_id, self.app_id)
-            await self._execute(PlannedBatch(self.app_id, batch_id, tuple(again)), record=True)
+            await self._execute(PlannedBatch(self.app_id, batch_id, tuple(again)))
 
     async def backfill(
         self,
@@ -355,7 +362,7 @@ class Pipeline:
             await self.lifecycle.wait(wake - time.monotonic())
 
     async def flush(self) -> int:
-        """Steps 3-4 for every buffered batch, and wait until they are done; then the
+        """Steps 2-4 for every buffered batch, and wait until they are done; then the
         stream-update events retrieved so far (after the rows they may change)."""
         written = await self.queue.flush() if self.queue else 0
         if self.follower is not None:
@@ -397,22 +404,19 @@ class Pipeline:
         ranges = [clamped(r, self.origins) for r in ranges]
         assert self.set_aside is not None
         ranges += self.set_aside.due({r.webid for r in ranges})
-        await self._execute(PlannedBatch(app_id, batch_id, tuple(ranges)), record=True)
+        await self._execute(PlannedBatch(app_id, batch_id, tuple(ranges)))
 
-    async def _execute(self, batch: PlannedBatch, *, record: bool) -> None:
-        """Steps 1-2 of the protocol (plan, fetch) into the queue, which commits when full.
+    async def _execute(self, batch: PlannedBatch) -> None:
+        """Step 1 of the protocol (fetch) into the queue, which commits when full.
 
         Batches of one app id are buffered back to back and committed together with the
         highest batch id as the app transaction version (the sink counts every lower id as
-        committed), then advanced in order, so that a quiet poll does not make a file.
+        committed), their plans recorded as one just before (steps 2-4 in `CommitQueue`),
+        so that neither a quiet poll nor a busy one costs a commit of its own.
         """
         assert self.checkpoints is not None
         assert self.queue is not None
         await self.queue.before(batch.app_id)
-        if record:
-            await asyncio.to_thread(
-                self.checkpoints.record_plan, batch.app_id, batch.batch_id, list(batch.ranges)
-            )
         wanted, boundary, whole = spans(batch, self.origins)
         result = await read_all(self.source, [wanted, rereads(batch)])
         assert self.set_aside is not None

@@ -3,7 +3,10 @@
 Batches whose data is in but whose checkpoints are not are advanced: this worker's own app
 ids, and those of older shard generations, whose workers have stopped. App ids of the other
 shards of this generation are left to their own (running) workers. This worker's other
-planned batches are then re-run as planned, minus what other app ids committed since.
+planned batches of recorded reads are then re-run as planned, minus what other app ids
+committed since. A stream-update follower's plan is only advanced, never re-run here: the
+follower re-runs its own batch from its markers (`Follower.load`), and a recorded re-run
+under its app id would take the id its change log already holds.
 """
 
 from __future__ import annotations
@@ -28,12 +31,18 @@ class Recovery:
     """Finds what a crash (or a failed poll) left unfinished for the app ids `own`."""
 
     def __init__(
-        self, sink: DeltaSink, checkpoints: CheckpointStore, own: tuple[str, ...], shard_count: int
+        self,
+        sink: DeltaSink,
+        checkpoints: CheckpointStore,
+        own: tuple[str, ...],
+        shard_count: int,
+        rerun: tuple[str, ...] | None = None,
     ) -> None:
         self.sink = sink
         self.checkpoints = checkpoints
         self.own = own
         self.shard_count = shard_count
+        self.rerun = own if rerun is None else rerun  # app ids of recorded reads
 
     def origins(self) -> dict[str, datetime]:
         """First live range start per tag: late look-backs never reach before it."""
@@ -51,7 +60,7 @@ class Recovery:
         app_ids = await asyncio.to_thread(self.recoverable)
         for batch in await asyncio.to_thread(self.checkpoints.recover, app_ids):
             log.info("advanced committed batch %d of %s", batch.batch_id, batch.app_id)
-        for app_id in self.own:
+        for app_id in self.rerun:
             pending = await asyncio.to_thread(self.checkpoints.pending_batches, app_id)
             for batch in pending:
                 log.info("re-running unfinished batch %d of %s", batch.batch_id, app_id)

@@ -5,8 +5,9 @@ status 200, invalid UTF-8, ...): its rows are left out and the rest of the batch
 Its checkpoint still advances with the batch, so the range is kept here, appended before
 the batch commits; later batches read each open range again as a `REREAD` range (guarded:
 anti-joined against the table) until one answer can be read, and a row with `resolved_at`
-closes it. The re-read is part of a recorded plan before it is marked resolved, so a
-crash in between re-runs the plan and reads it again. See docs/DESIGN.md.
+closes it. The re-read is part of a recorded plan before it is marked resolved (plans are
+recorded when their commit starts, so the closing rows wait for it: `resolve_planned`),
+and a crash in between re-runs the plan and reads it again. See docs/DESIGN.md.
 """
 
 from __future__ import annotations
@@ -50,14 +51,24 @@ class SetAside:
                 still["tag_webid"], still["range_start"], still["range_end"], strict=True
             )
         }
+        self._read: list[TagRange] = []  # read again, closed once their plan is recorded
 
     def record(self, batch: PlannedBatch, aside: Collection[str]) -> None:
-        """Before `batch` can commit: keep the ranges of the streams set aside this time,
-        and close the re-reads of the others."""
+        """Before `batch` can commit: keep the ranges of the streams set aside this time;
+        the re-reads of the others are no longer due, and are closed by `resolve_planned`
+        once the plan holding them is recorded."""
         kept = [r for r in batch.ranges if r.webid in aside and r.kind != REREAD]
         self.note(batch.app_id, batch.batch_id, kept)
         read = [r for r in batch.ranges if r.kind == REREAD and r.webid not in aside]
-        self.resolve(batch.app_id, batch.batch_id, read)
+        for r in read:
+            self._open.pop((r.webid, r.start, r.end), None)
+        self._read.extend(read)
+
+    def resolve_planned(self, app_id: str, batch_id: int) -> None:
+        """Close the re-reads read since the last call: plan `batch_id` of `app_id`, just
+        recorded, holds them."""
+        read, self._read = self._read, []
+        self.resolve(app_id, batch_id, read)
 
     def note(self, app_id: str, batch_id: int, ranges: Sequence[TagRange]) -> None:
         """Keep `ranges` of a batch for a re-read."""
