@@ -14,7 +14,15 @@ import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from workers.lake.tables import BATCHES, BATCHES_SCHEMA, CHECKPOINTS, UTC_US, TableStore
+from workers.lake.tables import (
+    BATCHES,
+    BATCHES_SCHEMA,
+    CHECKPOINTS,
+    MARKERS,
+    PI_TIMESERIES,
+    UTC_US,
+    TableStore,
+)
 from workers.lake.writer import DeltaWriter
 from workers.timeseries.checkpoints import CheckpointStore
 from workers.timeseries.plan import TagRange
@@ -179,3 +187,18 @@ def test_an_unpartitioned_state_table_is_rewritten_partitioned_without_losing_ro
     assert DeltaTable(str(tmp_path / CHECKPOINTS)).metadata().partition_columns == ["app_id"]
     store.create_all()  # a second start finds it done
     assert DeltaTable(uri).version() == table.version()
+
+
+def test_state_tables_keep_a_day_of_log_and_data_tables_deltas_default(tmp_path: Path) -> None:
+    store = TableStore(str(tmp_path))
+    store.create_all()
+    config = {
+        name: DeltaTable(str(tmp_path / name)).metadata().configuration
+        for name in (BATCHES, CHECKPOINTS, MARKERS, PI_TIMESERIES)
+    }
+    assert config == {
+        BATCHES: {"delta.logRetentionDuration": "interval 1 days"},
+        CHECKPOINTS: {"delta.logRetentionDuration": "interval 1 days"},
+        MARKERS: {"delta.logRetentionDuration": "interval 1 days"},
+        PI_TIMESERIES: {},
+    }

@@ -391,6 +391,14 @@ class TableSpec:
     schema: pa.Schema
     partition_by: tuple[str, ...] = ()
     writer: WriterProperties | None = None
+    configuration: Mapping[str, str] | None = None
+
+
+# The state tables take a commit per data commit of every shard, and only their latest
+# snapshot is ever read: a day of log (not Delta's 30) keeps their `_delta_log` bounded at
+# a day of commits once checkpoints pass it (delta-rs cleans expired log files after each
+# checkpoint it writes, every 100 commits).
+STATE_LOG = {"delta.logRetentionDuration": "interval 1 days"}
 
 
 # zstd level 1 and no dictionary for the columns that rarely repeat: measured on 1.3 M
@@ -417,14 +425,14 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(QUARANTINE, QUARANTINE_SCHEMA),
         # Partitioned by app id: a shard folds its own rows (`replace_where` on its own
         # partition) without touching a file another shard's append could conflict with.
-        TableSpec(BATCHES, BATCHES_SCHEMA, ("app_id",)),
-        TableSpec(CHECKPOINTS, CHECKPOINTS_SCHEMA, ("app_id",)),
+        TableSpec(BATCHES, BATCHES_SCHEMA, ("app_id",), configuration=STATE_LOG),
+        TableSpec(CHECKPOINTS, CHECKPOINTS_SCHEMA, ("app_id",), configuration=STATE_LOG),
         TableSpec(SHARDS, SHARDS_SCHEMA),
         TableSpec(SET_ASIDE, SET_ASIDE_SCHEMA),
         TableSpec(BACKFILLS, BACKFILLS_SCHEMA),
         TableSpec(VERIFICATION, VERIFICATION_SCHEMA),
         TableSpec(PI_TIMESERIES_CHANGES, PI_TIMESERIES_CHANGES_SCHEMA),
-        TableSpec(MARKERS, MARKERS_SCHEMA),
+        TableSpec(MARKERS, MARKERS_SCHEMA, configuration=STATE_LOG),
     )
 }
 """The time-series tables, created by every shard at start-up."""
@@ -538,6 +546,7 @@ class TableStore:
                     mode="ignore",
                     partition_by=list(spec.partition_by) or None,
                     name=name,
+                    configuration=dict(spec.configuration or {}) or None,
                     storage_options=self.options(name),
                     # A loser of the race must fail, not retry as version 1 with new metadata.
                     commit_properties=CommitProperties(max_commit_retries=0),
