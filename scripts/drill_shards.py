@@ -6,8 +6,9 @@ SIGTERM, the table checked against the mock's ground truth, and the figures prin
 Environment: DRILL_SHARDS (32), DRILL_TAGS_PER_SHARD (200), DRILL_MINUTES (6),
 DRILL_TARGET (`local`, or `s3` on a moto server), DRILL_SEED (1), DRILL_DIR (logs and the
 local lake; a fresh temporary folder by default), DRILL_COMMIT_MAX_AGE (30, the default
-setting). Exit 0 when no value is lost, doubled or changed and every worker exited 0 (on
-SIGTERM, or on seeing the reshard), 1 otherwise. Run from the repository root:
+setting), DRILL_UPDATES (true: stream updates, as `run` does by default). Exit 0 when no
+value is lost, doubled or changed and every worker exited 0 (on SIGTERM, or on seeing the
+reshard), 1 otherwise. Run from the repository root:
 `python -m scripts.drill_shards`.
 """
 
@@ -48,6 +49,7 @@ class DrillConfig:
     seed: int = 1
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="drill-shards-")))
     commit_max_age: float = 30.0
+    updates: bool = True
 
     @classmethod
     def from_env(cls) -> DrillConfig:
@@ -60,6 +62,7 @@ class DrillConfig:
             seed=int(env.get("DRILL_SEED", 1)),
             workdir=Path(env["DRILL_DIR"]) if env.get("DRILL_DIR") else cls().workdir,
             commit_max_age=float(env.get("DRILL_COMMIT_MAX_AGE", 30)),
+            updates=env.get("DRILL_UPDATES", "true").lower() != "false",
         )
 
 
@@ -145,7 +148,10 @@ class Drill:
     def _target(self, mock: MockServer) -> tuple[str, dict[str, str]]:
         """The target URI and the workers' environment (a moto server for `s3`)."""
         cfg = self.config
-        settings = {"commit_max_age": cfg.commit_max_age}
+        settings: dict[str, object] = {
+            "commit_max_age": cfg.commit_max_age,
+            "updates": str(cfg.updates).lower(),
+        }
         if cfg.target == "local":
             target = str(cfg.workdir / "lake")
             return target, base_env(mock, Path(target), **settings)
