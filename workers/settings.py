@@ -319,9 +319,9 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
     backfill_window: float = Field(default=3600.0, gt=0, description="seconds per backfill batch")
     # Change capture (workers/timeseries/follow.py)
     updates: bool = Field(
-        default=True,
+        default=False,
         description="`run` follows each tag with PI stream updates (arrivals, edits, "
-        "deletions of any age); false opts out: recorded re-reads with the late look-back",
+        "deletions of any age); false: recorded re-reads with the late look-back",
     )
 
     # Commits
