@@ -28,11 +28,10 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 
-from workers.lake.tables import SET_ASIDE, SET_ASIDE_SCHEMA, UTC_US
+from workers.lake.tables import SET_ASIDE, UTC_US
 from workers.lake.writer import DeltaWriter
+from workers.timeseries.set_aside import set_aside_rows
 
-# App-id prefixes of the watermarked tables: the time series' set-aside leaves these alone.
-AGGREGATE_PREFIXES = ("pidelta-summ-", "pidelta-interp-")
 KEY = ["tag_webid", "range_start", "range_end"]
 READ = ["app_id", "noted_at", "resolved_at"]
 
@@ -124,18 +123,14 @@ class RefusedRanges:
         if not spans:
             return
         now = datetime.now(UTC)
-        n = len(spans)
-        rows = pa.table(
-            {
-                "tag_webid": [s.webid for s in spans],
-                "range_start": pa.array([s.start for s in spans], pa.int64()).cast(UTC_US),
-                "range_end": pa.array([s.end for s in spans], pa.int64()).cast(UTC_US),
-                "app_id": [app_id] * n,
-                "batch_id": pa.array([watermark_s] * n, pa.int64()),
-                "noted_at": pa.array([s.noted_us for s in spans], pa.int64()).cast(UTC_US),
-                "resolved_at": pa.array([None] * len(opened) + [now] * len(resolved), UTC_US),
-            },
-            schema=SET_ASIDE_SCHEMA,
+        rows = set_aside_rows(
+            [s.webid for s in spans],
+            pa.array([s.start for s in spans], pa.int64()).cast(UTC_US),
+            pa.array([s.end for s in spans], pa.int64()).cast(UTC_US),
+            app_id,
+            watermark_s,
+            noted=pa.array([s.noted_us for s in spans], pa.int64()).cast(UTC_US),
+            resolved=pa.array([None] * len(opened) + [now] * len(resolved), UTC_US),
         )
         self.writer.append(SET_ASIDE, rows)
 

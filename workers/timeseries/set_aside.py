@@ -21,9 +21,39 @@ import pyarrow as pa
 from workers.lake.tables import SET_ASIDE, SET_ASIDE_SCHEMA, UTC_US
 from workers.lake.writer import DeltaWriter
 from workers.timeseries.plan import REREAD, PlannedBatch, TagRange
-from workers.timeseries.refused import AGGREGATE_PREFIXES
 
 KEY = ["tag_webid", "range_start", "range_end"]
+
+
+# The app ids of the summary and grid tables, whose refused ranges share the table
+# (workers/timeseries/refused.py) but are not the time series' to read again.
+AGGREGATE_PREFIXES = ("pidelta-summ-", "pidelta-interp-")
+
+
+def set_aside_rows(
+    webids: Sequence[str],
+    start: pa.Array,
+    end: pa.Array,
+    app_id: str,
+    batch_id: int,
+    *,
+    noted: pa.Array,
+    resolved: pa.Array,
+) -> pa.Table:
+    """`_pidelta_set_aside` rows, open (`resolved` null) or closed, of any app id."""
+    n = len(webids)
+    return pa.table(
+        {
+            "tag_webid": pa.array(webids, pa.string()),
+            "range_start": start,
+            "range_end": end,
+            "app_id": [app_id] * n,
+            "batch_id": pa.array([batch_id] * n, pa.int64()),
+            "noted_at": noted,
+            "resolved_at": resolved,
+        },
+        schema=SET_ASIDE_SCHEMA,
+    )
 
 
 class SetAside:
@@ -93,16 +123,13 @@ class SetAside:
             return
         now = datetime.now(UTC)
         n = len(ranges)
-        rows = pa.table(
-            {
-                "tag_webid": [r.webid for r in ranges],
-                "range_start": pa.array([r.start for r in ranges], UTC_US),
-                "range_end": pa.array([r.end for r in ranges], UTC_US),
-                "app_id": [app_id] * n,
-                "batch_id": pa.array([batch_id] * n, pa.int64()),
-                "noted_at": pa.array([now] * n, UTC_US),
-                "resolved_at": pa.array([now if resolved else None] * n, UTC_US),
-            },
-            schema=SET_ASIDE_SCHEMA,
+        rows = set_aside_rows(
+            [r.webid for r in ranges],
+            pa.array([r.start for r in ranges], UTC_US),
+            pa.array([r.end for r in ranges], UTC_US),
+            app_id,
+            batch_id,
+            noted=pa.array([now] * n, UTC_US),
+            resolved=pa.array([now if resolved else None] * n, UTC_US),
         )
         self.writer.append(SET_ASIDE, rows)
