@@ -32,6 +32,33 @@ from tests.e2e.helpers import (
 FAULTS = "503=0.05,429=0.05,reset=0.01,slow=0.02,truncate=0.01"
 
 
+def requests_counted(metrics: dict[str, float]) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith("pidelta_pi_requests_total{"))
+
+
+def quiet_snapshot(port: int, mock_url: str) -> tuple[dict[str, float], dict[str, object]]:
+    """The worker's metrics and the mock's fault counts at a moment no request is in flight.
+
+    In `run` the worker may send a request (a poll, a points sync) at any moment: the mock
+    counts it on arrival, the worker once it is answered. A snapshot counts only when the
+    mock's figures did not move across the scrape and both sides agree on the request count;
+    a real mismatch never settles and fails the test below.
+    """
+    metrics: dict[str, float] = {}
+    faults: dict[str, object] = {}
+    for _ in range(40):
+        status, before = get_json(f"{mock_url}/mock/faults")
+        assert status == 200
+        metrics = scrape(port)
+        _, after = get_json(f"{mock_url}/mock/faults")
+        assert isinstance(after, dict)
+        faults = after
+        if before == faults and requests_counted(metrics) == faults["Requests"]:
+            break
+        time.sleep(0.5)
+    return metrics, faults
+
+
 def test_faults_table_exact_and_retries_counted(
     mock_pi_factory: Callable[..., MockServer], tmp_path: Path
 ) -> None:
@@ -63,13 +90,10 @@ def test_faults_table_exact_and_retries_counted(
 
     try:
         assert wait_for(caught_up, 180, 0.5), worker.text()[-3000:]
-        time.sleep(1.0)
-        metrics = scrape(port)
-        status, faults = get_json(f"{mock.url}/mock/faults")
+        metrics, faults = quiet_snapshot(port, mock.url)
     finally:
         assert worker.terminate() == 0, worker.text()[-3000:]
-    assert status == 200
-    injected = faults["Injected"]  # type: ignore[index]
+    injected = faults["Injected"]
     retries = {
         name.split('reason="')[1].rstrip('"}'): value
         for name, value in metrics.items()
@@ -84,8 +108,8 @@ def test_faults_table_exact_and_retries_counted(
         retries,
         injected,
     )
-    requests = sum(v for k, v in metrics.items() if k.startswith("pidelta_pi_requests_total{"))
-    assert requests == faults["Requests"], (requests, faults)  # type: ignore[index]
+    requests = requests_counted(metrics)
+    assert requests == faults["Requests"], (requests, faults)
     cps = checkpoints(target)
     truth = expected(truth_for(mock), {w: (origin, c) for w, c in cps.items()})
     assert_same(read_table(target), truth)
