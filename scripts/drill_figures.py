@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 import numpy as np
 import orjson
+import polars as pl
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import fs
@@ -41,6 +42,7 @@ class Commit:
     operation: str
     shard: str | None  # "3-of-32"; None for commits no shard's app id names
     added: list[str]  # data files added with dataChange
+    transactions: list[str]  # "app id@version" of its app transactions
 
 
 @dataclass
@@ -85,6 +87,7 @@ def read_log(filesystem_: fs.FileSystem, root: str, table: str) -> TableLog:
             lines = stream.read().splitlines()
         commit_info: dict[str, object] = {}
         txns: list[str] = []
+        versions: list[str] = []
         added: list[str] = []
         for line in lines:
             action = orjson.loads(line)
@@ -92,6 +95,7 @@ def read_log(filesystem_: fs.FileSystem, root: str, table: str) -> TableLog:
                 commit_info = action["commitInfo"]
             elif "txn" in action:
                 txns.append(action["txn"]["appId"])
+                versions.append(f"{action['txn']['appId']}@{action['txn']['version']}")
             elif "add" in action and action["add"].get("dataChange", True):
                 added.append(action["add"]["path"])
         commits.append(
@@ -101,6 +105,7 @@ def read_log(filesystem_: fs.FileSystem, root: str, table: str) -> TableLog:
                 str(commit_info.get("operation", "?")),
                 _shard(commit_info, txns),
                 added,
+                versions,
             )
         )
     commits.sort(key=lambda c: c.version)
@@ -125,6 +130,35 @@ def freshness(filesystem_: fs.FileSystem, root: str, log: TableLog, since_us: in
             micros = micros[micros > since_us]
             out.append((commit.millis * 1000 - micros) / 1e6)
     return np.concatenate(out) if out else np.empty(0)
+
+
+def doubled_origins(
+    filesystem_: fs.FileSystem, root: str, log: TableLog, doubled: pl.DataFrame
+) -> list[str]:
+    """For a post-mortem: which commits added the keys stored twice (`doubled`: the key
+    columns), one line per commit with its time, app transactions and what it holds of them."""
+    lines = []
+    for commit in log.commits:
+        found = []
+        for path in commit.added:
+            keys = pl.from_arrow(
+                pq.read_table(
+                    f"{root}/{log.name}/{unquote(path)}",
+                    columns=list(doubled.columns),
+                    filesystem=filesystem_,
+                )
+            )
+            assert isinstance(keys, pl.DataFrame)
+            found.append(keys.join(doubled, on=list(doubled.columns), how="semi"))
+        hit = pl.concat(found) if found else pl.DataFrame()
+        if hit.height:
+            lines.append(
+                f"  v{commit.version} at {commit.millis} ms, {commit.operation},"
+                f" {','.join(commit.transactions) or 'no app transaction'}: {hit.height} of them,"
+                f" {hit['tag_webid'].n_unique()} tags, {hit['timestamp'].min()} .."
+                f" {hit['timestamp'].max()}"
+            )
+    return lines
 
 
 @dataclass

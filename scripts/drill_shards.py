@@ -326,6 +326,12 @@ class Drill:
         got, truth = frame(table), frame(want)
         keys = got.select(KEY)
         doubled = keys.height - keys.unique().height
+        if doubled:
+            twice = keys.group_by(KEY).len().filter(pl.col("len") > 1).select(KEY)
+            filesystem, root = figures.filesystem(target, self.options)
+            log_ = figures.read_log(filesystem, root, "pi_timeseries")
+            print("doubled keys were added by:", flush=True)
+            print("\n".join(figures.doubled_origins(filesystem, root, log_, twice)), flush=True)
         lost = truth.join(got, on=KEY, how="anti").height
         extra = got.join(truth, on=KEY, how="anti").height
         both = got.unique(KEY).join(truth.select(KEY), on=KEY, how="semi")

@@ -169,6 +169,29 @@ def test_recover_advances_committed_batches_of_other_app_ids(tmp_path: Path) -> 
     assert after_reshard.recover([old]) == []
 
 
+def test_recover_sees_checkpoints_the_old_owner_wrote_after_the_cache_was_read(
+    tmp_path: Path,
+) -> None:
+    """A reshard on slow storage: the old shard's data landed before the fence, its
+    checkpoints after the new owner read the checkpoints (16 to 20 shards on S3 doubled
+    138 rows this way). Recovery has nothing to advance, yet the new owner must plan from
+    the old owner's checkpoint, not from the one before it."""
+    sink, old_worker = open_state(tmp_path)
+    old = "pidelta-ts-0-of-1"
+    first = PlannedBatch(old, 1, (TagRange("A", T, T + 10 * SEC),))
+    last = PlannedBatch(old, 2, (TagRange("A", T + 10 * SEC, T + 20 * SEC),))
+    old_worker.record_plan(old, 1, first.ranges)
+    sink.commit_timeseries(fetch(first), old, 1)
+    old_worker.advance(old, 1, first.ranges)
+    old_worker.record_plan(old, 2, last.ranges)
+    sink.commit_timeseries(fetch(last), old, 2)
+    _, new_owner = open_state(tmp_path)
+    assert new_owner.load_checkpoints(["A"]) == {"A": T + 10 * SEC}
+    old_worker.advance(old, 2, last.ranges)
+    assert new_owner.recover([old]) == []
+    assert new_owner.load_checkpoints(["A"]) == {"A": T + 20 * SEC}
+
+
 def test_buffered_batches_commit_under_the_highest_id(tmp_path: Path) -> None:
     sink, state = open_state(tmp_path)
     first = PlannedBatch(APP, 1, (TagRange("A", T, T + 10 * SEC),))

@@ -158,6 +158,9 @@ class CheckpointStore:
         Needed when a shard crashed between steps 3 and 4, and when its tags then moved to
         another app id (resharding): without this their new owner would read them again.
         The caller names the app ids: a running peer's own batches are not ours to advance.
+        The cache is read again at the end: a stopping worker of the previous generation
+        may have advanced its last batch itself since the cache was read (its data landed
+        before the fence, its checkpoints after), and those must count too.
         """
         recovered: list[PlannedBatch] = []
         for app_id in sorted(set(app_ids)):
@@ -165,6 +168,7 @@ class CheckpointStore:
             for batch in self.pending_batches(app_id):
                 if batch.batch_id <= data and self.advance(app_id, batch.batch_id, batch.ranges):
                     recovered.append(batch)
+        self.reload()
         return recovered
 
     def overlapping(
