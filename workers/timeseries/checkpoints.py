@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from workers.errors import SinkError
@@ -162,12 +163,23 @@ class CheckpointStore:
         may have advanced its last batch itself since the cache was read (its data landed
         before the fence, its checkpoints after), and those must count too.
         """
+        ids = sorted(set(app_ids))
+        # One snapshot of each table for every app id: a reshard leaves dozens of old ones.
+        data_table, done_table = self.sink.table(PI_TIMESERIES), self.sink.table(CHECKPOINTS)
+        data = {a: data_table.transaction_version(a) or 0 for a in ids}
+        done = {a: done_table.transaction_version(a) or 0 for a in ids}
+        unfinished = [a for a in ids if data[a] > done[a]]
         recovered: list[PlannedBatch] = []
-        for app_id in sorted(set(app_ids)):
-            data = self.sink.committed_version(PI_TIMESERIES, app_id) or 0
-            for batch in self.pending_batches(app_id):
-                if batch.batch_id <= data and self.advance(app_id, batch.batch_id, batch.ranges):
-                    recovered.append(batch)
+        if unfinished:
+            dataset = self.sink.table(BATCHES).to_pyarrow_dataset()
+            plans = dataset.to_table(filter=ds.field("app_id").isin(unfinished))
+            for app_id in unfinished:
+                mine = plans.filter(pc.equal(plans["app_id"], app_id))
+                for batch in self._batches(app_id, mine, done[app_id] + 1):
+                    if batch.batch_id <= data[app_id] and self.advance(
+                        app_id, batch.batch_id, batch.ranges
+                    ):
+                        recovered.append(batch)
         self.reload()
         return recovered
 
