@@ -3,8 +3,8 @@ running. The table equals the ground truth at both stages, with no duplicate key
 
 Resharding procedure exercised here: start the five new workers while the four old ones
 still run. The first new worker announces generation 2 (5 shards) in `_pidelta_shards`;
-the old workers see it before their next batch and exit 0; the new ones wait the grace
-period after the announcement, then continue every tag from its per-tag checkpoint.
+and fences pi_timeseries; the old workers see it before their next batch and exit 0; the
+new ones continue every tag from its per-tag checkpoint.
 Size: 400 tags, 10 minutes behind now at start, on the tests' fixed clock (`SimClock`).
 """
 

@@ -11,7 +11,6 @@ import pytest
 
 from workers.errors import StaleGeneration
 from workers.lake.tables import TableStore
-from workers.lifecycle import Lifecycle
 from workers.observe import NullObserver
 from workers.pi.times import to_us
 from workers.settings import Settings
@@ -45,6 +44,33 @@ def open_queue(root: Path, max_rows: int) -> tuple[CommitQueue, CheckpointStore]
     checkpoints = CheckpointStore(sink)
     settings = Settings(_env_file=None, target=str(root), commit_max_rows=max_rows)
     return CommitQueue(settings, sink, checkpoints, lambda: None, NullObserver(), "0"), checkpoints
+
+
+def test_a_live_batch_counts_its_age_from_when_its_values_were_readable(
+    tmp_path: Path,
+) -> None:
+    """Poll after poll a batch starts about a poll interval and a safety lag ago: no
+    head start. A catch-up after a restart or reshard gap commits as soon as it is read;
+    look-back and backfill ranges give no head start."""
+    store = TableStore(str(tmp_path))
+    store.create_all()
+    sink = DeltaSink(store)
+    settings = Settings(
+        _env_file=None, target=str(tmp_path), safety_lag=10, poll_interval=5, commit_max_age=30
+    )
+    now = T + 3600 * SEC
+    queue = CommitQueue(
+        settings, sink, CheckpointStore(sink), lambda: None, NullObserver(), "0", clock=lambda: now
+    )
+
+    def batch(start: datetime, kind: str = LIVE) -> PlannedBatch:
+        return PlannedBatch(APP, 1, (TagRange("A", start, now - 10 * SEC, kind),))
+
+    assert queue.overdue(batch(now - 15 * SEC)) == 0.0
+    assert queue.overdue(batch(now - 17 * SEC)) == 2.0
+    assert queue.overdue(batch(now - 95 * SEC)) == 80.0
+    assert queue.overdue(batch(now - 95 * SEC, LATE)) == 0.0
+    assert queue.overdue(PlannedBatch(APP, 1, ())) == 0.0
 
 
 def test_split_groups_tags_whose_expected_rows_fit(tmp_path: Path) -> None:
@@ -115,10 +141,9 @@ def test_still_needed_trims_what_another_app_id_committed(tmp_path: Path) -> Non
 async def test_fence_goes_stale_when_another_shard_count_is_announced(tmp_path: Path) -> None:
     queue, _ = open_queue(tmp_path, 3)
     store = TableStore(str(tmp_path))
-    fence = ShardFence(store, queue.sink, 1, APP, poll_interval=1.0)
-    joined = await fence.join(Lifecycle())
+    fence = ShardFence(store, queue.sink, 1, APP)
+    joined = await fence.join()
     assert (joined.generation, joined.shard_count) == (1, 1)
-    assert fence.grace == timedelta(seconds=12)
     fence.check()
     fence.generations.announce(2, "pidelta-ts-0-of-2")
     with pytest.raises(StaleGeneration, match="shard generation 2 has 2 shards"):

@@ -219,6 +219,11 @@ def test_commit_buffer_flushes_by_rows_bytes_and_age() -> None:
     assert by_age.should_flush()
     assert by_age.drain(PI_TIMESERIES_SCHEMA).num_rows == 2
     assert by_age.drain(PI_TIMESERIES_SCHEMA).num_rows == 0
+    by_age.add(rows, overdue=20.0)
+    clock[0] = 39.9
+    assert not by_age.should_flush()
+    by_age.add(rows, overdue=31.0)
+    assert by_age.should_flush()
 
 
 async def test_metrics_server_serves_metrics_health_and_readiness() -> None:

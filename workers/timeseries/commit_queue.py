@@ -21,9 +21,10 @@ import pyarrow.compute as pc
 
 from workers.lake.tables import PI_TIMESERIES, PI_TIMESERIES_SCHEMA
 from workers.observe import Observer
+from workers.pi.times import utcnow
 from workers.settings import Settings
 from workers.timeseries.checkpoints import CheckpointStore
-from workers.timeseries.plan import PlannedBatch, TagRange
+from workers.timeseries.plan import LIVE, PlannedBatch, TagRange
 from workers.timeseries.set_aside import SetAside
 from workers.timeseries.sink import Committed, DeltaSink, with_batch
 
@@ -53,9 +54,11 @@ class CommitBuffer:
     def from_settings(cls, settings: Settings) -> CommitBuffer:
         return cls(settings.commit_max_rows, settings.commit_max_bytes, settings.commit_max_age)
 
-    def add(self, table: pa.Table) -> None:
-        if self._since is None:
-            self._since = self._clock()
+    def add(self, table: pa.Table, overdue: float = 0.0) -> None:
+        """Buffer `table`; `overdue` seconds that its oldest values already waited count
+        toward the age, as if they had been buffered that much earlier."""
+        since = self._clock() - max(overdue, 0.0)
+        self._since = since if self._since is None else min(self._since, since)
         if table.num_rows:
             self._tables.append(table)
             self._rows += table.num_rows
@@ -116,6 +119,7 @@ class CommitQueue:
         observer: Observer,
         shard: str,
         set_aside: SetAside | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.shard_count = settings.shard_count
         self.set_aside = set_aside
@@ -125,6 +129,10 @@ class CommitQueue:
         self.observer = observer
         self.shard = shard
         self.fresh = CommitBuffer.from_settings(settings)
+        # A live value is first readable a safety lag after its timestamp, and read by the
+        # next poll: the buffer's age counts from then (`overdue`).
+        self.readable_after = timedelta(seconds=settings.safety_lag + settings.poll_interval)
+        self.clock = clock
         self.max_rows = self.fresh.max_rows  # also bounds the guarded rows and each group
         self.batches: list[PlannedBatch] = []
         self._ends: dict[str, datetime] = {}
@@ -190,7 +198,7 @@ class CommitQueue:
         """Buffer one fetched batch (see `plan.spans` for `boundary` and `whole`); commits
         when the buffer is full. A batch of another app id commits the buffer first."""
         fresh, guarded = divide(rows, boundary)
-        self.fresh.add(fresh)
+        self.fresh.add(fresh, self.overdue(batch))
         if guarded.num_rows and len(whole) == len(boundary):
             self._unsure.append(guarded)  # a backfill batch: no copy
         elif guarded.num_rows:
@@ -204,6 +212,15 @@ class CommitQueue:
         self.observer.buffered(self.shard, self.fresh.rows + self._guarded_rows, self.fresh.age)
         if self.should_flush():
             await self.start_commit()
+
+    def overdue(self, batch: PlannedBatch) -> float:
+        """Seconds the batch's oldest live values waited past the poll that could first
+        read them: about 0 poll after poll, the whole gap after a restart or a reshard,
+        whose catch-up then commits as soon as it is read instead of a commit age later."""
+        starts = [r.start for r in batch.ranges if r.kind == LIVE]
+        if not starts:
+            return 0.0
+        return (self.clock() - self.readable_after - min(starts)).total_seconds()
 
     async def before(self, app_id: str) -> None:
         """Commit what is buffered when the next batch belongs to another app id."""

@@ -1,17 +1,16 @@
 """`_pidelta_shards`: shard generations, and the fence that keeps an old count out.
 
 The protocol is docs/DESIGN.md "Resharding fence": `ShardGenerations` reads and appends
-generations; `ShardFence` joins one on start (announcing and fencing a new count, then
-waiting `grace`) and `check`s it before each batch and commit.
+generations; `ShardFence` joins one on start (announcing and fencing a new count) and `check`s it
+before each batch and commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import polars as pl
 import pyarrow as pa
@@ -19,7 +18,6 @@ import pyarrow as pa
 from workers.errors import StaleGeneration
 from workers.lake.tables import SHARDS, SHARDS_SCHEMA, TableStore
 from workers.lake.writer import DeltaWriter
-from workers.lifecycle import Lifecycle
 from workers.pi.times import utcnow
 from workers.timeseries.sink import DeltaSink
 
@@ -54,10 +52,6 @@ class ShardGenerations:
         top = rows.row(-1, named=True)
         return Generation(int(top["generation"]), int(top["shard_count"]), top["announced_at"])
 
-    def ever_other_than(self, shard_count: int) -> bool:
-        """True when some generation had another shard count (a resharding happened)."""
-        return bool((self._rows()["shard_count"] != shard_count).any())
-
     def announce(self, shard_count: int, by: str) -> Generation:
         """Append a generation of `shard_count` shards, unless one was just announced."""
         current = self.latest()
@@ -83,24 +77,19 @@ class ShardFence:
         sink: DeltaSink,
         shard_count: int,
         app_id: str,
-        poll_interval: float,
-        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.generations = ShardGenerations(store)
         self.sink = sink
         self.shard_count = shard_count
         self.app_id = app_id
-        self.poll_interval = poll_interval
-        self.clock = clock
         self.generation: Generation | None = None
 
-    @property
-    def grace(self) -> timedelta:
-        """Longer than an old worker's last check-to-commit; see the module docstring."""
-        return timedelta(seconds=10 + 2 * self.poll_interval)
+    async def join(self) -> Generation:
+        """Announce this shard count unless it is current, then fence.
 
-    async def join(self, lifecycle: Lifecycle) -> Generation:
-        """Announce this shard count unless it is current, fence, then wait out the grace."""
+        No wait for the previous generation: once this worker has seen the fence, none of
+        its data commits can land, and recovery advances (then reads) whatever it landed.
+        """
         count = self.shard_count
         current = await asyncio.to_thread(self.generations.latest)
         if current is None or current.shard_count != count:
@@ -114,10 +103,6 @@ class ShardFence:
             )
         self.generation = current
         await asyncio.to_thread(self.sink.fence, count)
-        wait = (current.announced_at + self.grace - self.clock()).total_seconds()
-        if wait > 0 and await asyncio.to_thread(self.generations.ever_other_than, count):
-            log.info("waiting %.1f s for workers of the previous generation to stop", wait)
-            await lifecycle.wait(wait)
         return current
 
     def check(self) -> None:

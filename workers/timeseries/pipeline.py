@@ -130,8 +130,6 @@ class Pipeline:
             self.sink,
             s.shard_count,
             self.app_id,
-            s.poll_interval,
-            self.clock,
         )
         while True:
             try:
@@ -147,8 +145,8 @@ class Pipeline:
                 await self.lifecycle.wait(s.poll_interval)
                 if self.lifecycle.stopping:
                     raise RetriesAbandoned("the worker is stopping before PI answered") from None
-        await self.fence.join(self.lifecycle)
-        # Read after the grace period: the last commits of the previous generation count.
+        await self.fence.join()
+        # Read after the fence: the previous generation's data commits are all in.
         self.checkpoints = await asyncio.to_thread(CheckpointStore, self.sink)
         rerun: tuple[str, ...] = (self.app_id, self.backfill_app_id)
         own = rerun
@@ -164,6 +162,7 @@ class Pipeline:
             self.observer,
             self.shard,
             self.set_aside,
+            self.clock,
         )
         self.origins.update(await asyncio.to_thread(self.recovery.origins))
         await self._recover()
