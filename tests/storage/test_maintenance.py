@@ -1,6 +1,6 @@
 """`pidelta maintain` on S3 (moto): compaction to the target size and vacuum keep the table
 equal to the truth; maintenance beside writing shards fails none of their commits; `run`
-schedules it on the maintaining shard."""
+schedules it on the maintaining shard; a pass skips steps with nothing to do."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from tests.e2e.helpers import (
     wait_for,
 )
 from tests.storage.conftest import DAY, S3, store_env, store_holds_truth
+from workers.lake.maintenance import Maintainer
+from workers.lake.tables import SHARDS, SHARDS_SCHEMA, TableStore
+from workers.lake.writer import DeltaWriter
 
 MB = 1024 * 1024
 
@@ -137,3 +140,26 @@ def test_run_maintains_on_its_schedule(
     table = moto_s3.table("s3://lake/scheduled/pi_timeseries")
     assert "OPTIMIZE" in [c.get("operation") for c in table.history()]
     assert len(store_holds_truth(mock, moto_s3, "scheduled", "pidelta-ts-", origin)) == 50
+
+
+def test_a_pass_skips_the_steps_with_nothing_to_do(tmp_path: Path) -> None:
+    """Compaction only where a partition has small files to merge; the checkpoint and the
+    log clean-up only after a commit of the pass: a second pass over an unchanged table
+    commits nothing and writes no checkpoint."""
+    store = TableStore(str(tmp_path))
+    store.create(SHARDS)
+    for generation in (1, 2, 3):
+        row = {
+            "generation": generation,
+            "shard_count": generation,
+            "announced_at": FIXED_NOW,
+            "announced_by": "test",
+        }
+        DeltaWriter(store).append(SHARDS, pa.Table.from_pylist([row], schema=SHARDS_SCHEMA))
+    maintainer = Maintainer(store, target_size=MB, retention_hours=168)
+    first = maintainer.run([SHARDS])[0]
+    assert (first.files_before, first.files_after, first.checkpoint) == (3, 1, True)
+    assert list(first.seconds) == ["compact", "vacuum", "checkpoint", "log clean-up"]
+    second = maintainer.run([SHARDS])[0]
+    assert (second.version, second.files_after, second.checkpoint) == (first.version, 1, False)
+    assert list(second.seconds) == ["vacuum"]
