@@ -33,6 +33,22 @@ from workers.timeseries.plan import PlannedBatch, TagRange
 
 LIVE_PREFIX = "pidelta-ts-"
 BACKFILL_PREFIX = "pidelta-bf-"
+FOLLOWER_PREFIX = "pidelta-ts-updates-"
+
+
+def follower_versions(batch_id: int) -> tuple[int, int]:
+    """The app-transaction versions of a stream-update follower's batch n on pi_timeseries:
+    2n for the append of its arrivals, 2n + 1 for the replace of its edits and deletions
+    (the append's own when there are none). docs/DESIGN.md "Following stream updates"."""
+    return 2 * batch_id, 2 * batch_id + 1
+
+
+def rows_landed(app_id: str, version: int | None) -> int:
+    """The highest batch of `app_id` whose pi_timeseries commits are all in, given the
+    table's app-transaction version of `app_id` (a follower commits two per batch)."""
+    if version is None:
+        return 0
+    return max(0, (version - 1) // 2) if app_id.startswith(FOLLOWER_PREFIX) else version
 
 
 class CheckpointStore:
@@ -161,7 +177,7 @@ class CheckpointStore:
         """
         recovered: list[PlannedBatch] = []
         for app_id in sorted(set(app_ids)):
-            data = self.sink.committed_version(PI_TIMESERIES, app_id) or 0
+            data = rows_landed(app_id, self.sink.committed_version(PI_TIMESERIES, app_id))
             for batch in self.pending_batches(app_id):
                 if batch.batch_id <= data and self.advance(app_id, batch.batch_id, batch.ranges):
                     recovered.append(batch)
