@@ -309,6 +309,7 @@ class Follower:
                 if attempt == REPLACE_ATTEMPTS or not outdated(exc.__cause__ or exc):
                     raise
                 log.info("replace of batch %d met a concurrent commit; again", n)
+                self.observer.commit_retried(PI_TIMESERIES)
                 time.sleep(backoff(attempt))
 
     def _replace(self, events: pa.Table, n: int) -> None:
