@@ -33,7 +33,6 @@ from datetime import datetime
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
-from deltalake import DeltaTable
 
 from workers.errors import SinkError, UpdatesUnavailable
 from workers.lake.tables import (
@@ -277,7 +276,7 @@ class Follower:
 
     def _apply(self, events: pa.Table, n: int) -> None:
         """Log the changes, append the arrivals, replace the edited and removed keys."""
-        first = self._resolve(events)[1]
+        first = self._resolve(events)[2]
         logged = change_log(first.changed, self.clock(), self.app_id, n)
         self.check_fence()
         if logged.num_rows:
@@ -291,11 +290,11 @@ class Follower:
             self.sink.append(PI_TIMESERIES, first.arrivals, self.app_id, replaced)
         self.observer.changes_applied(self.shard, counts(first.changed))
 
-    def _resolve(self, events: pa.Table) -> tuple[DeltaTable, Resolved]:
-        """The latest snapshot, and what the events do to it."""
+    def _resolve(self, events: pa.Table) -> tuple[int, ds.Dataset, Resolved]:
+        """The latest snapshot (its version and rows), and what the events do to it."""
         table = self.sink.table(PI_TIMESERIES)
-        existing = at_keys(table.to_pyarrow_dataset(), events)
-        return table, resolve(existing, events, self.covered)
+        version, dataset = table.version(), table.to_pyarrow_dataset()
+        return version, dataset, resolve(at_keys(dataset, events), events, self.covered)
 
     def _replace_rebased(self, events: pa.Table, n: int) -> None:
         """`_replace`, again on a fresh snapshot when a concurrent commit outdated it (a
@@ -316,14 +315,13 @@ class Follower:
         """The edited and removed keys replaced under version 2n + 1, resolved again on the
         snapshot the replace commits against (the batch's arrivals are in it by now; those
         of a re-run whose append had landed already go with the replace)."""
-        table, resolved = self._resolve(events)
-        snapshot = table.version()
+        snapshot, dataset, resolved = self._resolve(events)
         arrived = pl.from_arrow(resolved.arrivals.select([*KEY, "date"]))
         keys = pl.concat([resolved.replaced, arrived], how="vertical_relaxed")
         if keys.is_empty():
             return
         scope = Scope.of(keys)
-        rows = replacement(scope.rows(table.to_pyarrow_dataset()), resolved)
+        rows = replacement(scope.rows(dataset), resolved)
         self.check_fence()
         _, version = follower_versions(n)
         self.sink.replace_where(
