@@ -14,6 +14,7 @@ import pytest
 from deltalake import DeltaTable
 
 from tests.changes.helpers import log_entries, predicate_times
+from workers.errors import SinkError
 from workers.lake.tables import PI_TIMESERIES, PI_TIMESERIES_CHANGES, TableStore
 from workers.observe import NullObserver
 from workers.pi.client import PIClient
@@ -240,3 +241,27 @@ def test_resolve_reads_only_the_events_keys(tmp_path: Path) -> None:
     assert resolved.arrivals.num_rows == 0
     assert resolved.edits.column("value").to_pylist() == [5.0]
     assert resolved.replaced["timestamp"].dt.second().to_list() == [1]
+
+
+def test_a_replace_commits_against_the_snapshot_it_read(tmp_path: Path) -> None:
+    """A row another writer adds inside the predicate after the rows were read refuses the
+    replace (it would otherwise be deleted unseen); outside, the replace lands past it."""
+    f = follower(tmp_path)
+    f.sink.append(PI_TIMESERIES, rows("WA", ("2026-11-28T00:00:01Z", 1.0)))
+    read_at = f.sink.table(PI_TIMESERIES).version()
+    other = DeltaSink(TableStore(f.sink.store.target))
+    other.append(PI_TIMESERIES, rows("WA", ("2026-11-28T00:00:02Z", 2.0)))
+    where = "date IN ('2026-11-28') AND tag_webid = 'WA'"
+    new = rows("WA", ("2026-11-28T00:00:01Z", 11.0))
+    with pytest.raises(SinkError, match="concurrent"):
+        f.sink.replace_where(PI_TIMESERIES, where, new, APP, 3, snapshot=read_at)
+    assert table(f.sink) == [("WA", "00:00:01", 1.0), ("WA", "00:00:02", 2.0)]
+    read_at = f.sink.table(PI_TIMESERIES).version()
+    other.append(PI_TIMESERIES, rows("WB", ("2026-11-28T00:00:09Z", 9.0)))
+    new = rows("WA", ("2026-11-28T00:00:01Z", 11.0), ("2026-11-28T00:00:02Z", 2.0))
+    assert f.sink.replace_where(PI_TIMESERIES, where, new, APP, 3, snapshot=read_at)
+    assert table(f.sink) == [
+        ("WA", "00:00:01", 11.0),
+        ("WA", "00:00:02", 2.0),
+        ("WB", "00:00:09", 9.0),
+    ]
