@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import polars as pl
 import pyarrow as pa
 
@@ -173,3 +175,39 @@ def wait_following(target: Path, tags: int, timeout: float = 120) -> bool:
 
 def pause(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def log_entries(table: Path, after: int = -1) -> list[dict[str, object]]:
+    """The commits of a local Delta table after version `after`, read from its log: the
+    operation, its mode and predicate, the app transactions (app id -> version), and the
+    files added and removed."""
+    out: list[dict[str, object]] = []
+    for path in sorted((table / "_delta_log").glob("*.json")):
+        version = int(path.stem)
+        if version <= after:
+            continue
+        entry: dict[str, object] = {"version": version, "txn": {}, "adds": 0, "removes": 0}
+        for line in path.read_bytes().splitlines():
+            action = orjson.loads(line)
+            if "commitInfo" in action:
+                info = action["commitInfo"]
+                params = info.get("operationParameters") or {}
+                entry |= {
+                    "operation": info.get("operation"),
+                    "mode": params.get("mode"),
+                    "predicate": params.get("predicate"),
+                }
+            elif "txn" in action:
+                entry["txn"][action["txn"]["appId"]] = action["txn"]["version"]  # type: ignore[index]
+            elif "add" in action:
+                entry["adds"] += 1  # type: ignore[operator]
+            elif "remove" in action:
+                entry["removes"] += 1  # type: ignore[operator]
+        out.append(entry)
+    return out
+
+
+def predicate_times(predicate: object) -> list[datetime]:
+    """The timestamps a replace's predicate names, as delta-rs logged it (its own SQL)."""
+    found = re.findall(r"'(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z?'", str(predicate))
+    return sorted(datetime.fromisoformat(t).replace(tzinfo=UTC) for t in found)

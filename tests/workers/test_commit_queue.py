@@ -153,14 +153,16 @@ async def test_fence_goes_stale_when_another_shard_count_is_announced(tmp_path: 
 async def test_a_followers_pending_plan_is_advanced_or_left_to_the_follower(
     tmp_path: Path,
 ) -> None:
-    """A follower plan whose rows landed is advanced; one whose rows did not is not re-run
+    """A follower plan whose rows landed (batch n: pi_timeseries version 2n + 1) is
+    advanced; one whose replace did not land (version 2n: its append only) is not re-run
     as recorded reads (the follower re-runs it from its markers under the same id)."""
     queue, checkpoints = open_queue(tmp_path, 3)
     follower = "pidelta-ts-updates-0-of-1"
     ranges = [TagRange("A", T, T + 5 * SEC, "updates")]
     checkpoints.record_plan(follower, 1, ranges)
-    queue.sink.commit_timeseries(values("A", 2, 4), follower, 1)
+    queue.sink.commit_timeseries(values("A", 2, 4), follower, 3)
     checkpoints.record_plan(follower, 2, [TagRange("A", T + 5 * SEC, T + 9 * SEC, "updates")])
+    queue.sink.commit_timeseries(values("A", 6), follower, 4)
     recovery = Recovery(queue.sink, checkpoints, (APP, follower), 1, (APP,))
 
     rerun = [batch async for batch in recovery.unfinished()]
@@ -168,4 +170,4 @@ async def test_a_followers_pending_plan_is_advanced_or_left_to_the_follower(
     assert rerun == []
     assert checkpoints.done_version(follower) == 1
     assert checkpoints.load_checkpoints(["A"]) == {"A": T + 5 * SEC}
-    assert queue.sink.committed_version("pi_timeseries", follower) == 1
+    assert queue.sink.committed_version("pi_timeseries", follower) == 4

@@ -584,8 +584,8 @@ class TableStore:
     def exists(self, name: str) -> bool:
         return DeltaTable.is_deltatable(self.uri(name), storage_options=self.options(name))
 
-    def open(self, name: str) -> DeltaTable:
-        """Open the latest version of a table."""
+    def open(self, name: str, version: int | None = None) -> DeltaTable:
+        """Open the latest version of a table, or `version`."""
         uri = self.uri(name)
         generation = 0
         if self.catalog is not None:
@@ -593,7 +593,7 @@ class TableStore:
         else:
             options = self.storage_options
         try:
-            table = DeltaTable(uri, storage_options=options or None)
+            table = DeltaTable(uri, version=version, storage_options=options or None)
         except (DeltaError, OSError) as exc:
             raise SinkError(f"cannot open: {exc}", table=name, uri=uri) from exc
         table.pidelta_credentials = generation  # type: ignore[attr-defined]

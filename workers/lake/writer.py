@@ -175,6 +175,8 @@ class DeltaWriter:
         rows: pa.Table,
         app_id: str | None = None,
         version: int | None = None,
+        *,
+        snapshot: int | None = None,
     ) -> bool:
         """In one commit, delete the rows matching `predicate` and write `rows` (each must
         match it), unless `version` of `app_id` is in already; True if written.
@@ -183,6 +185,9 @@ class DeltaWriter:
         lands once. Only the files holding matching rows are rewritten: put the partition
         columns in the predicate. A concurrent commit that touches those files makes it
         fail (SinkError), never half-apply; it reads the table, so it is not rebased.
+        `snapshot`: the table version `rows` were computed from. The replace is committed
+        against it, so delta-rs checks every commit since then for a conflict (against the
+        latest version, a row another writer added in between would be deleted unseen).
         """
         name = spec if isinstance(spec, str) else spec.name
         what = f"replace where {predicate}" if app_id is None else f"replace {version} of {app_id}"
@@ -192,6 +197,8 @@ class DeltaWriter:
                 done = table.transaction_version(app_id)
                 if done is not None and done >= version:
                     return False
+            if snapshot is not None and table.version() != snapshot:
+                table = self.store.open(name, snapshot)
             metadata: dict[str, str] = {"pidelta.operation": "replace"}
             transactions = None
             if app_id is not None and version is not None:

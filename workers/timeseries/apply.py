@@ -1,21 +1,27 @@
 """Stream-update events applied to `pi_timeseries`, and the change log they leave.
 
-An `Add` inserts its row (nothing when the key is there: a re-run, or a value the recorded
-read already had), an `Update` replaces the row at its key (inserts it when absent, as the
-AF SDK says of an update without a value to replace) and a `Delete` removes it. The net
-effect per key is decided in columns (`resolve`); the rows of the touched tags over the
-touched times are then replaced in one commit (`DeltaWriter.replace_where`), restricted by
-partition date, tag and time so that only the files holding those rows are rewritten.
+Per key, the net effect of its events (`resolve`): an `Add` or `Update` of a key the table
+lacks is an arrival, appended blind (an `Update` without a value to replace inserts, as the
+AF SDK says); an `Add` or `Update` of a key the table holds with another value is an edit;
+a `Delete` of a key the table holds is a removal; anything else (a re-run, a value the
+recorded read already had, a deletion of what is not there) changes nothing. Only edited and
+removed keys are replaced, in one `replace_where` commit whose predicate (`Scope`) names
+their dates, tags and times as tightly as its length allows: delta-rs refuses a replace when
+a concurrent commit added a file whose statistics may match the predicate, and other shards
+keep adding files over every tag at the live times, which edits rarely reach.
 
 Every key whose row changed, other than a value first written here (an `Add` past the
 tag's covered time), gets one `pi_timeseries_changes` row: its action, the row before and
-after. Applying the same events twice changes nothing and logs nothing the second time.
+after (an `Add` that changed a row is logged as the `Update` it was). Applying the same
+events twice changes nothing and logs nothing the second time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 import polars as pl
 import pyarrow as pa
@@ -30,82 +36,46 @@ from workers.lake.tables import (
 KEY = ["tag_webid", "timestamp", "sequence"]
 COMPARED = [name for name, _ in CHANGE_VALUE_COLUMNS] + ["value_error"]
 ROW_COLUMNS = PI_TIMESERIES_SCHEMA.names
+UTC_US = pa.timestamp("us", tz="UTC")
+# A replace names each touched tag with its own time span up to this many tags; beyond, the
+# tags in one list with the times of them all; beyond TAG_LIST_MAX tags (about 50 kB of
+# predicate, which every commit's log entry repeats), the range of their names.
+PER_TAG_SPANS = 64
+TAG_LIST_MAX = 1000
 
 
-def ranges(events: pa.Table) -> tuple[dict[str, tuple[datetime, datetime]], list[date]]:
-    """Per tag the earliest and latest timestamp of its events, and the dates they fall on."""
-    frame = pl.from_arrow(events.select(["tag_webid", "timestamp", "date"]))
-    spans = frame.group_by("tag_webid").agg(
-        pl.col("timestamp").min().alias("lo"), pl.col("timestamp").max().alias("hi")
-    )
-    out = {
-        w: (lo, hi)
-        for w, lo, hi in zip(
-            spans["tag_webid"].to_list(), spans["lo"].to_list(), spans["hi"].to_list(), strict=True
-        )
-    }
-    return out, sorted(frame["date"].unique().to_list())
+class Resolved(NamedTuple):
+    """The net effect of a batch of events on the table (`resolve`)."""
+
+    arrivals: pa.Table  # rows of keys the table lacks: appended
+    edits: pa.Table  # the new rows of edited keys: written by the replace
+    replaced: pl.DataFrame  # keys (and date) edited or removed: the replace's scope
+    changed: pl.DataFrame  # keys to log (`change_log`)
 
 
-def _quoted(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _stamp(t: datetime) -> str:
-    return _quoted(t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-
-
-def predicate(spans: Mapping[str, tuple[datetime, datetime]], dates: list[date]) -> str:
-    """The rows `replace_where` replaces: these dates, and per tag its time span."""
-    days = ", ".join(_quoted(d.isoformat()) for d in dates)
-    per_tag = " OR ".join(
-        f"(tag_webid = {_quoted(w)} AND timestamp >= {_stamp(lo)} AND timestamp <= {_stamp(hi)})"
-        for w, (lo, hi) in sorted(spans.items())
-    )
-    return f"date IN ({days}) AND ({per_tag})"
-
-
-def existing_rows(
-    dataset: ds.Dataset, spans: Mapping[str, tuple[datetime, datetime]], dates: list[date]
-) -> pa.Table:
-    """The table's rows the predicate matches (read by date, tag and the overall times,
-    then cut to each tag's span)."""
-    lo = min(s for s, _ in spans.values())
-    hi = max(e for _, e in spans.values())
+def at_keys(dataset: ds.Dataset, events: pa.Table) -> pa.Table:
+    """The table's rows at the keys of `events` (read by date, tag and the overall times,
+    then cut to the keys)."""
+    if events.num_rows == 0:
+        return PI_TIMESERIES_SCHEMA.empty_table()
+    frame = pl.from_arrow(events.select([*KEY, "date"]))
     where = (
-        ds.field("date").isin(pa.array(dates, pa.date32()))
-        & ds.field("tag_webid").isin(pa.array(list(spans), pa.string()))
-        & (ds.field("timestamp") >= pa.scalar(lo, pa.timestamp("us", tz="UTC")))
-        & (ds.field("timestamp") <= pa.scalar(hi, pa.timestamp("us", tz="UTC")))
+        ds.field("date").isin(pa.array(frame["date"].unique().to_list(), pa.date32()))
+        & ds.field("tag_webid").isin(pa.array(frame["tag_webid"].unique().to_list(), pa.string()))
+        & (ds.field("timestamp") >= pa.scalar(frame["timestamp"].min(), UTC_US))
+        & (ds.field("timestamp") <= pa.scalar(frame["timestamp"].max(), UTC_US))
     )
     rows = dataset.to_table(filter=where)
     if rows.num_rows == 0:
         return rows.select(ROW_COLUMNS).cast(PI_TIMESERIES_SCHEMA)
-    bounds = pl.DataFrame(
-        {
-            "tag_webid": list(spans),
-            "_lo": [s for s, _ in spans.values()],
-            "_hi": [e for _, e in spans.values()],
-        },
-        schema={
-            "tag_webid": pl.String,
-            "_lo": pl.Datetime("us", "UTC"),
-            "_hi": pl.Datetime("us", "UTC"),
-        },
-    )
-    kept = (
-        pl.from_arrow(rows.select(ROW_COLUMNS))
-        .join(bounds, on="tag_webid")
-        .filter((pl.col("timestamp") >= pl.col("_lo")) & (pl.col("timestamp") <= pl.col("_hi")))
-        .drop(["_lo", "_hi"])
+    kept = pl.from_arrow(rows.select(ROW_COLUMNS)).join(
+        frame.select(KEY).unique(), on=KEY, how="semi"
     )
     return kept.to_arrow().cast(PI_TIMESERIES_SCHEMA)
 
 
-def resolve(
-    existing: pa.Table, events: pa.Table, covered: Mapping[str, datetime]
-) -> tuple[pa.Table, pl.DataFrame]:
-    """(the rows that replace `existing`, the changed keys with their old and new rows).
+def resolve(existing: pa.Table, events: pa.Table, covered: Mapping[str, datetime]) -> Resolved:
+    """What the events do to the table, whose rows at their keys are `existing`.
 
     `covered` is each tag's time up to which the table held PI's archive before these
     events: an `Add` after it is a value written for the first time, not a change.
@@ -117,43 +87,144 @@ def resolve(
         schema={"tag_webid": pl.String, "_covered": pl.Datetime("us", "UTC")},
     )
     per_key = ev.group_by(KEY, maintain_order=True).agg(
-        pl.all().exclude(KEY).last(),
-        pl.col("action").first().alias("_first"),
-        (pl.col("action") == "Delete").any().alias("_deleted"),
+        pl.all().exclude(KEY).last(), pl.col("action").first().alias("_first")
     )
     joined = (
         per_key.join(old, on=KEY, how="left", suffix="_was")
         .join(cover, on="tag_webid", how="left")
         .with_columns(pl.col("_old").fill_null(False))
     )
-    keep_old = (pl.col("action") == "Add") & pl.col("_old") & ~pl.col("_deleted")
-    present = (pl.col("action") != "Delete") & ~keep_old
+    present = pl.col("action") != "Delete"
+    same = pl.lit(True)
+    for c in COMPARED:
+        same = same & pl.col(c).eq_missing(pl.col(f"{c}_was"))
     fresh = (
         (pl.col("_first") == "Add")
         & ~pl.col("_old")
         & (pl.col("_covered").is_null() | (pl.col("timestamp") > pl.col("_covered")))
     )
-    same = pl.lit(True)
-    for c in COMPARED:
-        same = same & pl.col(c).eq_missing(pl.col(f"{c}_was"))
     joined = joined.with_columns(
-        keep_old.alias("_keep_old"),
         present.alias("_present"),
         fresh.alias("_fresh"),
-        same.alias("_same"),
+        (present & ~pl.col("_old")).alias("_arrival"),
+        (present & pl.col("_old") & ~same).alias("_edit"),
+        (~present & pl.col("_old")).alias("_removal"),
     )
-    new_rows = joined.filter(pl.col("_present")).select(ROW_COLUMNS)
-    untouched = pl.from_arrow(existing).join(per_key.select(KEY), on=KEY, how="anti")
-    kept_old = old.join(joined.filter(pl.col("_keep_old")).select(KEY), on=KEY, how="semi")
+    joined = joined.with_columns(  # an `Add` that changed a row is the edit it was
+        pl.when(pl.col("_edit")).then(pl.lit("Update")).otherwise("action").alias("action")
+    )
+    touched = pl.col("_edit") | pl.col("_removal")
+    changed = joined.filter((pl.col("_arrival") & ~pl.col("_fresh")) | touched)
+    return Resolved(
+        arrivals=_rows(joined.filter(pl.col("_arrival"))),
+        edits=_rows(joined.filter(pl.col("_edit"))),
+        replaced=joined.filter(touched).select([*KEY, "date"]),
+        changed=changed,
+    )
+
+
+def _rows(frame: pl.DataFrame) -> pa.Table:
+    return frame.select(ROW_COLUMNS).sort(KEY).to_arrow().cast(PI_TIMESERIES_SCHEMA)
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _stamp(t: datetime) -> str:
+    return _quoted(t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+
+
+@dataclass(frozen=True)
+class Box:
+    """Rows of some tags (a list, or a range of names when `span` is set) over a time span."""
+
+    tags: tuple[str, ...]
+    lo: datetime
+    hi: datetime
+    span: bool = False
+
+    def sql(self) -> str:
+        if self.span:
+            first, last = self.tags
+            tag = f"tag_webid >= {_quoted(first)} AND tag_webid <= {_quoted(last)}"
+        elif len(self.tags) == 1:
+            tag = f"tag_webid = {_quoted(self.tags[0])}"
+        else:
+            tag = f"tag_webid IN ({', '.join(_quoted(w) for w in self.tags)})"
+        return f"{tag} AND timestamp >= {_stamp(self.lo)} AND timestamp <= {_stamp(self.hi)}"
+
+    def expression(self) -> ds.Expression:
+        if self.span:
+            first, last = self.tags
+            tag = (ds.field("tag_webid") >= first) & (ds.field("tag_webid") <= last)
+        else:
+            tag = ds.field("tag_webid").isin(pa.array(self.tags, pa.string()))
+        return (
+            tag
+            & (ds.field("timestamp") >= pa.scalar(self.lo, UTC_US))
+            & (ds.field("timestamp") <= pa.scalar(self.hi, UTC_US))
+        )
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The rows a replace deletes and writes again: its predicate (`sql`) and the same
+    condition to read them (`expression`), so the two cannot disagree."""
+
+    dates: tuple[date, ...]
+    boxes: tuple[Box, ...]
+
+    @classmethod
+    def of(cls, keys: pl.DataFrame) -> Scope:
+        """The tightest scope over `keys` (tag_webid, timestamp, date) of bounded length:
+        per tag its time span (few tags), else the tags and the times of them all."""
+        dates = tuple(sorted(keys["date"].unique().to_list()))
+        spans = (
+            keys.group_by("tag_webid")
+            .agg(pl.col("timestamp").min().alias("lo"), pl.col("timestamp").max().alias("hi"))
+            .sort("tag_webid")
+        )
+        tags = spans["tag_webid"].to_list()
+        if len(tags) <= PER_TAG_SPANS:
+            boxes = tuple(
+                Box((w,), lo, hi)
+                for w, lo, hi in zip(
+                    tags, spans["lo"].to_list(), spans["hi"].to_list(), strict=True
+                )
+            )
+            return cls(dates, boxes)
+        lo, hi = keys["timestamp"].min(), keys["timestamp"].max()
+        if len(tags) <= TAG_LIST_MAX:
+            return cls(dates, (Box(tuple(tags), lo, hi),))
+        return cls(dates, (Box((tags[0], tags[-1]), lo, hi, span=True),))
+
+    def sql(self) -> str:
+        days = ", ".join(_quoted(d.isoformat()) for d in self.dates)
+        boxes = " OR ".join(f"({b.sql()})" for b in self.boxes)
+        return f"date IN ({days}) AND ({boxes})"
+
+    def expression(self) -> ds.Expression:
+        either = self.boxes[0].expression()
+        for b in self.boxes[1:]:
+            either = either | b.expression()
+        return ds.field("date").isin(pa.array(self.dates, pa.date32())) & either
+
+    def rows(self, dataset: ds.Dataset) -> pa.Table:
+        """The table's rows in the scope."""
+        found = dataset.to_table(filter=self.expression())
+        return found.select(ROW_COLUMNS).cast(PI_TIMESERIES_SCHEMA)
+
+
+def replacement(in_scope: pa.Table, resolved: Resolved) -> pa.Table:
+    """The rows that replace `in_scope`: those not touched, the edits, and arrivals (a
+    re-run's arrivals when its append is in already go with the replace)."""
+    kept = pl.from_arrow(in_scope).join(resolved.replaced.select(KEY), on=KEY, how="anti")
     rows = pl.concat(
-        [untouched, kept_old.select(ROW_COLUMNS), new_rows], how="vertical_relaxed"
+        [kept, pl.from_arrow(resolved.edits), pl.from_arrow(resolved.arrivals)],
+        how="vertical_relaxed",
     ).sort(KEY)
-    changed = joined.filter(
-        ~pl.col("_keep_old")
-        & ~pl.col("_fresh")
-        & ((pl.col("_present") != pl.col("_old")) | (pl.col("_present") & ~pl.col("_same")))
-    )
-    return rows.to_arrow().cast(PI_TIMESERIES_SCHEMA), changed
+    return rows.to_arrow().cast(PI_TIMESERIES_SCHEMA)
 
 
 def change_log(changed: pl.DataFrame, applied_at: datetime, app_id: str, batch_id: int) -> pa.Table:

@@ -34,6 +34,22 @@ from workers.timeseries.plan import PlannedBatch, TagRange
 
 LIVE_PREFIX = "pidelta-ts-"
 BACKFILL_PREFIX = "pidelta-bf-"
+FOLLOWER_PREFIX = "pidelta-ts-updates-"
+
+
+def follower_versions(batch_id: int) -> tuple[int, int]:
+    """The app-transaction versions of a stream-update follower's batch n on pi_timeseries:
+    2n for the append of its arrivals, 2n + 1 for the replace of its edits and deletions
+    (the append's own when there are none). docs/DESIGN.md "Following stream updates"."""
+    return 2 * batch_id, 2 * batch_id + 1
+
+
+def rows_landed(app_id: str, version: int | None) -> int:
+    """The highest batch of `app_id` whose pi_timeseries commits are all in, given the
+    table's app-transaction version of `app_id` (a follower commits two per batch)."""
+    if version is None:
+        return 0
+    return max(0, (version - 1) // 2) if app_id.startswith(FOLLOWER_PREFIX) else version
 
 
 class CheckpointStore:
@@ -166,7 +182,7 @@ class CheckpointStore:
         ids = sorted(set(app_ids))
         # One snapshot of each table for every app id: a reshard leaves dozens of old ones.
         data_table, done_table = self.sink.table(PI_TIMESERIES), self.sink.table(CHECKPOINTS)
-        data = {a: data_table.transaction_version(a) or 0 for a in ids}
+        data = {a: rows_landed(a, data_table.transaction_version(a)) for a in ids}
         done = {a: done_table.transaction_version(a) or 0 for a in ids}
         unfinished = [a for a in ids if data[a] > done[a]]
         recovered: list[PlannedBatch] = []

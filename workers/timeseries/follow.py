@@ -1,18 +1,23 @@
 """`Follower`: the owned tags' stream updates applied to pi_timeseries, exactly once.
 
 `run` follows each tag with a marker once the recorded path has caught it up to the moment
-of registration (docs/DESIGN.md "Exactly once", "Following stream updates"). Events are
-buffered over polls and applied in one batch of the app id `pidelta-ts-updates-<i>-of-<n>`
-per commit interval, in this order, each step carrying the batch's app transaction:
+of registration (docs/DESIGN.md "Exactly once", "Following stream updates", where the
+protocol is written). Events are buffered over polls and applied in one batch n of the app
+id `pidelta-ts-updates-<i>-of-<n>` per commit interval, in this order:
 
-1. the change-log rows (`pi_timeseries_changes`), and quarantine rows of bad values;
-2. the rows of the touched tags and times, replaced in one commit (`apply`);
-3. the tags' checkpoints (`_pidelta_checkpoints`, read like every live checkpoint);
-4. the markers to resume from (`_pidelta_markers`).
+1. the plan, the change-log rows (`pi_timeseries_changes`) and quarantine rows, under n;
+2. arrivals (keys the table lacks) appended blind to pi_timeseries under version 2n, and
+   the keys edits and deletions touch replaced under 2n + 1 (`apply`); without edits or
+   deletions the append takes 2n + 1 and there is no replace. Appends do not conflict
+   with other shards' appends; the replace's predicate names only the touched tags and
+   times, which other shards' live files rarely reach;
+3. the tags' checkpoints (`_pidelta_checkpoints`, read like every live checkpoint), under n;
+4. the markers to resume from (`_pidelta_markers`), under n.
 
 After a crash the follower resumes from the markers of step 4: PI reports the same changes
 again (or more), and applying them again changes and logs nothing, except that a batch
-whose log landed without its rows is re-run under the same id, so its log is not doubled.
+whose log or append landed without the rest is re-run under the same id (`load`), so
+neither is written twice.
 A tag whose marker PI refuses (expired, server restarted) leaves the follower: the loop
 re-reads its gap through the recorded fallback and registers it again.
 """
@@ -42,8 +47,22 @@ from workers.lake.writer import backoff, outdated
 from workers.observe import Observer
 from workers.pi.times import utcnow
 from workers.settings import Settings
-from workers.timeseries.apply import change_log, counts, existing_rows, predicate, ranges, resolve
-from workers.timeseries.checkpoints import CheckpointStore
+from workers.timeseries.apply import (
+    KEY,
+    Resolved,
+    Scope,
+    at_keys,
+    change_log,
+    counts,
+    replacement,
+    resolve,
+)
+from workers.timeseries.checkpoints import (
+    FOLLOWER_PREFIX,
+    CheckpointStore,
+    follower_versions,
+    rows_landed,
+)
 from workers.timeseries.plan import TagRange
 from workers.timeseries.sink import DeltaSink, with_batch
 from workers.timeseries.updates import UpdatesSource
@@ -51,15 +70,15 @@ from workers.timeseries.updates import UpdatesSource
 log = logging.getLogger("pidelta.follow")
 
 UPDATES = "updates"  # the kind of a followed tag's checkpoint range
-# Tries of a replace that concurrent commits outdated: every shard appends to today's date
-# partition, so with a dozen shards a replace can lose several races in a row (12 shards
-# stopping at once made 5 quick tries fail). With the backoff, about 45 s at most.
+# Tries of a replace that concurrent commits outdated: a replace conflicts with a commit that
+# added a file whose statistics may match its predicate (another shard's rewrite or late
+# arrivals over the edited times). With the backoff, about 45 s at most.
 REPLACE_ATTEMPTS = 12
 
 
 def follower_app_id(shard_index: int, shard_count: int) -> str:
     """Read with the live checkpoints (prefix `pidelta-ts-`), its own batch ids."""
-    return f"pidelta-ts-updates-{shard_index}-of-{shard_count}"
+    return f"{FOLLOWER_PREFIX}{shard_index}-of-{shard_count}"
 
 
 class Follower:
@@ -116,15 +135,20 @@ class Follower:
         self.markers = dict(zip(latest["tag_webid"], latest["marker"], strict=True))
         self.covered = dict(zip(latest["tag_webid"], latest["covered_until"], strict=True))
         self.reached = dict(self.covered)
-        done = {
-            name: self.sink.committed_version(name, self.app_id) or 0
-            for name in (PI_TIMESERIES, PI_TIMESERIES_CHANGES, MARKERS)
-        }
-        if done[PI_TIMESERIES_CHANGES] > done[PI_TIMESERIES]:
-            self.batch_id = done[PI_TIMESERIES_CHANGES]  # its log landed, its rows did not
-        else:
-            planned = self.checkpoints.done_version(self.app_id) or 0
-            self.batch_id = max(*done.values(), planned) + 1
+        self.batch_id = self._next_batch()
+
+    def _next_batch(self) -> int:
+        """The batch to run next: one whose change log or append landed without its replace
+        (re-run under its id, so neither is written twice), else one past every batch."""
+        data = self.sink.committed_version(PI_TIMESERIES, self.app_id) or 0
+        logged = self.sink.committed_version(PI_TIMESERIES_CHANGES, self.app_id) or 0
+        finished = max(
+            rows_landed(self.app_id, data),
+            self.sink.committed_version(MARKERS, self.app_id) or 0,
+            self.checkpoints.done_version(self.app_id) or 0,
+        )
+        begun = max(logged, data // 2)
+        return begun if begun > finished else finished + 1
 
     def unfollowed(self, tags: Iterable[str]) -> list[str]:
         """Owned tags not followed yet, to register (the recorded fallback reads their gap):
@@ -242,7 +266,7 @@ class Follower:
                 reasons = pl.from_arrow(new.select(["reason"])).group_by("reason").len()
                 self.observer.quarantined(dict(reasons.iter_rows()))
         if events is not None:
-            self._apply_rebased(events, n)
+            self._apply(events, n)
         self.checkpoints.advance(self.app_id, n, ends)
         self._save_markers(n)
         self.covered = {w: self.reached[w] for w in self.covered if w in self.reached}
@@ -250,30 +274,59 @@ class Follower:
         self._events, self._quarantine, self._rows, self._since = [], [], 0, None
         self.batch_id = n + 1
 
-    def _apply_rebased(self, events: pa.Table, n: int) -> None:
-        """`_apply`, again on a fresh snapshot when another shard's commit outdated it
-        (a replace reads the table, so the writer does not redo it blindly), after a
+    def _apply(self, events: pa.Table, n: int) -> None:
+        """Log the changes, append the arrivals, replace the edited and removed keys."""
+        first = self._resolve(events)[2]
+        logged = change_log(first.changed, self.clock(), self.app_id, n)
+        self.check_fence()
+        if logged.num_rows:
+            self.sink.append(PI_TIMESERIES_CHANGES, logged, self.app_id, n)
+        appended, replaced = follower_versions(n)
+        if first.replaced.height:
+            if first.arrivals.num_rows:
+                self.sink.append(PI_TIMESERIES, first.arrivals, self.app_id, appended)
+            self._replace_rebased(events, n)
+        elif first.arrivals.num_rows:
+            self.sink.append(PI_TIMESERIES, first.arrivals, self.app_id, replaced)
+        self.observer.changes_applied(self.shard, counts(first.changed))
+
+    def _resolve(self, events: pa.Table) -> tuple[int, ds.Dataset, Resolved]:
+        """The latest snapshot (its version and rows), and what the events do to it."""
+        table = self.sink.table(PI_TIMESERIES)
+        version, dataset = table.version(), table.to_pyarrow_dataset()
+        return version, dataset, resolve(at_keys(dataset, events), events, self.covered)
+
+    def _replace_rebased(self, events: pa.Table, n: int) -> None:
+        """`_replace`, again on a fresh snapshot when a concurrent commit outdated it (a
+        replace reads the table, so the writer does not redo it blindly), after a
         jittered, doubling pause, so shards that lost to one commit do not race again."""
         for attempt in range(1, REPLACE_ATTEMPTS + 1):
             try:
-                self._apply(events, n)
+                self._replace(events, n)
                 return
             except SinkError as exc:
                 if attempt == REPLACE_ATTEMPTS or not outdated(exc.__cause__ or exc):
                     raise
                 log.info("replace of batch %d met a concurrent commit; again", n)
+                self.observer.commit_retried(PI_TIMESERIES)
                 time.sleep(backoff(attempt))
 
-    def _apply(self, events: pa.Table, n: int) -> None:
-        spans, dates = ranges(events)
-        existing = existing_rows(self.sink.table(PI_TIMESERIES).to_pyarrow_dataset(), spans, dates)
-        rows, changed = resolve(existing, events, self.covered)
-        logged = change_log(changed, self.clock(), self.app_id, n)
+    def _replace(self, events: pa.Table, n: int) -> None:
+        """The edited and removed keys replaced under version 2n + 1, resolved again on the
+        snapshot the replace commits against (the batch's arrivals are in it by now; those
+        of a re-run whose append had landed already go with the replace)."""
+        snapshot, dataset, resolved = self._resolve(events)
+        arrived = pl.from_arrow(resolved.arrivals.select([*KEY, "date"]))
+        keys = pl.concat([resolved.replaced, arrived], how="vertical_relaxed")
+        if keys.is_empty():
+            return
+        scope = Scope.of(keys)
+        rows = replacement(scope.rows(dataset), resolved)
         self.check_fence()
-        if logged.num_rows:
-            self.sink.append(PI_TIMESERIES_CHANGES, logged, self.app_id, n)
-        self.sink.replace_where(PI_TIMESERIES, predicate(spans, dates), rows, self.app_id, n)
-        self.observer.changes_applied(self.shard, counts(changed))
+        _, version = follower_versions(n)
+        self.sink.replace_where(
+            PI_TIMESERIES, scope.sql(), rows, self.app_id, version, snapshot=snapshot
+        )
 
     def _save_markers(self, n: int) -> None:
         tags = sorted(w for w in self.markers if w in self.covered)
