@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from workers.lake.tables import PI_TIMESERIES, TableStore
+from workers.lake.schemas import PI_TIMESERIES
+from workers.lake.tables import TableStore
 from workers.timeseries.apply import change_log, existing_rows, predicate, ranges, resolve
 from workers.timeseries.decode import TagMeta, decode_streamset
 from workers.timeseries.sink import DeltaSink

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from workers.lake.tables import PI_SUMMARIES, PI_SUMMARIES_SCHEMA
+from workers.lake.schemas import PI_SUMMARIES, PI_SUMMARIES_SCHEMA
 from workers.lake.writer import DeltaWriter
 from workers.observe import DimensionObserver
 from workers.pi.client import PIClient
