@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deltalake import DeltaTable
 
 from tests.conftest import start_mock
-from workers.lake.tables import PI_POINTS
+from workers.lake.schemas import PI_POINTS
 from workers.pi.client import PIClient
 from workers.points.sync import sync_points
 from workers.settings import load_settings

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from deltalake import DeltaTable
 
 from tests.conftest import start_mock
-from workers.lake.tables import PI_SUMMARIES, TableStore
+from workers.lake.schemas import PI_SUMMARIES
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.pi.client import PIClient
 from workers.settings import Settings, load_settings

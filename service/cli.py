@@ -15,13 +15,8 @@ from collections.abc import Callable, Sequence
 from service.failures import explain
 from service.version import package_version
 from workers.errors import ConfigError
-from workers.settings import (
-    Settings,
-    load_settings,
-    setting_help,
-    setting_variables,
-    unknown_variables,
-)
+from workers.settings import Settings, load_settings
+from workers.settings_help import setting_help, setting_variables, unknown_variables
 
 log = logging.getLogger("pidelta")
 

@@ -13,7 +13,8 @@ from collections.abc import Callable, Collection
 
 from service.commands_af import _every
 from service.metrics import Metrics, MetricsObserver
-from workers.lake.tables import PI_INTERPOLATED, PI_SUMMARIES, TableStore
+from workers.lake.schemas import PI_INTERPOLATED, PI_SUMMARIES
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient

@@ -21,7 +21,8 @@ from deltalake import DeltaTable
 from service.metrics import Metrics, MetricsObserver
 from shard_config.jump_hash import owned
 from workers.errors import ConfigError
-from workers.lake.tables import BATCHES, CHECKPOINTS, VERIFICATION, TableStore
+from workers.lake.schemas import BATCHES, CHECKPOINTS, VERIFICATION
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.pi.client import PIClient
 from workers.pi.times import format_us, parse_time, to_us

@@ -17,7 +17,8 @@ import polars as pl
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from workers.lake.tables import ALL_TABLES, BACKFILLS, CHECKPOINTS, SHARDS, TableStore
+from workers.lake.schemas import BACKFILLS, CHECKPOINTS, SHARDS
+from workers.lake.tables import ALL_TABLES, TableStore
 from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX
 
 # A live shard with no commit for this long is flagged stale (the PideltaNoCommit alert

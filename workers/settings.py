@@ -6,13 +6,9 @@ reads the environment.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import difflib
 import json
 import os
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +16,6 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
-    BaseModel,
     Field,
     SecretStr,
     ValidationError,
@@ -32,6 +27,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from workers.errors import ConfigError
 from workers.pi.times import parse_time
+from workers.setting_values import SummarySpec, grid_seconds, is_keytab, summary_specs
+from workers.settings_stores import ObjectStoreFields, UnityCatalogFields
 
 RESPONSE_BYTES_PER_ITEM = 1024
 _SETTINGS_FIELD = re.compile(r'field "(\w+)"')
@@ -39,147 +36,7 @@ _SETTINGS_FIELD = re.compile(r'field "(\w+)"')
 AuthKind = Literal["none", "basic", "bearer", "oidc", "kerberos"]
 
 
-class _ObjectStores(BaseModel):
-    """Object-store credentials: the providers' own variables, read here so that the one
-    settings model stays the only reader of the environment (workers.lake.storage maps
-    them to delta-rs storage options)."""
-
-    aws_endpoint_url: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "PIDELTA_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
-        ),
-        description="S3-compatible endpoint (MinIO, moto, R2); http:// allows plain HTTP",
-    )
-    aws_region: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_AWS_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
-        description="S3 region",
-    )
-    aws_access_key_id: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
-        description="S3 access key id",
-    )
-    aws_secret_access_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
-        description="S3 secret key",
-    )
-    aws_session_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_AWS_SESSION_TOKEN", "AWS_SESSION_TOKEN"),
-        description="S3 session token",
-    )
-    aws_profile: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_AWS_PROFILE", "AWS_PROFILE"),
-        description="AWS profile name",
-    )
-    azure_storage_account_name: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "PIDELTA_AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_NAME"
-        ),
-        description="Azure account",
-    )
-    azure_storage_account_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "PIDELTA_AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_ACCOUNT_KEY"
-        ),
-        description="account key",
-    )
-    azure_storage_sas_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_SAS_TOKEN"),
-        description="SAS token",
-    )
-    azure_client_id: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_AZURE_CLIENT_ID", "AZURE_CLIENT_ID"),
-        description="service principal id",
-    )
-    azure_client_secret: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_AZURE_CLIENT_SECRET", "AZURE_CLIENT_SECRET"),
-        description="principal secret",
-    )
-    azure_tenant_id: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_AZURE_TENANT_ID", "AZURE_TENANT_ID"),
-        description="Entra tenant id",
-    )
-    azure_storage_endpoint: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_AZURE_STORAGE_ENDPOINT", "AZURE_STORAGE_ENDPOINT"),
-        description="blob endpoint including the account (Azurite: http://127.0.0.1:10000/acct)",
-    )
-    azure_storage_use_emulator: bool = Field(
-        default=False,
-        validation_alias=AliasChoices(
-            "PIDELTA_AZURE_STORAGE_USE_EMULATOR", "AZURE_STORAGE_USE_EMULATOR"
-        ),
-        description="talk to Azurite at its default loopback address",
-    )
-    google_application_credentials: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "PIDELTA_GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_APPLICATION_CREDENTIALS"
-        ),
-        description="path of a GCS service-account JSON file",
-    )
-    google_service_account_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "PIDELTA_GOOGLE_SERVICE_ACCOUNT_KEY", "GOOGLE_SERVICE_ACCOUNT_KEY"
-        ),
-        description="GCS service-account JSON itself",
-    )
-
-
-class _UnityCatalog(BaseModel):
-    """Unity Catalog (PIDELTA_TARGET=uc://catalog.schema)."""
-
-    uc_storage_root: str | None = Field(
-        default=None,
-        description="cloud folder under which pidelta creates missing EXTERNAL tables "
-        "(<root>/<table>), e.g. s3://bucket/pidelta",
-    )
-    databricks_host: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_DATABRICKS_HOST", "DATABRICKS_HOST"),
-        description="workspace URL serving /api/2.1/unity-catalog",
-    )
-    databricks_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_DATABRICKS_TOKEN", "DATABRICKS_TOKEN"),
-        description="personal access token",
-    )
-    databricks_client_id: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("PIDELTA_DATABRICKS_CLIENT_ID", "DATABRICKS_CLIENT_ID"),
-        description="service principal for OAuth machine-to-machine",
-    )
-    databricks_client_secret: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices(
-            "PIDELTA_DATABRICKS_CLIENT_SECRET", "DATABRICKS_CLIENT_SECRET"
-        ),
-        description="OAuth M2M secret",
-    )
-    uc_request_timeout: float = Field(
-        default=30.0, gt=0, description="seconds per Unity Catalog REST call"
-    )
-    credential_renew_margin: float = Field(
-        default=300.0,
-        gt=0,
-        description="renew vended credentials this many seconds before they expire (capped "
-        "at a third of their lifetime)",
-    )
-
-
-class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
+class Settings(BaseSettings, ObjectStoreFields, UnityCatalogFields):
     """pidelta configuration (environment variables with the `PIDELTA_` prefix)."""
 
     model_config = SettingsConfigDict(
@@ -592,7 +449,7 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         if self.pi_keytab is not None and self.pi_keytab_base64 is not None:
             raise ValueError("set PIDELTA_PI_KEYTAB or PIDELTA_PI_KEYTAB_BASE64, not both")
         if self.pi_keytab_base64 is not None:
-            if not _is_keytab(self.pi_keytab_base64.get_secret_value()):
+            if not is_keytab(self.pi_keytab_base64.get_secret_value()):
                 raise ValueError(
                     "PIDELTA_PI_KEYTAB_BASE64 is not a base64-encoded keytab "
                     "(base64 -w0 pidelta.keytab)"
@@ -621,79 +478,6 @@ class Settings(BaseSettings, _ObjectStores, _UnityCatalog):
         return self
 
 
-def _is_keytab(text: str) -> bool:
-    """Base64 of an MIT keytab file: version bytes 0x05 0x01 or 0x05 0x02, then entries."""
-    try:
-        raw = base64.b64decode("".join(text.split()), validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return len(raw) > 2 and raw[0] == 5 and raw[1] in (1, 2)
-
-
-_GRID = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
-_GRID_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-
-
-def grid_seconds(text: str) -> int:
-    """`1m` -> 60: a whole number of seconds, minutes, hours or days, at least one second."""
-    m = _GRID.match(text.lower())
-    seconds = int(m.group(1)) * _GRID_UNITS[m.group(2)] if m else 0
-    if seconds < 1:
-        raise ValueError(f"{text!r} is not a grid interval such as 30s, 1m, 1h or 1d")
-    return seconds
-
-
-# PI Web API's summary types (SummaryType); `All` and friends are left out, as they
-# would not name one column of a row.
-SUMMARY_TYPES = (
-    "Total",
-    "Average",
-    "Minimum",
-    "Maximum",
-    "Range",
-    "StdDev",
-    "PopulationStdDev",
-    "Count",
-    "PercentGood",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class SummarySpec:
-    """One duration of PIDELTA_SUMMARIES: its text (`1h`), seconds and summary types."""
-
-    duration: str
-    seconds: int
-    types: tuple[str, ...]
-
-
-def summary_specs(text: str) -> tuple[SummarySpec, ...]:
-    """`1h:Average,Count;1d:Total` -> the specs; a ValueError names what is wrong."""
-    specs: list[SummarySpec] = []
-    for part in (p.strip() for p in text.split(";")):
-        if not part:
-            continue
-        duration, sep, kinds = part.partition(":")
-        if not sep:
-            raise ValueError(f"{part!r} is not duration:types such as 1h:Average,Maximum")
-        seconds = grid_seconds(duration)
-        by_lower = {t.lower(): t for t in SUMMARY_TYPES}
-        types: list[str] = []
-        for kind in (k.strip() for k in kinds.split(",") if k.strip()):
-            if kind.lower() not in by_lower:
-                raise ValueError(f"{kind!r} is not a summary type ({', '.join(SUMMARY_TYPES)})")
-            if by_lower[kind.lower()] not in types:
-                types.append(by_lower[kind.lower()])
-        if not types:
-            raise ValueError(f"{part!r} names no summary type")
-        if any(s.seconds == seconds for s in specs):
-            raise ValueError(f"duration {duration.strip()!r} is given twice")
-        specs.append(SummarySpec(duration.strip().lower(), seconds, tuple(types)))
-    if not specs:
-        raise ValueError("names no duration, e.g. 1h:Average")
-    return tuple(specs)
-
-
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from the environment plus command-line overrides.
 
@@ -712,30 +496,6 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"invalid configuration: {name}: not valid JSON") from None
 
 
-# PIDELTA_ variables read outside the settings: by the build (setup.py) and the tests.
-NOT_SETTINGS = frozenset({"PIDELTA_PURE_WHEEL", "PIDELTA_REFERENCE_DIR"})
-
-
-def known_variables() -> set[str]:
-    """Every environment variable the settings read, provider variables included."""
-    names = set(NOT_SETTINGS)
-    for name in Settings.model_fields:
-        names.update(setting_variables(name))
-    return names
-
-
-def unknown_variables() -> list[tuple[str, str | None]]:
-    """`PIDELTA_*` variables of the environment that no setting reads, each with the
-    closest known name (a misspelled variable is otherwise ignored without a word)."""
-    known = sorted(n for n in known_variables() if n.startswith("PIDELTA_"))
-    found = []
-    for name in sorted(os.environ):
-        if name.startswith("PIDELTA_") and name.upper() not in known:
-            close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
-            found.append((name, close[0] if close else None))
-    return found
-
-
 def describe_validation_error(exc: ValidationError, prefix: str) -> str:
     """One line per validation error, naming environment variables, never values of secrets."""
     parts = []
@@ -750,55 +510,3 @@ def describe_validation_error(exc: ValidationError, prefix: str) -> str:
         name += "".join(f"[{part}]" for part in loc[1:])  # a key of a JSON setting
         parts.append(f"{name}: {msg}")
     return "invalid configuration: " + "; ".join(parts)
-
-
-# Help of the settings declared above without a description (`pidelta --help`); a test
-# checks that every setting has one or the other.
-HELP: dict[str, str] = {
-    "pi_url": "PI Web API base URL",
-    "pi_auth": "none, basic, bearer, oidc (client credentials, refreshed) or kerberos",
-    "pi_username": "user name (basic; kerberos without a keytab)",
-    "pi_password": "password (basic; kerberos without a keytab); never printed or logged",
-    "pi_token": "bearer token (bearer); never printed or logged",
-    "pi_client_id": "OIDC client id (oidc)",
-    "pi_client_secret": "OIDC client secret (oidc); never printed or logged",
-    "pi_token_url": "OIDC token endpoint (oidc), https://",
-    "pi_verify_tls": "verify the PI Web API's TLS certificate",
-    "pi_ca_bundle": "CA file (PEM) that signs the PI Web API's certificate",
-    "pi_max_concurrency": "PI requests in flight at once",
-    "pi_max_requests_per_second": "PI requests started per second at most",
-    "pi_request_timeout": "seconds one PI request may take",
-    "pi_max_attempts": "attempts of one PI request before it fails",
-    "pi_max_retry_seconds": "seconds one PI request may spend retrying",
-    "pi_max_url_bytes": "longest URL sent to PI (WebID lists are split below it)",
-    "pi_max_items_per_call": "values one PI call may return (the server's MaxReturnedItemsPerCall)",
-    "target": "where tables live: a folder, s3://, az://, gs://, file:// or uc://catalog.schema",
-    "shard_index": "the consistent-hash shard this worker owns, from 0",
-    "shard_count": "number of shards",
-    "tag_filter": "PI point name filter for discovery (`*`, `?`)",
-    "start": "where a tag with no checkpoint starts: ISO 8601 (a time without a zone is UTC) "
-    "or PI time (*-1h)",
-    "safety_lag": "seconds behind now where a read ends (values there are all recorded)",
-    "poll_interval": "seconds between polls in `pidelta run`",
-    "rediscover_interval": "seconds between discoveries in `pidelta run`",
-    "commit_max_rows": "rows buffered before a commit",
-    "commit_max_bytes": "bytes buffered before a commit",
-    "commit_max_age": "seconds the oldest buffered batch waits before a commit",
-    "max_commit_retries": "attempts of one Delta commit that meets concurrent commits",
-    "metrics_port": "port of /metrics, /healthz and /readyz (0: any free port)",
-    "log_format": "text or json",
-    "log_level": "DEBUG, INFO, WARNING or ERROR; tracebacks only at DEBUG",
-}
-
-
-def setting_help(name: str) -> str:
-    """The help text of a setting: its description, else its entry in HELP."""
-    return Settings.model_fields[name].description or HELP.get(name, "")
-
-
-def setting_variables(name: str) -> list[str]:
-    """The environment variables of a setting, its PIDELTA_ name first."""
-    alias = Settings.model_fields[name].validation_alias
-    if isinstance(alias, AliasChoices):
-        return [str(choice) for choice in alias.choices]
-    return [alias if isinstance(alias, str) else f"PIDELTA_{name.upper()}"]

@@ -28,7 +28,7 @@ from workers.af.common import Database, database_matches
 from workers.af.events import sync_events
 from workers.af.hierarchy import config_point_path, sync_af
 from workers.af.tables import META_HASH, content_hash
-from workers.lake.tables import AF_QUARANTINE, PI_AF_ATTRIBUTES, PI_AF_HIERARCHY
+from workers.lake.schemas import AF_QUARANTINE, PI_AF_ATTRIBUTES, PI_AF_HIERARCHY
 from workers.settings import Settings, load_settings
 
 SEED = 42

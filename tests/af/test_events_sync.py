@@ -25,7 +25,7 @@ from workers.af import events as events_module
 from workers.af.common import iso_us
 from workers.af.events import sync_events, value_text, windows
 from workers.af.tables import META_WATERMARK
-from workers.lake.tables import PI_AF_HIERARCHY, PI_EVENT_FRAMES
+from workers.lake.schemas import PI_AF_HIERARCHY, PI_EVENT_FRAMES
 from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient
 from workers.pi.times import parse_pi_time

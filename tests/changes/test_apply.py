@@ -15,7 +15,8 @@ from deltalake import DeltaTable
 
 from tests.changes.helpers import log_entries, predicate_times
 from workers.errors import SinkError
-from workers.lake.tables import PI_TIMESERIES, PI_TIMESERIES_CHANGES, TableStore
+from workers.lake.schemas import PI_TIMESERIES, PI_TIMESERIES_CHANGES
+from workers.lake.tables import TableStore
 from workers.observe import NullObserver
 from workers.pi.client import PIClient
 from workers.settings import Settings

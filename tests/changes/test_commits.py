@@ -24,7 +24,8 @@ from tests.changes.helpers import log_entries, moments, predicate_times
 from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import KEY, assert_same, expected, fixed_past, truth_for, within
 from workers.errors import SinkError
-from workers.lake.tables import PI_TIMESERIES, PI_TIMESERIES_CHANGES, TableStore
+from workers.lake.schemas import PI_TIMESERIES, PI_TIMESERIES_CHANGES
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.observe import NullObserver
 from workers.pi.client import PIClient

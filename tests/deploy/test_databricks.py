@@ -26,7 +26,8 @@ from databricks.sdk.service.jobs import JobSettings
 from tests.conftest import MockServer
 from tests.deploy.conftest import copy_sources
 from tests.deploy.queries import ROOT
-from workers.settings import known_variables, load_settings
+from workers.settings import load_settings
+from workers.settings_help import known_variables
 
 BUNDLE = ROOT / "deploy" / "databricks" / "databricks.yml"
 _VAR = re.compile(r"\$\{(?:var\.(\w+)|workspace\.(host|file_path))\}")

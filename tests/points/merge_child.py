@@ -15,7 +15,8 @@ from pathlib import Path
 
 import polars as pl
 
-from workers.lake.tables import PI_POINTS, TableStore
+from workers.lake.schemas import PI_POINTS
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.pi.client import PIClient
 from workers.points.layout import bucket_of, owned_buckets

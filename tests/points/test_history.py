@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from workers.lake.tables import PI_POINTS_SCHEMA
+from workers.lake.schemas import PI_POINTS_SCHEMA
 from workers.points.history import ATTRIBUTES, KEY, diff
 
 US = 1_000_000

@@ -16,7 +16,8 @@ from deltalake import DeltaTable
 from mock_pi.app import create_app
 from mock_pi.settings import MockSettings
 from tests.mock_pi import url
-from workers.lake.tables import PI_INTERPOLATED, TableStore
+from workers.lake.schemas import PI_INTERPOLATED
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.pi.client import PIClient
 from workers.settings import Settings, load_settings

@@ -18,7 +18,7 @@ from deltalake import DeltaTable
 from tests.conftest import ROOT, MockServer, SimClock
 from tests.e2e.helpers import Worker, wait_for, worker_env
 from tests.mock_pi import get, url
-from workers.lake.tables import PI_INTERPOLATED
+from workers.lake.schemas import PI_INTERPOLATED
 
 KILLS = 6
 SEED = 20261205

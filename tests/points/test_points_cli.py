@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 
 from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import fixed_past, iso, ok, pidelta, start_worker, wait_for, worker_env
-from workers.lake.tables import PI_DIGITAL_STATE_SETS, PI_INTERPOLATED, PI_POINTS
+from workers.lake.schemas import PI_DIGITAL_STATE_SETS, PI_INTERPOLATED, PI_POINTS
 
 TAGS = 40
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from tests.conftest import ROOT, start_mock
-from workers.lake.tables import PI_POINTS, TableStore
+from workers.lake.schemas import PI_POINTS
+from workers.lake.tables import TableStore
 from workers.points.layout import POINT_BUCKETS, bucket_of
 
 SHARDS = 16

@@ -16,7 +16,7 @@ from tests.points.test_points_sync import (
     served,  # noqa: F401 (fixture)
     settings_for,
 )
-from workers.lake.tables import PI_POINTS
+from workers.lake.schemas import PI_POINTS
 from workers.points.layout import BUCKET, bucket_of
 from workers.points.sync import sync_points
 

@@ -23,7 +23,7 @@ from mock_pi.catalog import SERVER_NAME
 from mock_pi.settings import MockSettings
 from mock_pi.state import MockState
 from service.metrics import Metrics, MetricsObserver
-from workers.lake.tables import PI_DIGITAL_STATE_SETS, PI_POINTS
+from workers.lake.schemas import PI_DIGITAL_STATE_SETS, PI_POINTS
 from workers.points.layout import bucket_of
 from workers.points.source import COLUMNS
 from workers.points.sync import sync_points

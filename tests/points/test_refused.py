@@ -26,7 +26,8 @@ from tests.points.test_summaries_table import (
     truth,
 )
 from tests.points.test_summaries_table import settings_for as summary_settings
-from workers.lake.tables import PI_INTERPOLATED, SET_ASIDE, TableStore
+from workers.lake.schemas import PI_INTERPOLATED, SET_ASIDE
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.pi.client import PIClient
 from workers.timeseries.discovery import TagInfo

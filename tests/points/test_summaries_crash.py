@@ -20,7 +20,7 @@ from deltalake import DeltaTable
 from tests.conftest import ROOT, MockServer, SimClock
 from tests.e2e.helpers import Worker, fixed_past, wait_for, worker_env
 from tests.mock_pi import get, url
-from workers.lake.tables import PI_SUMMARIES, SET_ASIDE
+from workers.lake.schemas import PI_SUMMARIES, SET_ASIDE
 
 KILLS = 6
 SEED = 20261204

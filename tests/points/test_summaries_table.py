@@ -22,7 +22,8 @@ from mock_pi.settings import MockSettings
 from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import fixed_past, ok, pidelta, start_worker, wait_for, worker_env
 from tests.mock_pi import url
-from workers.lake.tables import PI_SUMMARIES, TableStore
+from workers.lake.schemas import PI_SUMMARIES
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.pi.client import PIClient
 from workers.settings import Settings, load_settings

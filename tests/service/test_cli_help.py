@@ -13,7 +13,8 @@ from mock_pi.settings import MockSettings
 from service.cli import build_parser
 from service.version import package_version
 from tests.conftest import ROOT
-from workers.settings import Settings, setting_help, setting_variables
+from workers.settings import Settings
+from workers.settings_help import setting_help, setting_variables
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ from pathlib import Path
 from service.cli import build_parser
 from tests.conftest import ROOT
 from workers.lake.tables import TableStore
-from workers.settings import Settings, setting_variables
+from workers.settings import Settings
+from workers.settings_help import setting_variables
 
 README = (ROOT / "README.md").read_text()
 

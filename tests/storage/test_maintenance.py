@@ -21,7 +21,8 @@ from tests.e2e.helpers import (
 )
 from tests.storage.conftest import DAY, S3, store_env, store_holds_truth
 from workers.lake.maintenance import Maintainer
-from workers.lake.tables import SHARDS, SHARDS_SCHEMA, TableStore
+from workers.lake.schemas import SHARDS, SHARDS_SCHEMA
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 
 MB = 1024 * 1024

@@ -9,8 +9,8 @@ import pytest
 from workers.errors import ConfigError
 from workers.lake.credentials import CredentialCache, Vended, is_expired_credential_error
 from workers.lake.maintenance import retention_hours
+from workers.lake.schemas import PI_TIMESERIES_SCHEMA
 from workers.lake.storage import parse_target, storage_options
-from workers.lake.tables import PI_TIMESERIES_SCHEMA
 from workers.lake.unity_catalog import create_table_sql, property_features, refusal, uc_columns
 from workers.settings import Settings
 

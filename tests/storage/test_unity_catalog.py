@@ -28,13 +28,8 @@ from tests.e2e.helpers import (
 from tests.storage.conftest import DAY, S3, assert_holds_truth, merged, uc_env
 from tests.storage.uc_server import UCServer
 from workers.errors import ConfigError
-from workers.lake.tables import (
-    CHECKPOINTS,
-    PI_TIMESERIES,
-    PI_TIMESERIES_SCHEMA,
-    TABLES,
-    TableStore,
-)
+from workers.lake.schemas import CHECKPOINTS, PI_TIMESERIES, PI_TIMESERIES_SCHEMA
+from workers.lake.tables import TABLES, TableStore
 from workers.lake.unity_catalog import IncompatibleTableError, uc_columns
 from workers.settings import Settings
 from workers.timeseries.sink import DeltaSink

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from workers.lake.tables import PI_TIMESERIES, TableStore
+from workers.lake.schemas import PI_TIMESERIES
+from workers.lake.tables import TableStore
 from workers.timeseries.checkpoints import BACKFILL_PREFIX, CheckpointStore
 from workers.timeseries.decode import TagMeta, decode_streamset
 from workers.timeseries.plan import PlannedBatch, TagRange, next_batch

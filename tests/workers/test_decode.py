@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from workers.errors import DecodeError
-from workers.lake.tables import PI_TIMESERIES_SCHEMA, QUARANTINE_SCHEMA
+from workers.lake.schemas import PI_TIMESERIES_SCHEMA, QUARANTINE_SCHEMA
 from workers.pi.times import to_us
 from workers.timeseries.body import FullTimedValue, TimedValue, parse_json, parse_typed
 from workers.timeseries.decode import SequenceStart, TagMeta, decode_parsed, decode_streamset

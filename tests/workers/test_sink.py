@@ -16,7 +16,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from service.metrics import Metrics, MetricsObserver, MetricsServer, Readiness
 from workers.errors import SinkError, StaleGeneration
-from workers.lake.tables import (
+from workers.lake.schemas import (
     CHECKPOINTS,
     CHECKPOINTS_SCHEMA,
     PI_TIMESERIES,
@@ -25,9 +25,8 @@ from workers.lake.tables import (
     QUARANTINE_SCHEMA,
     SHARDS,
     SHARDS_SCHEMA,
-    TABLES,
-    TableStore,
 )
+from workers.lake.tables import TABLES, TableStore
 from workers.lake.writer import DeltaWriter
 from workers.timeseries.commit_queue import CommitBuffer
 from workers.timeseries.decode import TagMeta, decode_streamset

@@ -14,15 +14,15 @@ import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from workers.lake.tables import (
+from workers.lake.schemas import (
     BATCHES,
     BATCHES_SCHEMA,
     CHECKPOINTS,
     MARKERS,
     PI_TIMESERIES,
     UTC_US,
-    TableStore,
 )
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.timeseries.checkpoints import CheckpointStore
 from workers.timeseries.plan import TagRange

@@ -26,7 +26,7 @@ from tests.e2e.helpers import (
     read_table,
     truth_for,
 )
-from workers.lake.tables import BATCHES, CHECKPOINTS, PI_TIMESERIES
+from workers.lake.schemas import BATCHES, CHECKPOINTS, PI_TIMESERIES
 from workers.settings import Settings
 from workers.timeseries.pipeline import Pipeline
 from workers.timeseries.plan import LIVE, first_checkpoint

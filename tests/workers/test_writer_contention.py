@@ -12,7 +12,8 @@ from deltalake import DeltaTable
 from service.metrics import Metrics, MetricsObserver
 from tests.workers.test_sink import FrozenStore, checkpoint_rows, decoded
 from workers.lake import writer
-from workers.lake.tables import CHECKPOINTS, PI_TIMESERIES, TableStore
+from workers.lake.schemas import CHECKPOINTS, PI_TIMESERIES
+from workers.lake.tables import TableStore
 from workers.lake.writer import BACKOFF_BASE, BACKOFF_CAP, DeltaWriter, backoff
 
 

@@ -18,9 +18,7 @@ import orjson
 from workers.af.tables import (
     Quarantine,
 )
-from workers.lake.tables import (
-    AF_QUARANTINE,
-)
+from workers.lake.schemas import AF_QUARANTINE
 from workers.pi.client import PIClient
 from workers.settings import Settings
 

@@ -56,14 +56,14 @@ from workers.af.tables import (
     content_hash,
 )
 from workers.errors import PIError
-from workers.lake.tables import (
+from workers.lake.schemas import (
     PI_AF_ATTRIBUTES,
     PI_AF_ATTRIBUTES_SCHEMA,
     PI_AF_HIERARCHY,
     PI_AF_HIERARCHY_SCHEMA,
     UTC_US,
-    TableStore,
 )
+from workers.lake.tables import TableStore
 from workers.pi.client import PIClient, batch_content
 from workers.settings import Settings
 

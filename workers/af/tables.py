@@ -8,8 +8,8 @@ a rerun with nothing changed writes nothing. `pi_event_frames` is kept by merges
 watermark travels in the metadata of the very commit that holds the frames, so a crash can
 never advance it past data that did not land.
 
-The tables' schemas live in the lake's registry (`workers.lake.tables`) with every other
-table's; this module adds what AF means by a write: snapshots, hashes, watermarks.
+The tables' schemas live with every other table's in `workers.lake.schemas`; this module
+adds what AF means by a write: snapshots, hashes, watermarks.
 """
 
 from __future__ import annotations
@@ -24,14 +24,8 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.table import TableMerger
 
-from workers.lake.tables import (
-    AF_QUARANTINE,
-    AF_QUARANTINE_SCHEMA,
-    AF_TABLES,
-    PI_EVENT_FRAMES,
-    UTC_US,
-    TableStore,
-)
+from workers.lake.schemas import AF_QUARANTINE, AF_QUARANTINE_SCHEMA, PI_EVENT_FRAMES, UTC_US
+from workers.lake.tables import AF_TABLES, TableStore
 from workers.lake.writer import DeltaWriter
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import polars as pl
 import pyarrow as pa
 
-from workers.lake.tables import PI_POINTS_SCHEMA
+from workers.lake.schemas import PI_POINTS_SCHEMA
 from workers.points.layout import BUCKET, buckets_of
 from workers.points.source import COLUMNS
 

@@ -25,7 +25,8 @@ from deltalake import CommitProperties, write_deltalake
 from deltalake.exceptions import DeltaError
 
 from workers.errors import SinkError
-from workers.lake.tables import PI_POINTS, POINT_TABLES, TableStore
+from workers.lake.schemas import PI_POINTS
+from workers.lake.tables import POINT_TABLES, TableStore
 
 log = logging.getLogger(__name__)
 

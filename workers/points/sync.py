@@ -27,14 +27,14 @@ import pyarrow as pa
 from deltalake.table import TableMerger
 
 from workers.errors import SinkError
-from workers.lake.tables import (
+from workers.lake.schemas import (
     PI_DIGITAL_STATE_SETS,
     PI_DIGITAL_STATE_SETS_SCHEMA,
     PI_POINTS,
     PI_POINTS_SCHEMA,
     UTC_US,
-    TableStore,
 )
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.observe import DimensionObserver
 from workers.pi.client import PIClient

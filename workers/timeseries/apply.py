@@ -27,7 +27,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from workers.lake.tables import (
+from workers.lake.schemas import (
     CHANGE_VALUE_COLUMNS,
     PI_TIMESERIES_CHANGES_SCHEMA,
     PI_TIMESERIES_SCHEMA,

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 
 from workers.errors import ConfigError
-from workers.lake.tables import BACKFILLS, BACKFILLS_SCHEMA, UTC_US
+from workers.lake.schemas import BACKFILLS, BACKFILLS_SCHEMA, UTC_US
 from workers.lake.writer import DeltaWriter
 
 

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from workers.errors import SinkError
-from workers.lake.tables import (
+from workers.lake.schemas import (
     BATCHES,
     BATCHES_SCHEMA,
     CHECKPOINTS,

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from workers.lake.tables import PI_TIMESERIES, PI_TIMESERIES_SCHEMA
+from workers.lake.schemas import PI_TIMESERIES, PI_TIMESERIES_SCHEMA
 from workers.observe import Observer
 from workers.pi.times import utcnow
 from workers.settings import Settings

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from workers.errors import DecodeError, NeedsRawValues
-from workers.lake.tables import PI_TIMESERIES_SCHEMA, UTC_US
+from workers.lake.schemas import PI_TIMESERIES_SCHEMA, UTC_US
 from workers.pi.times import to_us
 from workers.timeseries.body import (
     FullTimedValue,

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from workers.errors import SinkError, UpdatesUnavailable
-from workers.lake.tables import (
+from workers.lake.schemas import (
     MARKERS,
     MARKERS_SCHEMA,
     PI_TIMESERIES,

@@ -16,7 +16,8 @@ import polars as pl
 import pyarrow as pa
 
 from workers.errors import StaleGeneration
-from workers.lake.tables import SHARDS, SHARDS_SCHEMA, TableStore
+from workers.lake.schemas import SHARDS, SHARDS_SCHEMA
+from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 from workers.pi.times import utcnow
 from workers.timeseries.sink import DeltaSink

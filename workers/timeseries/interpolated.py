@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 
-from workers.lake.tables import PI_INTERPOLATED, PI_INTERPOLATED_SCHEMA
+from workers.lake.schemas import PI_INTERPOLATED, PI_INTERPOLATED_SCHEMA
 from workers.lake.writer import DeltaWriter
 from workers.observe import DimensionObserver
 from workers.pi.client import PIClient

@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from shard_config.jump_hash import owned
 from workers.errors import PIError, RetriesAbandoned
-from workers.lake.tables import PI_TIMESERIES, PI_TIMESERIES_SCHEMA, TableStore
+from workers.lake.schemas import PI_TIMESERIES, PI_TIMESERIES_SCHEMA
+from workers.lake.tables import TableStore
 from workers.lifecycle import Lifecycle
 from workers.observe import NullObserver, Observer
 from workers.pi.client import PIClient

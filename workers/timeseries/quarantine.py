@@ -11,7 +11,7 @@ import orjson
 import pyarrow as pa
 
 from workers.errors import NeedsRawValues
-from workers.lake.tables import QUARANTINE_SCHEMA, UTC_US
+from workers.lake.schemas import QUARANTINE_SCHEMA, UTC_US
 from workers.timeseries.body import TimedValue
 
 REASON_NOT_AN_OBJECT = "not_an_object"

@@ -19,7 +19,7 @@ from datetime import datetime
 import polars as pl
 import pyarrow.dataset as ds
 
-from workers.lake.tables import BATCHES
+from workers.lake.schemas import BATCHES
 from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
 from workers.timeseries.plan import LATE, LIVE, REREAD, PlannedBatch, TagRange
 from workers.timeseries.sink import DeltaSink

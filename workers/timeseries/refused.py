@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 
-from workers.lake.tables import SET_ASIDE, UTC_US
+from workers.lake.schemas import SET_ASIDE, UTC_US
 from workers.lake.writer import DeltaWriter
 from workers.timeseries.set_aside import set_aside_rows
 

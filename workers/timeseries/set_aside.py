@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pyarrow as pa
 
-from workers.lake.tables import SET_ASIDE, SET_ASIDE_SCHEMA, UTC_US
+from workers.lake.schemas import SET_ASIDE, SET_ASIDE_SCHEMA, UTC_US
 from workers.lake.writer import DeltaWriter
 from workers.timeseries.plan import REREAD, PlannedBatch, TagRange
 

@@ -21,7 +21,8 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
 from workers.errors import StaleGeneration
-from workers.lake.tables import PI_TIMESERIES, QUARANTINE, TABLES
+from workers.lake.schemas import PI_TIMESERIES, QUARANTINE
+from workers.lake.tables import TABLES
 from workers.lake.writer import DeltaWriter
 
 __all__ = ["KEY_COLUMNS", "Committed", "DeltaSink"]

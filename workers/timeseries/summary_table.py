@@ -28,12 +28,13 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from workers.lake.tables import PI_SUMMARIES, PI_SUMMARIES_SCHEMA
+from workers.lake.schemas import PI_SUMMARIES, PI_SUMMARIES_SCHEMA
 from workers.lake.writer import DeltaWriter
 from workers.observe import DimensionObserver
 from workers.pi.client import PIClient
 from workers.pi.times import format_us, parse_time, to_us
-from workers.settings import Settings, SummarySpec
+from workers.setting_values import SummarySpec
+from workers.settings import Settings
 from workers.timeseries.discovery import TagInfo
 from workers.timeseries.refused import RefusedRanges, Span, by_range
 from workers.timeseries.summaries import SummaryAsk, SummarySource

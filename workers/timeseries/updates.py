@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from workers.errors import PIWebAPIError, UpdatesUnavailable
-from workers.lake.tables import PI_TIMESERIES_SCHEMA
+from workers.lake.schemas import PI_TIMESERIES_SCHEMA
 from workers.pi.client import PIClient
 from workers.timeseries.calls import VALUE_FIELDS, webid_cost
 from workers.timeseries.decode import TagLike, decode_streamset

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from workers.lake.tables import PI_TIMESERIES, VERIFICATION
+from workers.lake.schemas import PI_TIMESERIES, VERIFICATION
 from workers.lake.writer import DeltaWriter
 from workers.observe import VerifyObserver
 from workers.pi.client import PIClient

@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 
 from workers.errors import SinkError
-from workers.lake.tables import (
+from workers.lake.schemas import (
     PI_TIMESERIES,
     PI_TIMESERIES_SCHEMA,
     QUARANTINE,
