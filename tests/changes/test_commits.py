@@ -23,7 +23,7 @@ from mock_pi.truth import GroundTruth
 from tests.changes.helpers import log_entries, moments, predicate_times
 from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import KEY, assert_same, expected, fixed_past, truth_for, within
-from workers.errors import SinkError
+from workers.errors import SinkError, StaleGeneration
 from workers.lake.schemas import PI_TIMESERIES, PI_TIMESERIES_CHANGES
 from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
@@ -358,3 +358,27 @@ def test_a_crash_inside_a_batch_is_recovered_exactly(
     assert run.assert_table_is_truth(read(run), truth_for(run.mock), tags) > 1000
     log = assert_log_once(run)
     assert log.filter(pl.col("action") != "Add").height > 0
+
+
+@pytest.mark.parametrize("at", ["append", "overwrite"])
+def test_a_fenced_table_refuses_the_followers_commits(run_for: Callable[..., Run], at: str) -> None:
+    """A reshard fences pi_timeseries for another shard count right before the follower's
+    append, or its replace: it does not land, not even on the fresh snapshot a retry
+    takes (the recorded path's rule)."""
+    run = run_for(**EDITS)
+
+    async def scenario() -> int:
+        async with PIClient(run.settings()) as client:
+            follower, _, seeded = await first_batch(run, client)
+
+            def fence(attempts: list[str]) -> None:
+                if attempts.count(at) == 1 and attempts[-1] == at:
+                    DeltaSink(TableStore(str(run.target))).fence(2)
+
+            with concurrent(follower, fence, lambda _: False), pytest.raises(StaleGeneration):
+                await follower.commit()
+            return seeded
+
+    seeded = asyncio.run(scenario())
+    landed = [("Append", {FOLLOWER: 2})] if at == "overwrite" else []
+    assert follower_commits(run, seeded) == landed

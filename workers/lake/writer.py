@@ -177,6 +177,7 @@ class DeltaWriter:
         version: int | None = None,
         *,
         snapshot: int | None = None,
+        check: Callable[[DeltaTable], None] | None = None,
     ) -> bool:
         """In one commit, delete the rows matching `predicate` and write `rows` (each must
         match it), unless `version` of `app_id` is in already; True if written.
@@ -188,6 +189,7 @@ class DeltaWriter:
         `snapshot`: the table version `rows` were computed from. The replace is committed
         against it, so delta-rs checks every commit since then for a conflict (against the
         latest version, a row another writer added in between would be deleted unseen).
+        `check` runs on that snapshot (the sink's fence), as in `append`.
         """
         name = spec if isinstance(spec, str) else spec.name
         what = f"replace where {predicate}" if app_id is None else f"replace {version} of {app_id}"
@@ -199,6 +201,8 @@ class DeltaWriter:
                     return False
             if snapshot is not None and table.version() != snapshot:
                 table = self.store.open(name, snapshot)
+            if check is not None:
+                check(table)
             metadata: dict[str, str] = {"pidelta.operation": "replace"}
             transactions = None
             if app_id is not None and version is not None:

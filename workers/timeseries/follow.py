@@ -33,6 +33,7 @@ from datetime import datetime
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
+from deltalake import DeltaTable
 
 from workers.errors import SinkError, UpdatesUnavailable
 from workers.lake.schemas import (
@@ -64,7 +65,7 @@ from workers.timeseries.checkpoints import (
     rows_landed,
 )
 from workers.timeseries.plan import TagRange
-from workers.timeseries.sink import DeltaSink, with_batch
+from workers.timeseries.sink import DeltaSink, require_fence, with_batch
 from workers.timeseries.updates import UpdatesSource
 
 log = logging.getLogger("pidelta.follow")
@@ -95,6 +96,10 @@ class Follower:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.app_id = follower_app_id(settings.shard_index, settings.shard_count)
+        # Every pi_timeseries commit checks the fence on the snapshot it commits against,
+        # as the recorded path's do (docs/DESIGN.md "Resharding fence").
+        count = settings.shard_count
+        self.fenced: Callable[[DeltaTable], None] = lambda table: require_fence(table, count)
         self.shard = str(settings.shard_index)
         self.source = source
         self.sink = sink
@@ -284,10 +289,14 @@ class Follower:
         appended, replaced = follower_versions(n)
         if first.replaced.height:
             if first.arrivals.num_rows:
-                self.sink.append(PI_TIMESERIES, first.arrivals, self.app_id, appended)
+                self.sink.append(
+                    PI_TIMESERIES, first.arrivals, self.app_id, appended, check=self.fenced
+                )
             self._replace_rebased(events, n)
         elif first.arrivals.num_rows:
-            self.sink.append(PI_TIMESERIES, first.arrivals, self.app_id, replaced)
+            self.sink.append(
+                PI_TIMESERIES, first.arrivals, self.app_id, replaced, check=self.fenced
+            )
         self.observer.changes_applied(self.shard, counts(first.changed))
 
     def _resolve(self, events: pa.Table) -> tuple[int, ds.Dataset, Resolved]:
@@ -325,7 +334,13 @@ class Follower:
         self.check_fence()
         _, version = follower_versions(n)
         self.sink.replace_where(
-            PI_TIMESERIES, scope.sql(), rows, self.app_id, version, snapshot=snapshot
+            PI_TIMESERIES,
+            scope.sql(),
+            rows,
+            self.app_id,
+            version,
+            snapshot=snapshot,
+            check=self.fenced,
         )
 
     def _save_markers(self, n: int) -> None:
