@@ -14,15 +14,18 @@ import polars as pl
 import pyarrow as pa
 
 from mock_pi.truth import GroundTruth
+from tests.conftest import MockServer
 from tests.e2e.helpers import (
     KEY,
     assert_same,
     checkpoints,
     expected,
+    iso,
     read_table,
     ticks,
     wait_for,
     within,
+    worker_env,
 )
 
 US = 1_000_000
@@ -32,6 +35,14 @@ SLACK = timedelta(seconds=3)  # a change this close to the compared moment may g
 # After a (re)start, the first batches replay what arrived and changed while no worker ran:
 # a value and its edit met in one batch are one first write, not a logged change.
 SETTLE = timedelta(seconds=6)
+
+
+def follower_env(mock: MockServer, target: Path, origin: datetime, **env: object) -> dict[str, str]:
+    """A `run` worker that follows stream updates from `origin`, polling every second 2 s
+    behind the tests' clock."""
+    return worker_env(
+        mock, target, start=iso(origin), poll_interval=1, safety_lag=2, updates=True, **env
+    )
 
 
 def moments(truth: GroundTruth, ranges: Mapping[str, tuple[datetime, datetime]]) -> pl.DataFrame:

@@ -12,6 +12,7 @@ from tests.changes.helpers import (
     assert_log_matches,
     assert_table_as_of,
     change_log,
+    follower_env,
     follower_ranges,
     pause,
     wait_following,
@@ -19,12 +20,10 @@ from tests.changes.helpers import (
 from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import (
     fixed_past,
-    iso,
     read_table,
     start_worker,
     truth_for,
     wait_for,
-    worker_env,
 )
 
 TAGS = 120
@@ -52,7 +51,7 @@ def test_kill9_while_applying_changes(
     truth = truth_for(mock)
     origin = fixed_past(10)
     target = tmp_path / "lake"
-    env = worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2, updates=True)
+    env = follower_env(mock, target, origin)
     env["PIDELTA_COMMIT_MAX_AGE"] = "2"
     log = tmp_path / "worker.log"
     rng = random.Random(13)

@@ -12,12 +12,13 @@ from tests.changes.helpers import (
     assert_log_matches,
     assert_table_as_of,
     change_log,
+    follower_env,
     follower_ranges,
     pause,
     wait_following,
 )
 from tests.conftest import MockServer, SimClock
-from tests.e2e.helpers import fixed_past, iso, read_table, start_worker, truth_for, worker_env
+from tests.e2e.helpers import fixed_past, read_table, start_worker, truth_for
 
 TAGS = 150
 
@@ -39,7 +40,7 @@ def test_late_edited_and_deleted_values_follow_the_archive(
     truth = truth_for(mock)
     origin = fixed_past(35)
     target = tmp_path / "lake"
-    env = worker_env(mock, target, start=iso(origin), poll_interval=1, safety_lag=2, updates=True)
+    env = follower_env(mock, target, origin)
     worker = start_worker("run", env=env, log=tmp_path / "worker.log")
     try:
         assert wait_following(target, TAGS), worker.text()[-3000:]

@@ -15,6 +15,7 @@ from mock_pi.truth import GroundTruth
 from tests.changes.helpers import (
     SLACK,
     assert_table_as_of,
+    follower_env,
     follower_ranges,
     pause,
     wait_following,
@@ -23,14 +24,12 @@ from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import (
     checkpoints,
     fixed_past,
-    iso,
     metrics_port_env,
     read_table,
     scrape,
     start_worker,
     truth_for,
     wait_for,
-    worker_env,
 )
 
 TAGS = 100
@@ -71,17 +70,7 @@ def test_marker_expires_while_the_worker_is_down(
     truth = truth_for(mock)
     origin = fixed_past(5)
     target = tmp_path / "lake"
-    env, port = metrics_port_env(
-        worker_env(
-            mock,
-            target,
-            start=iso(origin),
-            poll_interval=1,
-            safety_lag=2,
-            late_lookback=30,
-            updates=True,
-        )
-    )
+    env, port = metrics_port_env(follower_env(mock, target, origin, late_lookback=30))
     log = tmp_path / "worker.log"
     worker = start_worker("run", env=env, log=log)
     try:
@@ -116,15 +105,7 @@ def test_reshard_while_following(
     truth = truth_for(mock)
     origin = fixed_past(5)
     target = tmp_path / "lake"
-    base = worker_env(
-        mock,
-        target,
-        start=iso(origin),
-        poll_interval=1,
-        safety_lag=2,
-        late_lookback=30,
-        updates=True,
-    )
+    base = follower_env(mock, target, origin, late_lookback=30)
     log = tmp_path / "worker.log"
     one = start_worker("run", env=base, log=log)
     workers = [one]
@@ -172,17 +153,7 @@ def test_updates_switched_off_on_the_server(
     truth = truth_for(mock)
     origin = fixed_past(5)
     target = tmp_path / "lake"
-    env, port = metrics_port_env(
-        worker_env(
-            mock,
-            target,
-            start=iso(origin),
-            poll_interval=1,
-            safety_lag=2,
-            late_lookback=30,
-            updates=True,
-        )
-    )
+    env, port = metrics_port_env(follower_env(mock, target, origin, late_lookback=30))
     worker = start_worker("run", env=env, log=tmp_path / "worker.log")
     try:
         launched = clock.now()

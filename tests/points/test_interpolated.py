@@ -4,18 +4,15 @@ grid windows already written."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp import web
 from deltalake import DeltaTable
 
-from mock_pi.app import create_app
-from mock_pi.settings import MockSettings
 from tests.mock_pi import url
+from tests.points.conftest import Clock, iso
 from workers.lake.schemas import PI_INTERPOLATED
 from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
@@ -26,36 +23,6 @@ from workers.timeseries.interpolated import app_id, sync_interpolated
 
 T0 = 1_780_000_020.0  # a whole minute: 2026-05-28T20:27:00Z
 TAGS = 24
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-async def served() -> AsyncIterator[Callable[..., Any]]:
-    runners: list[web.AppRunner] = []
-
-    async def start(**settings: Any) -> tuple[str, Clock]:
-        clock = Clock(T0)
-        app = create_app(MockSettings(tag_count=TAGS, rate_limit=0, **settings), clock)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{runner.addresses[0][1]}/piwebapi", clock
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-
-
-def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def served_grid(base: str, tags: list[TagInfo], start: float, end: float) -> set[tuple]:

@@ -5,8 +5,6 @@ what PI returns once they have all arrived."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -15,42 +13,15 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable
 
-from tests.conftest import ROOT, MockServer, SimClock
-from tests.e2e.helpers import Worker, wait_for, worker_env
+from tests.conftest import MockServer, SimClock
+from tests.e2e.helpers import wait_for, worker_env
 from tests.mock_pi import get, url
+from tests.points.sync_child import start_sync, started
 from workers.lake.schemas import PI_INTERPOLATED
 
 KILLS = 6
 SEED = 20261205
-STARTED = "grid sync started"
-# One sync, as `once` and `run` do it, in a process of its own that a test can kill.
-DRIVER = """
-import asyncio
-from workers.lake.tables import TableStore
-from workers.lake.writer import DeltaWriter
-from workers.pi.client import PIClient
-from workers.settings import load_settings
-from workers.timeseries.discovery import discover_tags
-from workers.timeseries.interpolated import sync_interpolated
-
-async def main():
-    settings = load_settings()
-    writer = DeltaWriter.from_settings(settings, TableStore.from_settings(settings))
-    async with PIClient(settings) as client:
-        tags = await discover_tags(client, settings)
-        print("grid sync started", flush=True)
-        await sync_interpolated(settings, client, tags, writer)
-
-asyncio.run(main())
-"""
-
-
-def start(env: dict[str, str], log: Path) -> Worker:
-    handle = log.open("ab")
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=ROOT, env=env, stdout=handle,
-                            stderr=subprocess.STDOUT)  # fmt: skip
-    handle.close()
-    return Worker(proc, log)
+STARTED = started("interpolated")
 
 
 def served(mock: MockServer, webids: list[str], start: str, end: str) -> pl.DataFrame:
@@ -86,13 +57,13 @@ def test_kill9_during_grid_commits(
     instants = []
     for _ in range(KILLS):
         before = log.read_text().count(STARTED) if log.exists() else 0
-        worker = start(env, log)
+        worker = start_sync("interpolated", env, log)
         assert wait_for(lambda w=worker, b=before: log.read_text().count(STARTED) > b
                         or not w.alive(), 120)  # fmt: skip
         instants.append(round(rng.uniform(0.0, 3.0), 2))
         time.sleep(instants[-1])
         worker.kill9()
-    final = start(env, log)
+    final = start_sync("interpolated", env, log)
     assert final.process.wait(300) == 0, log.read_text()[-3000:]
 
     found = pl.from_arrow(

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -17,45 +15,18 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable
 
-from tests.conftest import ROOT, MockServer, SimClock
-from tests.e2e.helpers import Worker, fixed_past, wait_for, worker_env
+from tests.conftest import MockServer, SimClock
+from tests.e2e.helpers import fixed_past, wait_for, worker_env
 from tests.mock_pi import get, url
+from tests.points.sync_child import start_sync, started
 from workers.lake.schemas import PI_SUMMARIES, SET_ASIDE
 
 KILLS = 6
 SEED = 20261204
 TAGS = 30
-STARTED = "summaries sync started"
+STARTED = started("summaries")
 SUMMARIES = {"10m": ("Average", "Count"), "1h": ("Maximum", "Total")}
 SECONDS = {"10m": 600, "1h": 3600}
-# One sync, as `once` and `run` do it, in a process of its own that a test can kill.
-DRIVER = """
-import asyncio
-from workers.lake.tables import TableStore
-from workers.lake.writer import DeltaWriter
-from workers.pi.client import PIClient
-from workers.settings import load_settings
-from workers.timeseries.discovery import discover_tags
-from workers.timeseries.summary_table import sync_summaries
-
-async def main():
-    settings = load_settings()
-    writer = DeltaWriter.from_settings(settings, TableStore.from_settings(settings))
-    async with PIClient(settings) as client:
-        tags = await discover_tags(client, settings)
-        print("summaries sync started", flush=True)
-        await sync_summaries(settings, client, tags, writer)
-
-asyncio.run(main())
-"""
-
-
-def start(env: dict[str, str], log: Path) -> Worker:
-    handle = log.open("ab")
-    proc = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=ROOT, env=env, stdout=handle,
-                            stderr=subprocess.STDOUT)  # fmt: skip
-    handle.close()
-    return Worker(proc, log)
 
 
 def served(
@@ -127,7 +98,7 @@ def kill9_and_check(
     instants = []
     for _ in range(KILLS):
         before = log.read_text().count(STARTED) if log.exists() else 0
-        worker = start(env, log)
+        worker = start_sync("summaries", env, log)
         assert wait_for(lambda w=worker, b=before: log.read_text().count(STARTED) > b
                         or not w.alive(), 120)  # fmt: skip
         instants.append(round(rng.uniform(0.0, 3.0), 2))
@@ -135,9 +106,9 @@ def kill9_and_check(
         worker.kill9()
     if refused:
         # One whole sync while refused (so ranges are noted whatever the kills hit).
-        assert start(env, log).process.wait(300) == 0, log.read_text()[-3000:]
+        assert start_sync("summaries", env, log).process.wait(300) == 0, log.read_text()[-3000:]
         refuse(mock, [])
-    final = start(env, log)
+    final = start_sync("summaries", env, log)
     assert final.process.wait(300) == 0, log.read_text()[-3000:]
 
     found = pl.from_arrow(

@@ -6,7 +6,7 @@ PIDELTA_SUMMARIES stops the service with exit code 2."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,14 +14,12 @@ from typing import Any
 import aiohttp
 import polars as pl
 import pytest
-from aiohttp import web
 from deltalake import DeltaTable
 
-from mock_pi.app import create_app
-from mock_pi.settings import MockSettings
 from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import fixed_past, ok, pidelta, start_worker, wait_for, worker_env
 from tests.mock_pi import url
+from tests.points.conftest import Clock, iso
 from workers.lake.schemas import PI_SUMMARIES
 from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
@@ -35,36 +33,6 @@ T0 = 1_780_002_000.0 + 300  # five minutes past a whole hour: 2026-05-28T21:05:0
 TAGS = 12
 HOURLY = ("Average", "Minimum", "Maximum", "Count", "StdDev", "PercentGood")
 SUMMARIES = f"1h:{','.join(HOURLY)};1d:Average,Total"
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-async def served() -> AsyncIterator[Callable[..., Any]]:
-    runners: list[web.AppRunner] = []
-
-    async def start(**settings: Any) -> tuple[str, Clock]:
-        clock = Clock(T0)
-        app = create_app(MockSettings(tag_count=TAGS, rate_limit=0, **settings), clock)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{runner.addresses[0][1]}/piwebapi", clock
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-
-
-def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def served_summaries(
