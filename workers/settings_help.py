@@ -65,7 +65,8 @@ HELP: dict[str, str] = {
     "rediscover_interval": "seconds between discoveries in `pidelta run`",
     "commit_max_rows": "rows buffered before a commit",
     "commit_max_bytes": "bytes buffered before a commit",
-    "commit_max_age": "seconds the oldest buffered batch waits before a commit",
+    "commit_max_age": "seconds a live value waits in the buffer after it could first be read "
+    "(a catch-up after a restart or reshard commits as soon as it is read)",
     "max_commit_retries": "attempts of one Delta commit that meets concurrent commits",
     "metrics_port": "port of /metrics, /healthz and /readyz (0: any free port)",
     "log_format": "text or json",
