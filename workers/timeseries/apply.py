@@ -31,12 +31,12 @@ from workers.lake.schemas import (
     CHANGE_VALUE_COLUMNS,
     PI_TIMESERIES_CHANGES_SCHEMA,
     PI_TIMESERIES_SCHEMA,
+    UTC_US,
 )
 
 KEY = ["tag_webid", "timestamp", "sequence"]
 COMPARED = [name for name, _ in CHANGE_VALUE_COLUMNS] + ["value_error"]
 ROW_COLUMNS = PI_TIMESERIES_SCHEMA.names
-UTC_US = pa.timestamp("us", tz="UTC")
 # A replace names each touched tag with its own time span up to this many tags; beyond, the
 # tags in one list with the times of them all; beyond TAG_LIST_MAX tags (about 50 kB of
 # predicate, which every commit's log entry repeats), the range of their names.
