@@ -1,6 +1,5 @@
 """An in-process mock-pi on a clock the test moves: the aggregate tables' tests read PI's
-own answers for the same windows from it. The test module sets `T0` (the clock's start, in
-seconds) and `TAGS` (the mock's tag count)."""
+own answers for the same windows from it."""
 
 from __future__ import annotations
 
@@ -30,12 +29,11 @@ def iso(seconds: float) -> str:
 
 
 @pytest.fixture
-async def served(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
-    """`await served(**mock_settings)` -> (base URL, clock at the module's `T0`)."""
+async def mock_at() -> AsyncIterator[Callable[..., Any]]:
+    """`await mock_at(t0, tags, **mock_settings)` -> (base URL, clock set to `t0` seconds)."""
     runners: list[web.AppRunner] = []
-    t0, tags = request.module.T0, request.module.TAGS
 
-    async def start(**settings: Any) -> tuple[str, Clock]:
+    async def start(t0: float, tags: int, **settings: Any) -> tuple[str, Clock]:
         clock = Clock(t0)
         app = create_app(MockSettings(tag_count=tags, rate_limit=0, **settings), clock)
         runner = web.AppRunner(app, access_log=None)

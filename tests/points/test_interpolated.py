@@ -69,8 +69,8 @@ def settings_for(base: str, target: str, **extra: Any) -> Settings:
                          start=iso(T0 - 1800), safety_lag=0, **extra)  # fmt: skip
 
 
-async def test_the_grid_equals_what_pi_returns(served: Callable[..., Any], tmp_path: Any) -> None:
-    base, clock = await served()
+async def test_the_grid_equals_what_pi_returns(mock_at: Callable[..., Any], tmp_path: Any) -> None:
+    base, clock = await mock_at(T0, TAGS)
     target = str(tmp_path / "lake")
     tags, result = await grid_sync(settings_for(base, target, interpolated_max_points=7), clock)
     found = table_grid(target)
@@ -89,9 +89,9 @@ async def test_the_grid_equals_what_pi_returns(served: Callable[..., Any], tmp_p
 
 
 async def test_late_values_rewrite_the_grid_windows_they_change(
-    served: Callable[..., Any], tmp_path: Any
+    mock_at: Callable[..., Any], tmp_path: Any
 ) -> None:
-    base, clock = await served(late_fraction=1.0, late_seconds=600)
+    base, clock = await mock_at(T0, TAGS, late_fraction=1.0, late_seconds=600)
     target = str(tmp_path / "lake")
     settings = settings_for(base, target, interpolated_lookback=3600)
     tags, _ = await grid_sync(settings, clock)

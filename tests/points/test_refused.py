@@ -14,17 +14,10 @@ from deltalake import DeltaTable
 
 from service.metrics import Metrics, MetricsObserver
 from tests.points.test_interpolated import T0 as GRID_T0
+from tests.points.test_interpolated import TAGS as GRID_TAGS
 from tests.points.test_interpolated import grid_sync, served_grid, table_grid
-from tests.points.test_interpolated import served as served_grid_pi  # noqa: F401 (fixture)
 from tests.points.test_interpolated import settings_for as grid_settings
-from tests.points.test_summaries_table import (
-    HOUR,
-    T0,
-    served,  # noqa: F401 (fixture)
-    summaries_sync,
-    table_rows,
-    truth,
-)
+from tests.points.test_summaries_table import HOUR, T0, TAGS, summaries_sync, table_rows, truth
 from tests.points.test_summaries_table import settings_for as summary_settings
 from workers.lake.schemas import PI_INTERPOLATED, SET_ASIDE
 from workers.lake.tables import TableStore
@@ -56,10 +49,9 @@ def open_ranges(target: str) -> set[tuple[str, str]]:
 
 
 async def test_refused_summaries_are_written_once_pi_answers(
-    served: Callable[..., Any],  # noqa: F811
-    tmp_path: Any,
+    mock_at: Callable[..., Any], tmp_path: Any
 ) -> None:
-    base, clock = await served()
+    base, clock = await mock_at(T0, TAGS)
     target = str(tmp_path / "lake")
     settings = summary_settings(base, target, summaries_lookback=HOUR)
     tags, _ = await summaries_sync(summary_settings(base, str(tmp_path / "probe")), clock)
@@ -99,10 +91,9 @@ async def test_refused_summaries_are_written_once_pi_answers(
 
 
 async def test_refused_grid_is_written_once_pi_answers_and_a_gone_tag_holds_nothing_up(
-    served_grid_pi: Callable[..., Any],  # noqa: F811
-    tmp_path: Any,
+    mock_at: Callable[..., Any], tmp_path: Any
 ) -> None:
-    base, clock = await served_grid_pi()
+    base, clock = await mock_at(GRID_T0, GRID_TAGS)
     target = str(tmp_path / "lake")
     settings = grid_settings(base, target)
     tags, _ = await grid_sync(grid_settings(base, str(tmp_path / "probe")), clock)

@@ -102,8 +102,8 @@ async def truth(base: str, tags: list[TagInfo], hourly_end: float) -> set[tuple]
                                day_start + 86_400)  # fmt: skip
 
 
-async def test_the_table_equals_what_pi_returns(served: Callable[..., Any], tmp_path: Any) -> None:
-    base, clock = await served()
+async def test_the_table_equals_what_pi_returns(mock_at: Callable[..., Any], tmp_path: Any) -> None:
+    base, clock = await mock_at(T0, TAGS)
     target = str(tmp_path / "lake")
     settings = settings_for(base, target, summaries_max_buckets=10)
     tags, results = await summaries_sync(settings, clock)
@@ -126,9 +126,9 @@ async def test_the_table_equals_what_pi_returns(served: Callable[..., Any], tmp_
 
 
 async def test_late_values_rewrite_the_buckets_they_change(
-    served: Callable[..., Any], tmp_path: Any
+    mock_at: Callable[..., Any], tmp_path: Any
 ) -> None:
-    base, clock = await served(late_fraction=1.0, late_seconds=600)
+    base, clock = await mock_at(T0, TAGS, late_fraction=1.0, late_seconds=600)
     target = str(tmp_path / "lake")
     settings = settings_for(base, target, summaries_lookback=HOUR)
     tags, _ = await summaries_sync(settings, clock)
@@ -149,9 +149,9 @@ async def test_late_values_rewrite_the_buckets_they_change(
 
 
 async def test_event_weighted_summaries_equal_what_pi_returns(
-    served: Callable[..., Any], tmp_path: Any
+    mock_at: Callable[..., Any], tmp_path: Any
 ) -> None:
-    base, clock = await served()
+    base, clock = await mock_at(T0, TAGS)
     target = str(tmp_path / "lake")
     settings = settings_for(base, target, summaries=f"1h:{','.join(HOURLY)}",
                             summaries_basis="EventWeighted", summaries_max_buckets=8)  # fmt: skip
