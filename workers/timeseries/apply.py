@@ -247,8 +247,8 @@ def change_log(changed: pl.DataFrame, applied_at: datetime, app_id: str, batch_i
     n = changed.height
     table = changed.select(columns).to_arrow()
     extra = {
-        "pi_change_time": pa.nulls(n, pa.timestamp("us", tz="UTC")),
-        "applied_at": pa.array([applied_at] * n, pa.timestamp("us", tz="UTC")),
+        "pi_change_time": pa.nulls(n, UTC_US),
+        "applied_at": pa.array([applied_at] * n, UTC_US),
         "app_id": pa.array([app_id] * n, pa.string()),
         "batch_id": pa.array([batch_id] * n, pa.int64()),
     }
