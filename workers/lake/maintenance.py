@@ -103,30 +103,16 @@ class Maintainer:
         # step runs only when it has something to do: compaction when a partition holds
         # small files to merge; the checkpoint and the log clean-up when this pass made a
         # commit (writers checkpoint every 100 commits and clean up then).
-        steps: list[tuple[str, Callable[[DeltaTable, TableReport], None]]] = []
         if self._small_files(table):
-            steps.append(("compact", self._compact))
+            self._step("compact", self._compact, table, report)
+            table = self.store.refresh(name, table)
         # Vacuum before the checkpoint: without `full`, it looks at files removed since the
         # last checkpoint, which are those compaction just removed.
-        steps.append(("vacuum", self._vacuum))
-        for label, step in steps:
-            began = time.perf_counter()
-            try:
-                step(table, report)
-                table = self.store.refresh(name, table)
-            except (DeltaError, OSError) as exc:
-                report.errors.append(f"{label}: {exc}")
-                log.warning("maintenance of %s: %s failed: %s", name, label, exc)
-            report.seconds[label] = time.perf_counter() - began
+        self._step("vacuum", self._vacuum, table, report)
+        table = self.store.refresh(name, table)
         if table.version() != opened_at:
-            for label, step in (("checkpoint", self._checkpoint), ("log clean-up", self._cleanup)):
-                began = time.perf_counter()
-                try:
-                    step(table, report)
-                except (DeltaError, OSError) as exc:
-                    report.errors.append(f"{label}: {exc}")
-                    log.warning("maintenance of %s: %s failed: %s", name, label, exc)
-                report.seconds[label] = time.perf_counter() - began
+            self._step("checkpoint", self._checkpoint, table, report)
+            self._step("log clean-up", self._cleanup, table, report)
         table = self.store.refresh(name, table)
         report.version = table.version()
         report.files_after = len(table.file_uris())
@@ -142,6 +128,22 @@ class Maintainer:
             ", ".join(f"{label} {sec:.1f} s" for label, sec in report.seconds.items()),
         )
         return report
+
+    @staticmethod
+    def _step(
+        label: str,
+        step: Callable[[DeltaTable, TableReport], None],
+        table: DeltaTable,
+        report: TableReport,
+    ) -> None:
+        """Run one step, timed; a failure is reported, and the next step still runs."""
+        began = time.perf_counter()
+        try:
+            step(table, report)
+        except (DeltaError, OSError) as exc:
+            report.errors.append(f"{label}: {exc}")
+            log.warning("maintenance of %s: %s failed: %s", report.table, label, exc)
+        report.seconds[label] = time.perf_counter() - began
 
     def _small_files(self, table: DeltaTable) -> bool:
         """Whether some partition holds two files or more below the target size (read from
