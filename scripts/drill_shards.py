@@ -6,7 +6,9 @@ SIGTERM, the table checked against the mock's ground truth, and the figures prin
 Environment: DRILL_SHARDS (32), DRILL_TAGS_PER_SHARD (200), DRILL_MINUTES (6),
 DRILL_TARGET (`local`, or `s3` on a moto server), DRILL_SEED (1), DRILL_DIR (logs and the
 local lake; a fresh temporary folder by default), DRILL_COMMIT_MAX_AGE (30, the default
-setting), DRILL_UPDATES (false, as `run`'s default; true: stream updates). Exit 0 when no
+setting), DRILL_UPDATES (false, as `run`'s default; true: stream updates). The state
+tables' rows per app id are sampled twelve times over the run, so that a long run
+(DRILL_MINUTES=60) shows whether they stay bounded. Exit 0 when no
 value is lost, doubled or changed and every worker exited 0 (on SIGTERM, or on seeing the
 reshard), 1 otherwise. Run from the repository root:
 `python -m scripts.drill_shards`.
@@ -27,6 +29,7 @@ from pathlib import Path
 import boto3
 import polars as pl
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 from pyarrow import fs
 
 from scripts import drill_figures as figures
@@ -38,6 +41,8 @@ from tests.storage.conftest import MOTO_KEYS, S3, _stop, _wait_port, start_moto
 SCRAPE_EVERY = 10.0
 SAMPLE_EVERY = 3.0
 STOP_TIMEOUT = 180.0
+STATE_SAMPLES = 12
+STATE_TABLES = ("_pidelta_batches", "_pidelta_checkpoints", "_pidelta_markers")
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class Drill:
         self.events: list[str] = []
         self.maintain: subprocess.Popen[bytes] | None = None
         self.maintain_exit: int | None = None
+        self.target = ""
 
     def run(self) -> DrillResult:
         cfg = self.config
@@ -125,6 +131,7 @@ class Drill:
         mock = start_mock(tag_count=cfg.shards * cfg.tags_per_shard, seed=cfg.seed, rate_limit=0)
         try:
             target, env = self._target(mock)
+            self.target = target
             origin = datetime.now(UTC).replace(microsecond=0)
             env = {**env, "PIDELTA_START": iso(origin)}
             began = time.monotonic()
@@ -201,7 +208,7 @@ class Drill:
         kills = sorted((self.rng.uniform(0.15 * total, 0.45 * total), s) for s in victims)
         maintain_at, reshard_at = 0.4 * total, 0.6 * total
         resharded = 0
-        last_scrape = last_sample = 0.0
+        last_scrape = last_sample = last_state = 0.0
         while (now := time.monotonic() - began) < total:
             while kills and kills[0][0] <= now:
                 _, shard = kills.pop(0)
@@ -229,6 +236,9 @@ class Drill:
             if now - last_sample >= SAMPLE_EVERY:
                 self._sample()
                 last_sample = now
+            if now - last_state >= total / STATE_SAMPLES:
+                self.events.append(f"{now:6.1f} s  {self._state_sample()}")
+                last_state = now
             if now - last_scrape >= SCRAPE_EVERY:
                 for inc in self.workers:
                     if inc.worker.alive():
@@ -443,20 +453,34 @@ class Drill:
         ]
         return lines
 
+    def _rows_per_app_id(self, name: str) -> tuple[int, float] | None:
+        """(max, mean) rows per app id of a state table; None when it has no app id or rows."""
+        table = self._table(self.target, name)
+        if "app_id" not in table.schema().to_arrow().names:
+            return None
+        per = pl.from_arrow(table.to_pyarrow_table(columns=["app_id"]))["app_id"].value_counts()
+        return (int(per["count"].max()), float(per["count"].mean())) if per.height else None
+
     def _state_rows(self, target: str, names: list[str]) -> list[str]:
         """Rows per shard (app id) of the state tables that carry one."""
         lines = ["", "state tables: rows per app id (max / mean)"]
         for name in names:
-            if not name.startswith("_pidelta_"):
-                continue
-            table = self._table(target, name)
-            if "app_id" not in table.schema().to_arrow().names:
-                continue
-            per = pl.from_arrow(table.to_pyarrow_table(columns=["app_id"]))["app_id"].value_counts()
-            if per.height:
-                counts = per["count"]
-                lines.append(f"  {name:<26} {counts.max():>8} / {counts.mean():.0f}")
+            if name.startswith("_pidelta_") and (rows := self._rows_per_app_id(name)):
+                lines.append(f"  {name:<26} {rows[0]:>8} / {rows[1]:.0f}")
         return lines
+
+    def _state_sample(self) -> str:
+        """One line of the state tables' rows per app id (max / mean), while the run goes on."""
+        parts = []
+        for name in STATE_TABLES:
+            try:
+                rows = self._rows_per_app_id(name)
+            except (DeltaError, OSError) as exc:  # not created yet, or racing a clean-up
+                parts.append(f"{name} unread ({type(exc).__name__})")
+                continue
+            if rows:
+                parts.append(f"{name} {rows[0]} / {rows[1]:.0f}")
+        return "state rows per app id (max / mean): " + ", ".join(parts)
 
 
 def _micros(moment: datetime) -> int:
