@@ -155,6 +155,12 @@ class Metrics:
             ["shard"],
             registry=r,
         )
+        self.marker_takeovers = Counter(
+            "pidelta_marker_takeovers",
+            "Markers of moved tags taken over from another shard's follower (a reshard).",
+            ["shard"],
+            registry=r,
+        )
         self.fallback_rereads = Counter(
             "pidelta_fallback_rereads",
             "Tags whose gap no marker covered, re-read from recorded values.",
@@ -282,6 +288,7 @@ class MetricsObserver:
             m.fallback_rereads.labels(shard=shard, reason=reason)
         m.marker_registrations.labels(shard=shard)
         m.marker_expiries.labels(shard=shard)
+        m.marker_takeovers.labels(shard=shard)
 
     def values_read(self, table: str, shard: str, count: int) -> None:
         self.metrics.values_ingested.labels(table=table, shard=shard).inc(count)
@@ -305,12 +312,12 @@ class MetricsObserver:
             self.metrics.changes_applied.labels(shard=shard, action=action).inc(n)
 
     def markers(self, shard: str, event: str, count: int) -> None:
-        counter = (
-            self.metrics.marker_registrations
-            if event == "registered"
-            else self.metrics.marker_expiries
-        )
-        counter.labels(shard=shard).inc(count)
+        counters = {
+            "registered": self.metrics.marker_registrations,
+            "expired": self.metrics.marker_expiries,
+            "taken_over": self.metrics.marker_takeovers,
+        }
+        counters[event].labels(shard=shard).inc(count)
 
     def fallback_reread(self, shard: str, reason: str, tags: int) -> None:
         self.metrics.fallback_rereads.labels(shard=shard, reason=reason).inc(tags)

@@ -90,7 +90,8 @@ class Observer(RequestObserver, CommitObserver, Protocol):
         """Stream-update changes applied to pi_timeseries, by action (Add, Update, Delete)."""
 
     def markers(self, shard: str, event: str, count: int) -> None:
-        """Stream-update markers `registered`, or `expired` (refused by PI)."""
+        """Stream-update markers `registered`, `expired` (refused by PI), or `taken_over`
+        from another shard's follower (a reshard moved their tags)."""
 
     def fallback_reread(self, shard: str, reason: str, tags: int) -> None:
         """Tags whose gap no marker covered, re-read through recorded values: `gap` (a

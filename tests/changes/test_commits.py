@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 
 from mock_pi.truth import GroundTruth
+from shard_config.jump_hash import owned
 from tests.changes.helpers import log_entries, moments, predicate_times
 from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import KEY, assert_same, expected, fixed_past, truth_for, within
@@ -74,14 +75,14 @@ class Run:
     windows: list[tuple[datetime, datetime]] = field(default_factory=list)
     caught_up: datetime = field(init=False)
 
-    def settings(self) -> Settings:
-        return Settings(_env_file=None, pi_url=self.mock.url, target=str(self.target))
+    def settings(self, **shard: int) -> Settings:
+        return Settings(_env_file=None, pi_url=self.mock.url, target=str(self.target), **shard)
 
-    def open(self, client: PIClient, tags: dict[str, Any]) -> Follower:
+    def open(self, client: PIClient, tags: dict[str, Any], **shard: int) -> Follower:
         store = TableStore(str(self.target))
         store.create_all()
         sink = DeltaSink(store, observer=self.observer)
-        settings = self.settings()
+        settings = self.settings(**shard)
         source = UpdatesSource(client, tags, settings.pi_max_url_bytes)
         checkpoints = CheckpointStore(sink)
         return Follower(
@@ -342,7 +343,7 @@ def test_a_crash_inside_a_batch_is_recovered_exactly(
             assert [b async for b in recovery.unfinished()] == []
             done = again.checkpoints.done_version(FOLLOWER)
             assert done == (1 if crash == "before the replace" else 2)
-            again.load()
+            again.load(tags)
             assert again.batch_id == (2 if crash == "before the replace" else 3)
             for _ in range(2):
                 await run.poll(again)
@@ -382,3 +383,36 @@ def test_a_fenced_table_refuses_the_followers_commits(run_for: Callable[..., Run
     seeded = asyncio.run(scenario())
     landed = [("Append", {FOLLOWER: 2})] if at == "overwrite" else []
     assert follower_commits(run, seeded) == landed
+
+
+def test_a_moved_tag_takes_over_the_old_followers_marker(run_for: Callable[..., Run]) -> None:
+    """A reshard moves tags to another follower: it resumes each from the marker the old
+    follower's last landed batch left, so PI reports what changed while they moved (here
+    nothing else would: the new follower never registers them), and its own markers win
+    once it has landed a batch."""
+    run = run_for(edit_fraction=0.05, delete_fraction=0.02, change_seconds=3)
+    two = {"shard_index": 1, "shard_count": 2}
+
+    async def scenario() -> tuple[list[str], dict[str, str], dict[str, str]]:
+        async with PIClient(run.settings()) as client:
+            old, tags, _ = await first_batch(run, client)
+            await old.commit()
+            moved = [w for w, mine in zip(tags, owned(tags, 1, 2), strict=True) if mine]
+            infos = {t.webid: t for t in await discover_tags(client, run.settings())}
+            mine = {w: infos[w] for w in moved}
+            new = run.open(client, mine, **two)
+            new.load(moved)
+            assert new.markers == {w: old.markers[w] for w in moved}
+            assert new.covered == {w: old.covered[w] for w in moved}
+            assert new.batch_id == 1
+            for _ in range(2):
+                await run.poll(new)
+                await new.commit()
+            again = run.open(client, mine, **two)
+            again.load(moved)
+            return moved, dict(new.markers), dict(again.markers)
+
+    moved, markers, reloaded = asyncio.run(scenario())
+    assert reloaded == markers
+    assert run.assert_table_is_truth(read(run), truth_for(run.mock), moved) > 300
+    assert assert_log_once(run).filter(pl.col("action") != "Add").height > 0

@@ -5,6 +5,7 @@ for edits and deletions made inside the gap, which `pidelta verify` repairs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -138,9 +139,12 @@ def test_reshard_while_following(
         for w in workers:
             assert w.terminate() == 0, w.text()[-3000:]
     ranges, _ = follower_ranges(target, origin)
-    assert_table_as_of(
-        read_table(target), truth, ranges, unseen=_changed_within(truth, ranges, moved, settled)
-    )
+    # The new shards took over the old follower's markers: PI reported what changed while
+    # the tags moved, so nothing is left to `pidelta verify`.
+    taken = re.findall(r"took over the stream-update markers of (\d+)", log.read_text())
+    assert sum(map(int, taken)) == TAGS
+    assert assert_table_as_of(read_table(target), truth, ranges) > 1000
+    assert moved < settled
 
 
 def test_updates_switched_off_on_the_server(

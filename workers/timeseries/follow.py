@@ -32,6 +32,7 @@ from datetime import datetime
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
@@ -127,20 +128,38 @@ class Follower:
         """False for a while after PI answered that it has no stream updates."""
         return time.monotonic() >= self._off_until
 
-    def load(self) -> None:
-        """Markers of this app id's last landed batch, and the id of the next batch."""
-        found = (
+    def load(self, owned: Iterable[str]) -> None:
+        """Markers of this app id's last landed batch, and the id of the next batch.
+
+        An owned tag without one takes over the marker that the last landed batch of another
+        follower left for it (a reshard moved it; the fence has stopped that app id): PI
+        reports from there all that changed since, so the move leaves no gap of edits and
+        deletions for `pidelta verify`. A marker PI no longer knows is refused at the first
+        retrieval, and the tag falls back to registration and a recorded re-read."""
+        found = pl.from_arrow(
             self.sink.table(MARKERS)
             .to_pyarrow_dataset()
-            .to_table(filter=ds.field("app_id") == self.app_id)
+            .to_table(filter=pc.starts_with(ds.field("app_id"), FOLLOWER_PREFIX))
         )
-        latest = (
-            pl.from_arrow(found).sort("batch_id").group_by("tag_webid", maintain_order=True).last()
+        own = found.filter(pl.col("app_id") == self.app_id)
+        latest = own.sort("batch_id").group_by("tag_webid", maintain_order=True).last()
+        taken = (
+            found.filter(
+                (pl.col("app_id") != self.app_id)
+                & pl.col("tag_webid").is_in(list(set(owned) - set(latest["tag_webid"])))
+            )
+            .sort("covered_until", "batch_id")
+            .group_by("tag_webid", maintain_order=True)
+            .last()
         )
-        self.markers = dict(zip(latest["tag_webid"], latest["marker"], strict=True))
-        self.covered = dict(zip(latest["tag_webid"], latest["covered_until"], strict=True))
+        both = pl.concat([latest, taken])
+        self.markers = dict(zip(both["tag_webid"], both["marker"], strict=True))
+        self.covered = dict(zip(both["tag_webid"], both["covered_until"], strict=True))
         self.reached = dict(self.covered)
         self.batch_id = self._next_batch()
+        if taken.height:
+            log.info("took over the stream-update markers of %d moved tags", taken.height)
+            self.observer.markers(self.shard, "taken_over", taken.height)
 
     def _next_batch(self) -> int:
         """The batch to run next: one whose change log or append landed without its replace

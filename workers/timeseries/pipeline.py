@@ -183,7 +183,7 @@ class Pipeline:
             self.observer,
             self.clock,
         )
-        await asyncio.to_thread(self.follower.load)
+        await asyncio.to_thread(self.follower.load, self.tags)
         self.follower.forget(self.tags)
         self.tail = Tail(self.follower, self, self.tags, self.observer, self.shard, self.clock)
 
