@@ -6,12 +6,14 @@ SIGTERM, the table checked against the mock's ground truth, and the figures prin
 Environment: DRILL_SHARDS (32), DRILL_TAGS_PER_SHARD (200), DRILL_MINUTES (6),
 DRILL_TARGET (`local`, or `s3` on a moto server), DRILL_SEED (1), DRILL_DIR (logs and the
 local lake; a fresh temporary folder by default), DRILL_COMMIT_MAX_AGE (30, the default
-setting), DRILL_UPDATES (false, as `run`'s default; true: stream updates). The state
-tables' rows per app id are sampled twelve times over the run, so that a long run
-(DRILL_MINUTES=60) shows whether they stay bounded. Exit 0 when no
-value is lost, doubled or changed and every worker exited 0 (on SIGTERM, or on seeing the
-reshard), 1 otherwise. Run from the repository root:
-`python -m scripts.drill_shards`.
+setting), DRILL_UPDATES (true, as `run`'s default: stream updates; false: recorded
+re-reads), DRILL_EDITS (false; true: mock-pi edits 2% and deletes 1% of the values 60 s
+after their timestamp and sends a tenth of the tags 90 s late, and the table is compared
+with PI's archive as of each tag's checkpoint). The state tables' rows per app id are
+sampled twelve times over the run, so that a long run (DRILL_MINUTES=60) shows whether
+they stay bounded. Exit 0 when no value is lost, doubled or changed and every worker
+exited 0 (on SIGTERM, or on seeing the reshard), 1 otherwise. Run from the repository
+root: `python -m scripts.drill_shards`.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from deltalake.exceptions import DeltaError
 from pyarrow import fs
 
 from scripts import drill_figures as figures
+from scripts import drill_truth
 from tests.conftest import MockServer, free_port, start_mock
-from tests.e2e.helpers import KEY, Worker, expected, frame, iso, start_worker, truth_for
+from tests.e2e.helpers import KEY, Worker, iso, start_worker, truth_for
 from tests.e2e.helpers import worker_env as base_env
 from tests.storage.conftest import MOTO_KEYS, S3, _stop, _wait_port, start_moto
 
@@ -42,6 +45,13 @@ SCRAPE_EVERY = 10.0
 SAMPLE_EVERY = 3.0
 STOP_TIMEOUT = 180.0
 STATE_SAMPLES = 12
+EDITS = {
+    "edit_fraction": 0.02,
+    "delete_fraction": 0.01,
+    "change_seconds": 60,
+    "late_fraction": 0.1,
+    "late_seconds": 90,
+}
 STATE_TABLES = ("_pidelta_batches", "_pidelta_checkpoints", "_pidelta_markers")
 
 
@@ -54,7 +64,8 @@ class DrillConfig:
     seed: int = 1
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="drill-shards-")))
     commit_max_age: float = 30.0
-    updates: bool = False
+    updates: bool = True
+    edits: bool = False
 
     @classmethod
     def from_env(cls) -> DrillConfig:
@@ -67,7 +78,8 @@ class DrillConfig:
             seed=int(env.get("DRILL_SEED", 1)),
             workdir=Path(env["DRILL_DIR"]) if env.get("DRILL_DIR") else cls().workdir,
             commit_max_age=float(env.get("DRILL_COMMIT_MAX_AGE", 30)),
-            updates=env.get("DRILL_UPDATES", "false").lower() == "true",
+            updates=env.get("DRILL_UPDATES", "true").lower() == "true",
+            edits=env.get("DRILL_EDITS", "false").lower() == "true",
         )
 
 
@@ -93,10 +105,7 @@ class Incarnation:
 class DrillResult:
     tags: int
     rows: int
-    lost: int
-    doubled: int
-    extra: int
-    changed: int
+    found: drill_truth.Comparison
     unchecked_tags: int
     bad_exits: list[str]
     maintain_exit: int | None
@@ -105,7 +114,8 @@ class DrillResult:
     @property
     def ok(self) -> bool:
         return (
-            self.lost == self.doubled == self.extra == self.changed == self.unchecked_tags == 0
+            self.found.equal
+            and self.unchecked_tags == 0
             and not self.bad_exits
             and self.maintain_exit == 0
         )
@@ -128,7 +138,10 @@ class Drill:
     def run(self) -> DrillResult:
         cfg = self.config
         cfg.workdir.mkdir(parents=True, exist_ok=True)
-        mock = start_mock(tag_count=cfg.shards * cfg.tags_per_shard, seed=cfg.seed, rate_limit=0)
+        changes = EDITS if cfg.edits else {}
+        mock = start_mock(
+            tag_count=cfg.shards * cfg.tags_per_shard, seed=cfg.seed, rate_limit=0, **changes
+        )
         try:
             target, env = self._target(mock)
             self.target = target
@@ -332,20 +345,14 @@ class Drill:
         )
         ranges = dict(zip(cps["tag_webid"].to_list(), cps["checkpoint"].to_list(), strict=True))
         table = self._table(target, "pi_timeseries").to_pyarrow_table()
-        want = expected(truth_for(mock), {w: (origin, c) for w, c in ranges.items()})
-        got, truth = frame(table), frame(want)
-        keys = got.select(KEY)
-        doubled = keys.height - keys.unique().height
-        if doubled:
-            twice = keys.group_by(KEY).len().filter(pl.col("len") > 1).select(KEY)
+        spans = {w: (origin, c) for w, c in ranges.items()}
+        found = drill_truth.compare(table, truth_for(mock), spans, changes=cfg.edits)
+        if found.doubled:
             filesystem, root = figures.filesystem(target, self.options)
             log_ = figures.read_log(filesystem, root, "pi_timeseries")
+            twice = found.twice.select(KEY)
             print("doubled keys were added by:", flush=True)
             print("\n".join(figures.doubled_origins(filesystem, root, log_, twice)), flush=True)
-        lost = truth.join(got, on=KEY, how="anti").height
-        extra = got.join(truth, on=KEY, how="anti").height
-        both = got.unique(KEY).join(truth.select(KEY), on=KEY, how="semi")
-        changed = both.join(truth, on=got.columns, how="anti", nulls_equal=True).height
         bad = [
             f"{inc.label} exited {inc.exit_code}"
             for inc in self.workers
@@ -355,10 +362,7 @@ class Drill:
         result = DrillResult(
             tags=tags,
             rows=table.num_rows,
-            lost=lost,
-            doubled=doubled,
-            extra=extra,
-            changed=changed,
+            found=found,
             unchecked_tags=tags - len(ranges),
             bad_exits=bad,
             maintain_exit=self.maintain_exit,
@@ -373,6 +377,7 @@ class Drill:
         self, target: str, result: DrillResult, origin: datetime, start_ms: int, reshard_ms: int
     ) -> list[str]:
         cfg = self.config
+        found = result.found
         filesystem, root = figures.filesystem(target, self.options)
         names = figures.table_names(filesystem, root)
         logs = {name: figures.read_log(filesystem, root, name) for name in names}
@@ -392,8 +397,9 @@ class Drill:
             *self.events,
             "",
             f"ground truth: {result.tags} tags ({result.unchecked_tags} without a checkpoint), "
-            f"{result.rows} rows; lost {result.lost}, doubled {result.doubled}, "
-            f"extra {result.extra}, changed {result.changed}",
+            f"{result.rows} rows; lost {found.lost}, doubled {found.doubled}, "
+            f"extra {found.extra}, changed {found.changed} (of these {found.to_verify} "
+            "edited or deleted by PI, left to verify)",
             "",
             f"commits (steady window: all {cfg.shards} first-generation shards committing, "
             f"until the reshard: {steady_min:.2f} min; whole run in brackets)",

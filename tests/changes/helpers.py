@@ -60,17 +60,16 @@ def moments(truth: GroundTruth, ranges: Mapping[str, tuple[datetime, datetime]])
     )
 
 
-def assert_table_as_of(
-    table: pa.Table,
+def truth_as_of(
     truth: GroundTruth,
     ranges: Mapping[str, tuple[datetime, datetime]],
     at: datetime | None = None,
     unseen: pl.DataFrame | None = None,
-) -> int:
-    """The table equals PI's archive over the ranges as of `at` (default: each tag's range
-    end, its checkpoint: the moment its last retrieval was sent), leaving out the keys whose
-    arrival or change falls within SLACK of that moment, and the `unseen` keys (tag_webid,
-    timestamp). Returns the keys compared."""
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """PI's archive over the ranges as of `at` (default: each tag's range end, its
+    checkpoint: the moment its last retrieval was sent), and the keys (tag_webid, timestamp)
+    left out of a comparison: those whose arrival or change falls within SLACK of that
+    moment, and the `unseen` ones."""
     moment = {w: at or end for w, (_, end) in ranges.items()}
     bounds = pl.DataFrame(
         {
@@ -94,6 +93,19 @@ def assert_table_as_of(
     want = pl.concat(
         [pl.from_arrow(expected(truth, part, at=m.timestamp())) for m, part in groups.items()]
     )
+    return want, doubt
+
+
+def assert_table_as_of(
+    table: pa.Table,
+    truth: GroundTruth,
+    ranges: Mapping[str, tuple[datetime, datetime]],
+    at: datetime | None = None,
+    unseen: pl.DataFrame | None = None,
+) -> int:
+    """The table equals PI's archive over the ranges as of `at` (`truth_as_of`), but for
+    the keys in doubt. Returns the keys compared."""
+    want, doubt = truth_as_of(truth, ranges, at, unseen)
     got = pl.from_arrow(within(table, ranges))
     keys = ["tag_webid", "timestamp"]
     want = want.join(doubt, on=keys, how="anti")

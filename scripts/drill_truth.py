@@ -1,0 +1,78 @@
+"""The shard drill's comparison of `pi_timeseries` with mock-pi's ground truth: exact for a
+mock without changes; with edits, deletions and late values, PI's archive as each tag's
+checkpoint saw it (`tests.changes.helpers.truth_as_of`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+import pyarrow as pa
+
+from mock_pi.truth import GroundTruth
+from tests.changes.helpers import truth_as_of
+from tests.e2e.helpers import KEY, expected, frame, ticks, within
+
+TAG_TIME = ["tag_webid", "timestamp"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    lost: int
+    extra: int
+    changed: int
+    # Extra or changed keys PI edited or deleted: a change made while no marker covered the
+    # tag (a reshard moved it) is left to `pidelta verify` (README "Delivery guarantee").
+    to_verify: int
+    twice: pl.DataFrame  # the keys the table holds more than once
+
+    @property
+    def doubled(self) -> int:
+        return int(self.twice["len"].sum() - self.twice.height) if self.twice.height else 0
+
+    @property
+    def equal(self) -> bool:
+        return self.lost == self.doubled == 0 and self.extra + self.changed == self.to_verify
+
+
+def compare(
+    table: pa.Table,
+    truth: GroundTruth,
+    spans: dict[str, tuple[datetime, datetime]],
+    changes: bool,
+) -> Comparison:
+    """The table against the truth over each tag's span (start, checkpoint]."""
+    if changes:
+        # Keys that arrived or changed within a few seconds of the checkpoint may go
+        # either way: left out on both sides.
+        want, doubt = truth_as_of(truth, spans)
+        got = frame(within(table, spans)).join(doubt, on=TAG_TIME, how="anti")
+        want = frame(want.join(doubt, on=TAG_TIME, how="anti").to_arrow())
+    else:
+        got, want = frame(table), frame(expected(truth, spans))
+    twice = got.select(KEY).group_by(KEY).len().filter(pl.col("len") > 1)
+    extra = got.join(want, on=KEY, how="anti")
+    both = got.unique(KEY).join(want.select(KEY), on=KEY, how="semi")
+    changed = both.join(want, on=got.columns, how="anti", nulls_equal=True)
+    differ = pl.concat([extra.select(TAG_TIME), changed.select(TAG_TIME)])
+    to_verify = differ.join(_changed_keys(truth, spans), on=TAG_TIME, how="semi") if changes else []
+    return Comparison(
+        lost=want.join(got, on=KEY, how="anti").height,
+        extra=extra.height,
+        changed=changed.height,
+        to_verify=len(to_verify),
+        twice=twice,
+    )
+
+
+def _changed_keys(truth: GroundTruth, spans: dict[str, tuple[datetime, datetime]]) -> pl.DataFrame:
+    """Every key (tag_webid, timestamp) PI edited or deleted within the spans, to this day."""
+    rows = [
+        (webid, value["Timestamp"])
+        for webid, (start, end) in spans.items()
+        for _, value, _ in truth.changes(webid, ticks(start) + 10, ticks(end))
+    ]
+    keys = pl.DataFrame(rows, schema={"tag_webid": pl.String, "ts": pl.String}, orient="row")
+    stamp = pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC").alias("timestamp")
+    return keys.select("tag_webid", stamp)
