@@ -176,7 +176,7 @@ class Settings(BaseSettings, ObjectStoreFields, UnityCatalogFields):
     backfill_window: float = Field(default=3600.0, gt=0, description="seconds per backfill batch")
     # Change capture (workers/timeseries/follow.py)
     updates: bool = Field(
-        default=False,
+        default=True,
         description="`run` follows each tag with PI stream updates (arrivals, edits, "
         "deletions of any age); false: recorded re-reads with the late look-back",
     )
