@@ -11,9 +11,12 @@ Retrieving marker M issued at t0 returns every change to the stream in (t0, now]
 old the value's timestamp (`mock_pi.changes.ChangeModel.window`): `Add` for a value that
 arrived (became visible, late values included; as it stands now), `Update` for one edited
 (the new value), `Delete` for one removed (the old value), the AF SDK's AFDataPipeAction
-names; and a new marker issued at now. Reading M again before it expires returns the same
-events and the same new marker, so a client that lost a response can repeat the call
-without losing or duplicating a change.
+names; and a new marker issued at now. A marker is a position in the stream, as PI's are
+(PI's `<guid>_<n>` names the n-th update of the registration), so reading M again before it
+expires returns every change since t0 once more, up to the new now (what the first read
+returned and what happened since), with a marker of that new now: a client that lost a
+response, or another process resuming from a stored marker, goes on from M without losing
+a change, and applying a change twice leaves the archive as it is.
 
 With `MOCK_PI_UPDATES=false` both routes answer 404, as a PI Web API without the feature.
 """
@@ -24,7 +27,6 @@ import hashlib
 import os
 import re
 import struct
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,13 +66,11 @@ class Marker:
 
 
 class MarkerBook:
-    """Issues and checks markers; remembers each read so that a re-read gives the same."""
+    """Issues and checks markers (keyed by this process, so a restart refuses old ones)."""
 
     def __init__(self, state: MockState) -> None:
         self.state = state
         self.key = os.urandom(16)
-        self.reads: dict[str, tuple[int, str]] = {}
-        self.order: deque[tuple[int, str]] = deque()
 
     @property
     def retention_ticks(self) -> int:
@@ -102,19 +102,9 @@ class MarkerBook:
     def point(self, marker: Marker) -> Point:
         return self.state.catalog.point(marker.point_id - 1)
 
-    def advance(self, marker: Marker, now: int) -> tuple[int, str]:
-        """(end of the events window, next marker): fixed at the first read of `marker`."""
-        self._forget(now)
-        known = self.reads.get(marker.text)
-        if known is None:
-            known = (now, self.issue(self.point(marker), now, marker.number + 1))
-            self.reads[marker.text] = known
-            self.order.append((marker.issued, marker.text))
-        return known
-
-    def _forget(self, now: int) -> None:
-        while self.order and now - self.order[0][0] > self.retention_ticks:
-            self.reads.pop(self.order.popleft()[1], None)
+    def advance(self, marker: Marker, now: int) -> str:
+        """The marker after a read of `marker` at `now`: the position now."""
+        return self.issue(self.point(marker), now, marker.number + 1)
 
 
 MARKERS = web.AppKey("stream_update_markers", MarkerBook)
@@ -186,8 +176,8 @@ def handlers(state: MockState, book: MarkerBook) -> tuple[Any, Any]:
                 failure = {"Status": FAILED, "Exception": {"Errors": [error]}}
                 items.append({**source, "RequestedMarker": text, **failure})
                 continue
-            upto, following = book.advance(marker, now)
-            events = truth.updates(book.point(marker), marker.issued, upto)
+            following = book.advance(marker, now)
+            events = truth.updates(book.point(marker), marker.issued, now)
             latest.append(following)
             items.append(
                 {
