@@ -103,30 +103,38 @@ class ChangeModel:
         return out
 
     def window(self, after: int, upto: int, history_start: int) -> tuple[Events, np.ndarray]:
-        """What changed in (after, upto]: the values (as they stand at `upto`, a deleted one
-        as it stood before) and their actions, ordered by the moment each happened.
+        """What changed in (after, upto]: each event, ordered by the moment it happened.
 
-        A value that arrived in the window is an `Add` of what it is at `upto` (nothing when
-        it was deleted by then); a value that arrived before and was edited or deleted in the
-        window is an `Update` or a `Delete`.
+        A value that arrived in the window is an `Add` of what it was when it arrived (an
+        edit made before then included; nothing when it was deleted before then); an edit
+        or deletion of a value already there is an `Update` (the new value) or a `Delete`
+        (the value as it stood). A value that arrived and then changed in the window has
+        both events, in that order: a marker is a position in the stream of events, so a
+        read from an older marker returns every event since, not only the outcome.
         """
         s = self.series
         lo = after - max(s.late_ticks, self.change_ticks)
         ev = s.scan(lo, upto, upto, history_start, visible_upto=upto, changes=False)
         kind = self.kinds(ev)
         at = self.changed_at(ev)
-        done = at <= upto
-        arrived = ev.visible > after
-        add = arrived & ~((kind == DELETE) & done)
-        change = ~arrived & (kind != NONE) & (at > after) & done
-        keep = add | change
-        actions = np.where(add, ADD, np.where(kind == EDIT, UPDATE, REMOVE))[keep]
-        moment = np.where(add, ev.visible, at)[keep]
-        edited = (kind == EDIT) & done
-        ev = self.edited(ev, edited) if edited.any() else ev
-        ev = ev.take(keep)
+        changed = (kind != NONE) & (at <= upto)
+        before = changed & (at <= ev.visible)  # made before the value could be seen
+        add = (ev.visible > after) & ~(before & (kind == DELETE))
+        later = changed & (at > ev.visible) & (at > after)
+        adds = ev.take(add)
+        edited_first = (before & (kind == EDIT))[add]
+        if edited_first.any():
+            adds = self.edited(adds, edited_first)
+        changes = ev.take(later)
+        edits = kind[later] == EDIT
+        if edits.any():
+            changes = self.edited(changes, edits)
+        actions = np.concatenate([np.full(len(adds), ADD), np.where(edits, UPDATE, REMOVE)]).astype(
+            np.int8
+        )
+        moment = np.concatenate([ev.visible[add], at[later]])
         order = np.argsort(moment, kind="stable")
-        return ev.take(order), actions[order]
+        return Events.concat([adds, changes]).take(order), actions[order]
 
 
 # Stream-update actions (AF SDK's AFDataPipeAction names, as PI Web API reports them).
