@@ -19,8 +19,8 @@ from aiohttp import web
 from mock_pi import af as afm
 from mock_pi import af_attributes as afa
 from mock_pi import eventframes as efm
+from mock_pi.query import BadRequest, Query, unknown_webid
 from mock_pi.render import data_links
-from mock_pi.routes_data import BadRequest, Query, unknown_webid
 from mock_pi.state import MockState
 
 ElementSearch = tuple[afm.Element, ...]

@@ -36,8 +36,8 @@ from mock_pi.af_runtime import (
     webid_guid,
 )
 from mock_pi.catalog import Point
+from mock_pi.query import BadRequest, Query, handler, unknown_webid
 from mock_pi.render import base_url, json_response
-from mock_pi.routes_data import BadRequest, Query, handler, unknown_webid
 from mock_pi.routes_eventframes import (
     frame_attribute_json,
     get_eventframe,

@@ -32,8 +32,8 @@ from mock_pi.eventframes import (
     FrameFilter,
 )
 from mock_pi.pitime import ticks_of_seconds
+from mock_pi.query import BadRequest, Query
 from mock_pi.render import base_url, data_links, json_response
-from mock_pi.routes_data import BadRequest, Query
 from mock_pi.state import MockState
 
 SECURITY = {

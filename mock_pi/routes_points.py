@@ -9,8 +9,9 @@ from aiohttp import web
 
 from mock_pi import catalog as cat
 from mock_pi import point_attributes as pa
+from mock_pi.query import BadRequest, Query, handler, unknown_webid
 from mock_pi.render import base_url, json_response
-from mock_pi.routes_data import BadRequest, Query, check_server, find_point, handler, unknown_webid
+from mock_pi.routes_data import check_server, find_point
 from mock_pi.state import MockState
 
 NAMES_NOT_FOUND = "Some or all of the point attribute names could not be found."

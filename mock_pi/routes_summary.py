@@ -19,15 +19,9 @@ import orjson
 from aiohttp import web
 
 from mock_pi import pitime, summaries
+from mock_pi.query import BadRequest, Query, handler
 from mock_pi.render import base_url, json_response
-from mock_pi.routes_data import (
-    BadRequest,
-    Query,
-    find_point,
-    handler,
-    lookup,
-    too_many,
-)
+from mock_pi.routes_data import find_point, lookup, too_many
 from mock_pi.series import SYSTEM_TABLE, Series
 from mock_pi.state import MockState
 

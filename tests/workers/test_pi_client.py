@@ -28,15 +28,8 @@ from aiohttp import web
 from mock_pi.faults import FaultInjector
 from tests.conftest import MockServer, free_port, get_json
 from workers.errors import AuthError, PIConnectionError, PIWebAPIError, redact_url
-from workers.pi.client import (
-    BACKOFF_BASE,
-    BACKOFF_CAP,
-    PIClient,
-    _closure,
-    backoff_delay,
-    batch_content,
-    parse_retry_after,
-)
+from workers.pi.client import BACKOFF_BASE, BACKOFF_CAP, PIClient, backoff_delay
+from workers.pi.replies import batch_content, parse_retry_after, retry_closure
 from workers.settings import Settings
 
 POINT_FIELDS = "Items.WebId;Items.Name;Items.PointType;Items.Descriptor"
@@ -132,9 +125,9 @@ def test_batch_closure_takes_dependents_and_their_parents() -> None:
         "other": {"Method": "GET", "Resource": "z"},
         "side": {"Method": "GET", "Resource": "w", "ParentIds": ["other", "mid"]},
     }
-    assert _closure(requests, {"mid"}) == {"root", "mid", "leaf", "side", "other"}
-    assert _closure(requests, {"leaf"}) == {"leaf", "mid", "root"}
-    assert _closure(requests, {"other"}) == {"other", "side", "mid", "root"}
+    assert retry_closure(requests, {"mid"}) == {"root", "mid", "leaf", "side", "other"}
+    assert retry_closure(requests, {"leaf"}) == {"leaf", "mid", "root"}
+    assert retry_closure(requests, {"other"}) == {"other", "side", "mid", "root"}
 
 
 # --------------------------------------------------------------------------- happy path

@@ -48,7 +48,8 @@ from workers.af.tables import META_WATERMARK, AfTables, Quarantine
 from workers.errors import ConfigError, MalformedAnswer, PIWebAPIError
 from workers.lake.schemas import PI_AF_HIERARCHY, PI_EVENT_FRAMES, PI_EVENT_FRAMES_SCHEMA
 from workers.lake.tables import TableStore
-from workers.pi.client import PIClient, batch_content
+from workers.pi.client import PIClient
+from workers.pi.replies import batch_content
 from workers.pi.times import from_us, parse_iso_us, parse_time, to_us
 from workers.settings import Settings
 

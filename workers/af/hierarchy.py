@@ -64,7 +64,8 @@ from workers.lake.schemas import (
     UTC_US,
 )
 from workers.lake.tables import TableStore
-from workers.pi.client import PIClient, batch_content
+from workers.pi.client import PIClient
+from workers.pi.replies import batch_content
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)

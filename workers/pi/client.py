@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import random
 import time
@@ -45,6 +44,13 @@ from workers.errors import (
 from workers.observe import NullObserver, RequestObserver
 from workers.pi.auth import Authenticator, make_authenticator, tls_context
 from workers.pi.auth_protocol import Challenge
+from workers.pi.replies import (
+    parse_retry_after,
+    pi_errors,
+    retry_closure,
+    sub_retry_after,
+    sub_status,
+)
 from workers.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,60 +76,6 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**(attempt-1)))."""
     ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempt - 1))
     return (rng or random).uniform(0.0, ceiling)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def pi_errors(body: bytes) -> list[str]:
-    """The texts of a PI error body `{"Errors": [...]}` (or `Message`), else a short snippet."""
-    if not body:
-        return []
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return [" ".join(body[:200].decode("utf-8", "replace").split())]
-    return _errors_of(doc)
-
-
-def _errors_of(doc: Any) -> list[str]:
-    if isinstance(doc, dict):
-        errors = doc.get("Errors")
-        if isinstance(errors, list) and errors:
-            return [str(e) for e in errors]
-        if doc.get("Message"):
-            return [str(doc["Message"])]
-        return []
-    if isinstance(doc, str) and doc:
-        return [doc]
-    return []
-
-
-def batch_content(responses: Mapping[str, Any], request_id: str, method: str = "GET") -> Any:
-    """The `Content` of one sub-response of `PIClient.batch`, or its PIWebAPIError."""
-    sub = responses.get(request_id)
-    if not isinstance(sub, Mapping):
-        raise PIWebAPIError(method, f"batch:{request_id}", 0, [], "no response for this id")
-    status = int(sub.get("Status") or 0)
-    if 200 <= status < 300:
-        return sub.get("Content")
-    cls = AuthError if status in (401, 403) else PIWebAPIError
-    raise cls(method, f"batch:{request_id}", status, _errors_of(sub.get("Content")))
 
 
 @dataclass(slots=True)
@@ -263,11 +215,11 @@ class PIClient:
                     "POST", self._url("batch", ()), 207, [], "batch answer is not a JSON object"
                 )
             results.update({rid: reply[rid] for rid in sub if rid in reply})
-            failed = {rid for rid in sub if _sub_status(reply.get(rid)) in RETRYABLE_STATUSES}
+            failed = {rid for rid in sub if sub_status(reply.get(rid)) in RETRYABLE_STATUSES}
             if not failed:
                 break
             retry_after = max(
-                (v for rid in failed if (v := _sub_retry_after(reply[rid])) is not None),
+                (v for rid in failed if (v := sub_retry_after(reply[rid])) is not None),
                 default=0.0,
             )
             delay = max(backoff_delay(attempt), retry_after)
@@ -282,8 +234,8 @@ class PIClient:
                 )
                 break
             for rid in failed:
-                self.observer.on_retry("429" if _sub_status(reply[rid]) == 429 else "5xx")
-            pending = _closure(requests, failed)
+                self.observer.on_retry("429" if sub_status(reply[rid]) == 429 else "5xx")
+            pending = retry_closure(requests, failed)
             log.debug(
                 "batch: retrying %d requests (%d failed) in %.2f s",
                 len(pending),
@@ -460,47 +412,6 @@ class PIClient:
         if self._session is None:
             raise ClientNotOpen("PIClient used outside `async with`")
         return self._session
-
-
-def _sub_status(sub: Any) -> int:
-    if isinstance(sub, Mapping):
-        try:
-            return int(sub.get("Status") or 0)
-        except (TypeError, ValueError):
-            return 0
-    return 0
-
-
-def _sub_retry_after(sub: Mapping[str, Any]) -> float | None:
-    headers = sub.get("Headers")
-    if not isinstance(headers, Mapping):
-        return None
-    for key, value in headers.items():
-        if str(key).lower() == "retry-after":
-            return parse_retry_after(str(value))
-    return None
-
-
-def _closure(requests: Mapping[str, Mapping[str, Any]], failed: set[str]) -> set[str]:
-    """Failed ids, everything that depends on them, and everything those depend on."""
-    children: dict[str, set[str]] = {}
-    for rid, req in requests.items():
-        for parent in req.get("ParentIds") or ():
-            children.setdefault(parent, set()).add(rid)
-    out = set(failed)
-    stack = list(failed)
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child not in out:
-                out.add(child)
-                stack.append(child)
-    stack = list(out)
-    while stack:
-        for parent in requests.get(stack.pop(), {}).get("ParentIds") or ():
-            if parent in requests and parent not in out:
-                out.add(parent)
-                stack.append(parent)
-    return out
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes | _Failure:
