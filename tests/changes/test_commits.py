@@ -159,12 +159,15 @@ def other_rows(start: datetime, end: datetime) -> pa.Table:
 
 @contextmanager
 def concurrent(
-    follower: Follower, rows: Callable[[list[str]], pa.Table | None], fail: Callable[[str], bool]
+    follower: Follower,
+    rows: Callable[[list[str]], pa.Table | None],
+    fail: Callable[[str], bool],
+    app_id: str | None = None,
 ) -> Iterator[list[str]]:
     """Just before each of the follower's pi_timeseries commits (after its snapshot): another
     writer appends `rows(attempts)` (None: nothing; `attempts` are the modes of the
-    follower's commits attempted, this one last), and the commit raises when `fail(mode)`
-    (a crash at that instant). Yields the attempts."""
+    follower's commits attempted, this one last), as a batch of `app_id` if given, and the
+    commit raises when `fail(mode)` (a crash at that instant). Yields the attempts."""
     other = DeltaWriter(TableStore(follower.sink.store.target))
     original = follower.sink._write
     attempts: list[str] = []
@@ -174,7 +177,8 @@ def concurrent(
             attempts.append(mode)
             extra = rows(attempts)
             if extra is not None:
-                other.append(PI_TIMESERIES, extra)
+                batch = len(attempts) if app_id is not None else None
+                other.append(PI_TIMESERIES, extra, app_id, batch)
             if fail(mode):
                 raise OSError(f"injected failure before the {mode}")
         original(table, name, data, mode, *args, **kw)
@@ -416,3 +420,44 @@ def test_a_moved_tag_takes_over_the_old_followers_marker(run_for: Callable[..., 
     assert reloaded == markers
     assert run.assert_table_is_truth(read(run), truth_for(run.mock), moved) > 300
     assert assert_log_once(run).filter(pl.col("action") != "Add").height > 0
+
+
+@pytest.mark.parametrize("writer", ["another shard", "an unnamed writer"])
+def test_a_replace_another_shard_outdated_is_committed_again_without_reading(
+    run_for: Callable[..., Run], writer: str
+) -> None:
+    """Another shard's append over the edited times outdates the replace: its tags are not
+    this shard's, so the replace is committed again at once against the latest version,
+    without resolving it again. An append no app id names could be anyone's (a backfill
+    of these very tags): the replace is then resolved again on a fresh snapshot."""
+    run = run_for(**EDITS)
+    app_id = "pidelta-ts-1-of-2" if writer == "another shard" else None
+
+    async def scenario() -> tuple[list[str], int, list[str], pa.Table]:
+        async with PIClient(run.settings()) as client:
+            follower, tags, _ = await first_batch(run, client)
+            wide = other_rows(run.caught_up - timedelta(seconds=10), run.windows[-1][0])
+            resolved: list[int] = []
+            original = follower._resolve
+
+            def counting(events: pa.Table) -> Any:
+                resolved.append(events.num_rows)
+                return original(events)
+
+            def rows(attempts: list[str]) -> pa.Table | None:
+                return wide if attempts == ["append", "overwrite"] else None
+
+            follower._resolve = counting  # type: ignore[method-assign]
+            with concurrent(follower, rows, lambda _: False, app_id) as attempts:
+                await follower.commit()
+            return attempts, len(resolved), tags, wide
+
+    attempts, resolves, tags, wide = asyncio.run(scenario())
+    assert attempts == ["append", "overwrite", "overwrite"]
+    assert run.observer.retried == [PI_TIMESERIES]
+    # `_apply` resolves once, the replace once more, and again only after an unnamed writer.
+    assert resolves == (2 if writer == "another shard" else 3)
+    table = read(run)
+    assert run.assert_table_is_truth(table, truth_for(run.mock), tags) > 1000
+    others = pl.from_arrow(table).filter(pl.col("tag_webid").is_in(OTHERS))
+    assert others.height == wide.num_rows

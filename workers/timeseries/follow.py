@@ -25,9 +25,11 @@ re-reads its gap through the recorded fallback and registers it again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
@@ -78,6 +80,30 @@ UPDATES = "updates"  # the kind of a followed tag's checkpoint range
 REPLACE_ATTEMPTS = 12
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A replace computed on table version `snapshot`."""
+
+    snapshot: int
+    scope: Scope
+    rows: pa.Table
+
+
+def _not_ours(commit: Mapping[str, object], suffix: str) -> bool:
+    """A commit (its commitInfo) that cannot have changed this shard's rows: a write of
+    another shard's app id (its tags are not this shard's, and whatever of other tags' rows
+    it rewrites it keeps as they were; the fence refuses an older generation's), or a
+    compaction, which moves rows and changes none."""
+    operation = commit.get("operation")
+    app_id = commit.get("pidelta.app_id")
+    return operation == "OPTIMIZE" or (
+        operation == "WRITE"
+        and isinstance(app_id, str)
+        and app_id.startswith("pidelta-")
+        and not app_id.endswith(suffix)
+    )
+
+
 def follower_app_id(shard_index: int, shard_count: int) -> str:
     """Read with the live checkpoints (prefix `pidelta-ts-`), its own batch ids."""
     return f"{FOLLOWER_PREFIX}{shard_index}-of-{shard_count}"
@@ -97,6 +123,7 @@ class Follower:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.app_id = follower_app_id(settings.shard_index, settings.shard_count)
+        self.shard_suffix = f"-{settings.shard_index}-of-{settings.shard_count}"
         # Every pi_timeseries commit checks the fence on the snapshot it commits against,
         # as the recorded path's do (docs/DESIGN.md "Resharding fence").
         count = settings.shard_count
@@ -325,40 +352,63 @@ class Follower:
         return version, dataset, resolve(at_keys(dataset, events), events, self.covered)
 
     def _replace_rebased(self, events: pa.Table, n: int) -> None:
-        """`_replace`, again on a fresh snapshot when a concurrent commit outdated it (a
-        replace reads the table, so the writer does not redo it blindly), after a
-        jittered, doubling pause, so shards that lost to one commit do not race again."""
+        """The replace, again when a concurrent commit outdated it. When every commit since
+        its snapshot is another shard's (or a compaction) and its scope names its tags, no
+        row in scope changed: it is committed again at once against the latest version,
+        without reading the table again. Otherwise it is resolved again on a
+        fresh snapshot (a replace reads the table, so the writer does not redo it
+        blindly), after a jittered, doubling pause, so shards that lost to one commit do
+        not race again."""
+        prepared = self._prepare(events)
         for attempt in range(1, REPLACE_ATTEMPTS + 1):
+            if prepared is None:
+                return
             try:
-                self._replace(events, n)
+                self._write_replace(prepared, n)
                 return
             except SinkError as exc:
                 if attempt == REPLACE_ATTEMPTS or not outdated(exc.__cause__ or exc):
                     raise
-                log.info("replace of batch %d met a concurrent commit; again", n)
                 self.observer.commit_retried(PI_TIMESERIES)
+                latest = self.sink.table(PI_TIMESERIES)
+                since = prepared.snapshot
+                if prepared.scope.names_tags and self._others_only(latest, since):
+                    prepared = dataclasses.replace(prepared, snapshot=latest.version())
+                    continue
+                log.info("replace of batch %d met a concurrent commit; again", n)
                 time.sleep(backoff(attempt))
+                prepared = self._prepare(events)
 
-    def _replace(self, events: pa.Table, n: int) -> None:
-        """The edited and removed keys replaced under version 2n + 1, resolved again on the
-        snapshot the replace commits against (the batch's arrivals are in it by now; those
-        of a re-run whose append had landed already go with the replace)."""
+    def _others_only(self, table: DeltaTable, since: int) -> bool:
+        """Every commit after version `since` is another shard's or a compaction."""
+        newer = table.version() - since
+        return newer > 0 and all(
+            _not_ours(commit, self.shard_suffix) for commit in table.history(newer)
+        )
+
+    def _prepare(self, events: pa.Table) -> Prepared | None:
+        """The edited and removed keys' replacement, resolved on the latest snapshot (the
+        batch's arrivals are in it by now; those of a re-run whose append had landed
+        already go with the replace); None when nothing is left to replace."""
         snapshot, dataset, resolved = self._resolve(events)
         arrived = pl.from_arrow(resolved.arrivals.select([*KEY, "date"]))
         keys = pl.concat([resolved.replaced, arrived], how="vertical_relaxed")
         if keys.is_empty():
-            return
+            return None
         scope = Scope.of(keys)
-        rows = replacement(scope.rows(dataset), resolved)
+        return Prepared(snapshot, scope, replacement(scope.rows(dataset), resolved))
+
+    def _write_replace(self, prepared: Prepared, n: int) -> None:
+        """The replacement under version 2n + 1, against the snapshot it was computed for."""
         self.check_fence()
         _, version = follower_versions(n)
         self.sink.replace_where(
             PI_TIMESERIES,
-            scope.sql(),
-            rows,
+            prepared.scope.sql(),
+            prepared.rows,
             self.app_id,
             version,
-            snapshot=snapshot,
+            snapshot=prepared.snapshot,
             check=self.fenced,
         )
 
