@@ -193,6 +193,28 @@ def test_recover_sees_checkpoints_the_old_owner_wrote_after_the_cache_was_read(
     assert new_owner.load_checkpoints(["A"]) == {"A": T + 20 * SEC}
 
 
+def test_plans_past_a_checkpoint_are_named_for_an_anti_join(tmp_path: Path) -> None:
+    """An older generation's follower landed its append (rows of A up to T + 30 s) and the
+    fence refused its replace: recovery does not advance it, so A's checkpoint stays at
+    T + 10 s while its plan names the times up to T + 30 s. B's plans end at its
+    checkpoint, C has plans and no checkpoint, D has neither."""
+    sink, state = open_state(tmp_path)
+    live, follower = "pidelta-ts-0-of-1", "pidelta-ts-updates-0-of-1"
+    first = PlannedBatch(live, 1, (TagRange("A", T, T + 10 * SEC), TagRange("B", T, T + 10 * SEC)))
+    state.record_plan(live, 1, first.ranges)
+    sink.commit_timeseries(fetch(first), live, 1)
+    state.advance(live, 1, first.ranges)
+    state.record_plan(follower, 1, (TagRange("A", T + 10 * SEC, T + 30 * SEC, "updates"),))
+    state.record_plan(live, 2, (TagRange("C", T, T + 5 * SEC),))
+    _, new_owner = open_state(tmp_path)
+    assert new_owner.recover([live, follower]) == []
+    assert new_owner.planned_beyond(["A", "B", "C", "D"]) == {
+        "A": T + 30 * SEC,
+        "C": T + 5 * SEC,
+    }
+    assert new_owner.planned_beyond([]) == {}
+
+
 def test_buffered_batches_commit_under_the_highest_id(tmp_path: Path) -> None:
     sink, state = open_state(tmp_path)
     first = PlannedBatch(APP, 1, (TagRange("A", T, T + 10 * SEC),))

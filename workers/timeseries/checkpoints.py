@@ -88,6 +88,32 @@ class CheckpointStore:
         )
         return dict(zip(latest["tag_webid"].to_list(), latest["checkpoint"].to_list(), strict=True))
 
+    def planned_beyond(self, tags: Collection[str]) -> dict[str, datetime]:
+        """Per tag, the end of the furthest plan of any app id past its latest checkpoint.
+
+        A batch can land rows without ever advancing: an older generation's follower whose
+        append landed and whose replace the fence refused (recovery advances a follower's
+        batch only once all its rows are in). Its plan still names the times, so a worker
+        reads up to there with an anti-join on the key, not blind.
+        """
+        if not tags:
+            return {}
+        where = ds.field("tag_webid").isin(list(tags))
+        found = (
+            self.sink.table(BATCHES)
+            .to_pyarrow_dataset()
+            .to_table(columns=["tag_webid", "range_end"], filter=where)
+        )
+        if not found.num_rows:
+            return {}
+        ends = pl.from_arrow(found).group_by("tag_webid").agg(pl.col("range_end").max())
+        cps = self.load_checkpoints(tags)
+        return {
+            w: end
+            for w, end in zip(ends["tag_webid"].to_list(), ends["range_end"].to_list(), strict=True)
+            if w not in cps or end > cps[w]
+        }
+
     def done_version(self, app_id: str) -> int | None:
         """Highest batch id of `app_id` whose checkpoints are recorded."""
         return self.sink.committed_version(CHECKPOINTS, app_id)

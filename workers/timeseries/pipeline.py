@@ -26,7 +26,7 @@ from workers.lake.tables import TableStore
 from workers.lifecycle import Lifecycle
 from workers.observe import NullObserver, Observer
 from workers.pi.client import PIClient
-from workers.pi.times import parse_time, utcnow
+from workers.pi.times import parse_time, to_us, utcnow
 from workers.settings import Settings
 from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
 from workers.timeseries.commit_queue import CommitQueue
@@ -87,6 +87,8 @@ class Pipeline:
         self.tags: dict[str, TagInfo] = {}
         self.discovered = 0  # tags in scope at the last discovery, before sharding
         self.origins: dict[str, datetime] = {}
+        # Per tag: rows up to here are anti-joined (`CheckpointStore.planned_beyond`).
+        self.guarded: dict[str, datetime] = {}
         self.source = RecordedSource.from_settings(self.client, settings, self.tags)
         self.fetch_stats = ReadStats()
         self.checkpoints: CheckpointStore | None = None
@@ -167,6 +169,9 @@ class Pipeline:
         )
         self.origins.update(await asyncio.to_thread(self.recovery.origins))
         await self._recover()
+        # Read after recovery advanced what it could: what is planned past a checkpoint now
+        # may hold rows that never advanced it.
+        self.guarded = await asyncio.to_thread(self.checkpoints.planned_beyond, list(self.tags))
 
     async def follow_updates(self) -> None:
         """`run` only: follow the tags with stream updates (`follow.Follower`), from the
@@ -418,6 +423,9 @@ class Pipeline:
         assert self.queue is not None
         await self.queue.before(batch.app_id)
         wanted, boundary, whole = spans(batch, self.origins)
+        for webid, end in self.guarded.items():
+            if webid in boundary:
+                boundary[webid] = max(boundary[webid], to_us(end))
         result = await read_all(self.source, [wanted, rereads(batch)])
         assert self.set_aside is not None
         await asyncio.to_thread(self.set_aside.record, batch, result.set_aside)
