@@ -19,7 +19,8 @@ import pyarrow as pa
 from workers.af.common import resource
 from workers.errors import PIWebAPIError
 from workers.lake.schemas import UTC_US
-from workers.pi.client import PIClient, batch_content
+from workers.pi.client import PIClient
+from workers.pi.replies import batch_content
 from workers.pi.times import parse_iso_us
 from workers.settings import Settings
 from workers.timeseries.discovery import TagInfo, data_servers
