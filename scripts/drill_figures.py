@@ -17,7 +17,6 @@ from urllib.parse import unquote
 import numpy as np
 import orjson
 import polars as pl
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyarrow import fs
 
@@ -117,19 +116,40 @@ def table_names(filesystem_: fs.FileSystem, root: str) -> list[str]:
     return sorted(PurePosixPath(i.path).name for i in infos if i.type == fs.FileType.Directory)
 
 
-def freshness(filesystem_: fs.FileSystem, root: str, log: TableLog, since_us: int) -> np.ndarray:
-    """Seconds from each value's timestamp (its arrival in PI: the drill's mock delays none)
-    to the commit time of the version that added it, for values stamped after `since_us`."""
-    out = []
+def freshness(
+    filesystem_: fs.FileSystem,
+    root: str,
+    log: TableLog,
+    since_us: int,
+    arrivals: pl.DataFrame | None = None,
+) -> np.ndarray:
+    """Seconds from each value's arrival in PI to the commit time of the first version that
+    added it, for values stamped after `since_us`: a replace that rewrites a file adds its
+    rows again, and a rewrite is not when a value became readable. A value arrives at its
+    timestamp unless `arrivals` (tag_webid, us: its timestamp, arrived_us) says later."""
+    parts = []
     for commit in log.commits:
         for path in commit.added:
-            column = pq.read_table(
-                f"{root}/{log.name}/{unquote(path)}", columns=["timestamp"], filesystem=filesystem_
-            )["timestamp"]
-            micros = pc.cast(column, "int64").to_numpy(zero_copy_only=False)
-            micros = micros[micros > since_us]
-            out.append((commit.millis * 1000 - micros) / 1e6)
-    return np.concatenate(out) if out else np.empty(0)
+            keys = pl.from_arrow(
+                pq.read_table(
+                    f"{root}/{log.name}/{unquote(path)}",
+                    columns=["tag_webid", "timestamp", "sequence"],
+                    filesystem=filesystem_,
+                )
+            )
+            assert isinstance(keys, pl.DataFrame)
+            micros = keys.select(
+                "tag_webid", "sequence", pl.col("timestamp").dt.epoch("us").alias("us")
+            ).filter(pl.col("us") > since_us)
+            parts.append(micros.with_columns(pl.lit(commit.millis * 1000).alias("at")))
+    if not parts:
+        return np.empty(0)
+    first = pl.concat(parts).group_by("tag_webid", "us", "sequence").agg(pl.col("at").min())
+    if arrivals is not None:
+        first = first.join(arrivals, on=["tag_webid", "us"], how="left").with_columns(
+            pl.coalesce("arrived_us", "us").alias("us")
+        )
+    return ((first["at"] - first["us"]) / 1e6).to_numpy()
 
 
 def doubled_origins(

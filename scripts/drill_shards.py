@@ -134,6 +134,7 @@ class Drill:
         self.maintain: subprocess.Popen[bytes] | None = None
         self.maintain_exit: int | None = None
         self.target = ""
+        self.arrivals: pl.DataFrame | None = None  # values the mock held back (DRILL_EDITS)
 
     def run(self) -> DrillResult:
         cfg = self.config
@@ -346,7 +347,10 @@ class Drill:
         ranges = dict(zip(cps["tag_webid"].to_list(), cps["checkpoint"].to_list(), strict=True))
         table = self._table(target, "pi_timeseries").to_pyarrow_table()
         spans = {w: (origin, c) for w, c in ranges.items()}
-        found = drill_truth.compare(table, truth_for(mock), spans, changes=cfg.edits)
+        truth = truth_for(mock)
+        found = drill_truth.compare(table, truth, spans, changes=cfg.edits)
+        if cfg.edits:
+            self.arrivals = drill_truth.late_arrivals(truth, spans)
         if found.doubled:
             filesystem, root = figures.filesystem(target, self.options)
             log_ = figures.read_log(filesystem, root, "pi_timeseries")
@@ -433,11 +437,12 @@ class Drill:
             f"{scraped.of(figures.PI_SECONDS) / requests if requests else 0.0:.3f} s each"
         )
         lines += self._state_rows(target, names)
-        fresh = figures.freshness(filesystem, root, series, _micros(origin + timedelta(minutes=1)))
+        since = _micros(origin + timedelta(minutes=1))
+        fresh = figures.freshness(filesystem, root, series, since, self.arrivals)
         lines += [
             "",
-            f"freshness of pi_timeseries (value timestamp -> commit time of its version, values "
-            f"stamped 1 min after the start on): {fresh.size} values, "
+            f"freshness of pi_timeseries (arrival in PI -> commit time of the version that first "
+            f"added the value, values stamped 1 min after the start on): {fresh.size} values, "
             f"p50 {figures.percentile(fresh, 50):.1f} s, p99 {figures.percentile(fresh, 99):.1f} s,"
             f" max {figures.percentile(fresh, 100):.1f} s",
             "",

@@ -76,3 +76,23 @@ def _changed_keys(truth: GroundTruth, spans: dict[str, tuple[datetime, datetime]
     keys = pl.DataFrame(rows, schema={"tag_webid": pl.String, "ts": pl.String}, orient="row")
     stamp = pl.col("ts").str.to_datetime(time_unit="us", time_zone="UTC").alias("timestamp")
     return keys.select("tag_webid", stamp)
+
+
+def late_arrivals(truth: GroundTruth, spans: dict[str, tuple[datetime, datetime]]) -> pl.DataFrame:
+    """The values PI holds back (late tags' outages): tag_webid, us (timestamp), arrived_us."""
+    rows = [
+        (webid, ticks_of(value["Timestamp"]) // 10, visible // 10)
+        for webid, (start, end) in spans.items()
+        if truth.point(webid).late
+        for value, visible in truth.visible_at(webid, ticks(start), ticks(end))
+        if isinstance(value, dict) and "Timestamp" in value
+    ]
+    schema = {"tag_webid": pl.String, "us": pl.Int64, "arrived_us": pl.Int64}
+    return pl.DataFrame(rows, schema=schema, orient="row").filter(
+        pl.col("arrived_us") > pl.col("us")
+    )
+
+
+def ticks_of(stamp: str) -> int:
+    """100 ns ticks since the epoch of an ISO timestamp."""
+    return ticks(datetime.fromisoformat(stamp.replace("Z", "+00:00")))
