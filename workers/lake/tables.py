@@ -74,12 +74,24 @@ class TableSpec:
     writer: WriterProperties | None = None
     configuration: Mapping[str, str] | None = None
 
+    @property
+    def serializes_writes(self) -> bool:
+        """At writeSerializable isolation: a replace is not refused for a blind append."""
+        return (self.configuration or {}).get(ISOLATION) == WRITE_SERIALIZABLE
+
 
 # The state tables take a commit per data commit of every shard, and only their latest
 # snapshot is ever read: a day of log (not Delta's 30) keeps their `_delta_log` bounded at
 # a day of commits once checkpoints pass it (delta-rs cleans expired log files after each
 # checkpoint it writes, every 100 commits).
 STATE_LOG = {"delta.logRetentionDuration": "interval 1 days"}
+
+# pi_timeseries: shards append their own tags' rows blind while a follower replaces the few
+# rows its edits touch; at delta-rs's default (Serializable) every append over those times
+# refused the replace (docs/DESIGN.md "Concurrent writers"). delta-rs reads the value in
+# this spelling only; Delta Spark reads it regardless of case.
+ISOLATION = "delta.isolationLevel"
+WRITE_SERIALIZABLE = "writeSerializable"
 
 
 # zstd level 1 and no dictionary for the columns that rarely repeat: measured on 1.3 M
@@ -102,7 +114,13 @@ TIMESERIES_WRITER = WriterProperties(
 TABLES: Mapping[str, TableSpec] = {
     spec.name: spec
     for spec in (
-        TableSpec(PI_TIMESERIES, PI_TIMESERIES_SCHEMA, ("date",), TIMESERIES_WRITER),
+        TableSpec(
+            PI_TIMESERIES,
+            PI_TIMESERIES_SCHEMA,
+            ("date",),
+            TIMESERIES_WRITER,
+            {ISOLATION: WRITE_SERIALIZABLE},
+        ),
         TableSpec(QUARANTINE, QUARANTINE_SCHEMA),
         # Partitioned by app id: a shard folds its own rows (`replace_where` on its own
         # partition) without touching a file another shard's append could conflict with.
@@ -213,6 +231,22 @@ class TableStore:
         for name in names:
             self.create(name)
 
+    def _configure(self, name: str, table: DeltaTable, spec: TableSpec) -> None:
+        """Table properties a table created by an older pidelta lacks, set once."""
+
+        def missing(t: DeltaTable) -> dict[str, str]:
+            have = t.metadata().configuration
+            return {k: v for k, v in (spec.configuration or {}).items() if have.get(k) != v}
+
+        if wanted := missing(table):
+            try:
+                table.alter.set_table_properties(wanted, raise_if_not_exists=False)
+            except (DeltaError, OSError) as exc:  # another shard may have done it first
+                if missing(self.open(name)):
+                    raise SinkError(
+                        f"cannot set {wanted}: {exc}", table=name, uri=self.uri(name)
+                    ) from exc
+
     def create(self, name: str) -> None:
         """Create one table with its declared schema, tolerating a concurrent creator."""
         spec = ALL_TABLES[name]
@@ -237,6 +271,7 @@ class TableStore:
                 if not self.exists(name):
                     raise SinkError(f"cannot create: {exc}", table=name, uri=uri) from exc
         table = self.open(name)
+        self._configure(name, table, spec)
         actual = pa.schema(table.schema().to_arrow())
         added = _added_columns(actual, spec.schema)
         if added:

@@ -25,7 +25,9 @@ over it), a refused commit met one, and each retry on a fresh snapshot is counte
 
 from __future__ import annotations
 
+import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Self, TypeVar
@@ -53,6 +55,10 @@ BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 
 T = TypeVar("T")
+
+# One turn at a time per process on the tables at writeSerializable isolation.
+_TURNS = {name: threading.Lock() for name, spec in ALL_TABLES.items() if spec.serializes_writes}
+_NO_TURNS = contextlib.nullcontext()
 
 
 def outdated(exc: BaseException) -> bool:
@@ -138,7 +144,9 @@ class DeltaWriter:
                 metadata = {"pidelta.app_id": app_id, "pidelta.batch_id": str(batch_id)}
                 transactions = [Transaction(app_id, batch_id)]
             began = time.perf_counter()
-            self._write(table, name, rows, "append", metadata, transactions=transactions)
+            self._write(
+                table, name, rows, "append", metadata, transactions=transactions, blind=True
+            )
             self._observe(name, rows.num_rows, began, table)
             return True
 
@@ -316,21 +324,29 @@ class DeltaWriter:
         predicate: str | None = None,
         retries: int | None = None,
         transactions: list[Transaction] | None = None,
+        blind: bool = False,
     ) -> None:
-        """`rows` in the registry's schema, partitioning and Parquet settings, one commit."""
+        """`rows` in the registry's schema, partitioning and Parquet settings, one commit.
+
+        An append is marked a blind append (`isBlindAppend`): on a table at
+        `writeSerializable` isolation (pi_timeseries) another writer's replace is not
+        refused for it (docs/DESIGN.md "Concurrent writers"). The commits of one process
+        to such a table take turns, so none of its replaces passes over its own appends.
+        """
         spec = ALL_TABLES[name]
         read = table.version()
-        write_deltalake(
-            table,
-            rows.select(spec.schema.names).cast(spec.schema),
-            mode=mode,  # type: ignore[arg-type]
-            predicate=predicate,
-            partition_by=list(spec.partition_by) or None,
-            storage_options=self.store.options(name),
-            writer_properties=spec.writer,
-            commit_properties=self._properties(metadata, retries, transactions),
-            post_commithook_properties=PostCommitHookProperties(create_checkpoint=True),
-        )
+        with _TURNS.get(name, _NO_TURNS):
+            write_deltalake(
+                table,
+                rows.select(spec.schema.names).cast(spec.schema),
+                mode=mode,  # type: ignore[arg-type]
+                predicate=predicate,
+                partition_by=list(spec.partition_by) or None,
+                storage_options=self.store.options(name),
+                writer_properties=spec.writer,
+                commit_properties=self._properties(metadata, retries, transactions, blind),
+                post_commithook_properties=PostCommitHookProperties(create_checkpoint=True),
+            )
         self._raced(name, read, table.version())
         table.update_incremental()
 
@@ -339,9 +355,13 @@ class DeltaWriter:
         metadata: Mapping[str, str],
         retries: int | None = None,
         transactions: list[Transaction] | None = None,
+        blind: bool = False,
     ) -> CommitProperties:
+        custom: dict[str, Any] = dict(metadata)
+        if blind:
+            custom["isBlindAppend"] = True
         return CommitProperties(
-            custom_metadata=dict(metadata),
+            custom_metadata=custom,
             max_commit_retries=self.max_commit_retries if retries is None else retries,
             app_transactions=transactions,
         )

@@ -352,13 +352,13 @@ class Follower:
         return version, dataset, resolve(at_keys(dataset, events), events, self.covered)
 
     def _replace_rebased(self, events: pa.Table, n: int) -> None:
-        """The replace, again when a concurrent commit outdated it. When every commit since
-        its snapshot is another shard's (or a compaction) and its scope names its tags, no
-        row in scope changed: it is committed again at once against the latest version,
-        without reading the table again. Otherwise it is resolved again on a
+        """The replace, again when a concurrent commit outdated it, after a jittered,
+        doubling pause (shards that lost to one commit do not race again). When every
+        commit since its snapshot is another shard's (or a compaction) and its scope names
+        its tags, no row in scope changed: it is committed again against the latest
+        version, without reading the table again. Otherwise it is resolved again on a
         fresh snapshot (a replace reads the table, so the writer does not redo it
-        blindly), after a jittered, doubling pause, so shards that lost to one commit do
-        not race again."""
+        blindly). Other shards' appends do not outdate it at all (`writeSerializable`)."""
         prepared = self._prepare(events)
         for attempt in range(1, REPLACE_ATTEMPTS + 1):
             if prepared is None:
@@ -370,13 +370,13 @@ class Follower:
                 if attempt == REPLACE_ATTEMPTS or not outdated(exc.__cause__ or exc):
                     raise
                 self.observer.commit_retried(PI_TIMESERIES)
+                time.sleep(backoff(attempt))
                 latest = self.sink.table(PI_TIMESERIES)
                 since = prepared.snapshot
                 if prepared.scope.names_tags and self._others_only(latest, since):
                     prepared = dataclasses.replace(prepared, snapshot=latest.version())
                     continue
                 log.info("replace of batch %d met a concurrent commit; again", n)
-                time.sleep(backoff(attempt))
                 prepared = self._prepare(events)
 
     def _others_only(self, table: DeltaTable, since: int) -> bool:
