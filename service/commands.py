@@ -24,7 +24,7 @@ from service.status import collect_status, format_status, has_tables
 from service.version import package_version
 from shard_config.jump_hash import JumpHash
 from shard_config.plan import compute_plan, format_plan
-from workers.errors import ConfigError, RetriesAbandoned, StaleGeneration
+from workers.errors import CommitAbandoned, ConfigError, RetriesAbandoned, StaleGeneration
 from workers.lake.tables import TableStore
 from workers.lifecycle import Lifecycle
 from workers.pi.client import PIClient
@@ -252,6 +252,8 @@ async def _worker(
                     await pipeline.flush()
                 except StaleGeneration as exc:
                     log.info("%s: stopping, %s", mode, exc)
+                except CommitAbandoned as exc:
+                    log.info("%s: stopping; %s left to the next start", mode, exc)
                 except RetriesAbandoned as exc:
                     log.info("%s: %s; flushing what is complete", mode, exc)
                     await pipeline.flush()

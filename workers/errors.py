@@ -150,6 +150,11 @@ class SinkError(PideltaError):
         self.uri = uri
 
 
+class CommitAbandoned(PideltaError):
+    """The worker is stopping while a commit kept meeting concurrent ones: its batch, begun
+    and not finished, re-runs on start (docs/DESIGN.md "Following stream updates")."""
+
+
 class StaleGeneration(PideltaError):
     """Another shard count owns the tags now: this worker must stop taking batches."""
 

@@ -24,7 +24,7 @@ from shard_config.jump_hash import owned
 from tests.changes.helpers import log_entries, moments, predicate_times
 from tests.conftest import MockServer, SimClock
 from tests.e2e.helpers import KEY, assert_same, expected, fixed_past, truth_for, within
-from workers.errors import SinkError, StaleGeneration
+from workers.errors import CommitAbandoned, SinkError, StaleGeneration
 from workers.lake.schemas import PI_TIMESERIES, PI_TIMESERIES_CHANGES
 from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
@@ -469,3 +469,28 @@ def test_a_replace_another_shard_outdated_is_committed_again_without_reading(
     assert run.assert_table_is_truth(table, truth_for(run.mock), tags) > 1000
     others = pl.from_arrow(table).filter(pl.col("tag_webid").is_in(OTHERS))
     assert others.height == wide.num_rows
+
+
+def test_a_stopping_worker_leaves_an_outdated_replace_to_its_next_start(
+    run_for: Callable[..., Run],
+) -> None:
+    """SIGTERM while another writer keeps outdating the replace: it is not tried again (it
+    would be for minutes); the batch, its append in and its replace not, re-runs on start."""
+    run = run_for(**EDITS)
+
+    async def scenario() -> list[str]:
+        async with PIClient(run.settings()) as client:
+            follower, _, _ = await first_batch(run, client)
+            wide = other_rows(run.caught_up - timedelta(seconds=10), run.windows[-1][0])
+            follower.stopping = lambda: True
+            with (
+                concurrent(follower, lambda _: wide, lambda _: False, replace=True) as attempts,
+                pytest.raises(CommitAbandoned, match="replace of batch 1 of " + FOLLOWER),
+            ):
+                await follower.commit()
+            assert follower.sink.committed_version(PI_TIMESERIES, FOLLOWER) == 2
+            assert follower.batch_id == 1
+            return attempts
+
+    assert asyncio.run(scenario()) == ["append", "overwrite"]
+    assert run.observer.retried == []  # not tried again

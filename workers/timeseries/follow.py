@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -38,7 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
 
-from workers.errors import SinkError, UpdatesUnavailable
+from workers.errors import CommitAbandoned, SinkError, UpdatesUnavailable
 from workers.lake.schemas import (
     MARKERS,
     MARKERS_SCHEMA,
@@ -74,10 +75,12 @@ from workers.timeseries.updates import UpdatesSource
 log = logging.getLogger("pidelta.follow")
 
 UPDATES = "updates"  # the kind of a followed tag's checkpoint range
-# Tries of a replace that concurrent commits outdated: a replace conflicts with a commit that
-# added a file whose statistics may match its predicate (another shard's rewrite or late
-# arrivals over the edited times). With the backoff, about 45 s at most.
-REPLACE_ATTEMPTS = 12
+# How long a replace that concurrent commits outdated is tried again: it conflicts with a
+# commit that changed data in a file whose statistics may match its predicate (another
+# shard's replace over the same times). Dozens of shards replacing every commit interval
+# meet often, so the follower waits (jittered, doubling, at most 5 s between tries) rather
+# than fail the worker; past this, the worker fails and its batch is re-run at restart.
+REPLACE_PATIENCE = 300.0
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,10 @@ class Follower:
         check_fence: Callable[[], None],
         observer: Observer,
         clock: Callable[[], datetime] = utcnow,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.app_id = follower_app_id(settings.shard_index, settings.shard_count)
+        self.stopping = stopping  # the worker is stopping: a replace is not tried again
         self.shard_suffix = f"-{settings.shard_index}-of-{settings.shard_count}"
         # Every pi_timeseries commit checks the fence on the snapshot it commits against,
         # as the recorded path's do (docs/DESIGN.md "Resharding fence").
@@ -360,15 +365,19 @@ class Follower:
         fresh snapshot (a replace reads the table, so the writer does not redo it
         blindly). Other shards' appends do not outdate it at all (`writeSerializable`)."""
         prepared = self._prepare(events)
-        for attempt in range(1, REPLACE_ATTEMPTS + 1):
+        began = time.monotonic()
+        for attempt in itertools.count(1):
             if prepared is None:
                 return
             try:
                 self._write_replace(prepared, n)
                 return
             except SinkError as exc:
-                if attempt == REPLACE_ATTEMPTS or not outdated(exc.__cause__ or exc):
+                late = time.monotonic() - began > REPLACE_PATIENCE
+                if late or not outdated(exc.__cause__ or exc):
                     raise
+                if self.stopping():
+                    raise CommitAbandoned(f"replace of batch {n} of {self.app_id}") from exc
                 self.observer.commit_retried(PI_TIMESERIES)
                 time.sleep(backoff(attempt))
                 latest = self.sink.table(PI_TIMESERIES)

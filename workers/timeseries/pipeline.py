@@ -187,6 +187,7 @@ class Pipeline:
             self.fence.check,
             self.observer,
             self.clock,
+            lambda: self.lifecycle.stopping,
         )
         await asyncio.to_thread(self.follower.load, self.tags)
         self.follower.forget(self.tags)
