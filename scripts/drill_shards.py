@@ -402,8 +402,9 @@ class Drill:
             "",
             f"ground truth: {result.tags} tags ({result.unchecked_tags} without a checkpoint), "
             f"{result.rows} rows; lost {found.lost}, doubled {found.doubled}, "
-            f"extra {found.extra}, changed {found.changed} (of these {found.to_verify} "
-            "edited or deleted by PI, left to verify)",
+            f"extra {found.extra}, changed {found.changed}; of these, {found.ahead} ahead of "
+            f"their checkpoint (as PI holds them now), {found.to_verify} changed by PI while "
+            "no marker covered them (left to verify)",
             "",
             f"commits (steady window: all {cfg.shards} first-generation shards committing, "
             f"until the reshard: {steady_min:.2f} min; whole run in brackets)",

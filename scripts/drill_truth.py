@@ -22,8 +22,13 @@ class Comparison:
     lost: int
     extra: int
     changed: int
-    # Extra or changed keys PI edited or deleted: a change made while no marker covered the
-    # tag (a reshard moved it) is left to `pidelta verify` (README "Delivery guarantee").
+    # Of those, keys where the table is ahead of its checkpoint: it holds what PI holds now
+    # (a value that arrived after the checkpoint, or was edited or deleted since), written
+    # by a batch whose append landed while its checkpoints did not (a worker stopping in
+    # the middle of a batch leaves the rest to its next start).
+    ahead: int
+    # Keys PI edited or deleted, left different: a change made while no marker covered the
+    # tag is left to `pidelta verify` (README "Delivery guarantee").
     to_verify: int
     twice: pl.DataFrame  # the keys the table holds more than once
 
@@ -33,7 +38,9 @@ class Comparison:
 
     @property
     def equal(self) -> bool:
-        return self.lost == self.doubled == 0 and self.extra + self.changed == self.to_verify
+        return self.doubled == 0 and self.lost + self.extra + self.changed == (
+            self.ahead + self.to_verify
+        )
 
 
 def compare(
@@ -55,13 +62,21 @@ def compare(
     extra = got.join(want, on=KEY, how="anti")
     both = got.unique(KEY).join(want.select(KEY), on=KEY, how="semi")
     changed = both.join(want, on=got.columns, how="anti", nulls_equal=True)
-    differ = pl.concat([extra.select(TAG_TIME), changed.select(TAG_TIME)])
-    to_verify = differ.join(_changed_keys(truth, spans), on=TAG_TIME, how="semi") if changes else []
+    lost = want.join(got, on=KEY, how="anti")
+    ahead = to_verify = 0
+    if changes:
+        now = frame(expected(truth, spans))
+        as_now = pl.concat([extra, changed]).join(now, on=got.columns, how="semi", nulls_equal=True)
+        gone = lost.join(now, on=KEY, how="anti")
+        ahead = as_now.height + gone.height
+        rest = pl.concat([extra, changed]).join(as_now, on=KEY, how="anti")
+        to_verify = rest.join(_changed_keys(truth, spans), on=TAG_TIME, how="semi").height
     return Comparison(
-        lost=want.join(got, on=KEY, how="anti").height,
+        lost=lost.height,
         extra=extra.height,
         changed=changed.height,
-        to_verify=len(to_verify),
+        ahead=ahead,
+        to_verify=to_verify,
         twice=twice,
     )
 
