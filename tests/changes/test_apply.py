@@ -245,8 +245,10 @@ def test_resolve_reads_only_the_events_keys(tmp_path: Path) -> None:
 
 
 def test_a_replace_commits_against_the_snapshot_it_read(tmp_path: Path) -> None:
-    """A row another writer adds inside the predicate after the rows were read refuses the
-    replace (it would otherwise be deleted unseen); outside, the replace lands past it."""
+    """A row another writer appends inside the predicate after the rows were read is kept:
+    its file was not read, so the replace removes nothing of it (pi_timeseries is at
+    writeSerializable, appends are blind). A row another writer's replace wrote there
+    refuses the replace, which was computed without it."""
     f = follower(tmp_path)
     f.sink.append(PI_TIMESERIES, rows("WA", ("2026-11-28T00:00:01Z", 1.0)))
     read_at = f.sink.table(PI_TIMESERIES).version()
@@ -254,15 +256,19 @@ def test_a_replace_commits_against_the_snapshot_it_read(tmp_path: Path) -> None:
     other.append(PI_TIMESERIES, rows("WA", ("2026-11-28T00:00:02Z", 2.0)))
     where = "date IN ('2026-11-28') AND tag_webid = 'WA'"
     new = rows("WA", ("2026-11-28T00:00:01Z", 11.0))
-    with pytest.raises(SinkError, match="concurrent"):
-        f.sink.replace_where(PI_TIMESERIES, where, new, APP, 3, snapshot=read_at)
-    assert table(f.sink) == [("WA", "00:00:01", 1.0), ("WA", "00:00:02", 2.0)]
-    read_at = f.sink.table(PI_TIMESERIES).version()
-    other.append(PI_TIMESERIES, rows("WB", ("2026-11-28T00:00:09Z", 9.0)))
-    new = rows("WA", ("2026-11-28T00:00:01Z", 11.0), ("2026-11-28T00:00:02Z", 2.0))
     assert f.sink.replace_where(PI_TIMESERIES, where, new, APP, 3, snapshot=read_at)
+    assert table(f.sink) == [("WA", "00:00:01", 11.0), ("WA", "00:00:02", 2.0)]
+    read_at = f.sink.table(PI_TIMESERIES).version()
+    other.replace_where(
+        PI_TIMESERIES,
+        f"{where} AND timestamp = '2026-11-28T00:00:03Z'",
+        rows("WA", ("2026-11-28T00:00:03Z", 3.0)),
+    )
+    new = rows("WA", ("2026-11-28T00:00:01Z", 12.0), ("2026-11-28T00:00:02Z", 2.0))
+    with pytest.raises(SinkError, match="concurrent"):
+        f.sink.replace_where(PI_TIMESERIES, where, new, APP, 5, snapshot=read_at)
     assert table(f.sink) == [
         ("WA", "00:00:01", 11.0),
         ("WA", "00:00:02", 2.0),
-        ("WB", "00:00:09", 9.0),
+        ("WA", "00:00:03", 3.0),
     ]

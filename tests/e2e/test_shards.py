@@ -99,7 +99,9 @@ def test_four_shards_then_five(mock_pi_factory: Callable[..., MockServer], tmp_p
         assert wait_for(_caught_up(target, resumed), 120)
         time.sleep(2)
         by_app = pl.from_arrow(read_table(target, "_pidelta_checkpoints"))
-        assert {f"pidelta-ts-{i}-of-5" for i in range(5)} <= set(by_app["app_id"].to_list())
+        # A new shard may follow on from the old followers' markers with no recorded read.
+        apps = {a.replace("-updates-", "-") for a in by_app["app_id"].unique().to_list()}
+        assert {f"pidelta-ts-{i}-of-5" for i in range(5)} <= apps
     finally:
         for worker in old + new:
             assert worker.terminate() == 0, worker.text()[-3000:]

@@ -189,7 +189,9 @@ def test_an_unpartitioned_state_table_is_rewritten_partitioned_without_losing_ro
     assert DeltaTable(uri).version() == table.version()
 
 
-def test_state_tables_keep_a_day_of_log_and_data_tables_deltas_default(tmp_path: Path) -> None:
+def test_state_tables_keep_a_day_of_log_and_the_data_table_is_write_serializable(
+    tmp_path: Path,
+) -> None:
     store = TableStore(str(tmp_path))
     store.create_all()
     config = {
@@ -200,5 +202,5 @@ def test_state_tables_keep_a_day_of_log_and_data_tables_deltas_default(tmp_path:
         BATCHES: {"delta.logRetentionDuration": "interval 1 days"},
         CHECKPOINTS: {"delta.logRetentionDuration": "interval 1 days"},
         MARKERS: {"delta.logRetentionDuration": "interval 1 days"},
-        PI_TIMESERIES: {},
+        PI_TIMESERIES: {"delta.isolationLevel": "writeSerializable"},
     }
