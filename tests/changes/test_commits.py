@@ -429,17 +429,13 @@ def test_a_moved_tag_takes_over_the_old_followers_marker(run_for: Callable[..., 
     assert assert_log_once(run).filter(pl.col("action") != "Add").height > 0
 
 
-@pytest.mark.parametrize("writer", ["another shard", "an unnamed writer"])
-def test_a_replace_another_shard_outdated_is_committed_again_without_reading(
-    run_for: Callable[..., Run], writer: str
+def test_a_replace_another_writers_replace_outdated_is_resolved_again(
+    run_for: Callable[..., Run],
 ) -> None:
     """Another shard's replace over the edited times outdates the follower's replace (it is
-    no blind append): its tags are not this shard's, so the follower's replace is committed
-    again against the latest version, without resolving it again. A commit no app id
-    names could be anyone's (a backfill of these very tags): the replace is then resolved
-    again on a fresh snapshot."""
+    no blind append): the replace is resolved again on a fresh snapshot and lands, and the
+    other writer's rows stay as it wrote them."""
     run = run_for(**EDITS)
-    app_id = "pidelta-ts-1-of-2" if writer == "another shard" else None
 
     async def scenario() -> tuple[list[str], int, list[str], pa.Table]:
         async with PIClient(run.settings()) as client:
@@ -456,15 +452,15 @@ def test_a_replace_another_shard_outdated_is_committed_again_without_reading(
                 return wide if attempts == ["append", "overwrite"] else None
 
             follower._resolve = counting  # type: ignore[method-assign]
-            with concurrent(follower, rows, lambda _: False, app_id, replace=True) as attempts:
+            other = "pidelta-ts-1-of-2"
+            with concurrent(follower, rows, lambda _: False, other, replace=True) as attempts:
                 await follower.commit()
             return attempts, len(resolved), tags, wide
 
     attempts, resolves, tags, wide = asyncio.run(scenario())
     assert attempts == ["append", "overwrite", "overwrite"]
     assert run.observer.retried == [PI_TIMESERIES]
-    # `_apply` resolves once, the replace once more, and again only after an unnamed writer.
-    assert resolves == (2 if writer == "another shard" else 3)
+    assert resolves == 3  # `_apply` once, the replace once, and again after the conflict
     table = read(run)
     assert run.assert_table_is_truth(table, truth_for(run.mock), tags) > 1000
     others = pl.from_arrow(table).filter(pl.col("tag_webid").is_in(OTHERS))

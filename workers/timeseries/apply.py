@@ -199,12 +199,6 @@ class Scope:
             return cls(dates, (Box(tuple(tags), lo, hi),))
         return cls(dates, (Box((tags[0], tags[-1]), lo, hi, span=True),))
 
-    @property
-    def names_tags(self) -> bool:
-        """Only the rows of the tags it names are in scope (no range of names, which takes
-        in other shards' tags)."""
-        return not any(b.span for b in self.boxes)
-
     def sql(self) -> str:
         days = ", ".join(_quoted(d.isoformat()) for d in self.dates)
         boxes = " OR ".join(f"({b.sql()})" for b in self.boxes)

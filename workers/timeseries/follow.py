@@ -25,7 +25,6 @@ re-reads its gap through the recorded fallback and registers it again.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import time
@@ -92,21 +91,6 @@ class Prepared:
     rows: pa.Table
 
 
-def _not_ours(commit: Mapping[str, object], suffix: str) -> bool:
-    """A commit (its commitInfo) that cannot have changed this shard's rows: a write of
-    another shard's app id (its tags are not this shard's, and whatever of other tags' rows
-    it rewrites it keeps as they were; the fence refuses an older generation's), or a
-    compaction, which moves rows and changes none."""
-    operation = commit.get("operation")
-    app_id = commit.get("pidelta.app_id")
-    return operation == "OPTIMIZE" or (
-        operation == "WRITE"
-        and isinstance(app_id, str)
-        and app_id.startswith("pidelta-")
-        and not app_id.endswith(suffix)
-    )
-
-
 def follower_app_id(shard_index: int, shard_count: int) -> str:
     """Read with the live checkpoints (prefix `pidelta-ts-`), its own batch ids."""
     return f"{FOLLOWER_PREFIX}{shard_index}-of-{shard_count}"
@@ -128,7 +112,6 @@ class Follower:
     ) -> None:
         self.app_id = follower_app_id(settings.shard_index, settings.shard_count)
         self.stopping = stopping  # the worker is stopping: a replace is not tried again
-        self.shard_suffix = f"-{settings.shard_index}-of-{settings.shard_count}"
         # Every pi_timeseries commit checks the fence on the snapshot it commits against,
         # as the recorded path's do (docs/DESIGN.md "Resharding fence").
         count = settings.shard_count
@@ -357,13 +340,11 @@ class Follower:
         return version, dataset, resolve(at_keys(dataset, events), events, self.covered)
 
     def _replace_rebased(self, events: pa.Table, n: int) -> None:
-        """The replace, again when a concurrent commit outdated it, after a jittered,
-        doubling pause (shards that lost to one commit do not race again). When every
-        commit since its snapshot is another shard's (or a compaction) and its scope names
-        its tags, no row in scope changed: it is committed again against the latest
-        version, without reading the table again. Otherwise it is resolved again on a
-        fresh snapshot (a replace reads the table, so the writer does not redo it
-        blindly). Other shards' appends do not outdate it at all (`writeSerializable`)."""
+        """The replace, again when a concurrent commit outdated it (another shard's replace
+        over the same times: other shards' appends do not, at `writeSerializable`), resolved
+        again on a fresh snapshot (a replace reads the table, so the writer does not redo
+        it blindly), after a jittered, doubling pause, so shards that lost to one commit do
+        not race again."""
         prepared = self._prepare(events)
         began = time.monotonic()
         for attempt in itertools.count(1):
@@ -380,20 +361,8 @@ class Follower:
                     raise CommitAbandoned(f"replace of batch {n} of {self.app_id}") from exc
                 self.observer.commit_retried(PI_TIMESERIES)
                 time.sleep(backoff(attempt))
-                latest = self.sink.table(PI_TIMESERIES)
-                since = prepared.snapshot
-                if prepared.scope.names_tags and self._others_only(latest, since):
-                    prepared = dataclasses.replace(prepared, snapshot=latest.version())
-                    continue
                 log.info("replace of batch %d met a concurrent commit; again", n)
                 prepared = self._prepare(events)
-
-    def _others_only(self, table: DeltaTable, since: int) -> bool:
-        """Every commit after version `since` is another shard's or a compaction."""
-        newer = table.version() - since
-        return newer > 0 and all(
-            _not_ours(commit, self.shard_suffix) for commit in table.history(newer)
-        )
 
     def _prepare(self, events: pa.Table) -> Prepared | None:
         """The edited and removed keys' replacement, resolved on the latest snapshot (the
