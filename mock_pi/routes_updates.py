@@ -9,7 +9,7 @@ issued.
 
 Retrieving marker M issued at t0 returns every change to the stream in (t0, now], however
 old the value's timestamp (`mock_pi.changes.ChangeModel.window`): `Add` for a value that
-arrived (became visible, late values included; as it stands now), `Update` for one edited
+arrived (became visible, late values included; as it was then), `Update` for one edited
 (the new value), `Delete` for one removed (the old value), the AF SDK's AFDataPipeAction
 names; and a new marker issued at now. A marker is a position in the stream, as PI's are
 (PI's `<guid>_<n>` names the n-th update of the registration), so reading M again before it

@@ -22,10 +22,15 @@ HOUR_US = 3_600_000_000
 
 
 @pytest.mark.parametrize(
-    ("appender", "failed"), [("pidelta-ts-0-of-2", True), ("pidelta-ts-1-of-2", False)]
+    ("appender", "when", "failed"),
+    [
+        ("pidelta-ts-0-of-2", "before", True),
+        ("pidelta-ts-1-of-2", "before", False),
+        ("pidelta-ts-0-of-2", "after", False),  # it saw the repair's rows: nothing doubled
+    ],
 )
 def test_a_repair_beside_an_append_of_its_shard_is_checked_again(
-    tmp_path: Path, appender: str, failed: bool
+    tmp_path: Path, appender: str, when: str, failed: bool
 ) -> None:
     store = TableStore(str(tmp_path))
     store.create_all()
@@ -43,8 +48,12 @@ def test_a_repair_beside_an_append_of_its_shard_is_checked_again(
     late = pi_values(TagRange("B", T + 20 * SEC, T + 25 * SEC))
 
     def beside(*args: Any, **kw: Any) -> bool:
-        writer.append(PI_TIMESERIES, late, appender, 7)  # the run's append lands first
-        return original(*args, **kw)
+        if when == "before":  # the run's append lands between the snapshot and the repair
+            writer.append(PI_TIMESERIES, late, appender, 7)
+            return original(*args, **kw)
+        written = original(*args, **kw)
+        writer.append(PI_TIMESERIES, late, appender, 7)
+        return written
 
     writer.replace_where = beside  # type: ignore[method-assign]
     start = int(T.timestamp() * 1_000_000) // HOUR_US * HOUR_US

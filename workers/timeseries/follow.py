@@ -326,7 +326,7 @@ class Follower:
                 self.sink.append(
                     PI_TIMESERIES, first.arrivals, self.app_id, appended, check=self.fenced
                 )
-            self._replace_rebased(events, n)
+            self._replace(events, n)
         elif first.arrivals.num_rows:
             self.sink.append(
                 PI_TIMESERIES, first.arrivals, self.app_id, replaced, check=self.fenced
@@ -339,7 +339,7 @@ class Follower:
         version, dataset = table.version(), table.to_pyarrow_dataset()
         return version, dataset, resolve(at_keys(dataset, events), events, self.covered)
 
-    def _replace_rebased(self, events: pa.Table, n: int) -> None:
+    def _replace(self, events: pa.Table, n: int) -> None:
         """The replace, again when a concurrent commit outdated it (another shard's replace
         over the same times: other shards' appends do not, at `writeSerializable`), resolved
         again on a fresh snapshot (a replace reads the table, so the writer does not redo

@@ -424,9 +424,9 @@ class Pipeline:
         assert self.queue is not None
         await self.queue.before(batch.app_id)
         wanted, boundary, whole = spans(batch, self.origins)
-        for webid, end in self.guarded.items():
-            if webid in boundary:
-                boundary[webid] = max(boundary[webid], to_us(end))
+        for webid, edge in boundary.items():
+            if (end := self.guarded.get(webid)) is not None:
+                boundary[webid] = max(edge, to_us(end))
         result = await read_all(self.source, [wanted, rereads(batch)])
         assert self.set_aside is not None
         await asyncio.to_thread(self.set_aside.record, batch, result.set_aside)

@@ -285,28 +285,34 @@ class Verifier:
             version = (self.writer.committed_version(PI_TIMESERIES, self.app_id) or 0) + 1
             before = self.writer.table(PI_TIMESERIES).version()
             try:
-                self.writer.replace_where(
+                written = self.writer.replace_where(
                     PI_TIMESERIES, predicate, rows.to_arrow(), self.app_id, version
                 )
             except SinkError as exc:
                 failed.update({(w, s): f"repair failed: {exc}" for w, s, _ in group})
                 continue
-            if self._met_own_append(before):
+            if written and self._met_own_append(before, version):
                 failed.update({(w, s): MET_OWN_APPEND for w, s, _ in group})
         return failed
 
-    def _met_own_append(self, before: int) -> bool:
-        """Whether an append of this shard's app ids landed between version `before` and
-        the repair that just committed. pi_timeseries is at writeSerializable isolation,
-        so the repair was not refused for it and may have written a row that append also
-        holds: the buckets are checked again (docs/DESIGN.md "Concurrent writers")."""
+    def _met_own_append(self, before: int, version: int) -> bool:
+        """Whether an append of this shard's app ids landed after version `before` and
+        before the repair committed as batch `version`. pi_timeseries is at
+        writeSerializable isolation, so the repair was not refused for it and may have
+        written a row that append also holds: the buckets are checked again
+        (docs/DESIGN.md "Concurrent writers")."""
         table = self.writer.table(PI_TIMESERIES)
-        between = table.history(table.version() - before)[1:]  # newest first: ours first
+        newer = table.history(table.version() - before)  # newest first
+        ours = {"pidelta.app_id": self.app_id, "pidelta.batch_id": str(version)}
+        mine = next(
+            (i for i, c in enumerate(newer) if all(c.get(k) == v for k, v in ours.items())),
+            len(newer),
+        )
         suffix = f"-{self.shard[0]}-of-{self.shard[1]}"
         return any(
             str(commit.get("pidelta.app_id", "")).endswith(suffix)
             and commit.get("isBlindAppend") is True
-            for commit in between
+            for commit in newer[mine + 1 :]
         )
 
     def _record(self, checked: pl.DataFrame, report: VerifyReport) -> None:
