@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 3600
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv dev compiler tools test lint bench demo clean fuzz-build fuzz-short fuzz \
-	kerberos drill-kerberos drill-shards drill-changes
+	kerberos drill-kerberos drill-shards drill-changes drill-exit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -117,6 +117,10 @@ drill-changes: dev
 # DRILL_TARGET=s3 runs on a moto server (the dev extra).
 drill-shards: dev
 	$(BIN)/python -m scripts.drill_shards
+
+# How often a process that scanned a Delta table aborts as it ends, finalizing or not.
+drill-exit: venv
+	$(BIN)/python scripts/exit_race.py
 
 demo: venv
 	DEMO_SECONDS=$(DEMO_SECONDS) PORT=$(PORT) $(BIN)/python scripts/demo.py

@@ -7,10 +7,13 @@ Exit codes (contract): 0 done; 2 bad configuration or arguments (one line, no tr
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from service.failures import explain
 from service.version import package_version
@@ -168,7 +171,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `pidelta` console script, `python -m service` and the wheel task.
+    """The command in this process: the wheel task on Databricks (through `console`), tests.
 
     A failure leaves as SystemExit, not as a returned code: a Databricks Python wheel task
     calls this function and ignores what it returns, so only an exit fails the task run.
@@ -177,6 +180,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code:
         raise SystemExit(code)
     return 0
+
+
+def console() -> None:
+    """The `pidelta` console script and `python -m service`: `main`, then end without finalizing.
+
+    A pyarrow scan of a Delta table reads through a Python filesystem from Arrow's own
+    threads, and one still releasing a file while the interpreter finalizes aborts the
+    process ("terminate called without an active exception", exit -6; apache/arrow#34314):
+    one short run in twenty here. Every command has committed what it writes before it
+    returns, so the process flushes its logs and streams, runs its exit handlers and ends
+    with `os._exit`. On Databricks the runtime owns the process, so the wheel task returns
+    as `main` does.
+    """
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        main()
+        return
+    try:
+        code = run_cli()
+    except SystemExit as exc:  # --help and --version
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    end_process(code)
+
+
+def end_process(code: int) -> NoReturn:
+    """Flush logs and streams, run the exit handlers, and end without finalizing (see `console`)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
@@ -215,4 +248,4 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
