@@ -4,11 +4,15 @@ schedules it on the maintaining shard; a pass skips steps with nothing to do."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import pytest
+from deltalake.table import TableOptimizer
 
 from tests.conftest import FIXED_NOW, MockServer, SimClock
 from tests.e2e.helpers import (
@@ -20,8 +24,8 @@ from tests.e2e.helpers import (
     wait_for,
 )
 from tests.storage.conftest import DAY, S3, store_env, store_holds_truth
-from workers.lake.maintenance import Maintainer
-from workers.lake.schemas import SHARDS, SHARDS_SCHEMA
+from workers.lake.maintenance import COMPACT_ATTEMPTS, Maintainer, format_reports
+from workers.lake.schemas import PI_TIMESERIES, PI_TIMESERIES_SCHEMA, SHARDS, SHARDS_SCHEMA
 from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
 
@@ -164,3 +168,58 @@ def test_a_pass_skips_the_steps_with_nothing_to_do(tmp_path: Path) -> None:
     second = maintainer.run([SHARDS])[0]
     assert (second.version, second.files_after, second.checkpoint) == (first.version, 1, False)
     assert list(second.seconds) == ["vacuum"]
+
+
+def test_a_partition_other_writers_keep_rewriting_is_left_to_the_next_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before every compaction of one day, another writer deletes a row of that day (a
+    follower's replace): that day is skipped after every attempt lost, the older day is
+    compacted, and the pass reports no error (`pidelta maintain` exits 0)."""
+    store = TableStore(str(tmp_path))
+    store.create(PI_TIMESERIES)
+    writer = DeltaWriter(store)
+    days = (date(2026, 12, 1), date(2026, 12, 2))
+    for day in days:
+        for second in range(3):
+            writer.append(PI_TIMESERIES, timeseries_rows(day, second))
+    busy = days[1].isoformat()
+    compact = TableOptimizer.compact
+    deletes = iter(range(3 * COMPACT_ATTEMPTS))
+
+    def meet_a_delete(self: TableOptimizer, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        if kwargs["partition_filters"] == [("date", "=", busy)]:
+            rival = store.open(PI_TIMESERIES)
+            rival.delete(f"date = '{busy}' AND sequence = {next(deletes)}")
+        return compact(self, *args, **kwargs)
+
+    monkeypatch.setattr(TableOptimizer, "compact", meet_a_delete)
+    report = Maintainer(store, target_size=MB, retention_hours=168).run([PI_TIMESERIES])[0]
+    assert report.errors == []
+    assert report.skipped == [
+        f"compact date={busy}: other writers' commits met all {COMPACT_ATTEMPTS} attempts"
+    ]
+    assert (report.files_removed, report.files_added) == (3, 1)
+    files = pa.table(store.open(PI_TIMESERIES).get_add_actions(flatten=True))
+    per_day = collections.Counter(files.column("partition.date").to_pylist())
+    assert per_day == {days[0]: 1, days[1]: 3}
+    assert "skipped\terrors" in format_reports([report]).splitlines()[0]
+
+
+def timeseries_rows(day: date, second: int) -> pa.Table:
+    """Ten rows of one tag on `day`, their sequences 10 * second .. 10 * second + 9."""
+    at = datetime(day.year, day.month, day.day, 0, 0, second, tzinfo=UTC)
+    n = 10
+    columns: dict[str, list[Any]] = {
+        "tag_webid": ["W1"] * n,
+        "tag_name": ["t1"] * n,
+        "timestamp": [at] * n,
+        "sequence": [10 * second + i for i in range(n)],
+        "value": [float(i) for i in range(n)],
+        "ingestion_timestamp": [at] * n,
+        "date": [day] * n,
+    }
+    return pa.Table.from_pydict(
+        {f.name: pa.array(columns.get(f.name, [None] * n), f.type) for f in PI_TIMESERIES_SCHEMA},
+        schema=PI_TIMESERIES_SCHEMA,
+    )

@@ -4,11 +4,16 @@ Why it cannot fail a writer: compaction commits a rewrite (remove small files, a
 ones, all marked as no data change) with delta-rs's conflict check. Shards append, and a
 blind append does not conflict with a rewrite that changes no data, so their commits go
 through whether they land before or after the compaction's. (Shards also fold their own
-rows of the state tables, a real delete; an append that one outdates is re-run by the sink
-on the new version.) If a rewrite loses a race it is retried on the new version, and at
-worst a pass is skipped and logged. Vacuum only deletes files the log removed longer than the
-retention ago (never below the table's `delta.deletedFileRetentionDuration`), so files a
-writer is about to commit, and files readers of recent versions need, stay.
+rows of the state tables, and followers replace edited rows of `pi_timeseries`: real
+deletes. A rewrite of files one of those removed loses the race.) Compaction goes one
+partition at a time, oldest first, committing what it has merged every `COMMIT_EVERY`: a
+lost race costs that partition's last bins, not the pass. A partition that keeps losing is
+retried on the new version `COMPACT_ATTEMPTS` times and then left to the next pass, logged
+and reported as skipped, not failed.
+
+Vacuum only deletes files the log removed longer than the retention ago (never below the
+table's `delta.deletedFileRetentionDuration`), so files a writer is about to commit, and
+files readers of recent versions need, stay.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import polars as pl
 import pyarrow as pa
@@ -31,6 +37,7 @@ from workers.settings import Settings
 log = logging.getLogger("pidelta.maintenance")
 
 COMPACT_ATTEMPTS = 5
+COMMIT_EVERY = timedelta(seconds=10)
 
 
 @dataclass
@@ -46,6 +53,7 @@ class TableReport:
     vacuumed: int = 0
     checkpoint: bool = False
     errors: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # left to the next pass, not failures
     seconds: dict[str, float] = field(default_factory=dict)  # per step
 
 
@@ -103,7 +111,7 @@ class Maintainer:
         # step runs only when it has something to do: compaction when a partition holds
         # small files to merge; the checkpoint and the log clean-up when this pass made a
         # commit (writers checkpoint every 100 commits and clean up then).
-        if self._small_files(table):
+        if self._crowded(table):
             self._step("compact", self._compact, table, report)
             table = self.store.refresh(name, table)
         # Vacuum before the checkpoint: without `full`, it looks at files removed since the
@@ -119,11 +127,12 @@ class Maintainer:
         # One line per table as it is done: a pass over slow storage can take minutes, and
         # the operator (or a drill) sees which step of which table it spends them on.
         log.info(
-            "maintained %s: %d -> %d files, %d vacuumed%s (%s)",
+            "maintained %s: %d -> %d files, %d vacuumed%s%s (%s)",
             name,
             report.files_before,
             report.files_after,
             report.vacuumed,
+            f", skipped: {'; '.join(report.skipped)}" if report.skipped else "",
             f", errors: {'; '.join(report.errors)}" if report.errors else "",
             ", ".join(f"{label} {sec:.1f} s" for label, sec in report.seconds.items()),
         )
@@ -145,24 +154,39 @@ class Maintainer:
             log.warning("maintenance of %s: %s failed: %s", report.table, label, exc)
         report.seconds[label] = time.perf_counter() - began
 
-    def _small_files(self, table: DeltaTable) -> bool:
-        """Whether some partition holds two files or more below the target size (read from
-        the snapshot already loaded: no request)."""
+    def _crowded(self, table: DeltaTable) -> list[dict[str, str]]:
+        """The partitions (their values, oldest first) holding two files or more below the
+        target size; `[{}]` for an unpartitioned table that does. Read from the snapshot
+        already loaded: no request."""
         actions = pl.from_arrow(pa.table(table.get_add_actions(flatten=True)))
         assert isinstance(actions, pl.DataFrame)
         if actions.height < 2:
-            return False
+            return []
         parts = [c for c in actions.columns if c.startswith("partition.")]
         small = actions.filter(pl.col("size_bytes") < self.target_size)
         if not parts:
-            return small.height >= 2
-        return bool((small.group_by(parts).len()["len"] >= 2).any())
+            return [{}] if small.height >= 2 else []
+        crowded = small.group_by(parts).len().filter(pl.col("len") >= 2).sort(parts)
+        return [
+            {column.removeprefix("partition."): str(value) for column, value in row.items()}
+            for row in crowded.select(parts).iter_rows(named=True)
+        ]
 
     def _compact(self, table: DeltaTable, report: TableReport) -> None:
+        for partition in self._crowded(table):
+            self._compact_partition(table, partition, report)
+
+    def _compact_partition(
+        self, table: DeltaTable, partition: dict[str, str], report: TableReport
+    ) -> None:
+        where = ", ".join(f"{column}={value}" for column, value in partition.items()) or "table"
+        filters = [(column, "=", value) for column, value in partition.items()] or None
         for attempt in range(1, COMPACT_ATTEMPTS + 1):
             try:
                 metrics = table.optimize.compact(
+                    partition_filters=filters,
                     target_size=self.target_size,
+                    min_commit_interval=COMMIT_EVERY,
                     writer_properties=ALL_TABLES[report.table].writer,
                     commit_properties=CommitProperties(
                         custom_metadata={"pidelta.operation": "maintain"},
@@ -170,15 +194,23 @@ class Maintainer:
                     ),
                 )
             except CommitFailedError as exc:
-                # A concurrent commit touched the same files: try again on the new version.
-                log.info("compaction of %s lost a race (try %d): %s", report.table, attempt, exc)
+                # Another writer removed files this rewrite read: again on the new version.
+                log.info(
+                    "compaction of %s (%s) lost a race (try %d): %s",
+                    report.table,
+                    where,
+                    attempt,
+                    exc,
+                )
                 time.sleep(0.2 * attempt)
                 table.update_incremental()
                 continue
             report.files_added += int(metrics.get("numFilesAdded", 0))
             report.files_removed += int(metrics.get("numFilesRemoved", 0))
             return
-        report.errors.append(f"compact: gave up after {COMPACT_ATTEMPTS} conflicting attempts")
+        report.skipped.append(
+            f"compact {where}: other writers' commits met all {COMPACT_ATTEMPTS} attempts"
+        )
 
     def _checkpoint(self, table: DeltaTable, report: TableReport) -> None:
         table.create_checkpoint()
@@ -223,10 +255,11 @@ def retention_hours(interval: str | None) -> float:
 
 
 def format_reports(reports: list[TableReport]) -> str:
-    lines = ["table\tversion\tfiles_before\tfiles_after\tcompacted\tvacuumed\terrors"]
+    lines = ["table\tversion\tfiles_before\tfiles_after\tcompacted\tvacuumed\tskipped\terrors"]
     for r in reports:
         lines.append(
             f"{r.table}\t{r.version}\t{r.files_before}\t{r.files_after}\t"
-            f"{r.files_removed}->{r.files_added}\t{r.vacuumed}\t{'; '.join(r.errors) or '-'}"
+            f"{r.files_removed}->{r.files_added}\t{r.vacuumed}\t"
+            f"{'; '.join(r.skipped) or '-'}\t{'; '.join(r.errors) or '-'}"
         )
     return "\n".join(lines)
