@@ -241,8 +241,8 @@ class Drill:
                 )
                 self.events.append(f"{now:6.1f} s  pidelta maintain started")
             if now >= reshard_at and resharded < n + 4:
-                # One new worker per tick: the old ones exit as soon as the first announces
-                # the new count, so the two generations never all hold memory at once.
+                # One new worker per tick, as a rollout starts pods: the old ones ingest
+                # until every new worker has joined the new count (docs/DESIGN.md).
                 if resharded == 0:
                     self.events.append(f"{now:6.1f} s  reshard {n} -> {n + 4}: starting workers")
                 self._start(env, resharded, n + 4)

@@ -236,7 +236,7 @@ async def _worker(
                 client,
             ):
                 try:
-                    await pipeline.prepare(wait_for_pi=mode == "run")
+                    await pipeline.prepare(running=mode == "run")
                     if not pipeline.discovered:
                         nothing_in_scope(settings, mode)
                     ready["ok"] = True

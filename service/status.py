@@ -34,8 +34,12 @@ def collect_status(store: TableStore) -> Report:
     tables = [_table(store, name) for name in ALL_TABLES]
     checkpoints = _read(store, CHECKPOINTS, ["app_id", "tag_webid", "checkpoint", "committed_at"])
     per_app = _per_app(checkpoints)
-    generations = _read(store, SHARDS, ["generation", "shard_count", "announced_at"]).sort(
-        "generation"
+    # A generation's first row announces it; the rows after are its workers joining.
+    generations = (
+        _read(store, SHARDS, ["generation", "shard_count", "announced_at"])
+        .sort("generation", "announced_at")
+        .group_by("generation", maintain_order=True)
+        .first()
     )
     return {
         "tables": tables,

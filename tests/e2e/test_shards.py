@@ -2,9 +2,10 @@
 running. The table equals the ground truth at both stages, with no duplicate key.
 
 Resharding procedure exercised here: start the five new workers while the four old ones
-still run. The first new worker announces generation 2 (5 shards) in `_pidelta_shards`;
-and fences pi_timeseries; the old workers see it before their next batch and exit 0; the
-new ones continue every tag from its per-tag checkpoint.
+still run. The first new worker announces generation 2 (5 shards) in `_pidelta_shards`
+and the others join it; once all five have joined, they fence pi_timeseries; the old
+workers see the new generation take over before their next batch and exit 0; the new
+ones continue every tag from its per-tag checkpoint.
 Size: 400 tags, 10 minutes behind now at start, on the tests' fixed clock (`SimClock`).
 """
 

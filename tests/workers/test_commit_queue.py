@@ -7,9 +7,7 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
-import pytest
 
-from workers.errors import StaleGeneration
 from workers.lake.tables import TableStore
 from workers.observe import NullObserver
 from workers.pi.times import to_us
@@ -17,7 +15,6 @@ from workers.settings import Settings
 from workers.timeseries.checkpoints import CheckpointStore
 from workers.timeseries.commit_queue import CommitQueue, divide
 from workers.timeseries.decode import TagMeta, decode_streamset
-from workers.timeseries.generations import ShardFence
 from workers.timeseries.plan import LATE, LIVE, PlannedBatch, TagRange
 from workers.timeseries.recovery import Recovery
 from workers.timeseries.sink import DeltaSink
@@ -136,18 +133,6 @@ def test_still_needed_trims_what_another_app_id_committed(tmp_path: Path) -> Non
         ),
     )
     assert recovery.recoverable() == []
-
-
-async def test_fence_goes_stale_when_another_shard_count_is_announced(tmp_path: Path) -> None:
-    queue, _ = open_queue(tmp_path, 3)
-    store = TableStore(str(tmp_path))
-    fence = ShardFence(store, queue.sink, 1, APP)
-    joined = await fence.join()
-    assert (joined.generation, joined.shard_count) == (1, 1)
-    fence.check()
-    fence.generations.announce(2, "pidelta-ts-0-of-2")
-    with pytest.raises(StaleGeneration, match="shard generation 2 has 2 shards"):
-        fence.check()
 
 
 async def test_a_followers_pending_plan_is_advanced_or_left_to_the_follower(

@@ -52,6 +52,17 @@ def rows_landed(app_id: str, version: int | None) -> int:
     return max(0, (version - 1) // 2) if app_id.startswith(FOLLOWER_PREFIX) else version
 
 
+def last_commit(sink: DeltaWriter, app_ids: Sequence[str]) -> datetime | None:
+    """When any of `app_ids` last advanced a checkpoint (None: never); the table is
+    partitioned by app id, so only their files are read."""
+    found = (
+        sink.table(CHECKPOINTS)
+        .to_pyarrow_dataset()
+        .to_table(columns=["committed_at"], filter=ds.field("app_id").isin(list(app_ids)))
+    )
+    return pc.max(found.column("committed_at")).as_py() if found.num_rows else None
+
+
 class CheckpointStore:
     """Checkpoints cached in memory (reloaded on start and on demand), plans read on demand."""
 

@@ -1,21 +1,23 @@
 """`_pidelta_shards`: shard generations, and the fence that keeps an old count out.
 
 The protocol is docs/DESIGN.md "Resharding fence": `ShardGenerations` reads and appends
-generations; `ShardFence` joins one on start (announcing and fencing a new count) and `check`s it
-before each batch and commit.
+generations and their workers' joins; `ShardFence` joins one on start (announcing a new
+count, waiting in `run` for its workers to join while the old count still ingests, then
+fencing) and `check`s it before each batch and commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 import pyarrow as pa
 
-from workers.errors import StaleGeneration
+from workers.errors import RetriesAbandoned, StaleGeneration
 from workers.lake.schemas import SHARDS, SHARDS_SCHEMA
 from workers.lake.tables import TableStore
 from workers.lake.writer import DeltaWriter
@@ -24,12 +26,34 @@ from workers.timeseries.sink import DeltaSink
 
 log = logging.getLogger("pidelta.pipeline")
 
+# How long a new generation waits for its own workers to join before it fences anyway
+# (from its announcement), and how often a waiting worker looks.
+HANDOVER_PATIENCE = timedelta(seconds=120)
+HANDOVER_POLL = 2.0
+# How long a replaced shard count may not be announced again: a worker of the old count
+# restarted during a rollout (a pod not yet updated) would otherwise take the lake back.
+REVERT_GUARD = timedelta(minutes=10)
+
 
 @dataclass(frozen=True, slots=True)
 class Generation:
     generation: int
     shard_count: int
     announced_at: datetime
+    joined: int = 1  # distinct workers that joined it (its announcer first)
+
+    def taken_over(self, now: datetime) -> bool:
+        """All its workers joined, or it waited HANDOVER_PATIENCE: from then on it fences
+        and workers of another count stop."""
+        return self.joined >= self.shard_count or now - self.announced_at >= HANDOVER_PATIENCE
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """What a `run` worker joining a new generation needs to wait for its peers."""
+
+    wait: Callable[[float], Awaitable[bool]]  # sleep; True when the worker is stopping
+    old_live: Callable[[int], bool]  # whether workers of that count still commit
 
 
 class ShardGenerations:
@@ -46,27 +70,45 @@ class ShardGenerations:
         self._table = self.store.refresh(SHARDS, self._table)
         return pl.from_arrow(self._table.to_pyarrow_table()).sort(["generation", "announced_at"])
 
-    def latest(self) -> Generation | None:
+    def history(self) -> list[Generation]:
+        """Every generation, oldest first, each with the workers that joined it."""
         rows = self._rows()
-        if rows.height == 0:
-            return None
-        top = rows.row(-1, named=True)
-        return Generation(int(top["generation"]), int(top["shard_count"]), top["announced_at"])
+        firsts = rows.group_by("generation", maintain_order=True).first()
+        return [
+            Generation(
+                int(first["generation"]),
+                int(first["shard_count"]),
+                first["announced_at"],
+                rows.filter(
+                    (pl.col("generation") == first["generation"])
+                    & (pl.col("shard_count") == first["shard_count"])
+                )["announced_by"].n_unique(),
+            )
+            for first in firsts.iter_rows(named=True)
+        ]
+
+    def latest(self) -> Generation | None:
+        history = self.history()
+        return history[-1] if history else None
 
     def announce(self, shard_count: int, by: str) -> Generation:
-        """Append a generation of `shard_count` shards, unless one was just announced."""
+        """Join the latest generation if it has `shard_count` shards (two workers announcing
+        at once both join one), else append a new generation of `shard_count`."""
         current = self.latest()
-        if current is not None and current.shard_count == shard_count:
-            return current
-        gen = Generation((current.generation if current else 0) + 1, shard_count, utcnow())
+        joins = current is not None and current.shard_count == shard_count
+        number = (
+            current.generation if joins and current else (current.generation if current else 0) + 1
+        )
         row = {
-            "generation": gen.generation,
+            "generation": number,
             "shard_count": shard_count,
-            "announced_at": gen.announced_at,
+            "announced_at": utcnow(),
             "announced_by": by,
         }
         DeltaWriter(self.store).append(SHARDS, pa.Table.from_pylist([row], schema=SHARDS_SCHEMA))
-        return gen
+        latest = self.latest()
+        assert latest is not None
+        return latest
 
 
 class ShardFence:
@@ -85,32 +127,97 @@ class ShardFence:
         self.app_id = app_id
         self.generation: Generation | None = None
 
-    async def join(self) -> Generation:
-        """Announce this shard count unless it is current, then fence.
+    async def join(self, handover: Handover | None = None) -> Generation:
+        """Join this shard count's generation, announcing it unless it is current, then fence.
 
-        No wait for the previous generation: once this worker has seen the fence, none of
-        its data commits can land, and recovery advances (then reads) whatever it landed.
+        With `handover` (a `run` worker) a new count makes before it breaks: while workers
+        of the previous count still commit, it waits until all its own workers have joined
+        (or HANDOVER_PATIENCE), and those old workers go on ingesting through the new ones'
+        start-up. No wait for the previous generation to stop: once this worker has seen
+        the fence, none of its data commits can land, and recovery advances (then reads)
+        whatever it landed.
         """
         count = self.shard_count
-        current = await asyncio.to_thread(self.generations.latest)
+        history = await asyncio.to_thread(self.generations.history)
+        current = history[-1] if history else None
         if current is None or current.shard_count != count:
-            previous = current
+            _refuse_a_revert(history, count, utcnow())
             current = await asyncio.to_thread(self.generations.announce, count, self.app_id)
             log.info(
                 "announced shard generation %d (%d shards%s)",
                 current.generation,
                 count,
-                f", was {previous.shard_count}" if previous else "",
+                f", was {history[-1].shard_count}" if history else "",
             )
+        elif handover is not None and not current.taken_over(utcnow()):
+            current = await asyncio.to_thread(self.generations.announce, count, self.app_id)
+        previous = next((g for g in reversed(history) if g.generation < current.generation), None)
+        if handover is not None and previous is not None and previous.shard_count != count:
+            current = await self._hand_over(current, previous, handover)
         self.generation = current
         await asyncio.to_thread(self.sink.fence, count)
         return current
 
+    async def _hand_over(
+        self, current: Generation, previous: Generation, handover: Handover
+    ) -> Generation:
+        """Wait until `current` has taken over, unless `previous` no longer commits."""
+        if current.taken_over(utcnow()):
+            return current
+        if not await asyncio.to_thread(handover.old_live, previous.shard_count):
+            log.info(
+                "shard generation %d: no worker of %d shards commits; fencing now",
+                current.generation,
+                previous.shard_count,
+            )
+            return current
+        while not current.taken_over(utcnow()):
+            if await handover.wait(HANDOVER_POLL):
+                raise RetriesAbandoned(
+                    f"the worker is stopping before shard generation {current.generation} took over"
+                )
+            latest = await asyncio.to_thread(self.generations.latest)
+            assert latest is not None
+            if latest.shard_count != self.shard_count:
+                raise StaleGeneration(
+                    f"shard generation {latest.generation} has {latest.shard_count} shards"
+                )
+            current = latest
+        log.info(
+            "shard generation %d takes over from %d shards: %d of %d workers joined",
+            current.generation,
+            previous.shard_count,
+            min(current.joined, current.shard_count),
+            current.shard_count,
+        )
+        return current
+
     def check(self) -> None:
-        """Raise StaleGeneration when a generation with another shard count was announced."""
+        """Raise StaleGeneration once a generation with another shard count has taken over
+        (until then, its workers are still starting and this one keeps ingesting)."""
         assert self.generation is not None
         latest = self.generations.latest()
-        if latest is not None and latest.shard_count != self.generation.shard_count:
+        if (
+            latest is not None
+            and latest.shard_count != self.generation.shard_count
+            and latest.taken_over(utcnow())
+        ):
             raise StaleGeneration(
                 f"shard generation {latest.generation} has {latest.shard_count} shards"
             )
+
+
+def _refuse_a_revert(history: list[Generation], count: int, now: datetime) -> None:
+    """StaleGeneration for a count that an earlier generation had, within REVERT_GUARD of
+    the latest announcement: a worker still configured for a count just replaced."""
+    latest = history[-1] if history else None
+    if latest is None or now - latest.announced_at >= REVERT_GUARD:
+        return
+    if any(g.shard_count == count for g in history[:-1]):
+        since = (now - latest.announced_at).total_seconds()
+        raise StaleGeneration(
+            f"shard generation {latest.generation} replaced {count} shards with "
+            f"{latest.shard_count} {since:.0f} s ago; a worker of a replaced count does not "
+            f"announce it again within {REVERT_GUARD.total_seconds() / 60:.0f} minutes "
+            "(is this an old pod of a rollout?)"
+        )

@@ -28,11 +28,16 @@ from workers.observe import NullObserver, Observer
 from workers.pi.client import PIClient
 from workers.pi.times import parse_time, to_us, utcnow
 from workers.settings import Settings
-from workers.timeseries.checkpoints import BACKFILL_PREFIX, LIVE_PREFIX, CheckpointStore
+from workers.timeseries.checkpoints import (
+    BACKFILL_PREFIX,
+    LIVE_PREFIX,
+    CheckpointStore,
+    last_commit,
+)
 from workers.timeseries.commit_queue import CommitQueue
 from workers.timeseries.discovery import TagInfo, discover_tags
 from workers.timeseries.follow import Follower, follower_app_id
-from workers.timeseries.generations import ShardFence
+from workers.timeseries.generations import Handover, ShardFence
 from workers.timeseries.plan import (
     BACKFILL,
     LIVE,
@@ -119,11 +124,12 @@ class Pipeline:
 
     # ------------------------------------------------------------------ start-up
 
-    async def prepare(self, *, wait_for_pi: bool = False) -> None:
+    async def prepare(self, *, running: bool = False) -> None:
         """Tables, tags, shard generation, then recovery of unfinished batches.
 
-        With `wait_for_pi` (a long-running worker), a PI Web API that fails at start-up is
-        asked again every poll interval until it answers, instead of ending the worker.
+        A `running` worker (`run`) asks a PI Web API that fails at start-up again every poll
+        interval until it answers, instead of ending, and joins a new shard count without
+        breaking the old one (`generations.ShardFence.join`).
         """
         s = self.settings
         await asyncio.to_thread(self.store.create_all)
@@ -139,7 +145,7 @@ class Pipeline:
                 await self.discover()
                 break
             except PIError as exc:
-                if not wait_for_pi:
+                if not running:
                     raise
                 self.observer.error("pi_unavailable")
                 log.warning(
@@ -148,7 +154,9 @@ class Pipeline:
                 await self.lifecycle.wait(s.poll_interval)
                 if self.lifecycle.stopping:
                     raise RetriesAbandoned("the worker is stopping before PI answered") from None
-        await self.fence.join()
+        await self.fence.join(
+            Handover(self.lifecycle.wait, self._still_committing) if running else None
+        )
         # Read after the fence: the previous generation's data commits are all in.
         self.checkpoints = await asyncio.to_thread(CheckpointStore, self.sink)
         rerun: tuple[str, ...] = (self.app_id, self.backfill_app_id)
@@ -172,6 +180,16 @@ class Pipeline:
         # Read after recovery advanced what it could: what is planned past a checkpoint now
         # may hold rows that never advanced it.
         self.guarded = await asyncio.to_thread(self.checkpoints.planned_beyond, list(self.tags))
+
+    def _still_committing(self, shard_count: int) -> bool:
+        """Whether a worker of `shard_count` shards advanced a checkpoint lately (within two
+        commit ages, a poll and half a minute): a shard count still ingesting."""
+        apps = [app_id_for(i, shard_count) for i in range(shard_count)]
+        apps += [follower_app_id(i, shard_count) for i in range(shard_count)]
+        last = last_commit(self.sink, apps)
+        s = self.settings
+        live = timedelta(seconds=2 * s.commit_max_age + s.poll_interval + 30)
+        return last is not None and utcnow() - last <= live
 
     async def follow_updates(self) -> None:
         """`run` only: follow the tags with stream updates (`follow.Follower`), from the
