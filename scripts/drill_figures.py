@@ -122,11 +122,12 @@ def freshness(
     log: TableLog,
     since_us: int,
     arrivals: pl.DataFrame | None = None,
-) -> np.ndarray:
-    """Seconds from each value's arrival in PI to the commit time of the first version that
-    added it, for values stamped after `since_us`: a replace that rewrites a file adds its
-    rows again, and a rewrite is not when a value became readable. A value arrives at its
-    timestamp unless `arrivals` (tag_webid, us: its timestamp, arrived_us) says later."""
+) -> pl.DataFrame:
+    """Each value's arrival in PI (`us`) and the seconds from it to the commit time of the
+    first version that added it, for values stamped after `since_us`: a replace that
+    rewrites a file adds its rows again, and a rewrite is not when a value became readable.
+    A value arrives at its timestamp unless `arrivals` (tag_webid, us: its timestamp,
+    arrived_us) says later."""
     parts = []
     for commit in log.commits:
         for path in commit.added:
@@ -143,13 +144,15 @@ def freshness(
             ).filter(pl.col("us") > since_us)
             parts.append(micros.with_columns(pl.lit(commit.millis * 1000).alias("at")))
     if not parts:
-        return np.empty(0)
+        return pl.DataFrame(
+            {"us": [], "seconds": []}, schema={"us": pl.Int64, "seconds": pl.Float64}
+        )
     first = pl.concat(parts).group_by("tag_webid", "us", "sequence").agg(pl.col("at").min())
     if arrivals is not None:
         first = first.join(arrivals, on=["tag_webid", "us"], how="left").with_columns(
             pl.coalesce("arrived_us", "us").alias("us")
         )
-    return ((first["at"] - first["us"]) / 1e6).to_numpy()
+    return first.select("us", ((pl.col("at") - pl.col("us")) / 1e6).alias("seconds"))
 
 
 def doubled_origins(

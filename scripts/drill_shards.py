@@ -439,13 +439,15 @@ class Drill:
         )
         lines += self._state_rows(target, names)
         since = _micros(origin + timedelta(minutes=1))
-        fresh = figures.freshness(filesystem, root, series, since, self.arrivals)
+        arrived = figures.freshness(filesystem, root, series, since, self.arrivals)
+        fresh = arrived["seconds"].to_numpy()
         lines += [
             "",
             f"freshness of pi_timeseries (arrival in PI -> commit time of the version that first "
             f"added the value, values stamped 1 min after the start on): {fresh.size} values, "
             f"p50 {figures.percentile(fresh, 50):.1f} s, p99 {figures.percentile(fresh, 99):.1f} s,"
             f" max {figures.percentile(fresh, 100):.1f} s",
+            _windows(arrived, steady_to * 1000),
             "",
             f"{'worker':<12}{'cpu s':>8}{'peak RSS MB':>13}  exit",
         ]
@@ -497,6 +499,26 @@ class Drill:
 
 def _micros(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
+
+
+def _windows(arrived: pl.DataFrame, reshard_us: int, width_s: int = 30) -> str:
+    """p99 freshness by arrival in `width_s` windows, from a minute before the reshard began
+    to three after, and over all values before and from it: where the tail comes from."""
+    offset = ((pl.col("us") - reshard_us) / 1e6 / width_s).floor().cast(pl.Int64) * width_s
+    tail = (
+        arrived.with_columns(offset.alias("from_s"))
+        .filter(pl.col("from_s").is_between(-60, 180))
+        .group_by("from_s")
+        .agg(pl.col("seconds").quantile(0.99, "linear").alias("p99"))
+        .sort("from_s")
+    )
+    before = arrived.filter(pl.col("us") < reshard_us)["seconds"].to_numpy()
+    after = arrived.filter(pl.col("us") >= reshard_us)["seconds"].to_numpy()
+    spans = ", ".join(f"{w:+d} s {p:.0f}" for w, p in tail.iter_rows())
+    return (
+        f"  p99 arriving before the reshard began {figures.percentile(before, 99):.1f} s, from "
+        f"it on {figures.percentile(after, 99):.1f} s; by {width_s} s window from it: {spans}"
+    )
 
 
 def main() -> int:
