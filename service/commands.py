@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -52,12 +52,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from service.commands_verify import verify_in_run
 
     async def body(pipeline: Pipeline, metrics: Metrics) -> None:
+        # The dimensions start a commit age after the time series: a worker (re)starting,
+        # dozens at once in a reshard, catches its tags up before it lists PI's points and
+        # AF again.
+        lifecycle, delay = pipeline.lifecycle, settings.commit_max_age
         schedules = asyncio.create_task(
-            run_schedules(settings, pipeline.client, pipeline.lifecycle, metrics)
-        )
+            _after(delay, lifecycle, lambda: run_schedules(settings, pipeline.client, lifecycle,
+                                                           metrics))
+        )  # fmt: skip
         points = asyncio.create_task(
-            run_points(settings, pipeline.client, pipeline.tags.values, pipeline.lifecycle, metrics)
-        )
+            _after(delay, lifecycle, lambda: run_points(settings, pipeline.client,
+                                                        pipeline.tags.values, lifecycle, metrics))
+        )  # fmt: skip
         verification = asyncio.create_task(verify_in_run(settings, pipeline, metrics))
         try:
             await run_with_maintenance(pipeline)
@@ -69,6 +75,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             await asyncio.gather(schedules, points, verification, return_exceptions=True)
 
     return asyncio.run(_worker(settings, "run", body))
+
+
+async def _after(
+    seconds: float, lifecycle: Lifecycle, start: Callable[[], Awaitable[None]]
+) -> None:
+    """`start()` once `seconds` have passed, unless the worker is stopping by then."""
+    if not await lifecycle.wait(seconds):
+        await start()
 
 
 def once(args: argparse.Namespace, settings: Settings) -> int:
