@@ -25,7 +25,7 @@ from workers.timeseries.checkpoints import CheckpointStore
 from workers.timeseries.decode import TagMeta, decode_streamset
 from workers.timeseries.follow import Follower
 from workers.timeseries.sink import DeltaSink
-from workers.timeseries.updates import EVENT_SCHEMA, UpdatesSource
+from workers.timeseries.updates import EVENT_SCHEMA, Retrieval, UpdatesSource
 
 TAGS = {w: TagMeta(w, w.lower(), "Float64", "m3/h") for w in ("WA", "WB")}
 NOW = datetime(2026, 11, 28, 1, tzinfo=UTC)
@@ -272,3 +272,26 @@ def test_a_replace_commits_against_the_snapshot_it_read(tmp_path: Path) -> None:
         ("WA", "00:00:02", 2.0),
         ("WA", "00:00:03", 3.0),
     ]
+
+
+class _Markers:
+    """A stream-updates source that answers every marker with a next one and no event."""
+
+    async def retrieve(self, markers: dict[str, str]) -> Retrieval:
+        return Retrieval(EVENT_SCHEMA.empty_table(), {w: m + "+" for w, m in markers.items()})
+
+
+@pytest.mark.parametrize(("covered_ago", "due"), [(5, False), (60, True)])
+async def test_a_first_poll_after_a_gap_is_applied_at_once(
+    tmp_path: Path, covered_ago: int, due: bool
+) -> None:
+    """Its age counts from the tags' last commit: a restart or a takeover that resumes a
+    minute-old marker applies at once; a poll a poll interval after it waits a commit age."""
+    f = follower(tmp_path)
+    f.source = _Markers()  # type: ignore[assignment]
+    f.markers = {"WA": "m1", "WB": "m2"}
+    f.covered = {"WA": NOW - timedelta(seconds=covered_ago), "WB": NOW}
+    f.reached = dict(f.covered)
+    await f.poll()
+    assert f.should_commit() is due
+    assert f.markers == {"WA": "m1+", "WB": "m2+"}

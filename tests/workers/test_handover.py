@@ -27,6 +27,7 @@ from workers.lake.schemas import (
 )
 from workers.lake.tables import TableStore
 from workers.pi.times import utcnow
+from workers.timeseries import generations
 from workers.timeseries.checkpoints import last_commit
 from workers.timeseries.generations import (
     HANDOVER_PATIENCE,
@@ -59,7 +60,10 @@ def fenced(sink: DeltaSink) -> int | None:
     return fenced_count(sink.table(PI_TIMESERIES))
 
 
-async def test_the_old_count_ingests_until_every_new_worker_joined(tmp_path: Path) -> None:
+async def test_the_old_count_ingests_until_every_new_worker_joined_then_drains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(generations, "HANDOVER_DRAIN", timedelta(seconds=1))
     store, sink = lake(tmp_path)
     old = fence_of(store, sink, 0, 1)
     await old.join()
@@ -67,23 +71,29 @@ async def test_the_old_count_ingests_until_every_new_worker_joined(tmp_path: Pat
     first = asyncio.create_task(fence_of(store, sink, 0, 2).join(handover))
     await asyncio.sleep(0.5)
     # Generation 2 is announced by one of its two workers: it waits, unfenced, and the
-    # old worker is not stale yet.
+    # old worker goes on.
     assert not first.done()
+    assert (fenced(sink), old.check()) == (1, None)
+    second = asyncio.create_task(fence_of(store, sink, 1, 2).join(handover))
+    await asyncio.sleep(0.3)
+    # All joined: generation 2 has taken over, and the old worker is told to flush and
+    # stop while the table is not fenced yet.
+    replaced = old.check()
+    assert replaced is not None
+    assert (replaced.generation, replaced.shard_count, replaced.joined) == (2, 2, 2)
     assert fenced(sink) == 1
-    old.check()
-    second = await fence_of(store, sink, 1, 2).join(handover)
-    assert (second.generation, second.shard_count, second.joined) == (2, 2, 2)
-    assert (await asyncio.wait_for(first, 10)).joined == 2
+    joined = await asyncio.wait_for(asyncio.gather(first, second), 10)
+    assert [g.joined for g in joined] == [2, 2]
     assert fenced(sink) == 2
     with pytest.raises(StaleGeneration, match=r"^shard generation 2 has 2 shards$"):
         old.check()
     # A worker of the new count restarting later joins nothing more: it has taken over.
-    again = await fence_of(store, sink, 0, 2).join(handover)
+    again = await asyncio.wait_for(fence_of(store, sink, 0, 2).join(handover), 1)
     assert again.joined == 2
-    assert [(g.generation, g.shard_count, g.joined) for g in old.generations.history()] == [
-        (1, 1, 1),
-        (2, 2, 2),
-    ]
+    history = old.generations.history()
+    assert [(g.generation, g.shard_count, g.joined) for g in history] == [(1, 1, 1), (2, 2, 2)]
+    assert history[1].took_over_at is not None
+    assert history[1].took_over_at > history[1].announced_at
 
 
 async def test_a_new_count_fences_at_once_when_the_old_one_no_longer_commits(
@@ -138,7 +148,9 @@ def test_a_generation_takes_over_when_all_joined_or_after_its_patience() -> None
     waiting = Generation(2, 3, T, joined=2)
     assert not waiting.taken_over(T + HANDOVER_PATIENCE - timedelta(microseconds=1))
     assert waiting.taken_over(T + HANDOVER_PATIENCE)
-    assert Generation(2, 3, T, joined=3).taken_over(T)
+    joined = Generation(2, 3, T, joined=3, took_over_at=T + timedelta(seconds=7))
+    assert not joined.taken_over(T + timedelta(seconds=6))
+    assert joined.taken_over(T + timedelta(seconds=7))
 
 
 def test_the_last_commit_of_a_shard_count_is_read_from_its_own_checkpoints(

@@ -115,7 +115,7 @@ class CommitQueue:
         settings: Settings,
         sink: DeltaSink,
         checkpoints: CheckpointStore,
-        check_fence: Callable[[], None],
+        check_fence: Callable[[], object],
         observer: Observer,
         shard: str,
         set_aside: SetAside | None = None,

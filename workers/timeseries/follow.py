@@ -105,7 +105,7 @@ class Follower:
         source: UpdatesSource,
         sink: DeltaSink,
         checkpoints: CheckpointStore,
-        check_fence: Callable[[], None],
+        check_fence: Callable[[], object],
         observer: Observer,
         clock: Callable[[], datetime] = utcnow,
         stopping: Callable[[], bool] = lambda: False,
@@ -125,6 +125,7 @@ class Follower:
         self.clock = clock
         self.max_age = settings.commit_max_age
         self.max_rows = settings.commit_max_rows
+        self.poll_interval = settings.poll_interval
         self.retry_off = settings.rediscover_interval
         self.markers: dict[str, str] = {}
         self.covered: dict[str, datetime] = {}  # per tag: the table is PI's archive up to here
@@ -239,6 +240,7 @@ class Follower:
         followed = {w: m for w, m in self.markers.items() if w in self.covered}
         if not followed:
             return
+        oldest = min(self.covered[w] for w in followed)
         began = self.clock()
         try:
             got = await self.source.retrieve(followed)
@@ -271,7 +273,11 @@ class Follower:
             self._rows += events.num_rows
         self._quarantine.extend(got.quarantine)
         if self._since is None:
-            self._since = time.monotonic()
+            # The first poll after a restart or a takeover retrieves the whole gap since the
+            # last commit of the tags: its age counts from then, as a recorded catch-up's
+            # does (`CommitQueue.overdue`), so it is applied at once, not a commit age later.
+            gap = (began - oldest).total_seconds() - self.poll_interval
+            self._since = time.monotonic() - max(0.0, gap)
 
     def should_commit(self) -> bool:
         return self._since is not None and (

@@ -30,6 +30,9 @@ log = logging.getLogger("pidelta.pipeline")
 # (from its announcement), and how often a waiting worker looks.
 HANDOVER_PATIENCE = timedelta(seconds=120)
 HANDOVER_POLL = 2.0
+# From a new generation taking over to its fence: the old workers' last polls and commits
+# (they look every poll, then flush as on SIGTERM). A commit later than that is refused.
+HANDOVER_DRAIN = timedelta(seconds=20)
 # How long a replaced shard count may not be announced again: a worker of the old count
 # restarted during a rollout (a pod not yet updated) would otherwise take the lake back.
 REVERT_GUARD = timedelta(minutes=10)
@@ -41,11 +44,16 @@ class Generation:
     shard_count: int
     announced_at: datetime
     joined: int = 1  # distinct workers that joined it (its announcer first)
+    took_over_at: datetime | None = None  # once all joined; else announced + patience
+
+    @property
+    def takes_over(self) -> datetime:
+        """When it takes over: from then on workers of other counts flush and stop, and
+        HANDOVER_DRAIN later it fences."""
+        return self.took_over_at or self.announced_at + HANDOVER_PATIENCE
 
     def taken_over(self, now: datetime) -> bool:
-        """All its workers joined, or it waited HANDOVER_PATIENCE: from then on it fences
-        and workers of another count stop."""
-        return self.joined >= self.shard_count or now - self.announced_at >= HANDOVER_PATIENCE
+        return now >= self.takes_over
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,21 +79,24 @@ class ShardGenerations:
         return pl.from_arrow(self._table.to_pyarrow_table()).sort(["generation", "announced_at"])
 
     def history(self) -> list[Generation]:
-        """Every generation, oldest first, each with the workers that joined it."""
-        rows = self._rows()
-        firsts = rows.group_by("generation", maintain_order=True).first()
-        return [
-            Generation(
-                int(first["generation"]),
-                int(first["shard_count"]),
-                first["announced_at"],
-                rows.filter(
-                    (pl.col("generation") == first["generation"])
-                    & (pl.col("shard_count") == first["shard_count"])
-                )["announced_by"].n_unique(),
+        """Every generation, oldest first, with the workers that joined it and, once all
+        had, when the last of them did."""
+        found = []
+        for _, rows in self._rows().group_by("generation", maintain_order=True):
+            first = rows.row(0, named=True)
+            joins = rows.filter(pl.col("shard_count") == first["shard_count"])
+            distinct = joins["announced_by"].is_first_distinct().cum_sum()
+            complete = joins.filter(distinct >= first["shard_count"])["announced_at"]
+            found.append(
+                Generation(
+                    int(first["generation"]),
+                    int(first["shard_count"]),
+                    first["announced_at"],
+                    joins["announced_by"].n_unique(),
+                    complete[0] if complete.len() else None,
+                )
             )
-            for first in firsts.iter_rows(named=True)
-        ]
+        return found
 
     def latest(self) -> Generation | None:
         history = self.history()
@@ -161,8 +172,9 @@ class ShardFence:
     async def _hand_over(
         self, current: Generation, previous: Generation, handover: Handover
     ) -> Generation:
-        """Wait until `current` has taken over, unless `previous` no longer commits."""
-        if current.taken_over(utcnow()):
+        """Wait until `current` has taken over and the old workers' drain is over, unless
+        `previous` no longer commits."""
+        if utcnow() >= current.takes_over + HANDOVER_DRAIN:
             return current
         if not await asyncio.to_thread(handover.old_live, previous.shard_count):
             log.info(
@@ -184,27 +196,37 @@ class ShardFence:
                 )
             current = latest
         log.info(
-            "shard generation %d takes over from %d shards: %d of %d workers joined",
+            "shard generation %d takes over from %d shards: %d of %d workers joined; "
+            "fencing once their last commits are in (%.0f s)",
             current.generation,
             previous.shard_count,
             min(current.joined, current.shard_count),
             current.shard_count,
+            HANDOVER_DRAIN.total_seconds(),
         )
+        drained = current.takes_over + HANDOVER_DRAIN
+        while (left := (drained - utcnow()).total_seconds()) > 0:
+            if await handover.wait(min(left, HANDOVER_POLL)):
+                raise RetriesAbandoned(
+                    f"the worker is stopping before shard generation {current.generation} "
+                    "fenced the table"
+                )
         return current
 
-    def check(self) -> None:
-        """Raise StaleGeneration once a generation with another shard count has taken over
-        (until then, its workers are still starting and this one keeps ingesting)."""
+    def check(self) -> Generation | None:
+        """The generation with another shard count that has taken over, if one has: this
+        worker should flush what it holds and stop. StaleGeneration once its drain is over
+        (its fence refuses this worker's commits from then on)."""
         assert self.generation is not None
         latest = self.generations.latest()
-        if (
-            latest is not None
-            and latest.shard_count != self.generation.shard_count
-            and latest.taken_over(utcnow())
-        ):
+        if latest is None or latest.shard_count == self.generation.shard_count:
+            return None
+        now = utcnow()
+        if now >= latest.takes_over + HANDOVER_DRAIN:
             raise StaleGeneration(
                 f"shard generation {latest.generation} has {latest.shard_count} shards"
             )
+        return latest if latest.taken_over(now) else None
 
 
 def _refuse_a_revert(history: list[Generation], count: int, now: datetime) -> None:

@@ -401,14 +401,19 @@ class Pipeline:
         return self.checkpoints.load_checkpoints(tags, LIVE_PREFIX)
 
     async def _poll(self, lag: timedelta) -> None:
-        """One poll of `run`: recorded reads, or with stream updates on, `Tail.poll` (after
-        the fence check a recorded batch makes: a follower commits only once a commit age,
-        and a worker of a replaced shard count should stop within a poll)."""
-        if self.tail is None:
+        """One poll of `run`: recorded reads, or with stream updates on, `Tail.poll`; none
+        once a generation of another shard count has taken over: then the worker stops,
+        flushing as on SIGTERM, within its drain (docs/DESIGN.md "Resharding fence")."""
+        assert self.fence is not None
+        replaced = await asyncio.to_thread(self.fence.check)
+        if replaced is not None:
+            self.lifecycle.stop(
+                f"shard generation {replaced.generation} ({replaced.shard_count} shards) "
+                "took over; flushing"
+            )
+        elif self.tail is None:
             await self.catch_up(self.clock() - lag)
         else:
-            assert self.fence is not None
-            await asyncio.to_thread(self.fence.check)
             await self.tail.poll(lag)
 
     async def _run_plan(self, app_id: str, plan: PlannedBatch, cps: dict[str, datetime]) -> None:
