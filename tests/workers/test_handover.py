@@ -13,9 +13,11 @@ import asyncio
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 
 from workers.errors import RetriesAbandoned, StaleGeneration
 from workers.lake.schemas import (
@@ -200,3 +202,24 @@ async def test_a_count_replaced_long_ago_may_come_back(tmp_path: Path) -> None:
     sink.append(SHARDS, pa.Table.from_pylist(rows, schema=SHARDS_SCHEMA))
     joined = await fence_of(store, sink, 0, 1).join()
     assert (joined.generation, joined.shard_count, fenced(sink)) == (3, 1, 1)
+
+
+def test_the_generations_are_read_again_only_after_a_new_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, sink = lake(tmp_path)
+    fence = fence_of(store, sink, 0, 1)
+    reads = []
+    read = DeltaTable.to_pyarrow_table
+
+    def counted(self: DeltaTable, *args: Any, **kwargs: Any) -> pa.Table:
+        reads.append(self.version())
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaTable, "to_pyarrow_table", counted)
+    assert fence.generations.history() == []
+    assert fence.generations.history() == []
+    fence.generations.announce(1, "w")
+    assert [g.shard_count for g in fence.generations.history()] == [1]
+    assert [g.shard_count for g in fence.generations.history()] == [1]
+    assert reads == [0, 1]

@@ -73,10 +73,19 @@ class ShardGenerations:
         self.uri = store.uri(SHARDS)
         self.storage_options = store.options(SHARDS)
         self._table = store.open(SHARDS)
+        self._read: tuple[int, pl.DataFrame] | None = None  # rows as of a version
 
     def _rows(self) -> pl.DataFrame:
+        """The rows, read again only when the table has a new version: a `run` worker
+        looks every poll, and after a reshard the table holds a file per joined worker
+        (on object storage each is a few requests more per look)."""
         self._table = self.store.refresh(SHARDS, self._table)
-        return pl.from_arrow(self._table.to_pyarrow_table()).sort(["generation", "announced_at"])
+        version = self._table.version()
+        if self._read is None or self._read[0] != version:
+            rows = pl.from_arrow(self._table.to_pyarrow_table())
+            assert isinstance(rows, pl.DataFrame)
+            self._read = (version, rows.sort(["generation", "announced_at"]))
+        return self._read[1]
 
     def history(self) -> list[Generation]:
         """Every generation, oldest first, with the workers that joined it and, once all
@@ -106,10 +115,10 @@ class ShardGenerations:
         """Join the latest generation if it has `shard_count` shards (two workers announcing
         at once both join one), else append a new generation of `shard_count`."""
         current = self.latest()
-        joins = current is not None and current.shard_count == shard_count
-        number = (
-            current.generation if joins and current else (current.generation if current else 0) + 1
-        )
+        if current is not None and current.shard_count == shard_count:
+            number = current.generation
+        else:
+            number = (current.generation if current else 0) + 1
         row = {
             "generation": number,
             "shard_count": shard_count,
