@@ -37,7 +37,7 @@ from workers.timeseries.checkpoints import (
 from workers.timeseries.commit_queue import CommitQueue
 from workers.timeseries.discovery import TagInfo, discover_tags
 from workers.timeseries.follow import Follower, follower_app_id
-from workers.timeseries.generations import Handover, ShardFence
+from workers.timeseries.generations import Generation, Handover, ShardFence
 from workers.timeseries.plan import (
     BACKFILL,
     LIVE,
@@ -98,6 +98,7 @@ class Pipeline:
         self.fetch_stats = ReadStats()
         self.checkpoints: CheckpointStore | None = None
         self.fence: ShardFence | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the stop from fence checks
         self.recovery: Recovery | None = None
         self.queue: CommitQueue | None = None
         self.set_aside: SetAside | None = None
@@ -132,6 +133,7 @@ class Pipeline:
         breaking the old one (`generations.ShardFence.join`).
         """
         s = self.settings
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.store.create_all)
         self.fence = await asyncio.to_thread(
             ShardFence,
@@ -169,7 +171,7 @@ class Pipeline:
             s,
             self.sink,
             self.checkpoints,
-            self.fence.check,
+            self._check_fence,
             self.observer,
             self.shard,
             self.set_aside,
@@ -180,6 +182,21 @@ class Pipeline:
         # Read after recovery advanced what it could: what is planned past a checkpoint now
         # may hold rows that never advanced it.
         self.guarded = await asyncio.to_thread(self.checkpoints.planned_beyond, list(self.tags))
+
+    def _check_fence(self) -> Generation | None:
+        """The fence check of every poll, batch and commit (in any thread). A generation of
+        another count that has taken over stops the worker as SIGTERM does, whichever
+        check sees it first: the commit under way still lands within the drain."""
+        assert self.fence is not None
+        assert self._loop is not None
+        replaced = self.fence.check()
+        if replaced is not None and not self.lifecycle.stopping:
+            reason = (
+                f"shard generation {replaced.generation} ({replaced.shard_count} shards) "
+                "took over; flushing"
+            )
+            self._loop.call_soon_threadsafe(self.lifecycle.stop, reason)
+        return replaced
 
     def _still_committing(self, shard_count: int) -> bool:
         """Whether a worker of `shard_count` shards advanced a checkpoint lately (within two
@@ -202,7 +219,7 @@ class Pipeline:
             source,
             self.sink,
             self.checkpoints,
-            self.fence.check,
+            self._check_fence,
             self.observer,
             self.clock,
             lambda: self.lifecycle.stopping,
@@ -250,7 +267,7 @@ class Pipeline:
         lookback_span = timedelta(seconds=self.settings.late_lookback)
         first = True
         while not self.lifecycle.stopping:
-            await asyncio.to_thread(self.fence.check)
+            await asyncio.to_thread(self._check_fence)
             tags = [t for t in self.tags if only is None or t in only]
             if not tags:
                 break
@@ -307,7 +324,7 @@ class Pipeline:
         window = timedelta(seconds=self.settings.backfill_window)
         total = max(1e-9, (end - start).total_seconds() * max(1, len(self.tags)))
         while not self.lifecycle.stopping:
-            await asyncio.to_thread(self.fence.check)
+            await asyncio.to_thread(self._check_fence)
             tags = list(self.tags)
             stored = self.checkpoints.load_checkpoints(tags, BACKFILL_PREFIX)
             cps = {w: c for w, c in self.queue.planned(stored).items() if start < c <= end}
@@ -404,14 +421,9 @@ class Pipeline:
         """One poll of `run`: recorded reads, or with stream updates on, `Tail.poll`; none
         once a generation of another shard count has taken over: then the worker stops,
         flushing as on SIGTERM, within its drain (docs/DESIGN.md "Resharding fence")."""
-        assert self.fence is not None
-        replaced = await asyncio.to_thread(self.fence.check)
-        if replaced is not None:
-            self.lifecycle.stop(
-                f"shard generation {replaced.generation} ({replaced.shard_count} shards) "
-                "took over; flushing"
-            )
-        elif self.tail is None:
+        if await asyncio.to_thread(self._check_fence) is not None:
+            return
+        if self.tail is None:
             await self.catch_up(self.clock() - lag)
         else:
             await self.tail.poll(lag)
