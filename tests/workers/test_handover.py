@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -62,33 +63,56 @@ def fenced(sink: DeltaSink) -> int | None:
     return fenced_count(sink.table(PI_TIMESERIES))
 
 
+async def until(found: Callable[[], Any], seconds: float = 10.0) -> Any:
+    """Ask `found` until it gives something, letting the joining tasks run between asks."""
+    for _ in range(int(seconds / 0.02)):
+        if (value := found()) is not None and value is not False:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"not found in {seconds} s")
+
+
+def stale(fence: ShardFence) -> Callable[[], StaleGeneration | None]:
+    def check() -> StaleGeneration | None:
+        try:
+            fence.check()
+        except StaleGeneration as exc:
+            return exc
+        return None
+
+    return check
+
+
+def announced(fence: ShardFence, generation: int) -> Callable[[], bool]:
+    return lambda: (g := fence.generations.latest()) is not None and g.generation == generation
+
+
 async def test_the_old_count_ingests_until_every_new_worker_joined_then_drains(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(generations, "HANDOVER_DRAIN", timedelta(seconds=1))
+    monkeypatch.setattr(generations, "HANDOVER_DRAIN", timedelta(seconds=5))
     store, sink = lake(tmp_path)
     old = fence_of(store, sink, 0, 1)
     await old.join()
     handover = Handover(no_sleep, lambda count: count == 1)
     first = asyncio.create_task(fence_of(store, sink, 0, 2).join(handover))
-    await asyncio.sleep(0.5)
+    await until(announced(old, 2))
+    await asyncio.sleep(0.2)
     # Generation 2 is announced by one of its two workers: it waits, unfenced, and the
     # old worker goes on.
     assert not first.done()
     assert (fenced(sink), old.check()) == (1, None)
     second = asyncio.create_task(fence_of(store, sink, 1, 2).join(handover))
-    await asyncio.sleep(0.3)
     # All joined: generation 2 has taken over, and the old worker is told to flush and
     # stop while the table is not fenced yet.
-    replaced = old.check()
-    assert replaced is not None
+    replaced = await until(old.check)
     assert (replaced.generation, replaced.shard_count, replaced.joined) == (2, 2, 2)
     assert fenced(sink) == 1
     joined = await asyncio.wait_for(asyncio.gather(first, second), 10)
     assert [g.joined for g in joined] == [2, 2]
     assert fenced(sink) == 2
-    with pytest.raises(StaleGeneration, match=r"^shard generation 2 has 2 shards$"):
-        old.check()
+    # A drain after it first saw the take-over, the old worker is stale.
+    assert str(await until(stale(old))) == "shard generation 2 has 2 shards"
     # A worker of the new count restarting later joins nothing more: it has taken over.
     again = await asyncio.wait_for(fence_of(store, sink, 0, 2).join(handover), 1)
     assert again.joined == 2
@@ -139,7 +163,7 @@ async def test_a_third_count_announced_while_waiting_makes_the_waiter_stale(
     waiting = asyncio.create_task(
         fence_of(store, sink, 0, 2).join(Handover(no_sleep, lambda _count: True))
     )
-    await asyncio.sleep(0.5)
+    await until(announced(fence_of(store, sink, 0, 3), 2))
     await fence_of(store, sink, 0, 3).join()
     with pytest.raises(StaleGeneration, match=r"^shard generation 3 has 3 shards$"):
         await asyncio.wait_for(waiting, 10)
@@ -223,3 +247,30 @@ def test_the_generations_are_read_again_only_after_a_new_version(
     assert [g.shard_count for g in fence.generations.history()] == [1]
     assert [g.shard_count for g in fence.generations.history()] == [1]
     assert reads == [0, 1]
+
+
+async def test_a_take_over_that_lands_late_still_gets_its_drain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Join rows are stamped before their append, which may land long after on object
+    storage: the drain counts from when each worker sees the take-over."""
+    monkeypatch.setattr(generations, "HANDOVER_DRAIN", timedelta(seconds=2))
+    store, sink = lake(tmp_path)
+    old = fence_of(store, sink, 0, 1)
+    await old.join()
+    stamped = utcnow() - timedelta(seconds=60)
+    rows = [
+        {"generation": 2, "shard_count": 2, "announced_at": stamped, "announced_by": by}
+        for by in ("pidelta-ts-0-of-2", "pidelta-ts-1-of-2")
+    ]
+    sink.append(SHARDS, pa.Table.from_pylist(rows, schema=SHARDS_SCHEMA))
+    replaced = old.check()
+    assert replaced is not None
+    assert replaced.generation == 2
+    began = asyncio.get_running_loop().time()
+    joined = await asyncio.wait_for(
+        fence_of(store, sink, 0, 2).join(Handover(no_sleep, lambda _count: True)), 10
+    )
+    assert asyncio.get_running_loop().time() - began >= 2
+    assert (joined.joined, fenced(sink)) == (2, 2)
+    assert str(await until(stale(old))) == "shard generation 2 has 2 shards"

@@ -49,7 +49,7 @@ class Generation:
     @property
     def takes_over(self) -> datetime:
         """When it takes over: from then on workers of other counts flush and stop, and
-        HANDOVER_DRAIN later it fences."""
+        its workers fence HANDOVER_DRAIN after they see it."""
         return self.took_over_at or self.announced_at + HANDOVER_PATIENCE
 
     def taken_over(self, now: datetime) -> bool:
@@ -146,6 +146,7 @@ class ShardFence:
         self.shard_count = shard_count
         self.app_id = app_id
         self.generation: Generation | None = None
+        self._replaced_seen: datetime | None = None  # when a take-over was first seen
 
     async def join(self, handover: Handover | None = None) -> Generation:
         """Join this shard count's generation, announcing it unless it is current, then fence.
@@ -182,8 +183,8 @@ class ShardFence:
         self, current: Generation, previous: Generation, handover: Handover
     ) -> Generation:
         """Wait until `current` has taken over and the old workers' drain is over, unless
-        `previous` no longer commits."""
-        if utcnow() >= current.takes_over + HANDOVER_DRAIN:
+        a peer has fenced already or `previous` no longer commits."""
+        if await asyncio.to_thread(self.sink.fenced) == self.shard_count:
             return current
         if not await asyncio.to_thread(handover.old_live, previous.shard_count):
             log.info(
@@ -213,7 +214,9 @@ class ShardFence:
             current.shard_count,
             HANDOVER_DRAIN.total_seconds(),
         )
-        drained = current.takes_over + HANDOVER_DRAIN
+        # From when this worker saw it, not from the row's stamp: a join row stamped before
+        # a slow append (dozens racing on object storage) lands already old.
+        drained = utcnow() + HANDOVER_DRAIN
         while (left := (drained - utcnow()).total_seconds()) > 0:
             if await handover.wait(min(left, HANDOVER_POLL)):
                 raise RetriesAbandoned(
@@ -231,11 +234,14 @@ class ShardFence:
         if latest is None or latest.shard_count == self.generation.shard_count:
             return None
         now = utcnow()
-        if now >= latest.takes_over + HANDOVER_DRAIN:
+        if not latest.taken_over(now):
+            return None
+        self._replaced_seen = self._replaced_seen or now  # the drain counts from here
+        if now >= self._replaced_seen + HANDOVER_DRAIN:
             raise StaleGeneration(
                 f"shard generation {latest.generation} has {latest.shard_count} shards"
             )
-        return latest if latest.taken_over(now) else None
+        return latest
 
 
 def _refuse_a_revert(history: list[Generation], count: int, now: datetime) -> None:

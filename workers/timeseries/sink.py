@@ -168,6 +168,10 @@ class DeltaSink(DeltaWriter):
         written = self.append(PI_TIMESERIES, rows, app_id, batch_id, check=check)
         return Committed(rows.num_rows if written else 0, listed)
 
+    def fenced(self) -> int | None:
+        """The shard count pi_timeseries is fenced for now (None before any)."""
+        return fenced_count(self.table(PI_TIMESERIES))
+
     def fence(self, shard_count: int) -> None:
         """Fence pi_timeseries for `shard_count` shards (see the module docstring). Workers
         of one count starting together race to set it; a loser finds it set and is done."""
