@@ -294,8 +294,15 @@ def call_wheel_task(
         text=True,
         timeout=120,
         cwd=venv.parent,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(venv.parent), **(env or {})},
+        # Set on every Databricks cluster: `pidelta` then exits as the runtime expects.
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(venv.parent),
+            "DATABRICKS_RUNTIME_VERSION": "15.4",
+            **(env or {}),
+        },
     )
+    assert result.stdout, result.stderr
     *out, last = result.stdout.splitlines()
     how, _, value = last.partition(" ")
     assert how in {"EXIT", "RETURNED"}, result.stdout + result.stderr
