@@ -24,7 +24,6 @@ from workers.errors import RetriesAbandoned, StaleGeneration
 from workers.lake.schemas import (
     CHECKPOINTS,
     CHECKPOINTS_SCHEMA,
-    PI_TIMESERIES,
     SHARDS,
     SHARDS_SCHEMA,
 )
@@ -39,7 +38,7 @@ from workers.timeseries.generations import (
     Handover,
     ShardFence,
 )
-from workers.timeseries.sink import DeltaSink, fenced_count
+from workers.timeseries.sink import DeltaSink
 
 T = datetime(2026, 12, 4, 10, tzinfo=UTC)
 
@@ -57,10 +56,6 @@ def fence_of(store: TableStore, sink: DeltaSink, index: int, count: int) -> Shar
 async def no_sleep(_seconds: float) -> bool:
     await asyncio.sleep(0.01)
     return False
-
-
-def fenced(sink: DeltaSink) -> int | None:
-    return fenced_count(sink.table(PI_TIMESERIES))
 
 
 async def until(found: Callable[[], Any], seconds: float = 10.0) -> Any:
@@ -101,16 +96,16 @@ async def test_the_old_count_ingests_until_every_new_worker_joined_then_drains(
     # Generation 2 is announced by one of its two workers: it waits, unfenced, and the
     # old worker goes on.
     assert not first.done()
-    assert (fenced(sink), old.check()) == (1, None)
+    assert (sink.fenced(), old.check()) == (1, None)
     second = asyncio.create_task(fence_of(store, sink, 1, 2).join(handover))
     # All joined: generation 2 has taken over, and the old worker is told to flush and
     # stop while the table is not fenced yet.
     replaced = await until(old.check)
     assert (replaced.generation, replaced.shard_count, replaced.joined) == (2, 2, 2)
-    assert fenced(sink) == 1
+    assert sink.fenced() == 1
     joined = await asyncio.wait_for(asyncio.gather(first, second), 10)
     assert [g.joined for g in joined] == [2, 2]
-    assert fenced(sink) == 2
+    assert sink.fenced() == 2
     # A drain after it first saw the take-over, the old worker is stale.
     assert str(await until(stale(old))) == "shard generation 2 has 2 shards"
     # A worker of the new count restarting later joins nothing more: it has taken over.
@@ -130,14 +125,14 @@ async def test_a_new_count_fences_at_once_when_the_old_one_no_longer_commits(
     joined = await asyncio.wait_for(
         fence_of(store, sink, 0, 2).join(Handover(no_sleep, lambda _count: False)), 10
     )
-    assert (joined.generation, joined.joined, fenced(sink)) == (2, 1, 2)
+    assert (joined.generation, joined.joined, sink.fenced()) == (2, 1, 2)
 
 
 async def test_once_and_backfill_fence_without_waiting(tmp_path: Path) -> None:
     store, sink = lake(tmp_path)
     await fence_of(store, sink, 0, 1).join()
     joined = await asyncio.wait_for(fence_of(store, sink, 0, 2).join(), 10)
-    assert (joined.generation, joined.joined, fenced(sink)) == (2, 1, 2)
+    assert (joined.generation, joined.joined, sink.fenced()) == (2, 1, 2)
 
 
 async def test_a_worker_stopping_while_it_waits_leaves_the_fence_alone(tmp_path: Path) -> None:
@@ -152,7 +147,7 @@ async def test_a_worker_stopping_while_it_waits_leaves_the_fence_alone(tmp_path:
         match=r"^the worker is stopping before shard generation 2 took over$",
     ):
         await fence_of(store, sink, 0, 2).join(Handover(stopping, lambda _count: True))
-    assert fenced(sink) == 1
+    assert sink.fenced() == 1
 
 
 async def test_a_third_count_announced_while_waiting_makes_the_waiter_stale(
@@ -167,7 +162,7 @@ async def test_a_third_count_announced_while_waiting_makes_the_waiter_stale(
     await fence_of(store, sink, 0, 3).join()
     with pytest.raises(StaleGeneration, match=r"^shard generation 3 has 3 shards$"):
         await asyncio.wait_for(waiting, 10)
-    assert fenced(sink) == 3
+    assert sink.fenced() == 3
 
 
 def test_a_generation_takes_over_when_all_joined_or_after_its_patience() -> None:
@@ -213,7 +208,7 @@ async def test_a_count_just_replaced_is_not_announced_again(tmp_path: Path) -> N
         r"rollout\?\)",
         str(refused.value),
     )
-    assert (fenced(sink), len(fence_of(store, sink, 0, 1).generations.history())) == (2, 2)
+    assert (sink.fenced(), len(fence_of(store, sink, 0, 1).generations.history())) == (2, 2)
 
 
 async def test_a_count_replaced_long_ago_may_come_back(tmp_path: Path) -> None:
@@ -225,7 +220,7 @@ async def test_a_count_replaced_long_ago_may_come_back(tmp_path: Path) -> None:
     ]
     sink.append(SHARDS, pa.Table.from_pylist(rows, schema=SHARDS_SCHEMA))
     joined = await fence_of(store, sink, 0, 1).join()
-    assert (joined.generation, joined.shard_count, fenced(sink)) == (3, 1, 1)
+    assert (joined.generation, joined.shard_count, sink.fenced()) == (3, 1, 1)
 
 
 def test_the_generations_are_read_again_only_after_a_new_version(
@@ -272,5 +267,5 @@ async def test_a_take_over_that_lands_late_still_gets_its_drain(
         fence_of(store, sink, 0, 2).join(Handover(no_sleep, lambda _count: True)), 10
     )
     assert asyncio.get_running_loop().time() - began >= 2
-    assert (joined.joined, fenced(sink)) == (2, 2)
+    assert (joined.joined, sink.fenced()) == (2, 2)
     assert str(await until(stale(old))) == "shard generation 2 has 2 shards"

@@ -18,6 +18,7 @@ files readers of recent versions need, stay.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -111,8 +112,9 @@ class Maintainer:
         # step runs only when it has something to do: compaction when a partition holds
         # small files to merge; the checkpoint and the log clean-up when this pass made a
         # commit (writers checkpoint every 100 commits and clean up then).
-        if self._crowded(table):
-            self._step("compact", self._compact, table, report)
+        if crowded := self._crowded(table):
+            compact = functools.partial(self._compact, crowded)
+            self._step("compact", compact, table, report)
             table = self.store.refresh(name, table)
         # Vacuum before the checkpoint: without `full`, it looks at files removed since the
         # last checkpoint, which are those compaction just removed.
@@ -172,8 +174,10 @@ class Maintainer:
             for row in crowded.select(parts).iter_rows(named=True)
         ]
 
-    def _compact(self, table: DeltaTable, report: TableReport) -> None:
-        for partition in self._crowded(table):
+    def _compact(
+        self, crowded: list[dict[str, str]], table: DeltaTable, report: TableReport
+    ) -> None:
+        for partition in crowded:
             self._compact_partition(table, partition, report)
 
     def _compact_partition(

@@ -240,7 +240,8 @@ class Follower:
         followed = {w: m for w, m in self.markers.items() if w in self.covered}
         if not followed:
             return
-        oldest = min(self.covered[w] for w in followed)
+        # Only a first poll since a commit needs it (see below); later ones skip the pass.
+        oldest = min(self.covered[w] for w in followed) if self._since is None else None
         began = self.clock()
         try:
             got = await self.source.retrieve(followed)
@@ -272,7 +273,7 @@ class Follower:
             self._events.append(events)
             self._rows += events.num_rows
         self._quarantine.extend(got.quarantine)
-        if self._since is None:
+        if oldest is not None:
             # The first poll after a restart or a takeover retrieves the whole gap since the
             # last commit of the tags: its age counts from then, as a recorded catch-up's
             # does (`CommitQueue.overdue`), so it is applied at once, not a commit age later.
